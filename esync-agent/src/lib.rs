@@ -1,0 +1,1 @@
+//! esync-agent (being built).

@@ -1,0 +1,1 @@
+//! esync-client (being built).

@@ -1,0 +1,1 @@
+//! esync-identity (being built).

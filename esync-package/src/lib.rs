@@ -1,0 +1,1 @@
+//! esync-package (being built).

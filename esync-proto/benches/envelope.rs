@@ -1,0 +1,2 @@
+//! Envelope benchmark (being built).
+fn main() {}

@@ -1,0 +1,1 @@
+//! esync-server (being built).

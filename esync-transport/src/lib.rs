@@ -1,0 +1,1 @@
+//! esync-transport (being built).

@@ -1,0 +1,1 @@
+//! esync-uptane (being built).

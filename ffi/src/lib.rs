@@ -1,0 +1,1 @@
+//! esync-ffi (being built).
