@@ -1,1 +1,125 @@
-//! esync-package (being built).
+//! # esync-package
+//!
+//! Update packages, bsdiff-family deltas and resumable chunked transfers for
+//! esync-rs.
+//!
+//! * [`package`]: multi-component update packages (validated on
+//!   construction and on decoding), their mapping onto Uptane targets entries
+//!   (`custom.esync`), and [`package::PackageBuilder`].
+//! * [`delta`]: device-side patch application ([`delta::apply_patch`]) with
+//!   bounded memory; with feature `generate`, server-side generation
+//!   ([`delta::generate`]) and a delta cache ([`delta::cache`]).
+//! * [`chunk`]: chunk lists in signed metadata, the receiver-side
+//!   [`chunk::ChunkAssembler`] and sender-side [`chunk::ChunkSender`]
+//!   (sans-I/O).
+//!
+//! Default features carry no C code except the zstd and xz decoders (bzip2
+//! is the pure-Rust `libbz2-rs-sys`). Feature `generate` adds qbsdiff (C
+//! `divsufsort`), the `esync-pkg` CLI and the file-system cache.
+//!
+//! ## Applying a patch (the Agent's API)
+//!
+//! ```
+//! use esync_package::delta::{apply_patch, ApplyLimits, SourceImage, TargetSpec};
+//! use esync_proto::message::PatchFormat;
+//! # fn demo(installed: &dyn SourceImage, stored_patch: &dyn SourceImage,
+//! #         installed_sha: esync_proto::id::Sha256Digest, target: TargetSpec)
+//! #         -> Result<(), esync_package::delta::DeltaError> {
+//! let mut slot: Vec<u8> = Vec::new(); // anything implementing `SlotWriter` (every `io::Write` does)
+//! let report = apply_patch(
+//!     PatchFormat::BsdiffZstd,
+//!     installed,        // positioned reads of the installed image (e.g. `FileSource`)
+//!     &installed_sha,   // `ImageEncoding::Delta::source_sha256` from signed metadata
+//!     stored_patch,     // the received patch, positioned reads (`&[u8]` works)
+//!     &target,          // `TargetSpec { length, sha256 }` of the new image
+//!     &mut slot,
+//!     &ApplyLimits::default(),
+//! )?;
+//! assert_eq!(report.written, target.length);
+//! # Ok(()) }
+//! ```
+//!
+//! Guarantees: the source is hashed and compared **before** anything is
+//! written; the header's declared target length must equal `target.length`;
+//! output is streamed in blocks and never exceeds `target.length`; the result
+//! is hashed while written and compared at the end. Any truncated, corrupted
+//! or mismatching patch gives a [`delta::DeltaError`] (with
+//! [`delta::DeltaError::failure_code`] for the protocol report), never `Ok`.
+//! The patch is taken by positioned reads rather than as an `io::Read`
+//! because the three bsdiff streams are consumed side by side.
+//!
+//! ## Memory bound of application
+//!
+//! The source and the patch are read with positioned reads (`pread`), so
+//! neither is resident. With `B` = [`delta::ApplyLimits::block`] (64 KiB),
+//! peak heap is about
+//!
+//! * `BsdiffZstd`: `3B + 3·32 KiB + Σ_streams (window_s + ~130 KiB)`, where
+//!   `window_s ≤ min(stream length, 2^window_log)` and `window_log` is
+//!   bounded by [`delta::ApplyLimits::max_window_log`] (the generator uses
+//!   log 22 = 4 MiB by default, so ≤ ~8.5 MiB for the diff and extra streams
+//!   together, the control stream being small);
+//! * `BsdiffXz`: `3B + 3·32 KiB + Σ_streams (dict_s + ~100 KiB)` with
+//!   `dict_s ≤ min(2^window_log, ApplyLimits::xz_memlimit)` (same 4 MiB
+//!   default);
+//! * `Bsdiff40`: `3B + 3·(400 KiB · level)` for bzip2's decode tables
+//!   (≤ 3 × 3.6 MiB at level 9).
+//!
+//! It does not grow with the image size.
+//!
+//! ## Patch formats
+//!
+//! All three carry the classic bsdiff streams: *control* (triples of
+//! sign-magnitude little-endian i64 `add, copy, seek`), *diff* (bytes added
+//! to the source) and *extra* (new bytes).
+//!
+//! **`BSDIFF40`** (`PatchFormat::Bsdiff40`): 32-byte header `"BSDIFF40"`,
+//! compressed control length, compressed diff length, new length (each
+//! sign-magnitude i64), then three bzip2 streams (control, diff, extra to
+//! the end of the file). This is what the standard `bsdiff` tool writes and
+//! what qbsdiff writes.
+//!
+//! **esync container** (`PatchFormat::BsdiffZstd` magic `"ESBDZST1"`,
+//! `PatchFormat::BsdiffXz` magic `"ESBDXZ01"`): a 64-byte header of eight
+//! little-endian u64 fields
+//!
+//! | offset | field |
+//! | --- | --- |
+//! | 0 | magic (8 bytes) |
+//! | 8 | target length |
+//! | 16, 24, 32 | compressed length of the control, diff, extra stream |
+//! | 40, 48, 56 | uncompressed length of the control, diff, extra stream |
+//!
+//! followed by the three compressed streams back to back, nothing after.
+//! Each stream is exactly one zstd frame (window ≤ 2^window_log, content
+//! size and checksum included) or one `.xz` stream (LZMA2, CRC32 check,
+//! dictionary ≤ 2^window_log). A header is refused unless: the stream
+//! lengths add up to the patch length exactly (no overflow, no trailing
+//! bytes), the control length is a multiple of 24, and diff + extra equals
+//! the target length. After application every stream must be consumed
+//! exactly.
+//!
+//! ## Why zstd is the default encoding
+//!
+//! See the crate README section in BENCHMARKS.md: both encodings are
+//! produced and measured by `benches/delta.rs`; xz gives the smallest
+//! patches, zstd applies several times faster with a similar memory bound.
+//! [`delta::generate::GenerateOptions`] picks whichever the caller asks for;
+//! [`DEFAULT_FORMAT`] is the one the server offers first.
+//!
+//! ## Resumable transfers
+//!
+//! See [`chunk`]. The chunk-list digest of every artifact is in the signed
+//! component description, so a [`esync_proto::message::TransferStart`] is
+//! trusted only when its chunk hashes hash to it.
+
+#![forbid(unsafe_code)]
+
+pub mod chunk;
+pub mod delta;
+pub mod digest;
+pub mod package;
+
+/// The patch format the server prefers to offer (when the Agent supports it).
+pub const DEFAULT_FORMAT: esync_proto::message::PatchFormat =
+    esync_proto::message::PatchFormat::BsdiffZstd;
