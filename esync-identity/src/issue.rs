@@ -422,7 +422,7 @@ impl FleetCa {
         self.issue_with(params, common_name, ekus, validity)
     }
 
-    fn issue_with(
+    pub(crate) fn issue_with(
         &self,
         mut params: CertificateParams,
         common_name: &str,

@@ -271,6 +271,51 @@ fn two_esync_uris_are_refused() {
     assert!(matches!(err, IdentityError::MultipleEsyncUris(2)), "{err}");
 }
 
+/// DER of a SubjectAltName extension value holding one URI (short form lengths).
+fn san_ext_value(uri: &str) -> Vec<u8> {
+    assert!(uri.len() < 120);
+    let mut gn = vec![0x86, uri.len() as u8];
+    gn.extend_from_slice(uri.as_bytes());
+    let mut seq = vec![0x30, gn.len() as u8];
+    seq.extend(gn);
+    seq
+}
+
+#[test]
+fn second_san_extension_is_refused() {
+    let ca = ca();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        "esync://vehicle/WVWZZZ1JZXW000001/device/powertrain/ecm"
+            .try_into()
+            .unwrap(),
+    )];
+    // A second, separate SAN extension naming another device.
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 17],
+            san_ext_value("esync://vehicle/WVWZZZ1JZXW000001/device/chassis/brakes"),
+        ));
+    let c = ca
+        .issue_with(
+            params,
+            "dup",
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+            year(),
+        )
+        .unwrap();
+    assert!(parse_identity(&c.cert_der).is_err());
+    assert!(validate_chain(
+        &c.cert_der,
+        &c.chain,
+        &anchors(&ca),
+        NOW as u64,
+        Usage::ClientAuth
+    )
+    .is_err());
+}
+
 #[test]
 fn scheme_case_does_not_hide_a_second_uri() {
     let ca = ca();

@@ -41,6 +41,11 @@ fn private_key(identity: &IssuedIdentity) -> PrivateKeyDer<'static> {
 /// client to present a certificate that chains to `anchors` (rustls'
 /// `WebPkiClientVerifier`). Read the client's identity after the handshake
 /// with [`peer_identity_from_certs`].
+///
+/// Any participant of the fleet is accepted here (any role, any vehicle):
+/// the caller must check the peer's [`Role`] and VIN after the handshake
+/// (e.g. a vehicle's broker accepts only its own VIN's Agents and listeners,
+/// the Server only [`Role::Vehicle`]).
 pub fn server_tls_config(
     identity: &IssuedIdentity,
     anchors: &TrustAnchors,
@@ -129,17 +134,7 @@ impl ServerCertVerifier for VehiclePeerVerifier {
             now.as_secs(),
             Usage::ServerAuth,
         )
-        .map_err(|e| match e {
-            IdentityError::Chain(webpki::Error::CertExpired { .. }) => {
-                rustls::Error::InvalidCertificate(rustls::CertificateError::Expired)
-            }
-            IdentityError::Chain(webpki::Error::UnknownIssuer) => {
-                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
-            }
-            other => rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
-                rustls::OtherError(Arc::new(other)),
-            )),
-        })?;
+        .map_err(to_rustls_error)?;
         let (identity, purposes) = parse_identity_with_eku(end_entity).map_err(|e| {
             rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
                 Arc::new(e),
@@ -179,6 +174,21 @@ impl ServerCertVerifier for VehiclePeerVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algs.supported_schemes()
     }
+}
+
+/// Maps a chain or parse error to the rustls certificate error that names it.
+fn to_rustls_error(e: IdentityError) -> rustls::Error {
+    use rustls::CertificateError as C;
+    let kind = match e {
+        IdentityError::Chain(webpki::Error::CertExpired { .. }) => C::Expired,
+        IdentityError::Chain(webpki::Error::CertNotValidYet { .. }) => C::NotValidYet,
+        IdentityError::Chain(webpki::Error::UnknownIssuer) => C::UnknownIssuer,
+        IdentityError::Chain(webpki::Error::InvalidSignatureForPublicKey) => C::BadSignature,
+        IdentityError::Chain(webpki::Error::RequiredEkuNotFoundContext(_)) => C::InvalidPurpose,
+        IdentityError::Chain(webpki::Error::BadDer) | IdentityError::Parse(_) => C::BadEncoding,
+        other => C::Other(rustls::OtherError(Arc::new(other))),
+    };
+    rustls::Error::InvalidCertificate(kind)
 }
 
 /// After a handshake: reads the identity from the peer's end-entity

@@ -122,7 +122,7 @@ impl TrustAnchors {
 /// seconds), basic constraints, name constraints and that the end entity's
 /// extended key usage allows `usage` (the end entity must carry the EKU
 /// extension; a certificate without it is refused). Only ed25519 signatures are accepted.
-/// No revocation check is made. Then [`parse_identity`] reads the role; the
+/// No revocation check is made. Then [`parse_identity`](crate::parse_identity) reads the role; the
 /// caller decides which roles it accepts.
 pub fn validate_chain(
     end_entity_der: &[u8],
