@@ -1,1 +1,62 @@
-//! esync-agent (being built).
+//! # esync-agent
+//!
+//! The Agent side of the esync-rs update lifecycle, for ECU firmware and
+//! other updatable endpoints:
+//!
+//! - [`Agent`]: a **sans-I/O state machine** (no sockets, files, clocks or
+//!   threads). Input: verified messages from the Client
+//!   ([`esync_proto::envelope::Verified`]), the current time, and a
+//!   [`Context`] of host traits called synchronously (device, journal store,
+//!   metadata verifier, patch applier, consent policy). Output: messages to
+//!   send, whether more work is pending, and the next deadline.
+//! - [`device::Device`]: what the host implements (running image and
+//!   positioned reads of it, staging, inactive-slot writes, activate,
+//!   self-test, commit, roll back, backups, vehicle signals), with an A/B
+//!   file-backed reference ([`device::file::FileDevice`]) and an in-memory one
+//!   ([`device::mem::MemDevice`]); [`fault`] injects failures and power cuts.
+//! - [`journal`]: the crash-safe journal (atomic replace through a
+//!   [`journal::JournalStore`]).
+//! - [`expr`]: the precondition language the Agent evaluates itself
+//!   (safety-critical Agents refuse to install when it does not hold).
+//! - `runtime` (feature `runtime`): a tokio loop connecting the Agent to a
+//!   frame transport.
+//!
+//! ## Lifecycle
+//!
+//! | Client sends | Agent does | Agent answers |
+//! | --- | --- | --- |
+//! | `InventoryQuery` | reads the device | `InventoryReport` or `DoNotDisturb` |
+//! | `UpdateMetadata` | verifies it itself (Uptane partial/full) | errors later in `PrepareResult` |
+//! | `DownloadOffer` | checks it against the verified target, asks the policy | `DownloadDecision` |
+//! | `TransferStart`/`TransferChunk` | verifies each chunk, stages it, resumes at the first unverified chunk | `TransferAck`, `Progress` |
+//! | `Prepare` | hashes the staged image, checks a delta's source, reconstructs in a dry run | `PrepareResult` READY/FAILED (a re-sent one is answered without rework) |
+//! | `InstallStart` | local precondition, pre-install, write inactive slot, verify, activate, self-test | `Progress`, `InstallResult` |
+//! | `Confirm` | commits | `Confirmed` |
+//! | `Rollback` | previous slot, backup list, or version | `RollbackResult` |
+//!
+//! Failed attempts roll back automatically and are reported retryable until
+//! `max_install_attempts`, then terminal.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod expr;
+pub mod fault;
+pub mod fsutil;
+pub mod journal;
+pub mod patch;
+pub mod policy;
+#[cfg(feature = "runtime")]
+pub mod runtime;
+pub mod seal;
+pub mod state;
+pub mod target;
+pub mod testing;
+
+pub use agent::{Agent, Context, Outgoing, Output};
+pub use config::AgentConfig;
+pub use error::AgentError;

@@ -1,0 +1,2 @@
+//! Agent benchmark (placeholder until written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! esync-agent binary.
+fn main() {}

@@ -1,0 +1,113 @@
+//! Agent configuration: identity, capabilities, limits and local policy.
+
+use esync_proto::id::{DevicePath, EcuSerial, HardwareId};
+use esync_proto::message::Criticality;
+use thiserror::Error;
+
+use crate::expr::{Expr, ExprError};
+
+/// The configuration is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A safety-critical Agent must have an install precondition.
+    #[error("a safety-critical Agent needs an install precondition")]
+    MissingPrecondition,
+    /// The precondition does not parse.
+    #[error("install precondition: {0}")]
+    Precondition(#[from] ExprError),
+    /// A limit is zero or out of range.
+    #[error("configuration limit {0} is out of range")]
+    Limit(&'static str),
+}
+
+/// Agent configuration.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// This Agent's device path.
+    pub device: DevicePath,
+    /// Hardware id of the device.
+    pub hardware_id: HardwareId,
+    /// ECU serial (Uptane ECU id).
+    pub serial: EcuSerial,
+    /// Criticality of the device's function.
+    pub criticality: Criticality,
+    /// Vehicle-state precondition the Agent checks itself before installing,
+    /// whatever the Client says. Mandatory for safety-critical Agents.
+    pub install_precondition: Option<Expr>,
+    /// Memory the Agent gives to patching (advertised, and passed to the
+    /// patch applier).
+    pub max_patch_memory: u64,
+    /// Install attempts per update; the last failed attempt is reported as a
+    /// terminal failure.
+    pub max_install_attempts: u32,
+    /// Largest image (or patch) accepted.
+    pub max_image_len: u64,
+    /// Largest transfer chunk accepted.
+    pub max_chunk_size: u32,
+    /// Most chunks in one transfer (bounds the journaled chunk list).
+    pub max_chunks: u32,
+    /// The transfer position is journaled at least every this many chunks
+    /// (chunks after it are re-verified from staging on recovery).
+    pub journal_every_chunks: u32,
+    /// A progress report is sent every this many chunks.
+    pub progress_every_chunks: u32,
+    /// Bytes copied into the inactive slot per [`crate::Agent::poll`].
+    pub write_quantum: usize,
+    /// Rolls back automatically if the Client does not confirm an activated
+    /// image within this time.
+    pub confirm_timeout_ms: Option<u64>,
+    /// Suggested delay in "do not disturb" answers.
+    pub busy_retry_after_ms: u32,
+}
+
+impl AgentConfig {
+    /// A configuration with safe defaults for a normal-criticality Agent.
+    pub fn new(device: DevicePath, hardware_id: HardwareId, serial: EcuSerial) -> Self {
+        AgentConfig {
+            device,
+            hardware_id,
+            serial,
+            criticality: Criticality::Normal,
+            install_precondition: None,
+            max_patch_memory: 8 * 1024 * 1024,
+            max_install_attempts: 3,
+            max_image_len: 1 << 32,
+            max_chunk_size: 256 * 1024,
+            max_chunks: 65_536,
+            journal_every_chunks: 16,
+            progress_every_chunks: 16,
+            write_quantum: 64 * 1024,
+            confirm_timeout_ms: Some(15 * 60 * 1000),
+            busy_retry_after_ms: 5_000,
+        }
+    }
+
+    /// Makes the Agent safety-critical with `precondition` (e.g.
+    /// `speed == 0 && gear == "P" && battery_soc >= 40`).
+    pub fn safety_critical(mut self, precondition: &str) -> Result<Self, ConfigError> {
+        self.criticality = Criticality::SafetyCritical;
+        self.install_precondition = Some(Expr::parse(precondition)?);
+        Ok(self)
+    }
+
+    /// Checks the configuration.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.criticality == Criticality::SafetyCritical && self.install_precondition.is_none() {
+            return Err(ConfigError::MissingPrecondition);
+        }
+        if self.max_install_attempts == 0 {
+            return Err(ConfigError::Limit("max_install_attempts"));
+        }
+        if self.max_chunk_size == 0 || self.max_chunks == 0 {
+            return Err(ConfigError::Limit("max_chunk_size/max_chunks"));
+        }
+        if self.journal_every_chunks == 0 || self.progress_every_chunks == 0 {
+            return Err(ConfigError::Limit("journal_every_chunks/progress_every_chunks"));
+        }
+        if self.write_quantum == 0 || self.write_quantum > 16 * 1024 * 1024 {
+            return Err(ConfigError::Limit("write_quantum"));
+        }
+        Ok(())
+    }
+}

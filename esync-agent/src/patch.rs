@@ -1,0 +1,113 @@
+//! Delta reconstruction, behind a trait.
+//!
+//! The Agent reads the source (its installed image) and the patch (the
+//! staged transfer) through positioned reads and streams the output to a
+//! sink, so neither is copied whole into RAM by the core. The core checks the
+//! source's SHA-256 before calling [`PatchApplier::apply`] and the output's
+//! length and SHA-256 after; implementations must also refuse output longer
+//! than `expected_len`.
+
+use esync_proto::id::Sha256Digest;
+use esync_proto::message::PatchFormat;
+use thiserror::Error;
+
+/// Positioned read access to an image (source image or staged patch).
+pub trait ImageRead {
+    /// Length in bytes.
+    fn len(&self) -> u64;
+
+    /// Whether the image is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read
+    /// (0 only at or past the end).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, PatchError>;
+}
+
+/// Where reconstructed bytes go, in order.
+pub trait ImageSink {
+    /// Appends `data`.
+    fn write(&mut self, data: &[u8]) -> Result<(), PatchError>;
+}
+
+/// Applying a patch failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum PatchError {
+    /// The format is not supported by this applier.
+    #[error("patch format {0:?} not supported")]
+    UnsupportedFormat(PatchFormat),
+    /// The patch is malformed or truncated.
+    #[error("corrupt patch: {0}")]
+    Corrupt(String),
+    /// The patch needs more memory than allowed.
+    #[error("patch needs more than {0} bytes of memory")]
+    Memory(u64),
+    /// The output would exceed the expected length.
+    #[error("patch output exceeds the expected {0} bytes")]
+    TooLong(u64),
+    /// The output does not match the expected length or hash.
+    #[error("patch output does not match the expected image: {0}")]
+    Mismatch(String),
+    /// Reading the source or patch, or writing the output, failed.
+    #[error("patch I/O: {0}")]
+    Io(String),
+    /// Power was lost while patching (fault injection or a host signal).
+    #[error("power lost during patching")]
+    PowerLoss,
+}
+
+/// What the expected output is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectedImage {
+    /// Length in bytes.
+    pub len: u64,
+    /// SHA-256.
+    pub sha256: Sha256Digest,
+}
+
+/// Reconstructs an image from a source image and a patch.
+pub trait PatchApplier {
+    /// Formats this applier supports, most preferred first (advertised in
+    /// the inventory).
+    fn formats(&self) -> Vec<PatchFormat>;
+
+    /// Applies `patch` (in `format`) to `source`, streaming the result to
+    /// `out`, using at most `max_memory` bytes of working memory. Must refuse
+    /// output longer than `expected.len`; should check `expected.sha256`.
+    fn apply(
+        &self,
+        format: PatchFormat,
+        source: &dyn ImageRead,
+        patch: &dyn ImageRead,
+        expected: ExpectedImage,
+        out: &mut dyn ImageSink,
+        max_memory: u64,
+    ) -> Result<(), PatchError>;
+}
+
+/// An applier for Agents without delta support: every format is refused,
+/// and the Agent advertises no patch formats (the Server then sends full
+/// images).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoDeltas;
+
+impl PatchApplier for NoDeltas {
+    fn formats(&self) -> Vec<PatchFormat> {
+        Vec::new()
+    }
+
+    fn apply(
+        &self,
+        format: PatchFormat,
+        _source: &dyn ImageRead,
+        _patch: &dyn ImageRead,
+        _expected: ExpectedImage,
+        _out: &mut dyn ImageSink,
+        _max_memory: u64,
+    ) -> Result<(), PatchError> {
+        Err(PatchError::UnsupportedFormat(format))
+    }
+}
