@@ -9,6 +9,10 @@ use sha2::{Digest, Sha256};
 use super::format::{decode_int, parse_header, CONTROL_LEN};
 use super::{ApplyLimits, ApplyReport, DeltaError, SlotWriter, SourceImage, Stream, TargetSpec};
 
+/// Pure-seek controls a `BSDIFF40` patch may carry after its output is
+/// complete (qbsdiff ends each parallel chunk with one).
+const MAX_TRAILING_CONTROLS: u64 = 4096;
+
 /// Input buffer of each compressed stream.
 const STREAM_BUF: usize = 32 << 10;
 
@@ -252,29 +256,47 @@ pub fn apply_patch(
             .ok_or(DeltaError::Corrupt("source position overflow"))?;
     }
 
-    if let Some(raw) = header.raw_lengths {
-        // The container declares its stream lengths: everything must be used
-        // exactly, with nothing left in any stream.
-        if diff_total != raw[1] || extra_total != raw[2] {
-            return Err(DeltaError::Corrupt("stream lengths differ from the header"));
-        }
-        if controls * CONTROL_LEN > raw[0] {
-            return Err(DeltaError::Corrupt("more controls than the header declares"));
-        }
-        let mut rest = vec![0u8; usize::try_from(raw[0] - controls * CONTROL_LEN).unwrap_or(0).min(block)];
-        let mut left = raw[0] - controls * CONTROL_LEN;
-        while left > 0 {
-            let k = usize::try_from(left).unwrap_or(usize::MAX).min(rest.len());
-            fill(&mut *ctrl, &mut rest[..k], Stream::Control)?;
-            left -= k as u64;
-        }
-        for (r, s) in [(&mut ctrl, Stream::Control), (&mut diff, Stream::Diff), (&mut extra, Stream::Extra)] {
-            let mut one = [0u8; 1];
-            match r.read(&mut one) {
-                Ok(0) => {}
-                Ok(_) => return Err(DeltaError::Corrupt("trailing data in a stream")),
-                Err(source) => return Err(DeltaError::Decompress { stream: s, source }),
+    // Every stream must end exactly here: a patch whose tail is missing or
+    // damaged is refused even when the bytes produced so far are right.
+    let ctrl_left = match header.raw_lengths {
+        Some(raw) => {
+            // The container declares its stream lengths: they must match.
+            if diff_total != raw[1] || extra_total != raw[2] {
+                return Err(DeltaError::Corrupt("stream lengths differ from the header"));
             }
+            raw[0]
+                .checked_sub(controls * CONTROL_LEN)
+                .ok_or(DeltaError::Corrupt("more controls than the header declares"))?
+        }
+        // BSDIFF40 (qbsdiff) may end with pure seek controls; allow a bounded
+        // number of them.
+        None => MAX_TRAILING_CONTROLS * CONTROL_LEN,
+    };
+    let mut left = ctrl_left;
+    while left > 0 {
+        let k = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
+        match ctrl.read(&mut data[..k]) {
+            Ok(0) if header.raw_lengths.is_none() => break,
+            Ok(0) => return Err(DeltaError::Truncated(Stream::Control)),
+            Ok(n) => left -= n as u64,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(DeltaError::Truncated(Stream::Control))
+            }
+            Err(source) => {
+                return Err(DeltaError::Decompress {
+                    stream: Stream::Control,
+                    source,
+                })
+            }
+        }
+    }
+    for (r, s) in [(&mut ctrl, Stream::Control), (&mut diff, Stream::Diff), (&mut extra, Stream::Extra)] {
+        let mut one = [0u8; 1];
+        match r.read(&mut one) {
+            Ok(0) => {}
+            Ok(_) => return Err(DeltaError::Corrupt("trailing data in a stream")),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(DeltaError::Truncated(s)),
+            Err(source) => return Err(DeltaError::Decompress { stream: s, source }),
         }
     }
 

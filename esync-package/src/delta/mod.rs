@@ -52,6 +52,16 @@ impl SourceImage for [u8] {
     }
 }
 
+impl<T: SourceImage + ?Sized> SourceImage for &T {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).read_exact_at(offset, buf)
+    }
+}
+
 impl SourceImage for Vec<u8> {
     fn len(&self) -> u64 {
         self.as_slice().len() as u64
