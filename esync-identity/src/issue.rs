@@ -256,15 +256,12 @@ impl FleetCa {
         let cert_der = certs
             .next()
             .ok_or(IdentityError::Pem("no CA certificate"))?;
-        let key = KeyPair::from_pem(key_pem)?;
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|_| IdentityError::Key("CA key PEM could not be decoded"))?;
         if key.algorithm() != &rcgen::PKCS_ED25519 {
             return Err(IdentityError::Key("CA key is not ed25519"));
         }
-        let (_, parsed) =
-            <x509_parser::certificate::X509Certificate<'_> as x509_parser::prelude::FromDer<
-                '_,
-                _,
-            >>::from_der(&cert_der)
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der)
             .map_err(|e| IdentityError::Parse(e.to_string()))?;
         if !parsed.is_ca() {
             return Err(IdentityError::Key("certificate is not a CA certificate"));
