@@ -1,1 +1,203 @@
-//! esync-transport (being built).
+//! # esync-transport
+//!
+//! How esync-proto frames travel between the Client and its Agents and
+//! listeners. Every frame a transport carries is an esync-proto frame holding
+//! a [`SignedEnvelope`](esync_proto::SignedEnvelope) signed by its sender; a
+//! transport never signs, re-signs or alters one. Receivers verify end to end
+//! with [`esync_proto::envelope::Verifier`], which they own outside the
+//! transport, so its replay state survives reconnections.
+//!
+//! [`Transport`] is the abstraction the Client and Agent runtimes use, with
+//! three implementations:
+//!
+//! | variant | what | where |
+//! | --- | --- | --- |
+//! | [`Transport::Broker`] | link to the broker embedded in the Client: TCP with mutual TLS, automatic reconnection with backoff that re-subscribes | [`broker_link`] |
+//! | [`Transport::Mqtt`] | through an existing MQTT broker (Mosquitto), QoS 1; topics and presence in [`mqtt`] | [`mqtt`] |
+//! | [`Transport::Channel`] | in-process, bounded tokio channels, for tests and for the Client's own endpoint on its embedded broker | [`channel`] |
+//!
+//! Common operations: [`Transport::send`] a frame (routed by the recipient in
+//! its header), [`Transport::recv`] the next [`Incoming`] (a frame, a
+//! presence change, or a notice that the link reconnected), and
+//! [`Transport::subscribe`] to groups (`Recipient::Group`).
+//!
+//! The routing rules shared by the in-process hub and the embedded broker are
+//! sans-I/O, in [`routing`]. The link framing of the built-in broker protocol
+//! is in [`link`].
+//!
+//! ## Host transports (CAN-TP, DoIP, SOME/IP)
+//!
+//! An Agent whose host already has a transport does not need any of the
+//! above: the Agent core consumes esync-proto frames, and [`host`] turns a
+//! byte stream (CAN-TP reassembled payloads, a DoIP diagnostic message
+//! stream, a SOME/IP byte field) into complete frames with
+//! [`esync_proto::frame::FrameDecoder`], bounded by the frame limits before
+//! any body byte is buffered. See [`host::FrameReassembler`].
+
+#![forbid(unsafe_code)]
+
+pub mod broker_link;
+pub mod channel;
+pub mod host;
+pub mod link;
+pub mod mqtt;
+pub mod routing;
+
+use std::sync::{Arc, Mutex};
+
+use esync_proto::envelope::EnvelopeSigner;
+use esync_proto::id::GroupName;
+use esync_proto::message::{Participant, PresenceState};
+use esync_proto::FrameError;
+
+pub use broker_link::{BrokerLinkConfig, BrokerTransport};
+pub use channel::{ChannelHub, ChannelPeer, ChannelTransport, Outbound};
+pub use mqtt::{MqttConfig, MqttPresence, MqttTransport};
+
+/// A participant's envelope signer shared between its runtime and the parts
+/// of a transport or broker that sign on its behalf (presence markers), so
+/// that there is one sequence-number space per participant.
+pub type SharedSigner = Arc<Mutex<EnvelopeSigner>>;
+
+/// Something a transport received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// An esync-proto frame holding a signed envelope; not yet verified:
+    /// hand it to the receiver's `Verifier`.
+    Frame(Vec<u8>),
+    /// A participant connected or disconnected. Delivered to the Client only,
+    /// and only by sources it trusts: its own embedded broker (in-process),
+    /// or, over MQTT, a presence marker whose signature and sequence number
+    /// were verified (see [`mqtt`]).
+    Presence(PresenceEvent),
+    /// The link was re-established and subscriptions were restored. Messages
+    /// sent while it was down may have been lost; sequence numbers and the
+    /// receiver's replay state are unaffected.
+    Reconnected,
+}
+
+/// A presence change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceEvent {
+    /// Whose presence changed.
+    pub participant: Participant,
+    /// New state.
+    pub state: PresenceState,
+}
+
+/// A transport failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The transport was closed (its background task ended).
+    #[error("transport closed")]
+    Closed,
+    /// The frame to send is not a valid esync-proto envelope frame.
+    #[error("invalid frame to send: {0}")]
+    Frame(#[from] FrameError),
+    /// The MQTT client refused a request.
+    #[error("mqtt request failed: {0}")]
+    Mqtt(String),
+    /// A configuration value is invalid.
+    #[error("invalid transport configuration: {0}")]
+    Config(&'static str),
+    /// Too many groups were subscribed.
+    #[error("too many groups: {got} (at most {max})")]
+    TooManyGroups {
+        /// Groups requested.
+        got: usize,
+        /// Maximum allowed.
+        max: usize,
+    },
+}
+
+/// Maximum number of groups one connection may subscribe to.
+pub const MAX_GROUPS: usize = 32;
+
+/// The transport abstraction used by the Client and Agent runtimes.
+#[derive(Debug)]
+pub enum Transport {
+    /// Link to the broker embedded in the Client (mutual TLS).
+    Broker(BrokerTransport),
+    /// Through an MQTT broker.
+    Mqtt(MqttTransport),
+    /// In-process channels.
+    Channel(ChannelTransport),
+}
+
+impl Transport {
+    /// Sends one frame (an esync-proto frame holding a signed envelope).
+    /// Waits while the outbound queue is full (backpressure).
+    pub async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError> {
+        match self {
+            Transport::Broker(t) => t.send(frame).await,
+            Transport::Mqtt(t) => t.send(frame).await,
+            Transport::Channel(t) => t.send(frame).await,
+        }
+    }
+
+    /// The next thing received; `None` once the transport is closed.
+    pub async fn recv(&mut self) -> Option<Incoming> {
+        match self {
+            Transport::Broker(t) => t.recv().await,
+            Transport::Mqtt(t) => t.recv().await,
+            Transport::Channel(t) => t.recv().await,
+        }
+    }
+
+    /// Replaces this connection's group subscriptions. They are restored
+    /// automatically after a reconnection.
+    pub async fn subscribe(&self, groups: Vec<GroupName>) -> Result<(), TransportError> {
+        check_groups(&groups)?;
+        match self {
+            Transport::Broker(t) => t.subscribe(groups).await,
+            Transport::Mqtt(t) => t.subscribe(groups).await,
+            Transport::Channel(t) => t.subscribe(groups).await,
+        }
+    }
+
+    /// A cloneable handle that sends on this transport, for runtimes that
+    /// send from one task and receive in another.
+    pub fn sender(&self) -> FrameSender {
+        match self {
+            Transport::Broker(t) => t.sender(),
+            Transport::Mqtt(t) => t.sender(),
+            Transport::Channel(t) => t.sender(),
+        }
+    }
+}
+
+pub(crate) fn check_groups(groups: &[GroupName]) -> Result<(), TransportError> {
+    if groups.len() > MAX_GROUPS {
+        return Err(TransportError::TooManyGroups {
+            got: groups.len(),
+            max: MAX_GROUPS,
+        });
+    }
+    Ok(())
+}
+
+/// A cloneable sending handle of a [`Transport`].
+#[derive(Clone, Debug)]
+pub struct FrameSender {
+    inner: SenderInner,
+}
+
+#[derive(Clone, Debug)]
+enum SenderInner {
+    Queue(tokio::sync::mpsc::Sender<Outbound>),
+    Mqtt(mqtt::MqttSender),
+}
+
+impl FrameSender {
+    /// Sends one frame; waits while the outbound queue is full.
+    pub async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError> {
+        match &self.inner {
+            SenderInner::Queue(tx) => tx
+                .send(Outbound::Frame(frame))
+                .await
+                .map_err(|_| TransportError::Closed),
+            SenderInner::Mqtt(m) => m.send(frame).await,
+        }
+    }
+}
