@@ -961,7 +961,7 @@ impl Agent {
                 }
                 drop(buf);
                 self.progress(out, Phase::Patch, 0, target.length);
-                let r = self.apply_delta(*format, installed.length, total, target, false, ctx)?;
+                let r = self.apply_delta(*format, installed.length, *source_sha256, total, target, false, ctx)?;
                 if let Err(f) = r {
                     return Ok(Err(f));
                 }
@@ -973,7 +973,8 @@ impl Agent {
 
     /// Runs the patch applier from the running image and the staged patch,
     /// into the inactive slot (`write`) or into a hash only.
-    fn apply_delta(&self, format: esync_proto::message::PatchFormat, source_len: u64, patch_len: u64, target: &DirectedTarget, write: bool, ctx: &mut Context<'_>) -> Result<Result<(), Failure>, AgentError> {
+    #[allow(clippy::too_many_arguments, reason = "internal helper; the pieces of one delta")]
+    fn apply_delta(&self, format: esync_proto::message::PatchFormat, source_len: u64, source_sha256: Sha256Digest, patch_len: u64, target: &DirectedTarget, write: bool, ctx: &mut Context<'_>) -> Result<Result<(), Failure>, AgentError> {
         let power_lost = Cell::new(false);
         let patcher = ctx.patcher;
         let cell: RefCell<&mut dyn Device> = RefCell::new(&mut *ctx.device);
@@ -981,7 +982,7 @@ impl Agent {
         let patch = DevRead { dev: &cell, len: patch_len, staging: true, power_lost: &power_lost };
         let mut sink = CheckedSink { dev: write.then_some(&cell), hasher: sha2::Sha256::new(), written: 0, max: target.length, power_lost: &power_lost };
         let expected = ExpectedImage { len: target.length, sha256: target.sha256 };
-        let r = patcher.apply(format, &source, &patch, expected, &mut sink, self.config.max_patch_memory);
+        let r = patcher.apply(format, &source, &source_sha256, &patch, expected, &mut sink, self.config.max_patch_memory);
         if power_lost.get() || matches!(r, Err(PatchError::PowerLoss)) {
             return Err(AgentError::PowerLoss("patch"));
         }
@@ -1252,9 +1253,9 @@ impl Agent {
                     }
                 }
             }
-            ImageEncoding::Delta { format, patch_length, .. } => {
+            ImageEncoding::Delta { format, patch_length, source_sha256, .. } => {
                 let source_len = rec.from.as_ref().map_or(0, |f| f.length);
-                if let Err(f) = self.apply_delta(*format, source_len, *patch_length, t, true, ctx)? {
+                if let Err(f) = self.apply_delta(*format, source_len, *source_sha256, *patch_length, t, true, ctx)? {
                     return self.fail_attempt(f, ctx, out);
                 }
                 self.write_offset = t.length;

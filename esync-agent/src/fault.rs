@@ -77,6 +77,14 @@ impl PowerSwitch {
         self.state().fail_named.push((op, times));
     }
 
+    /// Power comes back (after the test restarted the device): later
+    /// operations work again and nothing is armed.
+    pub fn power_on(&self) {
+        let mut s = self.state();
+        s.dead = false;
+        s.armed = None;
+    }
+
     /// Persistence points passed so far.
     pub fn count(&self) -> u64 {
         self.state().count

@@ -42,6 +42,8 @@
 
 pub mod agent;
 pub mod config;
+#[cfg(feature = "delta")]
+pub mod delta;
 pub mod device;
 pub mod error;
 pub mod expr;

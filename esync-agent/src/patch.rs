@@ -74,13 +74,16 @@ pub trait PatchApplier {
     /// the inventory).
     fn formats(&self) -> Vec<PatchFormat>;
 
-    /// Applies `patch` (in `format`) to `source`, streaming the result to
-    /// `out`, using at most `max_memory` bytes of working memory. Must refuse
-    /// output longer than `expected.len`; should check `expected.sha256`.
+    /// Applies `patch` (in `format`) to `source` (whose SHA-256 the Agent
+    /// checked to be `source_sha256`), streaming the result to `out`, using
+    /// at most `max_memory` bytes of working memory. Must refuse output
+    /// longer than `expected.len`; should check `expected.sha256`.
+    #[allow(clippy::too_many_arguments, reason = "mirrors the applier's inputs one to one")]
     fn apply(
         &self,
         format: PatchFormat,
         source: &dyn ImageRead,
+        source_sha256: &Sha256Digest,
         patch: &dyn ImageRead,
         expected: ExpectedImage,
         out: &mut dyn ImageSink,
@@ -103,6 +106,7 @@ impl PatchApplier for NoDeltas {
         &self,
         format: PatchFormat,
         _source: &dyn ImageRead,
+        _source_sha256: &Sha256Digest,
         _patch: &dyn ImageRead,
         _expected: ExpectedImage,
         _out: &mut dyn ImageSink,

@@ -112,6 +112,22 @@ impl FileDevice {
         Ok(dev)
     }
 
+    /// A restart of an attached device: forgets what is cached in memory,
+    /// re-reads the boot control from disk and runs the bootloader's
+    /// decision (host configuration such as signals and the self-test hook
+    /// is kept).
+    pub fn restart(&mut self) -> Result<(), DeviceError> {
+        let fresh = Self::boot(&self.dir, self.capacity)?;
+        self.boot = fresh.boot;
+        self.staging_len = fresh.staging_len;
+        Ok(())
+    }
+
+    /// The device's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Adds a backup image.
     pub fn add_backup(
         &mut self,

@@ -123,6 +123,13 @@ impl MemDevice {
         self.backup_data.insert(0, image);
     }
 
+    /// Flips a byte of backup `index` (simulates a corrupted backup).
+    pub fn corrupt_backup(&mut self, index: usize) {
+        if let Some(b) = self.backup_data.get_mut(index).and_then(|d| d.first_mut()) {
+            *b ^= 0x5a;
+        }
+    }
+
     /// Sets the vehicle signals.
     pub fn set_signals(&mut self, signals: Vec<Signal>) {
         self.signals = signals;

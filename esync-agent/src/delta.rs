@@ -1,0 +1,98 @@
+//! [`PatchApplier`] backed by `esync-package`'s bounded-memory bsdiff-family
+//! applier (classic `BSDIFF40`, bsdiff with zstd streams, bsdiff with xz
+//! streams). Feature `delta` (on by default).
+
+use std::io;
+
+use esync_package::delta::{apply_patch, ApplyLimits, DeltaError, SlotWriter, SourceImage, TargetSpec};
+use esync_proto::id::Sha256Digest;
+use esync_proto::message::PatchFormat;
+
+use crate::patch::{ExpectedImage, ImageRead, ImageSink, PatchApplier, PatchError};
+
+/// Applies patches with [`esync_package::delta::apply_patch`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PackageApplier;
+
+struct Src<'a>(&'a dyn ImageRead);
+
+impl SourceImage for Src<'_> {
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self
+                .0
+                .read_at(offset + done as u64, &mut buf[done..])
+                .map_err(io::Error::other)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+struct Sink<'a>(&'a mut dyn ImageSink);
+
+impl SlotWriter for Sink<'_> {
+    fn write_slot(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.write(data).map_err(io::Error::other)
+    }
+}
+
+/// The applier limits for `max_memory` bytes of patch memory: the zstd
+/// window is at most half of it (as log2, 10..=27), each xz decoder's memory
+/// limit is half of it, blocks are 64 KiB. (Only one large stream window is
+/// resident at a time in practice; see esync-package's memory bound.)
+pub fn limits_for(max_memory: u64, max_target: u64) -> ApplyLimits {
+    let half = (max_memory / 2).max(1024);
+    let window_log = (63 - half.leading_zeros()).clamp(10, 27);
+    ApplyLimits {
+        max_target_length: max_target,
+        max_window_log: window_log,
+        xz_memlimit: half,
+        block: 64 << 10,
+    }
+}
+
+fn map(e: DeltaError) -> PatchError {
+    match e {
+        DeltaError::SourceMismatch => PatchError::Mismatch("source image is not the patch's source".into()),
+        DeltaError::LimitExceeded { limit, .. } => PatchError::Memory(limit),
+        DeltaError::OutputTooLong(n) => PatchError::TooLong(n),
+        DeltaError::TargetHashMismatch => PatchError::Mismatch("reconstructed image hash".into()),
+        DeltaError::SourceRead(e) | DeltaError::Write(e) => PatchError::Io(e.to_string()),
+        other => PatchError::Corrupt(other.to_string()),
+    }
+}
+
+impl PatchApplier for PackageApplier {
+    fn formats(&self) -> Vec<PatchFormat> {
+        vec![PatchFormat::BsdiffZstd, PatchFormat::BsdiffXz, PatchFormat::Bsdiff40]
+    }
+
+    fn apply(
+        &self,
+        format: PatchFormat,
+        source: &dyn ImageRead,
+        source_sha256: &Sha256Digest,
+        patch: &dyn ImageRead,
+        expected: ExpectedImage,
+        out: &mut dyn ImageSink,
+        max_memory: u64,
+    ) -> Result<(), PatchError> {
+        let target = TargetSpec {
+            length: expected.len,
+            sha256: expected.sha256,
+        };
+        let limits = limits_for(max_memory, expected.len);
+        apply_patch(format, &Src(source), source_sha256, &Src(patch), &target, &mut Sink(out), &limits)
+            .map(|_| ())
+            .map_err(map)
+    }
+}
