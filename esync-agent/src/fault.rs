@@ -33,7 +33,7 @@ pub enum FaultKind {
 #[derive(Debug, Default)]
 struct SwitchState {
     count: u64,
-    armed: Option<(u64, FaultKind)>,
+    armed: Vec<(u64, FaultKind)>,
     fail_named: Vec<(&'static str, u32)>,
     dead: bool,
     log: Vec<&'static str>,
@@ -65,11 +65,11 @@ impl PowerSwitch {
     }
 
     /// Arms a fault at the persistence point with index `at` (0-based,
-    /// counted from now on).
+    /// counted from now on). Several faults may be armed.
     pub fn arm(&self, at: u64, kind: FaultKind) {
         let mut s = self.state();
         let base = s.count;
-        s.armed = Some((base + at, kind));
+        s.armed.push((base + at, kind));
     }
 
     /// Makes the next `times` operations named `op` fail (power stays on).
@@ -78,11 +78,9 @@ impl PowerSwitch {
     }
 
     /// Power comes back (after the test restarted the device): later
-    /// operations work again and nothing is armed.
+    /// operations work again (faults armed for later points stay armed).
     pub fn power_on(&self) {
-        let mut s = self.state();
-        s.dead = false;
-        s.armed = None;
+        self.state().dead = false;
     }
 
     /// Persistence points passed so far.
@@ -120,9 +118,9 @@ impl PowerSwitch {
         let idx = s.count;
         s.count += 1;
         s.log.push(op);
-        match s.armed {
-            Some((at, kind)) if at == idx => {
-                s.armed = None;
+        match s.armed.iter().position(|(at, _)| *at == idx) {
+            Some(i) => {
+                let (_, kind) = s.armed.swap_remove(i);
                 match kind {
                     FaultKind::Fail => Gate::Fail,
                     FaultKind::CutBefore => {
@@ -139,7 +137,7 @@ impl PowerSwitch {
                     }
                 }
             }
-            _ => Gate::Go,
+            None => Gate::Go,
         }
     }
 }

@@ -283,7 +283,12 @@ impl<D: TestDev, J: JournalStore> Rig<D, J> {
         };
         let (agent, out) = Agent::recover(self.config.clone(), self.now, &mut ctx)?;
         self.agent = Some(agent);
-        self.deliver(out)
+        let poll = out.poll;
+        let mut msgs = self.deliver(out)?;
+        if poll {
+            msgs.extend(self.poll_all()?);
+        }
+        Ok(msgs)
     }
 
     /// Power cut: drop every in-memory state of the Agent, restart the device.
@@ -408,7 +413,8 @@ pub fn install_round<D: TestDev, J: JournalStore>(rig: &mut Rig<D, J>, u: &Updat
         Payload::TransferAck(a) => Some(a.next_chunk),
         _ => None,
     }) else {
-        return Ok(Round::Stop);
+        let retryable = r.iter().any(|p| matches!(p, Payload::PrepareResult(PrepareResult { outcome: PrepareOutcome::Failed(f), .. }) if f.class == ErrorClass::Retryable));
+        return Ok(if retryable { Round::Retry } else { Round::Stop });
     };
     for i in next..u.chunks() {
         rig.send(u.chunk(i))?;
