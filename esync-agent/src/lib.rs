@@ -58,6 +58,8 @@ pub mod seal;
 pub mod state;
 pub mod target;
 pub mod testing;
+#[cfg(feature = "uptane")]
+pub mod uptane;
 
 pub use agent::{Agent, Context, Outgoing, Output};
 pub use config::AgentConfig;

@@ -471,7 +471,7 @@ fn final_report_survives_a_crash_before_it_was_sent() {
     let _ = rig.send_only(u.install(false)).unwrap();
     {
         let agent = rig.agent.as_mut().unwrap();
-        let mut ctx = esync_agent::Context { device: &mut rig.dev, journal: &mut rig.journal, verifier: &mut rig.verifier, patcher: &*rig.patcher, policy: &mut *rig.policy };
+        let mut ctx = esync_agent::Context { device: &mut rig.dev, journal: &mut rig.journal, verifier: &mut *rig.verifier, patcher: &*rig.patcher, policy: &mut *rig.policy };
         loop {
             let out = agent.poll(rig.now, &mut ctx).unwrap();
             if !out.poll {

@@ -9,7 +9,7 @@ use esync_agent::fault::{FaultyDevice, FaultyStore, PowerSwitch};
 use esync_agent::journal::{FileJournal, JournalStore, MemJournal};
 use esync_agent::patch::PatchApplier;
 use esync_agent::policy::{AlwaysConsent, ConsentPolicy};
-use esync_agent::target::{DeltaEntry, DirectedTarget};
+use esync_agent::target::{DeltaEntry, DirectedTarget, MetadataVerifier};
 use esync_agent::testing::{dangerous_unsigned_metadata, DangerousUnverifiedMetadata};
 use esync_agent::{Agent, AgentConfig, AgentError, Context, Output};
 use esync_proto::envelope::{Header, Recipient, Verified, PROTOCOL_VERSION};
@@ -72,6 +72,8 @@ pub struct Update {
     pub encoding: ImageEncoding,
     pub chunk_size: u32,
     pub transfer_id: Id128,
+    /// Signed metadata to send instead of the unsigned test encoding.
+    pub signed: Option<UpdateMetadata>,
 }
 
 impl Update {
@@ -96,6 +98,7 @@ impl Update {
             encoding: ImageEncoding::Full,
             chunk_size,
             transfer_id: Id128([id ^ 0xff; 16]),
+            signed: None,
         }
     }
 
@@ -123,7 +126,10 @@ impl Update {
     }
 
     pub fn metadata(&self) -> Payload {
-        Payload::UpdateMetadata(dangerous_unsigned_metadata(self.id, &self.target))
+        match &self.signed {
+            Some(m) => Payload::UpdateMetadata(m.clone()),
+            None => Payload::UpdateMetadata(dangerous_unsigned_metadata(self.id, &self.target)),
+        }
     }
 
     pub fn offer(&self) -> Payload {
@@ -211,7 +217,7 @@ pub struct Rig<D: TestDev, J: JournalStore> {
     pub dev: FaultyDevice<D>,
     pub journal: FaultyStore<J>,
     pub switch: PowerSwitch,
-    pub verifier: DangerousUnverifiedMetadata,
+    pub verifier: Box<dyn MetadataVerifier>,
     pub patcher: Box<dyn PatchApplier>,
     pub policy: Box<dyn ConsentPolicy>,
     pub config: AgentConfig,
@@ -246,7 +252,7 @@ impl<D: TestDev, J: JournalStore> Rig<D, J> {
             dev: FaultyDevice::new(dev, switch.clone()),
             journal: FaultyStore::new(journal, switch.clone()),
             switch,
-            verifier: DangerousUnverifiedMetadata,
+            verifier: Box::new(DangerousUnverifiedMetadata),
             patcher: patcher(),
             policy: Box::new(AlwaysConsent),
             config,
@@ -265,7 +271,7 @@ impl<D: TestDev, J: JournalStore> Rig<D, J> {
         let mut ctx = Context {
             device: &mut self.dev,
             journal: &mut self.journal,
-            verifier: &mut self.verifier,
+            verifier: &mut *self.verifier,
             patcher: &*self.patcher,
             policy: &mut *self.policy,
         };
@@ -277,7 +283,7 @@ impl<D: TestDev, J: JournalStore> Rig<D, J> {
         let mut ctx = Context {
             device: &mut self.dev,
             journal: &mut self.journal,
-            verifier: &mut self.verifier,
+            verifier: &mut *self.verifier,
             patcher: &*self.patcher,
             policy: &mut *self.policy,
         };

@@ -1,0 +1,222 @@
+//! The Agent with real Uptane verification (esync-uptane) of metadata made
+//! by the signing side, carrying esync-package target descriptions, and a
+//! real delta (esync-package).
+#![allow(clippy::unwrap_used, reason = "test code")]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use esync_agent::device::sha256;
+use esync_agent::uptane::{UptaneFull, UptanePartial};
+use esync_package::delta::generate::{generate_patch, GenerateOptions};
+use esync_package::package::{ArtifactRef, ComponentInput, ComponentPolicy, PackageBuilder, PackageId, TargetDescription};
+use esync_proto::id::{EcuSerial, HardwareId, ReleaseCounter, Vin};
+use esync_proto::message::*;
+use esync_uptane::builder::RepositoryBuilder;
+use esync_uptane::repo::Limits;
+use esync_uptane::uptane::{director_custom, image_custom, EcuInfo, FullVerifier, PartialVerifier, Vehicle};
+use esync_uptane::{MemoryStore, UnixTime};
+
+// T0 in seconds.
+const NOW_S: i64 = (T0 / 1000) as i64;
+
+fn vin() -> Vin {
+    Vin::new("WVWZZZ1JZXW000001").unwrap()
+}
+
+fn old() -> Vec<u8> {
+    image(21, 12_000)
+}
+
+fn new_img() -> Vec<u8> {
+    let mut n = old();
+    n[4000..4400].copy_from_slice(&image(22, 400));
+    n.extend_from_slice(&image(23, 700));
+    n
+}
+
+struct World {
+    director: RepositoryBuilder,
+    image_repo: RepositoryBuilder,
+    full_entry: (String, esync_package::package::TargetEntry),
+    patch: Vec<u8>,
+}
+
+fn world(hw: &str, ecu: &str, expires_in_s: i64) -> World {
+    let (o, n) = (old(), new_img());
+    let patch = generate_patch(&o, &n, &GenerateOptions::new(PatchFormat::BsdiffZstd)).unwrap();
+    let cfg = config();
+    let built = PackageBuilder::new(PackageId::new("pkg-1").unwrap())
+        .chunk_size(1024)
+        .component_from_image(
+            ComponentInput {
+                device: cfg.device.clone(),
+                hardware_id: cfg.hardware_id.clone(),
+                version: v("2.0.0"),
+                release_counter: ReleaseCounter(2),
+                image: n.clone(),
+                depends_on: vec![],
+                stage: 0,
+                policy: ComponentPolicy::default(),
+            },
+            vec![(PatchFormat::BsdiffZstd, v("1.0.0"), o.as_slice(), patch.clone())],
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+    let entries = built.package.target_entries();
+    let full = entries
+        .into_iter()
+        .find(|e| TargetDescription::from_custom_json(&e.custom, None).unwrap().artifact == ArtifactRef::Full)
+        .unwrap();
+    let expires = UnixTime(NOW_S + 86_400);
+    let mut director = RepositoryBuilder::generate(expires).unwrap();
+    director.set_expires("targets", UnixTime(NOW_S + expires_in_s));
+    let custom = director_custom(&vin(), &EcuSerial::new(ecu).unwrap(), &HardwareId::new(hw).unwrap(), ReleaseCounter(2), Some(full.custom.clone()));
+    director.add_target(&full.name, &n, Some(custom)).unwrap();
+    director.publish().unwrap();
+    let mut image_repo = RepositoryBuilder::generate(expires).unwrap();
+    let icustom = image_custom(&[HardwareId::new(hw).unwrap()], ReleaseCounter(2), Some(full.custom.clone()));
+    image_repo.add_target(&full.name, &n, Some(icustom)).unwrap();
+    image_repo.publish().unwrap();
+    World { director, image_repo, full_entry: (full.name.clone(), full), patch }
+}
+
+fn roles(b: &RepositoryBuilder) -> Vec<RoleBytes> {
+    let mut out = vec![];
+    for (name, bytes) in &b.files().metadata {
+        let role = match name.as_str() {
+            n if n.ends_with(".root.json") => MetadataRole::Root,
+            "timestamp.json" => MetadataRole::Timestamp,
+            "snapshot.json" => MetadataRole::Snapshot,
+            "targets.json" => MetadataRole::Targets,
+            _ => continue,
+        };
+        out.push(RoleBytes { role, json: bytes.clone() });
+    }
+    out
+}
+
+fn update(w: &World, id: u8) -> Update {
+    let (o, n) = (old(), new_img());
+    let mut u = Update::delta(id, "2.0.0", 2, "1.0.0", &o, &n, PatchFormat::BsdiffZstd, w.patch.clone(), 1024);
+    u.target.target_name = w.full_entry.0.clone();
+    u.signed = Some(UpdateMetadata { update_id: u.id, director: roles(&w.director), image: roles(&w.image_repo) });
+    u
+}
+
+fn partial_rig(w: &World) -> MemRig {
+    let mut rig = mem_rig(&old());
+    let cfg = config();
+    let pv = PartialVerifier::open(
+        MemoryStore::new(w.director.root_bytes(1).unwrap().to_vec()),
+        vin(),
+        cfg.serial.clone(),
+        cfg.hardware_id.clone(),
+        Limits::default(),
+    )
+    .unwrap();
+    rig.verifier = Box::new(UptanePartial::new(pv));
+    rig
+}
+
+fn prepare_outcome(rig: &mut MemRig, u: &Update) -> PrepareOutcome {
+    rig.send(u.metadata()).unwrap();
+    rig.send(u.offer()).unwrap();
+    rig.send(u.transfer_start()).unwrap();
+    for i in 0..u.chunks() {
+        rig.send(u.chunk(i)).unwrap();
+    }
+    let r = rig.send(u.prepare()).unwrap();
+    find(&r, |p| match p {
+        Payload::PrepareResult(x) => Some(x.outcome.clone()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+#[test]
+fn partial_verification_and_real_delta_install() {
+    let w = world("ecm-hw-1", "ECM0001", 3600);
+    let mut rig = partial_rig(&w);
+    let u = update(&w, 1);
+    assert_eq!(drive_install(&mut rig, &u, true), Round::Done);
+    assert_eq!(sha256(rig.dev.inner().running_bytes()), sha256(&new_img()));
+    // The verified target came from the signed package description.
+    let t = rig.agent().state().update.as_ref().unwrap().target.clone().unwrap();
+    assert_eq!(t.deltas.len(), 1);
+    assert!(t.chunk_list_digest.is_some());
+    // Inventory says partial verification.
+    let r = rig.send(Payload::InventoryQuery(InventoryQuery { nonce: [0; 16] })).unwrap();
+    assert!(matches!(&r[0], Payload::InventoryReport(i) if i.verification == VerificationLevel::Partial));
+}
+
+#[test]
+fn metadata_signed_by_other_keys_refused() {
+    let w = world("ecm-hw-1", "ECM0001", 3600);
+    let other = world("ecm-hw-1", "ECM0001", 3600);
+    let mut rig = partial_rig(&w);
+    let mut u = update(&other, 1);
+    u.signed.as_mut().unwrap().update_id = u.id;
+    match prepare_outcome(&mut rig, &u) {
+        PrepareOutcome::Failed(f) => assert_eq!(f.code, FailureCode::MetadataInvalid, "{f:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sha256(rig.dev.inner().running_bytes()), sha256(&old()));
+}
+
+#[test]
+fn signed_but_wrong_hardware_expired_or_not_directed() {
+    for (hw, ecu, exp, code) in [
+        ("bcm-hw-2", "ECM0001", 3600, FailureCode::HardwareMismatch),
+        ("ecm-hw-1", "ECM0001", -10, FailureCode::MetadataExpired),
+        ("ecm-hw-1", "TCU0009", 3600, FailureCode::NotDirected),
+    ] {
+        let w = world(hw, ecu, exp);
+        let mut rig = partial_rig(&w);
+        let u = update(&w, 1);
+        match prepare_outcome(&mut rig, &u) {
+            PrepareOutcome::Failed(f) => assert_eq!(f.code, code, "{hw} {ecu} {exp}: {f:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn full_verification_installs() {
+    let w = world("ecm-hw-1", "ECM0001", 3600);
+    let mut rig = mem_rig(&old());
+    let cfg = config();
+    let mut ecus = BTreeMap::new();
+    ecus.insert(cfg.serial.clone(), EcuInfo { hardware_id: cfg.hardware_id.clone(), installed_release_counter: ReleaseCounter(1) });
+    let fv = FullVerifier::open(
+        MemoryStore::new(w.director.root_bytes(1).unwrap().to_vec()),
+        MemoryStore::new(w.image_repo.root_bytes(1).unwrap().to_vec()),
+        Vehicle { vin: vin(), ecus },
+        Limits::default(),
+    )
+    .unwrap();
+    rig.verifier = Box::new(UptaneFull::new(fv));
+    let u = update(&w, 1);
+    assert_eq!(drive_install(&mut rig, &u, false), Round::Done);
+    assert_eq!(sha256(rig.dev.inner().running_bytes()), sha256(&new_img()));
+    // Image repository metadata withheld: refused.
+    let w2 = world("ecm-hw-1", "ECM0001", 3600);
+    let mut u2 = update(&w2, 2);
+    u2.signed.as_mut().unwrap().image.clear();
+    let mut rig2 = mem_rig(&old());
+    let mut ecus = BTreeMap::new();
+    ecus.insert(cfg.serial.clone(), EcuInfo { hardware_id: cfg.hardware_id.clone(), installed_release_counter: ReleaseCounter(1) });
+    rig2.verifier = Box::new(UptaneFull::new(
+        FullVerifier::open(
+            MemoryStore::new(w2.director.root_bytes(1).unwrap().to_vec()),
+            MemoryStore::new(w2.image_repo.root_bytes(1).unwrap().to_vec()),
+            Vehicle { vin: vin(), ecus },
+            Limits::default(),
+        )
+        .unwrap(),
+    ));
+    assert!(matches!(prepare_outcome(&mut rig2, &u2), PrepareOutcome::Failed(f) if f.code == FailureCode::MetadataInvalid));
+}
