@@ -4,7 +4,8 @@
 //!
 //! A background task owns the connection. When it drops (broker restart,
 //! network error, the broker replacing the connection), the task reconnects
-//! with exponential backoff (`backoff_initial` doubling up to `backoff_max`),
+//! with exponential backoff (`backoff_initial` doubling up to `backoff_max`;
+//! reset once a link has stayed up for two seconds),
 //! re-sends the group subscriptions, and reports [`Incoming::Reconnected`].
 //! Frames queued while disconnected wait in the bounded outbound queue
 //! (senders wait when it is full); a frame being written when the link
@@ -235,6 +236,9 @@ async fn open(config: &BrokerLinkConfig) -> std::io::Result<Tls> {
     TlsConnector::from(Arc::clone(&config.tls)).connect(name, tcp).await
 }
 
+/// A link that stayed up this long resets the reconnection backoff.
+const STABLE_LINK: Duration = Duration::from_secs(2);
+
 enum LinkEnd {
     /// The transport handle is gone: stop.
     Closed,
@@ -271,7 +275,7 @@ async fn supervise(
                 continue;
             }
         };
-        backoff = config.backoff_initial;
+        let connected_at = tokio::time::Instant::now();
         let first = *conn_tx.borrow() == 0;
         conn_tx.send_modify(|n| *n += 1);
         if !first && in_tx.send(Incoming::Reconnected).await.is_err() {
@@ -282,6 +286,14 @@ async fn supervise(
             LinkEnd::Lost => {
                 counters.disconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("broker link lost; reconnecting");
+                // A link that lived a while starts over from the initial
+                // delay; one lost quickly (e.g. replaced by another
+                // connection with this identity) backs off further.
+                if connected_at.elapsed() >= STABLE_LINK {
+                    backoff = config.backoff_initial;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(config.backoff_max);
             }
         }
     }

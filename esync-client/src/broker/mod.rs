@@ -316,23 +316,20 @@ impl BrokerHandle {
 
     /// Closes `who`'s connection (it may reconnect). False if not connected.
     pub fn disconnect(&self, who: &Participant) -> bool {
-        let removed = {
-            let mut t = self.shared.table();
-            let current = match t.get(who) {
-                Some(member) => match &member.conn {
-                    Sink::Remote { generation, .. } => *generation,
-                    Sink::Local(_) => return false,
-                },
-                None => return false,
-            };
-            t.remove_if(who, |s| matches!(s, Sink::Remote { generation, .. } if *generation == current))
+        let mut t = self.shared.table();
+        let current = match t.get(who) {
+            Some(member) => match &member.conn {
+                Sink::Remote { generation, .. } => *generation,
+                Sink::Local(_) => return false,
+            },
+            None => return false,
         };
-        match removed {
+        match t.remove_if(who, |s| matches!(s, Sink::Remote { generation, .. } if *generation == current)) {
             Some(m) => {
                 if let Sink::Remote { queue, .. } = &m.conn {
                     queue.close();
                 }
-                announce(&self.shared, who, PresenceState::Disconnected);
+                announce(&self.shared, &t, who, PresenceState::Disconnected);
                 true
             }
             None => false,
@@ -399,7 +396,10 @@ fn deliver(shared: &Shared, targets: Vec<(Participant, Sink)>, frame: &[u8]) {
 
 /// Tells the Client (in-process) and the `presence` group (signed by the
 /// Client's signer, if configured) that `who` changed state.
-fn announce(shared: &Shared, who: &Participant, state: PresenceState) {
+///
+/// Called with the routing table locked, so that announcements are in the
+/// same order as the table changes they report.
+fn announce(shared: &Shared, table: &RoutingTable<Sink>, who: &Participant, state: PresenceState) {
     if shared
         .client_tx
         .try_send(Incoming::Presence(PresenceEvent {
@@ -414,7 +414,7 @@ fn announce(shared: &Shared, who: &Participant, state: PresenceState) {
         return;
     };
     let recipient = Recipient::Group(shared.presence_group.clone());
-    let targets = shared.table().route(&Participant::Client, &recipient);
+    let targets = table.route(&Participant::Client, &recipient);
     if targets.is_empty() {
         return;
     }
@@ -526,20 +526,23 @@ async fn serve(shared: &Arc<Shared>, acceptor: TlsAcceptor, tcp: TcpStream, addr
     inc(&c.connections_admitted);
     let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
     let queue = Arc::new(OutQueue::new(shared.config.queue_frames, shared.config.queue_bytes));
-    let old = shared.table().insert(
-        who.clone(),
-        Sink::Remote {
-            generation,
-            queue: Arc::clone(&queue),
-        },
-    );
-    if let Some(old) = old {
-        if let Sink::Remote { queue, .. } = &old.conn {
-            queue.close();
+    {
+        let mut t = shared.table();
+        let old = t.insert(
+            who.clone(),
+            Sink::Remote {
+                generation,
+                queue: Arc::clone(&queue),
+            },
+        );
+        if let Some(old) = old {
+            if let Sink::Remote { queue, .. } = &old.conn {
+                queue.close();
+            }
+            inc(&c.connections_replaced);
         }
-        inc(&c.connections_replaced);
+        announce(shared, &t, &who, PresenceState::Connected);
     }
-    announce(shared, &who, PresenceState::Connected);
 
     let (r, w) = tokio::io::split(tls);
     tokio::select! {
@@ -547,12 +550,13 @@ async fn serve(shared: &Arc<Shared>, acceptor: TlsAcceptor, tcp: TcpStream, addr
         () = write_side(&queue, w) => {}
     }
     queue.close();
-    let removed = shared.table().remove_if(
+    let mut t = shared.table();
+    let removed = t.remove_if(
         &who,
         |s| matches!(s, Sink::Remote { generation: g, .. } if *g == generation),
     );
     if removed.is_some() {
-        announce(shared, &who, PresenceState::Disconnected);
+        announce(shared, &t, &who, PresenceState::Disconnected);
     }
 }
 

@@ -130,6 +130,21 @@ pub async fn wait_presence(t: &mut Transport, who: &Participant, state: Presence
     }
 }
 
+/// Waits until every one of `who` is reported connected (any order).
+pub async fn wait_all_connected(t: &mut Transport, who: &[Participant]) {
+    let mut missing: Vec<Participant> = who.to_vec();
+    while !missing.is_empty() {
+        match tokio::time::timeout(TIMEOUT, t.recv()).await {
+            Ok(Some(Incoming::Presence(p))) if p.state == PresenceState::Connected => {
+                missing.retain(|m| m != &p.participant);
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("transport closed"),
+            Err(_) => panic!("not connected within {TIMEOUT:?}: {missing:?}"),
+        }
+    }
+}
+
 /// Asserts nothing but presence/reconnect notices arrive within `wait`.
 pub async fn assert_no_frame(t: &mut Transport, wait: Duration) {
     let deadline = tokio::time::Instant::now() + wait;
