@@ -1,1 +1,331 @@
-fn main() {}
+//! `esync-tuf-client`: a TUF client command line following the contract of
+//! the TUF conformance tests, over esync-uptane's sans-I/O verifier.
+//!
+//! ```text
+//! esync-tuf-client --metadata-dir DIR init ROOT_FILE
+//! esync-tuf-client --metadata-dir DIR --metadata-url URL refresh
+//! esync-tuf-client --metadata-dir DIR --metadata-url URL --target-name NAME [--target-name NAME ...] \
+//!     --target-base-url URL --target-dir TDIR download
+//! ```
+//!
+//! - `DIR` holds the trusted metadata, one file per role, `ROLE.json`
+//!   (`root.json`, `timestamp.json`, `snapshot.json`, `targets.json`, and
+//!   delegated roles with their name percent-encoded), each holding exactly
+//!   the bytes served.
+//! - Downloaded targets are written to `TDIR/NAME` where NAME is the target
+//!   name percent-encoded (every byte outside `[A-Za-z0-9._~-]`, so `/`
+//!   becomes `%2F`), as Python's `urllib.parse.quote(name, "")` does.
+//! - The time is the system clock; the last time seen is not persisted by
+//!   this program (the conformance contract allows only role files in DIR).
+//!
+//! Exit status 0 on success, 1 on any failure (the reason goes to stderr).
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use esync_uptane::builder::hash_prefixed_path;
+use esync_uptane::metadata::{percent_encode, TargetInfo};
+use esync_uptane::store::{StoreError, StoredState, TrustStore};
+use esync_uptane::target::{verify_target, TargetVerifier};
+use esync_uptane::{Limits, MemoryStore, Need, Repository, UnixTime};
+
+#[derive(Parser)]
+#[command(
+    name = "esync-tuf-client",
+    version,
+    about = "TUF client (conformance-test command line)"
+)]
+struct Cli {
+    /// Directory of the trusted metadata.
+    #[arg(long)]
+    metadata_dir: PathBuf,
+    /// Base URL of the repository metadata.
+    #[arg(long)]
+    metadata_url: Option<String>,
+    /// Target to download (repeatable, downloaded in order).
+    #[arg(long = "target-name")]
+    target_names: Vec<String>,
+    /// Base URL of the target files.
+    #[arg(long)]
+    target_base_url: Option<String>,
+    /// Directory to write targets into.
+    #[arg(long)]
+    target_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Trust ROOT_FILE (stored as DIR/root.json); no network.
+    Init {
+        /// The initial trusted root metadata.
+        root_file: PathBuf,
+    },
+    /// Update the top-level metadata from --metadata-url.
+    Refresh,
+    /// Refresh, then download each --target-name into --target-dir.
+    Download,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("esync-tuf-client: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn run(cli: &Cli) -> AnyResult<()> {
+    match &cli.command {
+        Command::Init { root_file } => init(&cli.metadata_dir, root_file),
+        Command::Refresh => {
+            let url = cli
+                .metadata_url
+                .as_deref()
+                .ok_or("--metadata-url is required")?;
+            refresh(&cli.metadata_dir, url).map(|_| ())
+        }
+        Command::Download => {
+            let url = cli
+                .metadata_url
+                .as_deref()
+                .ok_or("--metadata-url is required")?;
+            let base = cli
+                .target_base_url
+                .as_deref()
+                .ok_or("--target-base-url is required")?;
+            let tdir = cli
+                .target_dir
+                .as_deref()
+                .ok_or("--target-dir is required")?;
+            let (mut repo, agent) = refresh(&cli.metadata_dir, url)?;
+            for name in &cli.target_names {
+                download(&mut repo, &agent, url, base, tdir, name)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn init(dir: &Path, root_file: &Path) -> AnyResult<()> {
+    let bytes = fs::read(root_file).map_err(|e| format!("reading {}: {e}", root_file.display()))?;
+    // Refuse anything that is not a root signed by a threshold of its own keys.
+    Repository::open(MemoryStore::new(bytes.clone()), Limits::default())?;
+    fs::create_dir_all(dir)?;
+    write_atomic(&dir.join("root.json"), &bytes)?;
+    Ok(())
+}
+
+fn now() -> AnyResult<UnixTime> {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    Ok(UnixTime(i64::try_from(secs)?))
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(10))
+        .timeout_read(Duration::from_secs(30))
+        .build()
+}
+
+fn join(base: &str, path: &str) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), path)
+}
+
+/// GET with a size cap: reads at most `max + 1` bytes so the verifier sees
+/// an over-long answer without the client buffering it all. 403 and 404 are
+/// "not found" (as TUF clients treat them for the next root).
+fn fetch(agent: &ureq::Agent, url: &str, max: u64) -> Result<Option<Vec<u8>>, String> {
+    match agent.get(url).call() {
+        Ok(resp) => {
+            let mut buf = Vec::new();
+            resp.into_reader()
+                .take(max.saturating_add(1))
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("reading {url}: {e}"))?;
+            Ok(Some(buf))
+        }
+        Err(ureq::Error::Status(403 | 404, _)) => Ok(None),
+        Err(e) => Err(format!("{url}: {e}")),
+    }
+}
+
+fn refresh(dir: &Path, url: &str) -> AnyResult<(Repository<FileStore>, ureq::Agent)> {
+    let mut repo = Repository::open(FileStore::new(dir), Limits::default())?;
+    let agent = agent();
+    repo.refresh_with(now()?, |need: &Need| {
+        fetch(&agent, &join(url, &need.path()), need.max_length())
+    })?;
+    Ok((repo, agent))
+}
+
+fn download(
+    repo: &mut Repository<FileStore>,
+    agent: &ureq::Agent,
+    metadata_url: &str,
+    base: &str,
+    tdir: &Path,
+    name: &str,
+) -> AnyResult<()> {
+    let info = repo
+        .find_target_with(name, |need: &Need| {
+            fetch(agent, &join(metadata_url, &need.path()), need.max_length())
+        })?
+        .ok_or_else(|| format!("target {name:?} not found"))?;
+    let local = tdir.join(percent_encode(name));
+    if let Ok(existing) = fs::read(&local) {
+        if verify_target(name, &info, &existing).is_ok() {
+            return Ok(());
+        }
+    }
+    let path = if repo.root().meta.consistent_snapshot {
+        let hash = info
+            .hashes
+            .get("sha256")
+            .or_else(|| info.hashes.values().next())
+            .ok_or_else(|| format!("target {name:?} has no hash"))?;
+        hash_prefixed_path(name, hash)
+    } else {
+        name.to_string()
+    };
+    let data = fetch_target(agent, &join(base, &path), name, &info)?;
+    fs::create_dir_all(tdir)?;
+    write_atomic(&local, &data)?;
+    Ok(())
+}
+
+/// Streams a target, refusing it as soon as it passes its declared length,
+/// and checks its hashes before returning it.
+fn fetch_target(
+    agent: &ureq::Agent,
+    url: &str,
+    name: &str,
+    info: &TargetInfo,
+) -> AnyResult<Vec<u8>> {
+    let resp = agent.get(url).call().map_err(|e| format!("{url}: {e}"))?;
+    let mut reader = resp.into_reader();
+    let mut verifier = TargetVerifier::new(name, info)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = buf.get(..n).ok_or("reader returned more than the buffer")?;
+        verifier.update(chunk)?;
+        out.extend_from_slice(chunk);
+    }
+    verifier.finish()?;
+    Ok(out)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp"));
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+/// Trusted metadata as files `DIR/ROLE.json` (role names percent-encoded).
+struct FileStore {
+    dir: PathBuf,
+}
+
+impl FileStore {
+    fn new(dir: &Path) -> Self {
+        FileStore {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self, role: &str) -> PathBuf {
+        self.dir.join(format!("{}.json", percent_encode(role)))
+    }
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
+    StoreError(format!("{what} {}: {e}", path.display()))
+}
+
+impl TrustStore for FileStore {
+    fn load(&mut self) -> Result<StoredState, StoreError> {
+        let root_path = self.path("root");
+        let root = fs::read(&root_path).map_err(|e| io_err("reading", &root_path, e))?;
+        let mut state = StoredState {
+            root,
+            ..StoredState::default()
+        };
+        let entries = fs::read_dir(&self.dir).map_err(|e| io_err("listing", &self.dir, e))?;
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = file.strip_suffix(".json") else {
+                continue;
+            };
+            let Some(role) = percent_decode(stem) else {
+                continue;
+            };
+            if role == "root" || stem.starts_with('.') || stem.contains('.') {
+                continue;
+            }
+            if let Ok(bytes) = fs::read(entry.path()) {
+                state.roles.insert(role, bytes);
+            }
+        }
+        Ok(state)
+    }
+
+    fn store_role(&mut self, role: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let p = self.path(role);
+        write_atomic(&p, bytes).map_err(|e| io_err("writing", &p, e))
+    }
+
+    fn remove_role(&mut self, role: &str) -> Result<(), StoreError> {
+        let p = self.path(role);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("removing", &p, e)),
+        }
+    }
+
+    fn store_time(&mut self, _now: UnixTime) -> Result<(), StoreError> {
+        // Not persisted: the contract allows only role files in DIR.
+        Ok(())
+    }
+}
