@@ -304,6 +304,15 @@ impl Agent {
         Ok(out)
     }
 
+    /// Every final report not yet marked sent, to send again (for example
+    /// after the transport reconnected).
+    pub fn pending_reports(&self) -> Output {
+        let mut out = Output::default();
+        self.reemit_outbox(&mut out);
+        self.finish(&mut out);
+        out
+    }
+
     /// The host sent the final report with this outbox id: it leaves the
     /// journal.
     pub fn mark_sent(&mut self, outbox_id: u64, ctx: &mut Context<'_>) -> Result<(), AgentError> {
