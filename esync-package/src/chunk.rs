@@ -189,9 +189,13 @@ impl ChunkPlan {
         index: u32,
         artifact: &dyn SourceImage,
     ) -> Result<TransferChunk, ChunkError> {
-        let (offset, len) = self.range(index).ok_or(ChunkError::IndexOutOfRange(index))?;
+        let (offset, len) = self
+            .range(index)
+            .ok_or(ChunkError::IndexOutOfRange(index))?;
         let mut data = vec![0u8; len];
-        artifact.read_exact_at(offset, &mut data).map_err(ChunkError::Store)?;
+        artifact
+            .read_exact_at(offset, &mut data)
+            .map_err(ChunkError::Store)?;
         Ok(TransferChunk {
             transfer_id,
             index,
@@ -430,7 +434,9 @@ mod tests {
         assert_eq!(plan.count(), 11);
         let t = Id128([1; 16]);
         let start = plan.transfer_start(t, Id128([2; 16]));
-        let rplan = ChunkPlan::from_transfer_start(&start, data.len() as u64, 1024, &plan.list_digest()).unwrap();
+        let rplan =
+            ChunkPlan::from_transfer_start(&start, data.len() as u64, 1024, &plan.list_digest())
+                .unwrap();
         let mut rx = ChunkAssembler::new(t, rplan, MemoryStore::default());
         let mut tx = ChunkSender::new(&plan, 0);
         let mut sent = Vec::new();
@@ -460,9 +466,15 @@ mod tests {
         let t = Id128([3; 16]);
         let mut rx = ChunkAssembler::new(t, plan.clone(), MemoryStore::default());
         for i in [0, 1, 2, 5] {
-            assert_eq!(rx.accept(&plan.chunk(t, i, &data).unwrap()).unwrap(), ChunkOutcome::Verified);
+            assert_eq!(
+                rx.accept(&plan.chunk(t, i, &data).unwrap()).unwrap(),
+                ChunkOutcome::Verified
+            );
         }
-        assert_eq!(rx.accept(&plan.chunk(t, 1, &data).unwrap()).unwrap(), ChunkOutcome::Duplicate);
+        assert_eq!(
+            rx.accept(&plan.chunk(t, 1, &data).unwrap()).unwrap(),
+            ChunkOutcome::Duplicate
+        );
         let mut store = rx.into_store();
         // Power loss corrupted chunk 2 in storage.
         store.0[2 * 1024 + 7] ^= 1;

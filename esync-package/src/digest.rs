@@ -35,7 +35,8 @@ pub(crate) mod hex_digest {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Sha256Digest, D::Error> {
         let s = String::deserialize(d)?;
-        super::from_hex(&s)
-            .ok_or_else(|| serde::de::Error::custom("expected a sha256 digest as 64 hex characters"))
+        super::from_hex(&s).ok_or_else(|| {
+            serde::de::Error::custom("expected a sha256 digest as 64 hex characters")
+        })
     }
 }

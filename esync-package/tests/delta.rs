@@ -13,7 +13,11 @@ use esync_package::digest::sha256;
 use esync_proto::message::PatchFormat;
 use proptest::prelude::*;
 
-const FORMATS: [PatchFormat; 3] = [PatchFormat::Bsdiff40, PatchFormat::BsdiffZstd, PatchFormat::BsdiffXz];
+const FORMATS: [PatchFormat; 3] = [
+    PatchFormat::Bsdiff40,
+    PatchFormat::BsdiffZstd,
+    PatchFormat::BsdiffXz,
+];
 
 /// A deterministic pseudo-random "firmware" and an edited version of it.
 fn images(len: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
@@ -52,7 +56,15 @@ fn spec(new: &[u8]) -> TargetSpec {
 
 fn apply(format: PatchFormat, old: &[u8], patch: &[u8], new: &[u8]) -> Result<Vec<u8>, DeltaError> {
     let mut out = Vec::new();
-    apply_patch(format, &old, &sha256(old), &patch, &spec(new), &mut out, &ApplyLimits::default())?;
+    apply_patch(
+        format,
+        &old,
+        &sha256(old),
+        &patch,
+        &spec(new),
+        &mut out,
+        &ApplyLimits::default(),
+    )?;
     Ok(out)
 }
 
@@ -63,7 +75,11 @@ fn every_format_reproduces_the_exact_target() {
         let patch = generate_patch(&old, &new, &GenerateOptions::new(f)).unwrap();
         let out = apply(f, &old, &patch, &new).unwrap();
         assert!(out == new, "{f:?} output differs");
-        assert!(patch.len() < new.len() / 4, "{f:?} patch {} too large", patch.len());
+        assert!(
+            patch.len() < new.len() / 4,
+            "{f:?} patch {} too large",
+            patch.len()
+        );
     }
 }
 
@@ -119,7 +135,15 @@ fn wrong_source_is_refused_before_any_write() {
         wrong[5000] ^= 1;
         let mut slot = Recorder::default();
         // The signed source digest is the real one; the installed image differs.
-        let r = apply_patch(f, &wrong, &sha256(&old), &patch, &spec(&new), &mut slot, &ApplyLimits::default());
+        let r = apply_patch(
+            f,
+            &wrong,
+            &sha256(&old),
+            &patch,
+            &spec(&new),
+            &mut slot,
+            &ApplyLimits::default(),
+        );
         assert!(matches!(r, Err(DeltaError::SourceMismatch)), "{f:?}: {r:?}");
         assert_eq!(slot.writes, 0, "slot writer untouched");
     }
@@ -133,13 +157,32 @@ fn declared_length_and_limits_are_enforced_before_writing() {
     let mut slot = Recorder::default();
     let mut short = spec(&new);
     short.length -= 1;
-    let r = apply_patch(f, &old, &sha256(&old), &patch, &short, &mut slot, &ApplyLimits::default());
-    assert!(matches!(r, Err(DeltaError::TargetLengthMismatch { .. })), "{r:?}");
+    let r = apply_patch(
+        f,
+        &old,
+        &sha256(&old),
+        &patch,
+        &short,
+        &mut slot,
+        &ApplyLimits::default(),
+    );
+    assert!(
+        matches!(r, Err(DeltaError::TargetLengthMismatch { .. })),
+        "{r:?}"
+    );
     let limits = ApplyLimits {
         max_target_length: 1000,
         ..ApplyLimits::default()
     };
-    let r = apply_patch(f, &old, &sha256(&old), &patch, &spec(&new), &mut slot, &limits);
+    let r = apply_patch(
+        f,
+        &old,
+        &sha256(&old),
+        &patch,
+        &spec(&new),
+        &mut slot,
+        &limits,
+    );
     assert!(matches!(r, Err(DeltaError::LimitExceeded { .. })), "{r:?}");
     // A window larger than the device allows is refused by the decoder.
     let big = generate_patch(
@@ -158,7 +201,15 @@ fn declared_length_and_limits_are_enforced_before_writing() {
     let r = apply_patch(f, &old, &sha256(&old), &big, &spec(&new), &mut slot, &tight);
     assert!(matches!(r, Err(DeltaError::Decompress { .. })), "{r:?}");
     // Wrong format for the bytes.
-    let r = apply_patch(PatchFormat::BsdiffXz, &old, &sha256(&old), &patch, &spec(&new), &mut slot, &ApplyLimits::default());
+    let r = apply_patch(
+        PatchFormat::BsdiffXz,
+        &old,
+        &sha256(&old),
+        &patch,
+        &spec(&new),
+        &mut slot,
+        &ApplyLimits::default(),
+    );
     assert!(matches!(r, Err(DeltaError::BadMagic(_))), "{r:?}");
     assert_eq!(slot.writes, 0);
 }
@@ -171,14 +222,21 @@ fn every_truncation_fails_with_a_typed_error() {
         let step = (patch.len() / 150).max(1);
         for cut in (0..patch.len()).step_by(step).chain([patch.len() - 1]) {
             let r = apply(f, &old, &patch[..cut], &new);
-            assert!(r.is_err(), "{f:?} truncated at {cut}/{} reported success", patch.len());
+            assert!(
+                r.is_err(),
+                "{f:?} truncated at {cut}/{} reported success",
+                patch.len()
+            );
         }
     }
 }
 
 /// Patches generated once for the property test.
-fn fixtures() -> &'static [(PatchFormat, Vec<u8>, Vec<u8>, Vec<u8>)] {
-    static F: std::sync::OnceLock<Vec<(PatchFormat, Vec<u8>, Vec<u8>, Vec<u8>)>> = std::sync::OnceLock::new();
+/// (format, old, new, patch).
+type Fixture = (PatchFormat, Vec<u8>, Vec<u8>, Vec<u8>);
+
+fn fixtures() -> &'static [Fixture] {
+    static F: std::sync::OnceLock<Vec<Fixture>> = std::sync::OnceLock::new();
     F.get_or_init(|| {
         let (old, new) = images(8_000, 13);
         FORMATS
@@ -237,7 +295,11 @@ fn patch_from_the_bsdiff_tool_applies() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (old, new) = images(200_000, 21);
-    let (o, n, p) = (dir.path().join("old"), dir.path().join("new"), dir.path().join("patch"));
+    let (o, n, p) = (
+        dir.path().join("old"),
+        dir.path().join("new"),
+        dir.path().join("patch"),
+    );
     std::fs::write(&o, &old).unwrap();
     std::fs::write(&n, &new).unwrap();
     let st = Command::new("bsdiff").args([&o, &n, &p]).status().unwrap();
@@ -256,12 +318,19 @@ fn our_bsdiff40_applies_with_the_bspatch_tool() {
     let dir = tempfile::tempdir().unwrap();
     let (old, new) = images(200_000, 22);
     let patch = generate_patch(&old, &new, &GenerateOptions::new(PatchFormat::Bsdiff40)).unwrap();
-    let (o, n, p) = (dir.path().join("old"), dir.path().join("new"), dir.path().join("patch"));
+    let (o, n, p) = (
+        dir.path().join("old"),
+        dir.path().join("new"),
+        dir.path().join("patch"),
+    );
     std::fs::write(&o, &old).unwrap();
     std::fs::write(&p, &patch).unwrap();
     let st = Command::new("bspatch").args([&o, &n, &p]).status().unwrap();
     assert!(st.success());
-    assert!(std::fs::read(&n).unwrap() == new, "bspatch reproduces our BSDIFF40 patch");
+    assert!(
+        std::fs::read(&n).unwrap() == new,
+        "bspatch reproduces our BSDIFF40 patch"
+    );
 }
 
 /// Corpus-size round trip (slow in debug builds):

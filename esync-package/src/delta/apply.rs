@@ -51,21 +51,23 @@ fn open_stream<'a>(
     Ok(match format {
         PatchFormat::Bsdiff40 => Box::new(bzip2::read::BzDecoder::new(section)),
         PatchFormat::BsdiffZstd => {
-            let mut d =
-                zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(STREAM_BUF, section))
-                    .map_err(|source| DeltaError::Decompress { stream, source })?
-                    .single_frame();
+            let mut d = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
+                STREAM_BUF, section,
+            ))
+            .map_err(|source| DeltaError::Decompress { stream, source })?
+            .single_frame();
             d.window_log_max(limits.max_window_log)
                 .map_err(|source| DeltaError::Decompress { stream, source })?;
             Box::new(d)
         }
         PatchFormat::BsdiffXz => {
-            let s = xz2::stream::Stream::new_stream_decoder(limits.xz_memlimit, 0).map_err(|e| {
-                DeltaError::Decompress {
-                    stream,
-                    source: e.into(),
-                }
-            })?;
+            let s =
+                xz2::stream::Stream::new_stream_decoder(limits.xz_memlimit, 0).map_err(|e| {
+                    DeltaError::Decompress {
+                        stream,
+                        source: e.into(),
+                    }
+                })?;
             Box::new(xz2::bufread::XzDecoder::new_stream(
                 BufReader::with_capacity(STREAM_BUF, section),
                 s,
@@ -88,7 +90,9 @@ fn hash_source(source: &dyn SourceImage, buf: &mut [u8]) -> Result<Sha256Digest,
     let len = source.len();
     let mut pos = 0u64;
     while pos < len {
-        let n = usize::try_from(len - pos).unwrap_or(usize::MAX).min(buf.len());
+        let n = usize::try_from(len - pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         source
             .read_exact_at(pos, &mut buf[..n])
             .map_err(DeltaError::SourceRead)?;
@@ -187,7 +191,8 @@ pub fn apply_patch(
         written: 0,
         limit: target.length,
     };
-    let old_len = i64::try_from(source.len()).map_err(|_| DeltaError::Corrupt("source too large"))?;
+    let old_len =
+        i64::try_from(source.len()).map_err(|_| DeltaError::Corrupt("source too large"))?;
     let new_len = target.length;
     let mut old_pos: i64 = 0;
     let mut controls = 0u64;
@@ -266,7 +271,9 @@ pub fn apply_patch(
             }
             raw[0]
                 .checked_sub(controls * CONTROL_LEN)
-                .ok_or(DeltaError::Corrupt("more controls than the header declares"))?
+                .ok_or(DeltaError::Corrupt(
+                    "more controls than the header declares",
+                ))?
         }
         // BSDIFF40 (qbsdiff) may end with pure seek controls; allow a bounded
         // number of them.
@@ -290,12 +297,18 @@ pub fn apply_patch(
             }
         }
     }
-    for (r, s) in [(&mut ctrl, Stream::Control), (&mut diff, Stream::Diff), (&mut extra, Stream::Extra)] {
+    for (r, s) in [
+        (&mut ctrl, Stream::Control),
+        (&mut diff, Stream::Diff),
+        (&mut extra, Stream::Extra),
+    ] {
         let mut one = [0u8; 1];
         match r.read(&mut one) {
             Ok(0) => {}
             Ok(_) => return Err(DeltaError::Corrupt("trailing data in a stream")),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(DeltaError::Truncated(s)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(DeltaError::Truncated(s))
+            }
             Err(source) => return Err(DeltaError::Decompress { stream: s, source }),
         }
     }

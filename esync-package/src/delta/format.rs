@@ -133,13 +133,19 @@ pub fn parse_header(
                 return Err(DeltaError::Truncated(super::Stream::Extra));
             }
             if off < patch_len {
-                return Err(DeltaError::BadHeader("trailing bytes after the extra stream"));
+                return Err(DeltaError::BadHeader(
+                    "trailing bytes after the extra stream",
+                ));
             }
             if raw[0] % CONTROL_LEN != 0 {
-                return Err(DeltaError::BadHeader("control stream length not a multiple of 24"));
+                return Err(DeltaError::BadHeader(
+                    "control stream length not a multiple of 24",
+                ));
             }
             if raw[1].checked_add(raw[2]) != Some(tlen) {
-                return Err(DeltaError::BadHeader("diff + extra lengths differ from the target length"));
+                return Err(DeltaError::BadHeader(
+                    "diff + extra lengths differ from the target length",
+                ));
             }
             Ok(PatchHeader {
                 format,

@@ -43,20 +43,21 @@ pub struct GenerateOptions {
     /// `2^window_log` bytes per large stream to decode (see
     /// [`ApplyLimits`](super::ApplyLimits)).
     pub window_log: u32,
-    /// xz preset for [`PatchFormat::BsdiffXz`] (0..=9; `| xz2::stream::PRESET_EXTREME` allowed).
+    /// xz preset for [`PatchFormat::BsdiffXz`] (0..=9; `| 0x8000_0000` (extreme) allowed).
     pub xz_preset: u32,
 }
 
 impl GenerateOptions {
-    /// Defaults for `format`: 256 MiB windows, zstd level 19, xz preset 9,
-    /// 4 MiB (log 22) decoder windows.
+    /// Defaults for `format`: 256 MiB windows, zstd level 19, xz preset 6
+    /// (with the dictionary set to the window, presets 6 to 9 give the same
+    /// output), 4 MiB (log 22) decoder windows.
     pub fn new(format: PatchFormat) -> Self {
         Self {
             format,
             max_window: 256 << 20,
             zstd_level: 19,
             window_log: 22,
-            xz_preset: 9,
+            xz_preset: 6,
         }
     }
 }
@@ -179,7 +180,8 @@ fn compress(opts: &GenerateOptions, data: &[u8]) -> io::Result<Vec<u8>> {
     let wlog = ceil_log2(data.len()).clamp(10, opts.window_log.max(10));
     match opts.format {
         PatchFormat::BsdiffZstd => {
-            let mut e = zstd::stream::Encoder::new(Vec::with_capacity(data.len() / 4), opts.zstd_level)?;
+            let mut e =
+                zstd::stream::Encoder::new(Vec::with_capacity(data.len() / 4), opts.zstd_level)?;
             e.long_distance_matching(true)?;
             e.window_log(wlog)?;
             e.include_checksum(true)?;
@@ -188,7 +190,8 @@ fn compress(opts: &GenerateOptions, data: &[u8]) -> io::Result<Vec<u8>> {
             e.finish()
         }
         PatchFormat::BsdiffXz => {
-            let mut o = xz2::stream::LzmaOptions::new_preset(opts.xz_preset).map_err(io::Error::from)?;
+            let mut o =
+                xz2::stream::LzmaOptions::new_preset(opts.xz_preset).map_err(io::Error::from)?;
             o.dict_size(1u32 << wlog.max(12));
             let mut f = xz2::stream::Filters::new();
             f.lzma2(&o);
@@ -206,7 +209,11 @@ fn compress(opts: &GenerateOptions, data: &[u8]) -> io::Result<Vec<u8>> {
     }
 }
 
-fn encode(opts: &GenerateOptions, target_len: u64, raw: RawStreams) -> Result<Vec<u8>, GenerateError> {
+fn encode(
+    opts: &GenerateOptions,
+    target_len: u64,
+    raw: RawStreams,
+) -> Result<Vec<u8>, GenerateError> {
     let (c, d, e) = thread::scope(|s| {
         let d = s.spawn(|| compress(opts, &raw.diff));
         let e = s.spawn(|| compress(opts, &raw.extra));
@@ -229,7 +236,11 @@ fn encode(opts: &GenerateOptions, target_len: u64, raw: RawStreams) -> Result<Ve
             opts.format,
             target_len,
             [c.len() as u64, d.len() as u64, e.len() as u64],
-            [raw.ctrl.len() as u64, raw.diff.len() as u64, raw.extra.len() as u64],
+            [
+                raw.ctrl.len() as u64,
+                raw.diff.len() as u64,
+                raw.extra.len() as u64,
+            ],
         ));
     }
     out.extend_from_slice(&c);

@@ -4,9 +4,9 @@
 //! See the crate documentation for the container format and the memory bound.
 
 mod apply;
-pub mod format;
 #[cfg(feature = "generate")]
 pub mod cache;
+pub mod format;
 #[cfg(feature = "generate")]
 pub mod generate;
 

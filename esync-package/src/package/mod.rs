@@ -60,9 +60,9 @@ impl PackageId {
         let s = s.into();
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+            && s.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            })
             && !s.bytes().all(|b| b == b'.');
         if ok {
             Ok(Self(s))
@@ -381,7 +381,9 @@ impl TryFrom<PackageSpec> for Package {
         }
         if let Some(w) = spec.download.window {
             if w.start_minute >= 1440 || w.end_minute > 1440 || w.start_minute == w.end_minute {
-                return Err(PackageError::BadPolicy("time window minutes out of range or empty"));
+                return Err(PackageError::BadPolicy(
+                    "time window minutes out of range or empty",
+                ));
             }
         }
         let mut by_device: BTreeMap<&DevicePath, &Component> = BTreeMap::new();
@@ -581,15 +583,19 @@ impl TargetDescription {
             .ok_or(PackageError::BadTarget("custom has no \"esync\" object"))?;
         let d: TargetDescription = serde_json::from_value(v.clone())?;
         check_component(&d.component)?;
-        let a = d
-            .artifact()
-            .ok_or(PackageError::BadTarget("artifact names no delta of the component"))?;
+        let a = d.artifact().ok_or(PackageError::BadTarget(
+            "artifact names no delta of the component",
+        ))?;
         if let Some((name, length, sha)) = entry {
             if a.length != length || a.sha256 != *sha {
-                return Err(PackageError::BadTarget("length or sha256 differs from the target entry"));
+                return Err(PackageError::BadTarget(
+                    "length or sha256 differs from the target entry",
+                ));
             }
             if name != d.target_name() {
-                return Err(PackageError::BadTarget("target name differs from the description"));
+                return Err(PackageError::BadTarget(
+                    "target name differs from the description",
+                ));
             }
         }
         Ok(d)
@@ -704,7 +710,9 @@ impl Package {
             }
         }
         if comps.len() != first.component_count as usize {
-            return Err(PackageError::BadTarget("a component of the package is missing"));
+            return Err(PackageError::BadTarget(
+                "a component of the package is missing",
+            ));
         }
         Package::new(PackageSpec {
             id: first.package.clone(),

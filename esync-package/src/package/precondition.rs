@@ -114,7 +114,11 @@ impl Parser<'_> {
     }
 
     fn ws(&mut self) {
-        while self.s.get(self.pos).is_some_and(|b| b.is_ascii_whitespace()) {
+        while self
+            .s
+            .get(self.pos)
+            .is_some_and(|b| b.is_ascii_whitespace())
+        {
             self.pos += 1;
         }
     }
@@ -166,15 +170,14 @@ impl Parser<'_> {
         }
         self.ws();
         let start = self.pos;
-        while self
-            .s
-            .get(self.pos)
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'.')
-        {
+        while self.s.get(self.pos).is_some_and(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_' || *b == b'.'
+        }) {
             self.pos += 1;
         }
         let signal = &self.s[start..self.pos];
-        if signal.is_empty() || signal[0].is_ascii_digit() || signal[0] == b'.' || signal.len() > 64 {
+        if signal.is_empty() || signal[0].is_ascii_digit() || signal[0] == b'.' || signal.len() > 64
+        {
             self.pos = start;
             return Err(self.err("expected a signal name"));
         }
@@ -249,7 +252,10 @@ impl Precondition {
                 reason: "expression too long",
             });
         }
-        let mut p = Parser { s: s.as_bytes(), pos: 0 };
+        let mut p = Parser {
+            s: s.as_bytes(),
+            pos: 0,
+        };
         let expr = p.expr(0)?;
         p.ws();
         if p.pos != s.len() {
@@ -274,7 +280,9 @@ impl Precondition {
                 Expr::Compare { signal, op, value } => {
                     let ord = match (f(signal), value) {
                         (Some(SignalValue::Number(a)), SignalValue::Number(b)) => a.partial_cmp(b),
-                        (Some(SignalValue::Text(a)), SignalValue::Text(b)) => Some(a.as_str().cmp(b)),
+                        (Some(SignalValue::Text(a)), SignalValue::Text(b)) => {
+                            Some(a.as_str().cmp(b))
+                        }
                         _ => None,
                     };
                     let Some(o) = ord else { return false };
@@ -298,7 +306,11 @@ impl fmt::Display for Precondition {
         fn w(e: &Expr, f: &mut fmt::Formatter<'_>, top: bool) -> fmt::Result {
             match e {
                 Expr::All(v) | Expr::Any(v) => {
-                    let sep = if matches!(e, Expr::All(_)) { " && " } else { " || " };
+                    let sep = if matches!(e, Expr::All(_)) {
+                        " && "
+                    } else {
+                        " || "
+                    };
                     if !top {
                         f.write_str("(")?;
                     }
@@ -367,7 +379,10 @@ mod tests {
         assert!(!p.evaluate(&low));
         assert_eq!(Precondition::parse(&p.to_string()).unwrap(), p);
         let q = Precondition::parse("(ignition == off || speed < 1.5) && gear == P").unwrap();
-        assert_eq!(q.to_string(), r#"(ignition == "off" || speed < 1.5) && gear == "P""#);
+        assert_eq!(
+            q.to_string(),
+            r#"(ignition == "off" || speed < 1.5) && gear == "P""#
+        );
         assert_eq!(Precondition::parse(&q.to_string()).unwrap(), q);
         assert!(!q.evaluate(&|_| None));
     }
@@ -375,10 +390,23 @@ mod tests {
     #[test]
     fn refuses_bad_input() {
         for bad in [
-            "", "speed", "speed ==", "== 0", "speed = 0", "speed == 0 &&", "(speed == 0",
-            "speed == 0)", "Speed == 0", "gear == \"P", "speed == 1e999", "a == b c",
+            "",
+            "speed",
+            "speed ==",
+            "== 0",
+            "speed = 0",
+            "speed == 0 &&",
+            "(speed == 0",
+            "speed == 0)",
+            "Speed == 0",
+            "gear == \"P",
+            "speed == 1e999",
+            "a == b c",
         ] {
-            assert!(Precondition::parse(bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                Precondition::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
         let deep = format!("{}a == 1{}", "(".repeat(20), ")".repeat(20));
         assert!(Precondition::parse(&deep).is_err());

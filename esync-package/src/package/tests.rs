@@ -22,7 +22,9 @@ fn comp(device: &str, stage: u16, deps: &[&str]) -> Component {
         depends_on: deps.iter().map(|d| dev(d)).collect(),
         stage,
         policy: ComponentPolicy {
-            precondition: Some(Precondition::parse(r#"speed == 0 && gear == "P" && battery_soc >= 40"#).unwrap()),
+            precondition: Some(
+                Precondition::parse(r#"speed == 0 && gear == "P" && battery_soc >= 40"#).unwrap(),
+            ),
             ..ComponentPolicy::default()
         },
     }
@@ -32,7 +34,10 @@ fn spec(components: Vec<Component>) -> PackageSpec {
     PackageSpec {
         id: PackageId::new("pkg-1").unwrap(),
         download: DownloadPolicy {
-            window: Some(TimeWindow { start_minute: 22 * 60, end_minute: 6 * 60 }),
+            window: Some(TimeWindow {
+                start_minute: 22 * 60,
+                end_minute: 6 * 60,
+            }),
             networks: vec![NetworkKind::Wifi],
         },
         components,
@@ -54,23 +59,44 @@ fn valid_package_roundtrips_through_json_and_targets() {
     assert_eq!(seq[1].1.len(), 2);
 
     let entries = p.target_entries();
-    assert_eq!(entries.len(), 6, "one full image and one delta per component");
+    assert_eq!(
+        entries.len(),
+        6,
+        "one full image and one delta per component"
+    );
     assert_eq!(entries[0].name, "pkg-1/powertrain/ecm/2.0.0/full");
-    assert_eq!(entries[1].name, "pkg-1/powertrain/ecm/2.0.0/delta-1.0.0.bsdiff-zstd");
+    assert_eq!(
+        entries[1].name,
+        "pkg-1/powertrain/ecm/2.0.0/delta-1.0.0.bsdiff-zstd"
+    );
     let descs: Vec<_> = entries
         .iter()
-        .map(|e| TargetDescription::from_custom_json(&e.custom, Some((&e.name, e.length, &e.sha256))).unwrap())
+        .map(|e| {
+            TargetDescription::from_custom_json(&e.custom, Some((&e.name, e.length, &e.sha256)))
+                .unwrap()
+        })
         .collect();
     assert_eq!(descs[1].delta().unwrap().from_version.as_str(), "1.0.0");
     let rebuilt = Package::from_target_descriptions(&descs).unwrap();
     assert_eq!(rebuilt.components().len(), 3);
     // A withheld component (partial bundle) is refused.
-    let partial: Vec<_> = descs.iter().filter(|d| d.component.device.as_str() != "/body/bcm").cloned().collect();
+    let partial: Vec<_> = descs
+        .iter()
+        .filter(|d| d.component.device.as_str() != "/body/bcm")
+        .cloned()
+        .collect();
     assert!(Package::from_target_descriptions(&partial).is_err());
     // Entry length/hash must match the description.
     let e = &entries[0];
-    assert!(TargetDescription::from_custom_json(&e.custom, Some((&e.name, e.length + 1, &e.sha256))).is_err());
-    assert!(TargetDescription::from_custom_json(&e.custom, Some(("other", e.length, &e.sha256))).is_err());
+    assert!(TargetDescription::from_custom_json(
+        &e.custom,
+        Some((&e.name, e.length + 1, &e.sha256))
+    )
+    .is_err());
+    assert!(
+        TargetDescription::from_custom_json(&e.custom, Some(("other", e.length, &e.sha256)))
+            .is_err()
+    );
 }
 
 #[test]
@@ -81,19 +107,28 @@ fn invalid_packages_are_refused() {
         e(vec![comp("/a", 0, &[]), comp("/a", 1, &[])]),
         PackageError::DuplicateDevice(_)
     ));
-    assert!(matches!(e(vec![comp("/a", 1, &["/b"])]), PackageError::UnknownDependency { .. }));
+    assert!(matches!(
+        e(vec![comp("/a", 1, &["/b"])]),
+        PackageError::UnknownDependency { .. }
+    ));
     assert!(matches!(
         e(vec![comp("/a", 0, &["/b"]), comp("/b", 1, &["/a"])]),
         PackageError::Cycle(_)
     ));
-    assert!(matches!(e(vec![comp("/a", 0, &["/a"])]), PackageError::Cycle(_)));
+    assert!(matches!(
+        e(vec![comp("/a", 0, &["/a"])]),
+        PackageError::Cycle(_)
+    ));
     assert!(matches!(
         e(vec![comp("/a", 1, &["/b"]), comp("/b", 1, &[])]),
         PackageError::StageOrder { .. }
     ));
     let mut c = comp("/a", 0, &[]);
     c.policy.rollback = RollbackBehaviour::None;
-    assert!(matches!(e(vec![c, comp("/b", 1, &[])]), PackageError::UnrollableNotLast(_)));
+    assert!(matches!(
+        e(vec![c, comp("/b", 1, &[])]),
+        PackageError::UnrollableNotLast(_)
+    ));
     let mut c = comp("/a", 0, &[]);
     c.deltas.push(c.deltas[0].clone());
     assert!(matches!(e(vec![c]), PackageError::BadDelta { .. }));
@@ -101,7 +136,10 @@ fn invalid_packages_are_refused() {
     c.image.chunk_size = 3;
     assert!(matches!(e(vec![c]), PackageError::Chunk(_)));
     let mut s = spec(vec![comp("/a", 0, &[])]);
-    s.download.window = Some(TimeWindow { start_minute: 5, end_minute: 5 });
+    s.download.window = Some(TimeWindow {
+        start_minute: 5,
+        end_minute: 5,
+    });
     assert!(Package::new(s).is_err());
 }
 
@@ -117,6 +155,14 @@ fn json_decoding_validates() {
     let mut v: serde_json::Value = serde_json::from_slice(&p.to_json()).unwrap();
     v["components"][0]["image"]["sha256"] = serde_json::json!("zz");
     assert!(Package::from_json(&serde_json::to_vec(&v).unwrap()).is_err());
-    assert!(TimeWindow { start_minute: 22 * 60, end_minute: 360 }.contains(23 * 60));
-    assert!(!TimeWindow { start_minute: 22 * 60, end_minute: 360 }.contains(12 * 60));
+    assert!(TimeWindow {
+        start_minute: 22 * 60,
+        end_minute: 360
+    }
+    .contains(23 * 60));
+    assert!(!TimeWindow {
+        start_minute: 22 * 60,
+        end_minute: 360
+    }
+    .contains(12 * 60));
 }
