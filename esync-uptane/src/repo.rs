@@ -213,6 +213,9 @@ pub struct Repository<S: TrustStore> {
     last_time: Option<UnixTime>,
     now: Option<UnixTime>,
     refreshed: bool,
+    /// (delegating role, role) pairs whose signatures were checked since the
+    /// last refresh began, so lookups do not verify the same file again.
+    checked: BTreeSet<String>,
     op: Op,
 }
 
@@ -253,6 +256,7 @@ impl<S: TrustStore> Repository<S> {
             last_time: state.last_time,
             now: None,
             refreshed: false,
+            checked: BTreeSet::new(),
             op: Op::Idle,
         };
         for (name, bytes) in &state.roles {
@@ -329,6 +333,7 @@ impl<S: TrustStore> Repository<S> {
         self.last_time = Some(now);
         self.now = Some(now);
         self.refreshed = false;
+        self.checked.clear();
         self.op = Op::Root {
             rotations: 0,
             start: Box::new(self.root.meta.clone()),
@@ -520,7 +525,7 @@ impl<S: TrustStore> Repository<S> {
             }
             Op::TopTargets => {
                 let t = self.verify_targets("targets", "", bytes)?;
-                self.keep_targets("targets", t)?;
+                self.keep_targets("targets", "", t)?;
                 self.refreshed = true;
                 self.op = Op::Idle;
                 return Ok(Progress::RefreshDone);
@@ -532,7 +537,7 @@ impl<S: TrustStore> Repository<S> {
                     .cloned()
                     .ok_or(Error::State("empty lookup"))?;
                 let t = self.verify_targets(&role, &parent, bytes)?;
-                self.keep_targets(&role, t)?;
+                self.keep_targets(&role, &parent, t)?;
             }
         }
         self.advance()
@@ -627,7 +632,7 @@ impl<S: TrustStore> Repository<S> {
 
     /// Whether the cached `role` can be used as is: version equal to the
     /// snapshot's, not expired, and still signed by the keys that delegate it.
-    fn cached_targets_usable(&self, role: &str, parent: &str, now: UnixTime) -> Result<bool> {
+    fn cached_targets_usable(&mut self, role: &str, parent: &str, now: UnixTime) -> Result<bool> {
         let m = self.targets_meta(role)?;
         let Some(t) = self.targets.get(role) else {
             return Ok(false);
@@ -635,7 +640,15 @@ impl<S: TrustStore> Repository<S> {
         if t.meta.version != m.version || now >= t.meta.expires {
             return Ok(false);
         }
-        Ok(self.check_targets_signature(role, parent, &t.raw).is_ok())
+        let key = format!("{parent}\u{0}{role}");
+        if self.checked.contains(&key) {
+            return Ok(true);
+        }
+        if self.check_targets_signature(role, parent, &t.raw).is_err() {
+            return Ok(false);
+        }
+        self.checked.insert(key);
+        Ok(true)
     }
 
     fn check_targets_signature(&self, role: &str, parent: &str, raw: &RawSigned) -> Result<()> {
@@ -839,8 +852,9 @@ impl<S: TrustStore> Repository<S> {
         Ok(new)
     }
 
-    fn keep_targets(&mut self, role: &str, t: Trusted<Targets>) -> Result<()> {
+    fn keep_targets(&mut self, role: &str, parent: &str, t: Trusted<Targets>) -> Result<()> {
         self.store.store_role(role, &t.bytes).map_err(store_err)?;
+        self.checked.insert(format!("{parent}\u{0}{role}"));
         self.targets.insert(role.to_string(), t);
         Ok(())
     }
