@@ -475,6 +475,39 @@ impl RepositoryBuilder {
         Ok(&self.files)
     }
 
+    /// Signs a new timestamp version over the current snapshot (what the
+    /// online timestamp role does regularly to keep clients fresh).
+    pub fn publish_timestamp(&mut self) -> Result<&RepoFiles> {
+        let snap_bytes = self
+            .files
+            .metadata
+            .get("snapshot.json")
+            .cloned()
+            .ok_or_else(|| Error::Build("publish a snapshot first".into()))?;
+        self.timestamp_version += 1;
+        let mut meta = BTreeMap::new();
+        meta.insert(
+            "snapshot.json".to_string(),
+            MetaFile {
+                version: self.snapshot_version,
+                length: Some(snap_bytes.len() as u64),
+                hashes: Some(hashes_of(&snap_bytes)),
+            },
+        );
+        let ts = Timestamp {
+            type_: "timestamp".into(),
+            spec_version: SPEC_VERSION.into(),
+            version: self.timestamp_version,
+            expires: self.expires_of("timestamp"),
+            meta,
+        };
+        let ts_bytes = self.sign_top("timestamp", &ts, &mut |_: &str, _: &mut Value| {})?;
+        self.files
+            .metadata
+            .insert("timestamp.json".into(), ts_bytes);
+        Ok(&self.files)
+    }
+
     fn sign_top<T: serde::Serialize>(
         &self,
         role: &str,

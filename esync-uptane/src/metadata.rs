@@ -43,6 +43,7 @@ pub struct Root {
     /// Expiry.
     pub expires: UnixTime,
     /// Keys by key id.
+    #[serde(deserialize_with = "lenient_keys")]
     pub keys: BTreeMap<String, PublicKey>,
     /// `root`, `targets`, `snapshot`, `timestamp`.
     pub roles: BTreeMap<String, RoleKeys>,
@@ -148,6 +149,7 @@ impl DelegatedRole {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Delegations {
     /// Keys by key id.
+    #[serde(deserialize_with = "lenient_keys")]
     pub keys: BTreeMap<String, PublicKey>,
     /// Delegated roles, highest priority first.
     pub roles: Vec<DelegatedRole>,
@@ -171,6 +173,19 @@ pub struct Targets {
     /// Delegations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegations: Option<Delegations>,
+}
+
+/// Decodes a `keys` object, leaving out keys this crate cannot use (other
+/// key types or schemes, invalid points): they can never count towards a
+/// threshold, and other roles' ed25519 keys stay usable.
+fn lenient_keys<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, PublicKey>, D::Error> {
+    let raw = BTreeMap::<String, Value>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .filter_map(|(id, v)| serde_json::from_value::<PublicKey>(v).ok().map(|k| (id, k)))
+        .collect())
 }
 
 /// Common accessors of the four roles.
@@ -396,6 +411,23 @@ mod tests {
         assert!(path_matches("d?r/f*e*", "dir/file.bin"));
         assert!(!path_matches("dir/*", "other/file"));
         assert!(path_matches("**", "x"));
+    }
+
+    #[test]
+    fn unsupported_keys_are_left_out() {
+        let k = crate::PrivateKey::from_seed(&[3; 32]).public_key();
+        let v = serde_json::json!({
+            "_type": "root", "spec_version": "1.0.31", "version": 1,
+            "expires": "2030-01-01T00:00:00Z", "consistent_snapshot": true,
+            "keys": {
+                "a": serde_json::to_value(&k).unwrap(),
+                "b": {"keytype": "rsa", "scheme": "rsassa-pss-sha256", "keyval": {"public": "PEM"}}
+            },
+            "roles": {}
+        });
+        let r: Root = serde_json::from_value(v).unwrap();
+        assert_eq!(r.keys.len(), 1);
+        assert!(r.keys.contains_key("a"));
     }
 
     #[test]

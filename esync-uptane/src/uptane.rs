@@ -509,6 +509,36 @@ impl<S: TrustStore> PartialVerifier<S> {
         })
     }
 
+    /// Rotates the pinned Director root to the next version: `bytes` must be
+    /// root version N+1 signed by a threshold of root N's keys and of its
+    /// own. Returns the new version.
+    pub fn update_root(&mut self, bytes: &[u8]) -> Result<u64> {
+        if bytes.len() as u64 > self.max_size {
+            return Err(Error::TooLong {
+                what: "director root".into(),
+                limit: self.max_size,
+            });
+        }
+        let raw = RawSigned::from_slice("root", bytes)?;
+        let new: Root = decode_signed("root", &raw)?;
+        self.root.verify_role("root", &raw)?;
+        new.verify_role("root", &raw)?;
+        let expected = self.root.version.saturating_add(1);
+        if new.version != expected {
+            return Err(Error::VersionMismatch {
+                role: "root".into(),
+                listed_by: "root rotation chain",
+                expected,
+                got: new.version,
+            });
+        }
+        self.store
+            .store_role("root", bytes)
+            .map_err(|e| Error::Store(e.0))?;
+        self.root = new;
+        Ok(self.root.version)
+    }
+
     /// Version of the last accepted Director targets.
     pub fn last_version(&self) -> Option<u64> {
         self.last_version

@@ -1008,3 +1008,58 @@ fn delegations_are_prioritised_and_terminating() {
     assert!(lookup(&mut repo, &http, "y/f").unwrap().is_none());
     assert!(lookup(&mut repo, &http, "z/f").unwrap().is_none());
 }
+
+#[test]
+fn a5_partial_verifier_follows_director_root_rotation_only_when_signed() {
+    let mut w = World::new();
+    let mut agent = partial(&w, "tcu-1", "tcu-hw");
+    // A root v2 signed only by its own new keys is refused.
+    let rogue = RoleSetup::generate(1, 1);
+    let mut rogue_builder = RepositoryBuilder::generate(expires()).unwrap();
+    let signers = rogue.keys.clone();
+    rogue_builder
+        .rotate_keys_signed_by("root", rogue, &signers)
+        .unwrap();
+    let err = agent
+        .update_root(rogue_builder.root_bytes(2).unwrap())
+        .unwrap_err();
+    assert!(matches!(err, Error::Threshold { .. }), "{err}");
+    // The Director rotates its targets key properly: the Agent follows.
+    w.director
+        .rotate_keys("targets", RoleSetup::generate(1, 1))
+        .unwrap();
+    w.director.publish().unwrap();
+    w.serve();
+    let bytes = w.director_targets_bytes();
+    assert!(matches!(
+        agent.verify(&bytes, NOW, ReleaseCounter(7)),
+        Err(Error::Threshold { .. })
+    ));
+    assert_eq!(
+        agent
+            .update_root(w.director.root_bytes(2).unwrap())
+            .unwrap(),
+        2
+    );
+    assert!(agent
+        .verify(&bytes, NOW, ReleaseCounter(7))
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn timestamp_only_refresh_reuses_snapshot_and_targets() {
+    let (http, mut b) = simple(true);
+    let mut repo = open_repo(&b);
+    refresh(&mut repo, &http, NOW).unwrap();
+    b.publish_timestamp().unwrap();
+    http.publish("r", b.files());
+    let before = http.log.lock().unwrap().len();
+    refresh(&mut repo, &http, NOW).unwrap();
+    let log = http.log.lock().unwrap();
+    assert_eq!(
+        &log[before..],
+        ["/r/metadata/2.root.json", "/r/metadata/timestamp.json"]
+    );
+    assert_eq!(repo.timestamp().unwrap().meta.version, 2);
+}
