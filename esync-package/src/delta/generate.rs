@@ -1,7 +1,7 @@
 //! Server-side patch generation (feature `generate`).
 //!
 //! The bsdiff match search is qbsdiff's (suffix array built by the C
-//! `divsufsort`, search parallelised with rayon over 512 KiB target chunks).
+//! `divsufsort`, search parallelised with rayon over 4 MiB target chunks).
 //! qbsdiff always writes `BSDIFF40`; for the esync container formats its
 //! bzip2 streams are decoded again and recompressed, each of the three
 //! streams on its own thread.
@@ -29,6 +29,9 @@ use qbsdiff::{Bsdiff, ParallelScheme};
 use thiserror::Error;
 
 use super::format::{container_header, encode_int, parse_header, CONTROL_LEN};
+
+/// Target bytes searched by one parallel qbsdiff job.
+const SEARCH_CHUNK: usize = 4 << 20;
 
 /// How to generate a patch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,7 +151,10 @@ pub fn generate_patch(
 fn qbsdiff_run(source: &[u8], target: &[u8], level: u32) -> Result<Vec<u8>, GenerateError> {
     let mut out = Vec::with_capacity(target.len() / 8 + 64);
     Bsdiff::new(source, target)
-        .parallel_scheme(ParallelScheme::Auto)
+        // qbsdiff's `Auto` searches 512 KiB target chunks independently,
+        // which cost 30 % in patch size on the libpython pair; 4 MiB chunks
+        // lose < 0.1 % and still use both cores on images over 4 MiB.
+        .parallel_scheme(ParallelScheme::ChunkSize(SEARCH_CHUNK))
         .compression_level(level)
         .buffer_size(64 << 10)
         .compare(io::Cursor::new(&mut out))?;
