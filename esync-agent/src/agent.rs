@@ -1090,9 +1090,9 @@ impl Agent {
             self.persist(ctx)?;
             return Ok(());
         }
-        let rec = rec.clone();
-        if !self.resend_last(&rec, corr, out) {
-            out.ignored = Some("confirm for an update that is not awaiting it");
+        match rec.last_report.clone() {
+            Some(r) => out.send(corr, r),
+            None => out.ignored = Some("confirm for an update that is not awaiting it"),
         }
         Ok(())
     }
@@ -1109,9 +1109,8 @@ impl Agent {
             }
         };
         if let Some(rec) = self.record(&r.update_id) {
-            if matches!(rec.last_report, Some(Payload::RollbackResult(_))) && rec.stage == Stage::Settled {
-                let rec = rec.clone();
-                self.resend_last(&rec, corr, out);
+            if let (Some(r @ Payload::RollbackResult(_)), Stage::Settled) = (&rec.last_report, &rec.stage) {
+                out.send(corr, r.clone());
                 return Ok(());
             }
             let installed = matches!(rec.stage, Stage::AwaitingConfirm | Stage::Settled | Stage::Terminal { .. });
