@@ -23,8 +23,12 @@ use esync_identity::{FleetCa, TrustAnchors, Validity};
 use esync_proto::envelope::{Envelope, EnvelopeSigner, Recipient, SignedEnvelope};
 use esync_proto::frame::{self, FrameLimits};
 use esync_proto::id::{DevicePath, Id128, Vin};
-use esync_proto::message::{Event, EventReport, Participant, Payload, PresenceState, Severity, Signal, SignalValue};
-use esync_transport::{BrokerLinkConfig, BrokerTransport, Incoming, MqttConfig, MqttPresence, MqttTransport, Transport};
+use esync_proto::message::{
+    Event, EventReport, Participant, Payload, PresenceState, Severity, Signal, SignalValue,
+};
+use esync_transport::{
+    BrokerLinkConfig, BrokerTransport, Incoming, MqttConfig, MqttPresence, MqttTransport, Transport,
+};
 use tokio::sync::Mutex;
 
 const PHASE_LIMIT: Duration = Duration::from_secs(60);
@@ -92,9 +96,13 @@ fn payload(epoch: Instant, size: usize) -> Payload {
 fn latency(epoch: Instant, frame: &[u8]) -> Option<u64> {
     let signed = SignedEnvelope::from_frame(frame, FrameLimits::default()).ok()?;
     let env: Envelope = frame::decode_body(&signed.signed).ok()?;
-    let Payload::EventReport(r) = env.payload else { return None };
+    let Payload::EventReport(r) = env.payload else {
+        return None;
+    };
     let sig = r.events.first()?.data.first()?;
-    let SignalValue::Int(t) = sig.value else { return None };
+    let SignalValue::Int(t) = sig.value else {
+        return None;
+    };
     Some((now_ns(epoch) - t).max(0) as u64)
 }
 
@@ -134,24 +142,44 @@ async fn broker_fleet(n: usize) -> Fleet {
     let mut agents = Vec::new();
     for i in 0..n {
         let path = device(i);
-        let id = ca.issue_agent(&vin, &path, validity).expect("agent identity");
-        let tls = esync_identity::vehicle_client_tls_config(&id, &anchors, &vin).expect("client tls");
-        let mut lc = BrokerLinkConfig::new(broker.local_addr(), "vehicle.invalid", tls, Participant::Device(path.clone()));
+        let id = ca
+            .issue_agent(&vin, &path, validity)
+            .expect("agent identity");
+        let tls =
+            esync_identity::vehicle_client_tls_config(&id, &anchors, &vin).expect("client tls");
+        let mut lc = BrokerLinkConfig::new(
+            broker.local_addr(),
+            "vehicle.invalid",
+            tls,
+            Participant::Device(path.clone()),
+        );
         lc.queue = 4096;
         let t = Transport::Broker(BrokerTransport::connect(lc));
-        let signer = EnvelopeSigner::new(Participant::Device(path.clone()), id.signing_key.clone(), 1, FrameLimits::default());
+        let signer = EnvelopeSigner::new(
+            Participant::Device(path.clone()),
+            id.signing_key.clone(),
+            1,
+            FrameLimits::default(),
+        );
         agents.push((path, t, signer));
     }
     let mut connected = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while connected < n {
         match tokio::time::timeout_at(deadline, client.recv()).await {
-            Ok(Some(Incoming::Presence(p))) if p.state == PresenceState::Connected => connected += 1,
+            Ok(Some(Incoming::Presence(p))) if p.state == PresenceState::Connected => {
+                connected += 1
+            }
             Ok(Some(_)) => {}
             _ => panic!("only {connected} of {n} agents connected to the broker"),
         }
     }
-    let client_signer = EnvelopeSigner::new(Participant::Client, vehicle.signing_key.clone(), 1, FrameLimits::default());
+    let client_signer = EnvelopeSigner::new(
+        Participant::Client,
+        vehicle.signing_key.clone(),
+        1,
+        FrameLimits::default(),
+    );
     Fleet {
         client,
         client_signer,
@@ -163,7 +191,14 @@ async fn broker_fleet(n: usize) -> Fleet {
 async fn mosquitto_fleet(n: usize) -> Fleet {
     let vin = Vin::new("WVWZZZ1JZXW000001").expect("valid VIN");
     let root = format!("esync-bench/{}-{}", std::process::id(), ms_now());
-    let mut cc = MqttConfig::new("127.0.0.1", 1883, vin.clone(), Participant::Client, MqttPresence::None).with_topic_root(&root);
+    let mut cc = MqttConfig::new(
+        "127.0.0.1",
+        1883,
+        vin.clone(),
+        Participant::Client,
+        MqttPresence::None,
+    )
+    .with_topic_root(&root);
     cc.queue = 1 << 16;
     let client = MqttTransport::connect(cc).expect("mqtt client");
     client.wait_connections(1).await.expect("client connects");
@@ -171,12 +206,23 @@ async fn mosquitto_fleet(n: usize) -> Fleet {
     for i in 0..n {
         let path = device(i);
         let who = Participant::Device(path.clone());
-        let mut ac = MqttConfig::new("127.0.0.1", 1883, vin.clone(), who.clone(), MqttPresence::None).with_topic_root(&root);
+        let mut ac = MqttConfig::new(
+            "127.0.0.1",
+            1883,
+            vin.clone(),
+            who.clone(),
+            MqttPresence::None,
+        )
+        .with_topic_root(&root);
         ac.queue = 4096;
         let t = MqttTransport::connect(ac).expect("mqtt agent");
         t.wait_connections(1).await.expect("agent connects");
         let key = ed25519_dalek::SigningKey::from_bytes(&[(i % 250) as u8 + 1; 32]);
-        agents.push((path, Transport::Mqtt(t), EnvelopeSigner::new(who, key, 1, FrameLimits::default())));
+        agents.push((
+            path,
+            Transport::Mqtt(t),
+            EnvelopeSigner::new(who, key, 1, FrameLimits::default()),
+        ));
     }
     let key = ed25519_dalek::SigningKey::from_bytes(&[255; 32]);
     Fleet {
@@ -212,7 +258,12 @@ async fn run(fleet: Fleet, msgs: usize, size: usize, window: usize) -> PhaseResu
             while lat.len() < msgs {
                 while inflight < window && sent < msgs {
                     let f = signer
-                        .seal(Recipient::Client, Id128([0; 16]), payload(epoch, size), ms_now())
+                        .seal(
+                            Recipient::Client,
+                            Id128([0; 16]),
+                            payload(epoch, size),
+                            ms_now(),
+                        )
                         .expect("seal");
                     if t.send(f).await.is_err() {
                         return (lat, t);
@@ -242,15 +293,25 @@ async fn run(fleet: Fleet, msgs: usize, size: usize, window: usize) -> PhaseResu
     while answered < n * msgs {
         match tokio::time::timeout_at(deadline, client.recv()).await {
             Ok(Some(Incoming::Frame(f))) => {
-                let Some(l) = latency(epoch, &f) else { continue };
+                let Some(l) = latency(epoch, &f) else {
+                    continue;
+                };
                 lat.push(l);
-                let Ok(header) = SignedEnvelope::from_frame(&f, FrameLimits::default()).and_then(|s| s.unverified_header())
+                let Ok(header) = SignedEnvelope::from_frame(&f, FrameLimits::default())
+                    .and_then(|s| s.unverified_header())
                 else {
                     continue;
                 };
-                let Participant::Device(from) = header.sender else { continue };
+                let Participant::Device(from) = header.sender else {
+                    continue;
+                };
                 let reply = client_signer
-                    .seal(Recipient::Device(from), Id128([0; 16]), payload(epoch, size), ms_now())
+                    .seal(
+                        Recipient::Device(from),
+                        Id128([0; 16]),
+                        payload(epoch, size),
+                        ms_now(),
+                    )
                     .expect("seal");
                 if client.send(reply).await.is_err() {
                     break;
@@ -275,7 +336,10 @@ async fn run(fleet: Fleet, msgs: usize, size: usize, window: usize) -> PhaseResu
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
@@ -288,7 +352,11 @@ fn main() {
         .expect("tokio runtime");
     let mosquitto_up = rt.block_on(async {
         matches!(
-            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect("127.0.0.1:1883")).await,
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect("127.0.0.1:1883")
+            )
+            .await,
             Ok(Ok(_))
         )
     });

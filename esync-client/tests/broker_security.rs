@@ -70,11 +70,19 @@ async fn agent_cannot_send_as_another_device_a17() {
     info_link.send(f1.clone()).await.unwrap();
     // 2. ... and claims to be the Client, commanding the brake.
     let forged_client = shared(signer(Participant::Client, &info_id.signing_key));
-    let f2 = seal(&forged_client, Recipient::Device(dev("/chassis/brake")), install(Id128([1; 16])));
+    let f2 = seal(
+        &forged_client,
+        Recipient::Device(dev("/chassis/brake")),
+        install(Id128([1; 16])),
+    );
     info_link.send(f2.clone()).await.unwrap();
     // 3. Names itself but signs with a key that is not its certificate's.
     let rogue = SigningKey::from_bytes(&[66; 32]);
-    let f3 = seal(&shared(signer(info.clone(), &rogue)), Recipient::Client, progress(Id128([1; 16])));
+    let f3 = seal(
+        &shared(signer(info.clone(), &rogue)),
+        Recipient::Client,
+        progress(Id128([1; 16])),
+    );
     info_link.send(f3).await.unwrap();
     // 4. Signs correctly, then alters the signed bytes.
     let own = shared(signer(info.clone(), &info_id.signing_key));
@@ -93,10 +101,18 @@ async fn agent_cannot_send_as_another_device_a17() {
     ]);
     let mut client_verifier = verifier_for(Participant::Client, vec![]);
     let frame = next_frame(&mut client).await;
-    let v = client_verifier.open(&frame, &client_keys, now_ms()).unwrap();
+    let v = client_verifier
+        .open(&frame, &client_keys, now_ms())
+        .unwrap();
     assert_eq!(v.header.sender, info);
     assert_eq!(v.header.correlation, Id128([9; 16]));
-    assert!(matches!(v.payload, Payload::Progress(Progress { update_id: Id128([3, ..]), .. })));
+    assert!(matches!(
+        v.payload,
+        Payload::Progress(Progress {
+            update_id: Id128([3, ..]),
+            ..
+        })
+    ));
 
     let s = broker.stats();
     assert_eq!(s.dropped_sender_mismatch, 2, "claims to be brake / Client");
@@ -108,7 +124,9 @@ async fn agent_cannot_send_as_another_device_a17() {
     // Injected another way (bypassing the broker), receivers refuse the same
     // forgeries with their own Verifier: the signature is not the brake's /
     // the Client's.
-    let err = client_verifier.open(&f1, &client_keys, now_ms()).unwrap_err();
+    let err = client_verifier
+        .open(&f1, &client_keys, now_ms())
+        .unwrap_err();
     assert!(matches!(err, EnvelopeError::BadSignature(_)), "{err:?}");
     let mut brake_verifier = verifier_for(brake.clone(), vec![]);
     let brake_keys = keys(&[(Participant::Client, pki.vehicle.signing_key.verifying_key())]);
@@ -133,14 +151,20 @@ async fn a_command_not_signed_by_the_client_is_refused() {
     // because only the Client may send commands.
     let own = shared(signer(info.clone(), &info_id.signing_key));
     info_link
-        .send(seal(&own, Recipient::Device(dev("/chassis/brake")), install(Id128([1; 16]))))
+        .send(seal(
+            &own,
+            Recipient::Device(dev("/chassis/brake")),
+            install(Id128([1; 16])),
+        ))
         .await
         .unwrap();
     info_link
         .send(seal(
             &own,
             Recipient::DevicePrefix(dev("/chassis")),
-            Payload::Confirm(Confirm { update_id: Id128([1; 16]) }),
+            Payload::Confirm(Confirm {
+                update_id: Id128([1; 16]),
+            }),
         ))
         .await
         .unwrap();
@@ -159,7 +183,11 @@ async fn a_command_not_signed_by_the_client_is_refused() {
     // The Client's own command is accepted.
     let client_signer = pki.client_signer();
     client
-        .send(seal(&client_signer, Recipient::Device(dev("/chassis/brake")), install(Id128([1; 16]))))
+        .send(seal(
+            &client_signer,
+            Recipient::Device(dev("/chassis/brake")),
+            install(Id128([1; 16])),
+        ))
         .await
         .unwrap();
     let f = next_frame(&mut brake_link).await;
@@ -193,9 +221,31 @@ async fn replayed_frames_are_dropped_by_the_receiver() {
         results.push(v.open(&f, &k, now_ms()).map(|m| m.header.seq));
     }
     assert_eq!(results[0], Ok(1));
-    assert!(matches!(results[1], Err(EnvelopeError::Replay { seq: 1, last: 1, .. })), "{:?}", results[1]);
+    assert!(
+        matches!(
+            results[1],
+            Err(EnvelopeError::Replay {
+                seq: 1,
+                last: 1,
+                ..
+            })
+        ),
+        "{:?}",
+        results[1]
+    );
     assert_eq!(results[2], Ok(2));
-    assert!(matches!(results[3], Err(EnvelopeError::Replay { seq: 1, last: 2, .. })), "{:?}", results[3]);
+    assert!(
+        matches!(
+            results[3],
+            Err(EnvelopeError::Replay {
+                seq: 1,
+                last: 2,
+                ..
+            })
+        ),
+        "{:?}",
+        results[3]
+    );
 
     // The same on the way back: an Agent report replayed to the Client.
     let agent_signer = shared(signer(ecm.clone(), &id.signing_key));
@@ -204,8 +254,12 @@ async fn replayed_frames_are_dropped_by_the_receiver() {
     agent.send(r).await.unwrap();
     let mut cv = verifier_for(Participant::Client, vec![]);
     let ck = keys(&[(ecm.clone(), id.signing_key.verifying_key())]);
-    assert!(cv.open(&next_frame(&mut client).await, &ck, now_ms()).is_ok());
-    let err = cv.open(&next_frame(&mut client).await, &ck, now_ms()).unwrap_err();
+    assert!(cv
+        .open(&next_frame(&mut client).await, &ck, now_ms())
+        .is_ok());
+    let err = cv
+        .open(&next_frame(&mut client).await, &ck, now_ms())
+        .unwrap_err();
     assert!(matches!(err, EnvelopeError::Replay { .. }), "{err:?}");
 }
 
@@ -222,11 +276,15 @@ async fn slow_consumer_does_not_grow_broker_memory_beyond_its_bound() {
     let fast = Participant::Device(dev("/body/fast"));
     // The slow Agent's link holds one frame and is never read: its socket
     // stops being read, the kernel buffers fill, then the broker's queue.
-    let tls = esync_identity::vehicle_client_tls_config(&pki.agent("/body/slow"), &pki.anchors, &vin()).unwrap();
-    let mut slow_cfg = BrokerLinkConfig::new(broker.local_addr(), "vehicle.invalid", tls, slow.clone());
+    let tls =
+        esync_identity::vehicle_client_tls_config(&pki.agent("/body/slow"), &pki.anchors, &vin())
+            .unwrap();
+    let mut slow_cfg =
+        BrokerLinkConfig::new(broker.local_addr(), "vehicle.invalid", tls, slow.clone());
     slow_cfg.queue = 1;
     let _slow_link = BrokerTransport::connect(slow_cfg);
-    let mut fast_link = Transport::Broker(pki.link(&broker, fast.clone(), &pki.agent("/body/fast")));
+    let mut fast_link =
+        Transport::Broker(pki.link(&broker, fast.clone(), &pki.agent("/body/fast")));
     wait_presence(&mut client, &slow, PresenceState::Connected).await;
     wait_presence(&mut client, &fast, PresenceState::Connected).await;
 
@@ -250,14 +308,21 @@ async fn slow_consumer_does_not_grow_broker_memory_beyond_its_bound() {
         client.send(chunk.clone()).await.unwrap();
         if i % 50 == 0 {
             client
-                .send(seal(&client_signer, Recipient::Device(dev("/body/fast")), inventory_query(1)))
+                .send(seal(
+                    &client_signer,
+                    Recipient::Device(dev("/body/fast")),
+                    inventory_query(1),
+                ))
                 .await
                 .unwrap();
             fast_sent += 1;
             if let Some(q) = broker.queue_stats(&slow) {
                 max_seen_bytes = max_seen_bytes.max(q.queued_bytes);
                 max_seen_frames = max_seen_frames.max(q.queued_frames);
-                assert!(q.queued_bytes <= BOUND_BYTES && q.queued_frames <= BOUND_FRAMES, "{q:?}");
+                assert!(
+                    q.queued_bytes <= BOUND_BYTES && q.queued_frames <= BOUND_FRAMES,
+                    "{q:?}"
+                );
             }
         }
     }
@@ -279,7 +344,10 @@ async fn slow_consumer_does_not_grow_broker_memory_beyond_its_bound() {
     );
     assert!(q.max_queued_bytes <= BOUND_BYTES, "{q:?}");
     assert!(q.max_queued_frames <= BOUND_FRAMES, "{q:?}");
-    assert!(q.max_queued_bytes > BOUND_BYTES / 2, "the queue did fill: {q:?}");
+    assert!(
+        q.max_queued_bytes > BOUND_BYTES / 2,
+        "the queue did fill: {q:?}"
+    );
     assert!(q.dropped_full > 0, "{q:?}");
     assert_eq!(broker.stats().dropped_queue_full, q.dropped_full);
 }
@@ -315,7 +383,11 @@ async fn reconnecting_agent_resumes() {
     // Group message before the disconnection (retry until the subscription
     // has reached the broker).
     let before = loop {
-        let f = seal(&client_signer, Recipient::Group(updates.clone()), inventory_query(1));
+        let f = seal(
+            &client_signer,
+            Recipient::Group(updates.clone()),
+            inventory_query(1),
+        );
         client.send(f.clone()).await.unwrap();
         match tokio::time::timeout(Duration::from_millis(300), agent.recv()).await {
             Ok(Some(Incoming::Frame(got))) => {
@@ -328,7 +400,8 @@ async fn reconnecting_agent_resumes() {
     av.open(&before, &ak, now_ms()).unwrap();
     let report = seal(&agent_signer, Recipient::Client, progress(Id128([1; 16])));
     agent.send(report).await.unwrap();
-    cv.open(&next_frame(&mut client).await, &ck, now_ms()).unwrap();
+    cv.open(&next_frame(&mut client).await, &ck, now_ms())
+        .unwrap();
 
     // The broker drops the connection; the link reconnects by itself.
     assert!(broker.disconnect(&ecm));
@@ -341,13 +414,19 @@ async fn reconnecting_agent_resumes() {
         }
     }
     wait_presence(&mut client, &ecm, PresenceState::Connected).await;
-    let Transport::Broker(l) = &agent else { unreachable!() };
+    let Transport::Broker(l) = &agent else {
+        unreachable!()
+    };
     assert_eq!(l.stats().connections, 2);
 
     // Subscriptions were restored: a group message arrives, and the same
     // Verifier accepts it (sequence numbers simply continue).
     let after = loop {
-        let f = seal(&client_signer, Recipient::Group(updates.clone()), inventory_query(2));
+        let f = seal(
+            &client_signer,
+            Recipient::Group(updates.clone()),
+            inventory_query(2),
+        );
         client.send(f.clone()).await.unwrap();
         match tokio::time::timeout(Duration::from_millis(300), agent.recv()).await {
             Ok(Some(Incoming::Frame(got))) => break got,
@@ -358,13 +437,22 @@ async fn reconnecting_agent_resumes() {
     // The pre-disconnection frame, sent again, is still a replay.
     client.send(before.clone()).await.unwrap();
     let again = next_frame(&mut agent).await;
-    assert!(matches!(av.open(&again, &ak, now_ms()), Err(EnvelopeError::Replay { .. })));
+    assert!(matches!(
+        av.open(&again, &ak, now_ms()),
+        Err(EnvelopeError::Replay { .. })
+    ));
     // The Agent's own sequence continues towards the Client.
     agent
-        .send(seal(&agent_signer, Recipient::Client, progress(Id128([2; 16]))))
+        .send(seal(
+            &agent_signer,
+            Recipient::Client,
+            progress(Id128([2; 16])),
+        ))
         .await
         .unwrap();
-    let v = cv.open(&next_frame(&mut client).await, &ck, now_ms()).unwrap();
+    let v = cv
+        .open(&next_frame(&mut client).await, &ck, now_ms())
+        .unwrap();
     assert_eq!(v.header.seq, 2);
 
     // The HMI saw connected, disconnected, connected as Client-signed envelopes.
@@ -379,7 +467,11 @@ async fn reconnecting_agent_resumes() {
     }
     assert_eq!(
         states,
-        vec![PresenceState::Connected, PresenceState::Disconnected, PresenceState::Connected]
+        vec![
+            PresenceState::Connected,
+            PresenceState::Disconnected,
+            PresenceState::Connected
+        ]
     );
 
     // The Agent process restarts: its old link is gone, a new one with the
@@ -390,7 +482,11 @@ async fn reconnecting_agent_resumes() {
     drop(agent);
     let mut replacement = Transport::Broker(BrokerTransport::connect(c2));
     wait_presence(&mut client, &ecm, PresenceState::Connected).await;
-    let f = seal(&client_signer, Recipient::Device(dev("/powertrain/ecm")), inventory_query(3));
+    let f = seal(
+        &client_signer,
+        Recipient::Device(dev("/powertrain/ecm")),
+        inventory_query(3),
+    );
     client.send(f.clone()).await.unwrap();
     assert_eq!(next_frame(&mut replacement).await, f);
     assert!(av.open(&f, &ak, now_ms()).is_ok());
@@ -414,14 +510,23 @@ async fn a_newer_connection_with_the_same_identity_replaces_the_old() {
     wait_presence(&mut client, &ecm, PresenceState::Connected).await;
     let mut new = Transport::Broker(slow_link(&pki));
     wait_presence(&mut client, &ecm, PresenceState::Connected).await;
-    eventually("replacement", || broker.stats().connections_replaced == 1)
-        .await
-        .then_some(())
-        .unwrap_or_else(|| panic!("{:?}", broker.stats()));
+    assert!(
+        eventually("replacement", || broker.stats().connections_replaced == 1).await,
+        "{:?}",
+        broker.stats()
+    );
     // The old link noticed its connection was closed.
-    assert!(eventually("old link closed", || old.stats().disconnects == 1).await, "{:?}", old.stats());
+    assert!(
+        eventually("old link closed", || old.stats().disconnects == 1).await,
+        "{:?}",
+        old.stats()
+    );
     let client_signer = pki.client_signer();
-    let f = seal(&client_signer, Recipient::Device(dev("/powertrain/ecm")), inventory_query(1));
+    let f = seal(
+        &client_signer,
+        Recipient::Device(dev("/powertrain/ecm")),
+        inventory_query(1),
+    );
     client.send(f.clone()).await.unwrap();
     assert_eq!(next_frame(&mut new).await, f);
     assert_eq!(broker.stats().connections_active, 1);
@@ -434,7 +539,11 @@ async fn foreign_and_client_identities_are_refused() {
     // An Agent certificate of another vehicle, and the vehicle's own Client
     // certificate presented by a network peer.
     let foreign = pki.agent_of_other_vehicle("/powertrain/ecm");
-    let _l1 = pki.link(&broker, Participant::Device(dev("/powertrain/ecm")), &foreign);
+    let _l1 = pki.link(
+        &broker,
+        Participant::Device(dev("/powertrain/ecm")),
+        &foreign,
+    );
     let _l2 = pki.link(&broker, Participant::Client, &pki.vehicle);
     assert!(eventually("refusals", || broker.stats().connections_refused >= 2).await);
     assert_eq!(broker.stats().connections_admitted, 0);

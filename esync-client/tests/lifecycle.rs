@@ -23,22 +23,35 @@ const MOSQUITTO: &str = "127.0.0.1:1883";
 
 async fn mosquitto_reachable() -> bool {
     matches!(
-        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(MOSQUITTO)).await,
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(MOSQUITTO)
+        )
+        .await,
         Ok(Ok(_))
     )
 }
 
 fn unique_root(tag: &str) -> String {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     format!("esync-test/{tag}-{}-{nanos}", std::process::id())
 }
 
 /// Removes a retained message so test runs leave nothing behind.
 async fn clear_retained(topic: String) {
-    let mut o = rumqttc::MqttOptions::new(format!("esync-test-clear-{}", std::process::id()), "127.0.0.1", 1883);
+    let mut o = rumqttc::MqttOptions::new(
+        format!("esync-test-clear-{}", std::process::id()),
+        "127.0.0.1",
+        1883,
+    );
     o.set_clean_session(true);
     let (c, mut ev) = rumqttc::AsyncClient::new(o, 10);
-    c.publish(topic, rumqttc::QoS::AtLeastOnce, true, Vec::<u8>::new()).await.unwrap();
+    c.publish(topic, rumqttc::QoS::AtLeastOnce, true, Vec::<u8>::new())
+        .await
+        .unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
             match ev.poll().await {
@@ -58,18 +71,41 @@ async fn lifecycle_over_in_process_channels() {
     let ecm = dev("/powertrain/ecm");
     let mut client = Transport::Channel(hub.connect(Participant::Client));
     let agent = Transport::Channel(hub.connect(Participant::Device(ecm.clone())));
-    wait_presence(&mut client, &Participant::Device(ecm.clone()), PresenceState::Connected).await;
+    wait_presence(
+        &mut client,
+        &Participant::Device(ecm.clone()),
+        PresenceState::Connected,
+    )
+    .await;
 
     let agent_signer = shared(signer(Participant::Device(ecm.clone()), &agent_key));
-    let task = tokio::spawn(scripted_agent(agent, ecm.clone(), agent_signer, client_key.verifying_key()));
+    let task = tokio::spawn(scripted_agent(
+        agent,
+        ecm.clone(),
+        agent_signer,
+        client_key.verifying_key(),
+    ));
     let client_signer = shared(signer(Participant::Client, &client_key));
-    let kinds = lifecycle_client(&mut client, &client_signer, &ecm, agent_key.verifying_key()).await;
+    let kinds =
+        lifecycle_client(&mut client, &client_signer, &ecm, agent_key.verifying_key()).await;
     assert_eq!(kinds, expected_client_kinds());
     assert_eq!(task.await.unwrap(), expected_agent_kinds());
     // The agent's transport was dropped: the Client hears of it.
-    wait_presence(&mut client, &Participant::Device(ecm), PresenceState::Disconnected).await;
+    wait_presence(
+        &mut client,
+        &Participant::Device(ecm),
+        PresenceState::Disconnected,
+    )
+    .await;
     let s = hub.stats();
-    assert_eq!((s.dropped_full, s.dropped_sender_mismatch, s.dropped_malformed), (0, 0, 0));
+    assert_eq!(
+        (
+            s.dropped_full,
+            s.dropped_sender_mismatch,
+            s.dropped_malformed
+        ),
+        (0, 0, 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +118,12 @@ async fn lifecycle_over_embedded_broker_with_mutual_tls() {
     let ecm = dev("/powertrain/ecm");
     let id = pki.agent("/powertrain/ecm");
     let link = pki.link(&broker, Participant::Device(ecm.clone()), &id);
-    wait_presence(&mut client, &Participant::Device(ecm.clone()), PresenceState::Connected).await;
+    wait_presence(
+        &mut client,
+        &Participant::Device(ecm.clone()),
+        PresenceState::Connected,
+    )
+    .await;
 
     let agent_signer = shared(signer(Participant::Device(ecm.clone()), &id.signing_key));
     let task = tokio::spawn(scripted_agent(
@@ -91,14 +132,30 @@ async fn lifecycle_over_embedded_broker_with_mutual_tls() {
         agent_signer,
         pki.vehicle.signing_key.verifying_key(),
     ));
-    let kinds = lifecycle_client(&mut client, &client_signer, &ecm, id.signing_key.verifying_key()).await;
+    let kinds = lifecycle_client(
+        &mut client,
+        &client_signer,
+        &ecm,
+        id.signing_key.verifying_key(),
+    )
+    .await;
     assert_eq!(kinds, expected_client_kinds());
     assert_eq!(task.await.unwrap(), expected_agent_kinds());
-    wait_presence(&mut client, &Participant::Device(ecm), PresenceState::Disconnected).await;
+    wait_presence(
+        &mut client,
+        &Participant::Device(ecm),
+        PresenceState::Disconnected,
+    )
+    .await;
     let s = broker.stats();
     assert_eq!(s.connections_admitted, 1);
     assert_eq!(
-        (s.dropped_sender_mismatch, s.dropped_bad_signature, s.dropped_malformed, s.dropped_queue_full),
+        (
+            s.dropped_sender_mismatch,
+            s.dropped_bad_signature,
+            s.dropped_malformed,
+            s.dropped_queue_full
+        ),
         (0, 0, 0, 0)
     );
     // Every frame of the exchange went through the broker's checks.
@@ -120,15 +177,27 @@ async fn lifecycle_over_mosquitto() {
     let who = Participant::Device(ecm.clone());
     let presence_keys = Arc::new(keys(&[(who.clone(), agent_key.verifying_key())]));
     let client_t = MqttTransport::connect(
-        MqttConfig::new("127.0.0.1", 1883, vin(), Participant::Client, MqttPresence::Watch(presence_keys))
-            .with_topic_root(&root),
+        MqttConfig::new(
+            "127.0.0.1",
+            1883,
+            vin(),
+            Participant::Client,
+            MqttPresence::Watch(presence_keys),
+        )
+        .with_topic_root(&root),
     )
     .unwrap();
     client_t.wait_connections(1).await.unwrap();
     let agent_signer = shared(signer(who.clone(), &agent_key));
     let agent_t = MqttTransport::connect(
-        MqttConfig::new("127.0.0.1", 1883, vin(), who.clone(), MqttPresence::Announce(Arc::clone(&agent_signer)))
-            .with_topic_root(&root),
+        MqttConfig::new(
+            "127.0.0.1",
+            1883,
+            vin(),
+            who.clone(),
+            MqttPresence::Announce(Arc::clone(&agent_signer)),
+        )
+        .with_topic_root(&root),
     )
     .unwrap();
     agent_t.wait_connections(1).await.unwrap();
@@ -143,13 +212,16 @@ async fn lifecycle_over_mosquitto() {
         client_key.verifying_key(),
     ));
     let client_signer = shared(signer(Participant::Client, &client_key));
-    let kinds = lifecycle_client(&mut client, &client_signer, &ecm, agent_key.verifying_key()).await;
+    let kinds =
+        lifecycle_client(&mut client, &client_signer, &ecm, agent_key.verifying_key()).await;
     assert_eq!(kinds, expected_client_kinds());
     assert_eq!(task.await.unwrap(), expected_agent_kinds());
     // The agent's transport was dropped without DISCONNECT: Mosquitto
     // publishes its signed "disconnected" will.
     wait_presence(&mut client, &who, PresenceState::Disconnected).await;
-    let Transport::Mqtt(c) = &client else { unreachable!() };
+    let Transport::Mqtt(c) = &client else {
+        unreachable!()
+    };
     let s = c.stats();
     assert_eq!(s.presence_accepted, 2);
     assert_eq!((s.presence_rejected, s.dropped_full), (0, 0));
@@ -170,14 +242,28 @@ async fn mqtt_presence_markers_are_verified() {
     let attacker_key = SigningKey::from_bytes(&[6; 32]);
     let presence_keys = Arc::new(keys(&[(brake.clone(), brake_key.verifying_key())]));
     let client_t = MqttTransport::connect(
-        MqttConfig::new("127.0.0.1", 1883, vin(), Participant::Client, MqttPresence::Watch(presence_keys))
-            .with_topic_root(&root),
+        MqttConfig::new(
+            "127.0.0.1",
+            1883,
+            vin(),
+            Participant::Client,
+            MqttPresence::Watch(presence_keys),
+        )
+        .with_topic_root(&root),
     )
     .unwrap();
     client_t.wait_connections(1).await.unwrap();
-    let topic = Topics::new(&root, &vin()).unwrap().presence(&brake).unwrap();
+    let topic = Topics::new(&root, &vin())
+        .unwrap()
+        .presence(&brake)
+        .unwrap();
     let marker = |key: &SigningKey, seq: u64| {
-        let mut s = esync_proto::envelope::EnvelopeSigner::new(brake.clone(), key.clone(), seq, FrameLimits::default());
+        let mut s = esync_proto::envelope::EnvelopeSigner::new(
+            brake.clone(),
+            key.clone(),
+            seq,
+            FrameLimits::default(),
+        );
         s.seal(
             Recipient::Client,
             Id128([0; 16]),
@@ -194,17 +280,34 @@ async fn mqtt_presence_markers_are_verified() {
         .unwrap()
     };
     // Publish with a raw MQTT client, as an attacker on the broker would.
-    let mut o = rumqttc::MqttOptions::new(format!("esync-test-attacker-{}", std::process::id()), "127.0.0.1", 1883);
+    let mut o = rumqttc::MqttOptions::new(
+        format!("esync-test-attacker-{}", std::process::id()),
+        "127.0.0.1",
+        1883,
+    );
     o.set_clean_session(true);
     let (raw, mut ev) = rumqttc::AsyncClient::new(o, 10);
     let pump = tokio::spawn(async move { while ev.poll().await.is_ok() {} });
     let genuine = marker(&brake_key, 10);
-    raw.publish(&topic, rumqttc::QoS::AtLeastOnce, false, marker(&attacker_key, 20)).await.unwrap();
-    raw.publish(&topic, rumqttc::QoS::AtLeastOnce, false, genuine.clone()).await.unwrap();
-    raw.publish(&topic, rumqttc::QoS::AtLeastOnce, false, genuine).await.unwrap();
+    raw.publish(
+        &topic,
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        marker(&attacker_key, 20),
+    )
+    .await
+    .unwrap();
+    raw.publish(&topic, rumqttc::QoS::AtLeastOnce, false, genuine.clone())
+        .await
+        .unwrap();
+    raw.publish(&topic, rumqttc::QoS::AtLeastOnce, false, genuine)
+        .await
+        .unwrap();
     let mut client = Transport::Mqtt(client_t);
     wait_presence(&mut client, &brake, PresenceState::Connected).await;
-    let Transport::Mqtt(c) = &client else { unreachable!() };
+    let Transport::Mqtt(c) = &client else {
+        unreachable!()
+    };
     // Messages on one topic arrive in order: the replay follows the genuine one.
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while c.stats().presence_rejected < 2 && tokio::time::Instant::now() < deadline {

@@ -147,7 +147,13 @@ impl BrokerTransport {
         let counters = Arc::new(Counters::default());
         let me = config.participant.clone();
         let limits = config.limits;
-        let task = tokio::spawn(supervise(config, out_rx, in_tx, conn_tx, Arc::clone(&counters)));
+        let task = tokio::spawn(supervise(
+            config,
+            out_rx,
+            in_tx,
+            conn_tx,
+            Arc::clone(&counters),
+        ));
         BrokerTransport {
             me,
             limits,
@@ -218,7 +224,10 @@ impl BrokerTransport {
     }
 }
 
-pub(crate) fn check_envelope_frame(frame: &[u8], limits: FrameLimits) -> Result<(), TransportError> {
+pub(crate) fn check_envelope_frame(
+    frame: &[u8],
+    limits: FrameLimits,
+) -> Result<(), TransportError> {
     let (_, rest) = frame::split(frame, limits)?;
     if !rest.is_empty() {
         return Err(esync_proto::FrameError::Trailing(rest.len()).into());
@@ -233,7 +242,9 @@ async fn open(config: &BrokerLinkConfig) -> std::io::Result<Tls> {
     tcp.set_nodelay(true)?;
     let name = ServerName::try_from(config.server_name.clone())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    TlsConnector::from(Arc::clone(&config.tls)).connect(name, tcp).await
+    TlsConnector::from(Arc::clone(&config.tls))
+        .connect(name, tcp)
+        .await
 }
 
 /// A link that stayed up this long resets the reconnection backoff.

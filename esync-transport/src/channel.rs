@@ -279,7 +279,12 @@ async fn pump(inner: Arc<HubInner>, mut peer: ChannelPeer, generation: u64) {
         }
     }
     let mut guard = lock(&inner.table);
-    if guard.0.remove_if(&me, |c| c.generation == generation).is_some() && me != Participant::Client {
+    if guard
+        .0
+        .remove_if(&me, |c| c.generation == generation)
+        .is_some()
+        && me != Participant::Client
+    {
         presence_to_client(&guard.0, &me, PresenceState::Disconnected);
     }
 }

@@ -79,7 +79,8 @@ pub fn link_body_to_envelope_frame(body: &[u8]) -> Option<Vec<u8>> {
 pub fn parse_link_body(body: &[u8]) -> Result<LinkMessage, FrameError> {
     match body.first() {
         Some(&TAG_ENVELOPE) => Ok(LinkMessage::Envelope(
-            link_body_to_envelope_frame(body).ok_or(FrameError::UnsupportedVersion(TAG_ENVELOPE))?,
+            link_body_to_envelope_frame(body)
+                .ok_or(FrameError::UnsupportedVersion(TAG_ENVELOPE))?,
         )),
         Some(&TAG_SUBSCRIBE) => {
             let groups: Vec<GroupName> = frame::decode_body(&body[1..])?;

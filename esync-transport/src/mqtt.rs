@@ -188,7 +188,9 @@ impl Topics {
             || root.split('/').any(str::is_empty)
             || root.len() > 256
         {
-            return Err(TransportError::Config("MQTT topic root must be non-empty segments without wildcards"));
+            return Err(TransportError::Config(
+                "MQTT topic root must be non-empty segments without wildcards",
+            ));
         }
         Ok(Topics {
             base: format!("{root}/{vin}"),
@@ -347,8 +349,13 @@ fn now_ms() -> u64 {
 }
 
 /// Signs the (connected, disconnected) markers, consecutive sequence numbers.
-fn sign_markers(signer: &SharedSigner, limits: FrameLimits) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
-    let mut s = signer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+fn sign_markers(
+    signer: &SharedSigner,
+    limits: FrameLimits,
+) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
+    let mut s = signer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let now = now_ms();
     let marker = |code: &str| {
         Payload::EventReport(EventReport {
@@ -360,8 +367,18 @@ fn sign_markers(signer: &SharedSigner, limits: FrameLimits) -> Result<(Vec<u8>, 
             }],
         })
     };
-    let up = s.sign(Recipient::Client, Id128([0; 16]), marker(PRESENCE_CONNECTED), now)?;
-    let down = s.sign(Recipient::Client, Id128([0; 16]), marker(PRESENCE_DISCONNECTED), now)?;
+    let up = s.sign(
+        Recipient::Client,
+        Id128([0; 16]),
+        marker(PRESENCE_CONNECTED),
+        now,
+    )?;
+    let down = s.sign(
+        Recipient::Client,
+        Id128([0; 16]),
+        marker(PRESENCE_DISCONNECTED),
+        now,
+    )?;
     Ok((up.to_frame(limits)?, down.to_frame(limits)?))
 }
 
@@ -386,13 +403,20 @@ impl MqttTransport {
     /// a tokio runtime.
     pub fn connect(config: MqttConfig) -> Result<Self, TransportError> {
         let topics = Topics::new(&config.topic_root, &config.vin)?;
-        if matches!(config.presence, MqttPresence::Watch(_)) && config.participant != Participant::Client {
+        if matches!(config.presence, MqttPresence::Watch(_))
+            && config.participant != Participant::Client
+        {
             return Err(TransportError::Config("only the Client watches presence"));
         }
-        if matches!(config.presence, MqttPresence::Announce(_)) && config.participant == Participant::Client {
-            return Err(TransportError::Config("the Client does not announce presence over MQTT"));
+        if matches!(config.presence, MqttPresence::Announce(_))
+            && config.participant == Participant::Client
+        {
+            return Err(TransportError::Config(
+                "the Client does not announce presence over MQTT",
+            ));
         }
-        let mut options = MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
+        let mut options =
+            MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
         options.set_keep_alive(config.keep_alive);
         options.set_clean_session(true);
         // Room for the topic and MQTT header beside the frame.
@@ -417,7 +441,10 @@ impl MqttTransport {
         let groups = Arc::new(Mutex::new(Vec::new()));
         let ctx = Ctx {
             me: config.participant.clone(),
-            own_subs: topics.own_subscriptions(&config.participant, matches!(config.presence, MqttPresence::Watch(_))),
+            own_subs: topics.own_subscriptions(
+                &config.participant,
+                matches!(config.presence, MqttPresence::Watch(_)),
+            ),
             topics: topics.clone(),
             limits: config.limits,
             presence: config.presence.clone(),
@@ -468,7 +495,10 @@ impl MqttTransport {
         let mut subacks = self.subacks.clone();
         let before = *subacks.borrow_and_update();
         let old = {
-            let mut g = self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut g = self
+                .groups
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             std::mem::replace(&mut *g, groups.clone())
         };
         let c = &self.sender.client;
@@ -489,7 +519,9 @@ impl MqttTransport {
         match acked {
             Ok(true) => Ok(()),
             Ok(false) => Err(TransportError::Closed),
-            Err(_) => Err(TransportError::Mqtt("subscription not acknowledged within 10 s".into())),
+            Err(_) => Err(TransportError::Mqtt(
+                "subscription not acknowledged within 10 s".into(),
+            )),
         }
     }
 
@@ -525,7 +557,12 @@ impl MqttTransport {
     }
 }
 
-async fn run(mut eventloop: EventLoop, client: AsyncClient, ctx: Ctx, mut connected_marker: Option<Vec<u8>>) {
+async fn run(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    ctx: Ctx,
+    mut connected_marker: Option<Vec<u8>>,
+) {
     let mut replay = ReplayGuard::new();
     let mut backoff = ctx.backoff_initial;
     let mut connections = 0u64;
@@ -552,7 +589,9 @@ async fn run(mut eventloop: EventLoop, client: AsyncClient, ctx: Ctx, mut connec
                         pending_subacks += 1;
                     }
                 }
-                if let (Some(marker), Some(topic)) = (&connected_marker, ctx.topics.presence(&ctx.me)) {
+                if let (Some(marker), Some(topic)) =
+                    (&connected_marker, ctx.topics.presence(&ctx.me))
+                {
                     let _ = client.try_publish(topic, QoS::AtLeastOnce, true, marker.clone());
                 }
                 connections += 1;
@@ -579,15 +618,26 @@ async fn run(mut eventloop: EventLoop, client: AsyncClient, ctx: Ctx, mut connec
                             if p.payload.is_empty() {
                                 continue; // a cleared retained marker
                             }
-                            match check_marker(&ctx.topics, &p.topic, &p.payload, keys.as_ref(), ctx.limits, &mut replay) {
+                            match check_marker(
+                                &ctx.topics,
+                                &p.topic,
+                                &p.payload,
+                                keys.as_ref(),
+                                ctx.limits,
+                                &mut replay,
+                            ) {
                                 Some(ev) => {
-                                    ctx.counters.presence_accepted.fetch_add(1, Ordering::Relaxed);
+                                    ctx.counters
+                                        .presence_accepted
+                                        .fetch_add(1, Ordering::Relaxed);
                                     if ctx.in_tx.try_send(Incoming::Presence(ev)).is_err() {
                                         ctx.counters.dropped_full.fetch_add(1, Ordering::Relaxed);
                                     }
                                 }
                                 None => {
-                                    ctx.counters.presence_rejected.fetch_add(1, Ordering::Relaxed);
+                                    ctx.counters
+                                        .presence_rejected
+                                        .fetch_add(1, Ordering::Relaxed);
                                 }
                             }
                         }
@@ -596,7 +646,11 @@ async fn run(mut eventloop: EventLoop, client: AsyncClient, ctx: Ctx, mut connec
                     continue;
                 }
                 ctx.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-                if ctx.in_tx.try_send(Incoming::Frame(p.payload.to_vec())).is_err() {
+                if ctx
+                    .in_tx
+                    .try_send(Incoming::Frame(p.payload.to_vec()))
+                    .is_err()
+                {
                     if ctx.in_tx.is_closed() {
                         return;
                     }
@@ -609,14 +663,22 @@ async fn run(mut eventloop: EventLoop, client: AsyncClient, ctx: Ctx, mut connec
                     return;
                 }
                 tracing::debug!(error = %e, "mqtt connection error; reconnecting");
-                ctx.counters.connection_errors.fetch_add(1, Ordering::Relaxed);
+                ctx.counters
+                    .connection_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 // A will already published or still pending belongs to the old
                 // connection: sign a fresh pair for the next one.
                 if let MqttPresence::Announce(signer) = &ctx.presence {
-                    if let (Ok((up, down)), Some(topic)) = (sign_markers(signer, ctx.limits), ctx.topics.presence(&ctx.me)) {
-                        eventloop
-                            .mqtt_options
-                            .set_last_will(LastWill::new(topic, down, QoS::AtLeastOnce, true));
+                    if let (Ok((up, down)), Some(topic)) = (
+                        sign_markers(signer, ctx.limits),
+                        ctx.topics.presence(&ctx.me),
+                    ) {
+                        eventloop.mqtt_options.set_last_will(LastWill::new(
+                            topic,
+                            down,
+                            QoS::AtLeastOnce,
+                            true,
+                        ));
                         connected_marker = Some(up);
                     }
                 }
@@ -671,8 +733,14 @@ mod tests {
         let vin = Vin::new("WVWZZZ1JZXW000001").unwrap();
         let t = Topics::new("esync", &vin).unwrap();
         let p = DevicePath::new("/powertrain/ecm").unwrap();
-        assert_eq!(t.for_recipient(&Recipient::Device(p.clone())), "esync/WVWZZZ1JZXW000001/device/powertrain/ecm");
-        assert_eq!(t.for_recipient(&Recipient::Client), "esync/WVWZZZ1JZXW000001/client");
+        assert_eq!(
+            t.for_recipient(&Recipient::Device(p.clone())),
+            "esync/WVWZZZ1JZXW000001/device/powertrain/ecm"
+        );
+        assert_eq!(
+            t.for_recipient(&Recipient::Client),
+            "esync/WVWZZZ1JZXW000001/client"
+        );
         assert_eq!(
             t.own_subscriptions(&Participant::Device(p.clone()), false),
             vec![
@@ -682,7 +750,9 @@ mod tests {
             ]
         );
         assert_eq!(
-            t.for_recipient(&Recipient::DevicePrefix(DevicePath::new("/powertrain").unwrap())),
+            t.for_recipient(&Recipient::DevicePrefix(
+                DevicePath::new("/powertrain").unwrap()
+            )),
             "esync/WVWZZZ1JZXW000001/prefix/powertrain"
         );
         let pt = t.presence(&Participant::Device(p.clone())).unwrap();

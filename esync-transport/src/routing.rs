@@ -82,7 +82,11 @@ impl<C: Clone> RoutingTable<C> {
     }
 
     /// Replaces the groups of `who`; false if it is not a member.
-    pub fn set_groups(&mut self, who: &Participant, groups: impl IntoIterator<Item = GroupName>) -> bool {
+    pub fn set_groups(
+        &mut self,
+        who: &Participant,
+        groups: impl IntoIterator<Item = GroupName>,
+    ) -> bool {
         match self.members.get_mut(who) {
             Some(m) => {
                 m.groups = groups.into_iter().collect();
@@ -112,8 +116,12 @@ impl<C: Clone> RoutingTable<C> {
         let pick = |p: &Participant| self.members.get(p).map(|m| (p.clone(), m.conn.clone()));
         match recipient {
             Recipient::Client => pick(&Participant::Client).into_iter().collect(),
-            Recipient::Device(path) => pick(&Participant::Device(path.clone())).into_iter().collect(),
-            Recipient::Listener(name) => pick(&Participant::Listener(name.clone())).into_iter().collect(),
+            Recipient::Device(path) => pick(&Participant::Device(path.clone()))
+                .into_iter()
+                .collect(),
+            Recipient::Listener(name) => pick(&Participant::Listener(name.clone()))
+                .into_iter()
+                .collect(),
             Recipient::DevicePrefix(prefix) => {
                 // Device participants sort together; a range scan from the prefix
                 // finds every path that starts with its bytes.
@@ -150,9 +158,15 @@ mod tests {
     #[test]
     fn routes_exact_prefix_group_listener_client() {
         let mut t = RoutingTable::new();
-        for (i, p) in ["/powertrain", "/powertrain/ecm", "/powertrain/tcm", "/powertrainx", "/body/bcm"]
-            .iter()
-            .enumerate()
+        for (i, p) in [
+            "/powertrain",
+            "/powertrain/ecm",
+            "/powertrain/tcm",
+            "/powertrainx",
+            "/body/bcm",
+        ]
+        .iter()
+        .enumerate()
         {
             assert!(t.insert(dev(p), i).is_none());
         }
@@ -164,14 +178,30 @@ mod tests {
         assert!(t.set_groups(&dev("/body/bcm"), [g.clone()]));
 
         let sender = dev("/body/bcm");
-        let to = |r: Recipient| -> Vec<usize> { t.route(&sender, &r).into_iter().map(|(_, c)| c).collect() };
+        let to = |r: Recipient| -> Vec<usize> {
+            t.route(&sender, &r).into_iter().map(|(_, c)| c).collect()
+        };
         assert_eq!(to(Recipient::Client), vec![100]);
-        assert_eq!(to(Recipient::Device(DevicePath::new("/powertrain/ecm").unwrap())), vec![1]);
+        assert_eq!(
+            to(Recipient::Device(
+                DevicePath::new("/powertrain/ecm").unwrap()
+            )),
+            vec![1]
+        );
         assert!(to(Recipient::Device(DevicePath::new("/nobody").unwrap())).is_empty());
-        let mut pre = to(Recipient::DevicePrefix(DevicePath::new("/powertrain").unwrap()));
+        let mut pre = to(Recipient::DevicePrefix(
+            DevicePath::new("/powertrain").unwrap(),
+        ));
         pre.sort_unstable();
-        assert_eq!(pre, vec![0, 1, 2], "segment-wise prefix excludes /powertrainx");
-        assert_eq!(to(Recipient::Listener(ListenerName::new("hmi").unwrap())), vec![200]);
+        assert_eq!(
+            pre,
+            vec![0, 1, 2],
+            "segment-wise prefix excludes /powertrainx"
+        );
+        assert_eq!(
+            to(Recipient::Listener(ListenerName::new("hmi").unwrap())),
+            vec![200]
+        );
         // The sender is in the group but does not receive its own message.
         assert_eq!(to(Recipient::Group(g)), vec![200]);
     }

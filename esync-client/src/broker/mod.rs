@@ -74,15 +74,17 @@ use esync_proto::message::{Participant, Payload, Presence, PresenceState};
 use esync_transport::channel::{channel_pair, ChannelPeer};
 use esync_transport::link::{self, LinkMessage};
 use esync_transport::routing::{RoutingTable, PRESENCE_GROUP};
-use esync_transport::{ChannelTransport, Incoming, Outbound, PresenceEvent, SharedSigner, MAX_GROUPS};
+use esync_transport::{
+    ChannelTransport, Incoming, Outbound, PresenceEvent, SharedSigner, MAX_GROUPS,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-pub use queue::QueueStats;
 use queue::OutQueue;
+pub use queue::QueueStats;
 
 /// Default listening address: loopback, port chosen by the system.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";
@@ -197,7 +199,10 @@ fn inc(c: &AtomicU64) {
 
 #[derive(Clone)]
 enum Sink {
-    Remote { generation: u64, queue: Arc<OutQueue> },
+    Remote {
+        generation: u64,
+        queue: Arc<OutQueue>,
+    },
     Local(mpsc::Sender<Incoming>),
 }
 
@@ -213,7 +218,9 @@ struct Shared {
 
 impl Shared {
     fn table(&self) -> MutexGuard<'_, RoutingTable<Sink>> {
-        self.table.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -311,7 +318,11 @@ impl BrokerHandle {
 
     /// Participants connected now (the Client included).
     pub fn connected(&self) -> Vec<Participant> {
-        self.shared.table().members().map(|(p, _)| p.clone()).collect()
+        self.shared
+            .table()
+            .members()
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     /// Closes `who`'s connection (it may reconnect). False if not connected.
@@ -324,7 +335,10 @@ impl BrokerHandle {
             },
             None => return false,
         };
-        match t.remove_if(who, |s| matches!(s, Sink::Remote { generation, .. } if *generation == current)) {
+        match t.remove_if(
+            who,
+            |s| matches!(s, Sink::Remote { generation, .. } if *generation == current),
+        ) {
             Some(m) => {
                 if let Sink::Remote { queue, .. } = &m.conn {
                     queue.close();
@@ -419,7 +433,9 @@ fn announce(shared: &Shared, table: &RoutingTable<Sink>, who: &Participant, stat
         return;
     }
     let frame = {
-        let mut s = signer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = signer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.seal(
             recipient,
             Id128([0; 16]),
@@ -463,7 +479,9 @@ async fn client_pump(shared: Arc<Shared>, mut peer: ChannelPeer) {
                     inc(&c.dropped_sender_mismatch);
                     continue;
                 }
-                let targets = shared.table().route(&Participant::Client, &header.recipient);
+                let targets = shared
+                    .table()
+                    .route(&Participant::Client, &header.recipient);
                 deliver(&shared, targets, &frame);
             }
         }
@@ -497,7 +515,10 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
 
 /// Admits a TLS peer: its certificate must name an Agent or listener of this
 /// vehicle.
-fn admit(shared: &Shared, certs: Option<&[rustls_pki_types::CertificateDer<'static>]>) -> Option<(PeerIdentity, Participant)> {
+fn admit(
+    shared: &Shared,
+    certs: Option<&[rustls_pki_types::CertificateDer<'static>]>,
+) -> Option<(PeerIdentity, Participant)> {
     let identity = esync_identity::peer_identity_from_certs(certs?).ok()?;
     let who = identity.participant()?;
     if who == Participant::Client {
@@ -510,14 +531,15 @@ fn admit(shared: &Shared, certs: Option<&[rustls_pki_types::CertificateDer<'stat
 async fn serve(shared: &Arc<Shared>, acceptor: TlsAcceptor, tcp: TcpStream, addr: SocketAddr) {
     let c = &shared.counters;
     let _ = tcp.set_nodelay(true);
-    let tls = match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        _ => {
-            tracing::debug!(%addr, "broker: TLS handshake failed");
-            inc(&c.connections_refused);
-            return;
-        }
-    };
+    let tls =
+        match tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            _ => {
+                tracing::debug!(%addr, "broker: TLS handshake failed");
+                inc(&c.connections_refused);
+                return;
+            }
+        };
     let Some((identity, who)) = admit(shared, tls.get_ref().1.peer_certificates()) else {
         tracing::debug!(%addr, "broker: peer identity not admitted");
         inc(&c.connections_refused);
@@ -525,7 +547,10 @@ async fn serve(shared: &Arc<Shared>, acceptor: TlsAcceptor, tcp: TcpStream, addr
     };
     inc(&c.connections_admitted);
     let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
-    let queue = Arc::new(OutQueue::new(shared.config.queue_frames, shared.config.queue_bytes));
+    let queue = Arc::new(OutQueue::new(
+        shared.config.queue_frames,
+        shared.config.queue_bytes,
+    ));
     {
         let mut t = shared.table();
         let old = t.insert(
@@ -577,7 +602,13 @@ async fn write_side(queue: &OutQueue, mut w: TlsWrite) {
     let _ = w.shutdown().await;
 }
 
-async fn read_side(shared: &Shared, identity: &PeerIdentity, who: &Participant, generation: u64, mut r: TlsRead) {
+async fn read_side(
+    shared: &Shared,
+    identity: &PeerIdentity,
+    who: &Participant,
+    generation: u64,
+    mut r: TlsRead,
+) {
     let c = &shared.counters;
     let limits = shared.config.limits;
     let mut decoder = FrameDecoder::new(link::link_limits(limits));

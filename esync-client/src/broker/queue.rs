@@ -67,7 +67,9 @@ impl OutQueue {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Enqueues `frame`; false if it was dropped (queue full or closed).
@@ -148,7 +150,10 @@ mod tests {
         assert!(q.push(Arc::new(vec![0; 2])));
         assert!(!q.push(Arc::new(vec![0; 0])), "frames bound");
         let st = q.stats();
-        assert_eq!((st.queued_frames, st.queued_bytes, st.dropped_full), (3, 10, 2));
+        assert_eq!(
+            (st.queued_frames, st.queued_bytes, st.dropped_full),
+            (3, 10, 2)
+        );
         let b = q.pop_batch(2).await.unwrap();
         assert_eq!(b.len(), 2);
         assert_eq!(q.stats().queued_bytes, 2);

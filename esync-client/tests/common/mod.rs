@@ -14,8 +14,8 @@ use esync_identity::{FleetCa, IssuedIdentity, TrustAnchors, Validity};
 use esync_proto::envelope::{EnvelopeSigner, ReceiverIdentity, Recipient, Verified, Verifier};
 use esync_proto::frame::FrameLimits;
 use esync_proto::id::{
-    DevicePath, EcuSerial, GroupName, HardwareId, Id128, ListenerName, ReleaseCounter, Sha256Digest,
-    SoftwareVersion, Vin,
+    DevicePath, EcuSerial, GroupName, HardwareId, Id128, ListenerName, ReleaseCounter,
+    Sha256Digest, SoftwareVersion, Vin,
 };
 use esync_proto::message::*;
 use esync_transport::{BrokerLinkConfig, BrokerTransport, Incoming, SharedSigner, Transport};
@@ -60,26 +60,39 @@ impl Pki {
     pub fn new() -> Self {
         let ca = FleetCa::new("esync test fleet", validity()).expect("CA");
         let anchors = TrustAnchors::from_ca_ders(&[ca.root_der()]).expect("anchors");
-        let vehicle = ca.issue_vehicle(&vin(), validity()).expect("vehicle identity");
-        Pki { ca, anchors, vehicle }
+        let vehicle = ca
+            .issue_vehicle(&vin(), validity())
+            .expect("vehicle identity");
+        Pki {
+            ca,
+            anchors,
+            vehicle,
+        }
     }
 
     pub fn agent(&self, path: &str) -> IssuedIdentity {
-        self.ca.issue_agent(&vin(), &dev(path), validity()).expect("agent identity")
+        self.ca
+            .issue_agent(&vin(), &dev(path), validity())
+            .expect("agent identity")
     }
 
     pub fn agent_of_other_vehicle(&self, path: &str) -> IssuedIdentity {
         let other = Vin::new(OTHER_VIN).expect("valid VIN");
-        self.ca.issue_agent(&other, &dev(path), validity()).expect("agent identity")
+        self.ca
+            .issue_agent(&other, &dev(path), validity())
+            .expect("agent identity")
     }
 
     pub fn listener(&self, name: &str) -> IssuedIdentity {
         let n = ListenerName::new(name).expect("listener name");
-        self.ca.issue_listener(&vin(), &n, validity()).expect("listener identity")
+        self.ca
+            .issue_listener(&vin(), &n, validity())
+            .expect("listener identity")
     }
 
     pub fn broker_config(&self) -> BrokerConfig {
-        let tls = esync_identity::server_tls_config(&self.vehicle, &self.anchors).expect("server tls");
+        let tls =
+            esync_identity::server_tls_config(&self.vehicle, &self.anchors).expect("server tls");
         BrokerConfig::new(tls, vin())
     }
 
@@ -92,8 +105,14 @@ impl Pki {
         )))
     }
 
-    pub fn link(&self, broker: &BrokerHandle, who: Participant, id: &IssuedIdentity) -> BrokerTransport {
-        let tls = esync_identity::vehicle_client_tls_config(id, &self.anchors, &vin()).expect("client tls");
+    pub fn link(
+        &self,
+        broker: &BrokerHandle,
+        who: Participant,
+        id: &IssuedIdentity,
+    ) -> BrokerTransport {
+        let tls = esync_identity::vehicle_client_tls_config(id, &self.anchors, &vin())
+            .expect("client tls");
         let mut cfg = BrokerLinkConfig::new(broker.local_addr(), "vehicle.invalid", tls, who);
         cfg.backoff_initial = Duration::from_millis(20);
         cfg.backoff_max = Duration::from_millis(200);
@@ -200,7 +219,12 @@ pub const CHUNK: usize = 8192;
 /// would, verifying every frame with its own `Verifier` (only the Client may
 /// command it). Returns once it has sent `Confirmed`, with the kinds it
 /// received, in order.
-pub async fn scripted_agent(mut t: Transport, me: DevicePath, signer: SharedSigner, client_key: VerifyingKey) -> Vec<&'static str> {
+pub async fn scripted_agent(
+    mut t: Transport,
+    me: DevicePath,
+    signer: SharedSigner,
+    client_key: VerifyingKey,
+) -> Vec<&'static str> {
     let who = Participant::Device(me.clone());
     let mut verifier = verifier_for(who, vec![]);
     let keys = keys(&[(Participant::Client, client_key)]);
@@ -225,27 +249,31 @@ pub async fn scripted_agent(mut t: Transport, me: DevicePath, signer: SharedSign
         let mut out = Vec::new();
         let mut done = false;
         match payload {
-            Payload::InventoryQuery(q) => out.push(reply(Payload::InventoryReport(InventoryReport {
-                nonce: q.nonce,
-                device: me.clone(),
-                hardware_id: HardwareId::new("ecm-hw-1").expect("hw id"),
-                serial: EcuSerial::new("ECM0001").expect("serial"),
-                installed: InstalledImage {
-                    version: version("1.0.0"),
-                    release_counter: ReleaseCounter(1),
-                    length: 4,
-                    sha256: sha(b"old!"),
-                },
-                delta: DeltaCapability::default(),
-                rollback_versions: vec![],
-                verification: VerificationLevel::Partial,
-                criticality: Criticality::Normal,
-                state: AgentState::Idle,
-            }))),
-            Payload::DownloadOffer(o) => out.push(reply(Payload::DownloadDecision(DownloadDecision {
-                update_id: o.update_id,
-                decision: Decision::Consent,
-            }))),
+            Payload::InventoryQuery(q) => {
+                out.push(reply(Payload::InventoryReport(InventoryReport {
+                    nonce: q.nonce,
+                    device: me.clone(),
+                    hardware_id: HardwareId::new("ecm-hw-1").expect("hw id"),
+                    serial: EcuSerial::new("ECM0001").expect("serial"),
+                    installed: InstalledImage {
+                        version: version("1.0.0"),
+                        release_counter: ReleaseCounter(1),
+                        length: 4,
+                        sha256: sha(b"old!"),
+                    },
+                    delta: DeltaCapability::default(),
+                    rollback_versions: vec![],
+                    verification: VerificationLevel::Partial,
+                    criticality: Criticality::Normal,
+                    state: AgentState::Idle,
+                })))
+            }
+            Payload::DownloadOffer(o) => {
+                out.push(reply(Payload::DownloadDecision(DownloadDecision {
+                    update_id: o.update_id,
+                    decision: Decision::Consent,
+                })))
+            }
             Payload::TransferStart(s) => {
                 hashes = s.chunk_hashes;
                 next_chunk = 0;
@@ -256,7 +284,8 @@ pub async fn scripted_agent(mut t: Transport, me: DevicePath, signer: SharedSign
                 })));
             }
             Payload::TransferChunk(c) => {
-                let ok = hashes.get(c.index as usize) == Some(&sha(&c.data)) && c.index == next_chunk;
+                let ok =
+                    hashes.get(c.index as usize) == Some(&sha(&c.data)) && c.index == next_chunk;
                 let mut rejected = vec![];
                 if ok {
                     data.extend_from_slice(&c.data);
@@ -316,9 +345,15 @@ pub async fn scripted_agent(mut t: Transport, me: DevicePath, signer: SharedSign
 }
 
 /// Receives the next verified message from the Agent.
-async fn client_expect(t: &mut Transport, v: &mut Verifier, keys: &BTreeMap<Participant, VerifyingKey>) -> Payload {
+async fn client_expect(
+    t: &mut Transport,
+    v: &mut Verifier,
+    keys: &BTreeMap<Participant, VerifyingKey>,
+) -> Payload {
     let frame = next_frame(t).await;
-    v.open(&frame, keys, now_ms()).expect("client verifies agent frame").payload
+    v.open(&frame, keys, now_ms())
+        .expect("client verifies agent frame")
+        .payload
 }
 
 /// Drives one full lifecycle from the Client side against the Agent at
@@ -337,9 +372,13 @@ pub async fn lifecycle_client(
     let update = Id128([1; 16]);
     let transfer = Id128([2; 16]);
 
-    t.send(seal(signer, to.clone(), Payload::InventoryQuery(InventoryQuery { nonce: [5; 16] })))
-        .await
-        .expect("send");
+    t.send(seal(
+        signer,
+        to.clone(),
+        Payload::InventoryQuery(InventoryQuery { nonce: [5; 16] }),
+    ))
+    .await
+    .expect("send");
     match client_expect(t, &mut v, &keys).await {
         Payload::InventoryReport(r) => {
             assert_eq!(r.nonce, [5; 16]);
@@ -416,9 +455,16 @@ pub async fn lifecycle_client(
         kinds.push("transfer-ack");
     }
 
-    t.send(seal(signer, to.clone(), Payload::Prepare(Prepare { update_id: update, transfer_id: transfer })))
-        .await
-        .expect("send");
+    t.send(seal(
+        signer,
+        to.clone(),
+        Payload::Prepare(Prepare {
+            update_id: update,
+            transfer_id: transfer,
+        }),
+    ))
+    .await
+    .expect("send");
     match client_expect(t, &mut v, &keys).await {
         Payload::PrepareResult(PrepareResult {
             outcome: PrepareOutcome::Ready { sha256, .. },
@@ -447,15 +493,23 @@ pub async fn lifecycle_client(
     }
     match client_expect(t, &mut v, &keys).await {
         Payload::InstallResult(InstallResult {
-            outcome: InstallOutcome::Installed { awaiting_confirm: true, .. },
+            outcome:
+                InstallOutcome::Installed {
+                    awaiting_confirm: true,
+                    ..
+                },
             ..
         }) => kinds.push("install-result"),
         other => panic!("expected installed, got {other:?}"),
     }
 
-    t.send(seal(signer, to, Payload::Confirm(Confirm { update_id: update })))
-        .await
-        .expect("send");
+    t.send(seal(
+        signer,
+        to,
+        Payload::Confirm(Confirm { update_id: update }),
+    ))
+    .await
+    .expect("send");
     match client_expect(t, &mut v, &keys).await {
         Payload::Confirmed(c) => {
             assert_eq!(c.version, version("2.0.0"));
