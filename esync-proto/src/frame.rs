@@ -51,7 +51,10 @@ impl FrameLimits {
 }
 
 /// Encodes `value` with postcard and wraps it in a frame.
-pub fn encode<T: Serialize + ?Sized>(value: &T, limits: FrameLimits) -> Result<Vec<u8>, FrameError> {
+pub fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    limits: FrameLimits,
+) -> Result<Vec<u8>, FrameError> {
     let mut out = alloc::vec![0u8; HEADER_LEN];
     let mut out = postcard::to_extend(value, core::mem::take(&mut out))?;
     let body_len = out.len() - HEADER_LEN;
@@ -177,7 +180,9 @@ impl FrameDecoder {
     /// returns the same kind of error: the connection should be closed.
     pub fn next_body(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         if self.failed {
-            return Err(FrameError::UnsupportedVersion(self.buf.first().copied().unwrap_or(0)));
+            return Err(FrameError::UnsupportedVersion(
+                self.buf.first().copied().unwrap_or(0),
+            ));
         }
         match split(&self.buf, self.limits) {
             Ok((body, _)) => {
@@ -205,15 +210,30 @@ mod tests {
         assert_eq!(f[0], FRAME_VERSION);
         assert_eq!(decode::<(u32, u8)>(&f, limits), Ok((7, 9)));
         let big = alloc::vec![0u8; 32];
-        assert!(matches!(encode(&big, limits), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            encode(&big, limits),
+            Err(FrameError::TooLarge { .. })
+        ));
         // A header declaring 4 GiB is refused before anything else.
         let hostile = [FRAME_VERSION, 0xff, 0xff, 0xff, 0xff];
-        assert!(matches!(decode::<u8>(&hostile, limits), Err(FrameError::TooLarge { .. })));
-        assert!(matches!(decode::<u8>(&[2, 0, 0, 0, 0], limits), Err(FrameError::UnsupportedVersion(2))));
-        assert!(matches!(decode::<u8>(&[1, 0, 0], limits), Err(FrameError::Incomplete { .. })));
+        assert!(matches!(
+            decode::<u8>(&hostile, limits),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            decode::<u8>(&[2, 0, 0, 0, 0], limits),
+            Err(FrameError::UnsupportedVersion(2))
+        ));
+        assert!(matches!(
+            decode::<u8>(&[1, 0, 0], limits),
+            Err(FrameError::Incomplete { .. })
+        ));
         let mut t = f.clone();
         t.push(0);
-        assert!(matches!(decode::<(u32, u8)>(&t, limits), Err(FrameError::Trailing(1))));
+        assert!(matches!(
+            decode::<(u32, u8)>(&t, limits),
+            Err(FrameError::Trailing(1))
+        ));
     }
 
     #[test]

@@ -31,7 +31,10 @@ fn check_chars(
         });
     }
     if let Some(pos) = s.bytes().position(|b| !ok(b)) {
-        return Err(IdError::Character { kind, position: pos });
+        return Err(IdError::Character {
+            kind,
+            position: pos,
+        });
     }
     Ok(())
 }
@@ -215,7 +218,9 @@ impl DevicePath {
 
 /// Anti-rollback release counter of an image (Uptane `release_counter`).
 /// An image whose counter is lower than the installed one is refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 pub struct ReleaseCounter(pub u64);
 
@@ -349,20 +354,25 @@ fn parse_version(s: &str) -> Result<ParsedVersion<'_>, IdError> {
         if part.len() > 1 && part.starts_with('0') {
             return Err(bad("numeric components must not have leading zeros"));
         }
-        let n: u64 = part.parse().map_err(|_| bad("numeric component overflows u64"))?;
+        let n: u64 = part
+            .parse()
+            .map_err(|_| bad("numeric component overflows u64"))?;
         numbers.push(n);
     }
     if numbers.len() > 6 {
         return Err(bad("more than 6 numeric components"));
     }
-    let ident_ok = |id: &str| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let ident_ok =
+        |id: &str| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if let Some(p) = pre {
         for id in p.split('.') {
             if !ident_ok(id) {
                 return Err(bad("empty or invalid pre-release identifier"));
             }
             if id.len() > 1 && id.starts_with('0') && id.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(bad("numeric pre-release identifiers must not have leading zeros"));
+                return Err(bad(
+                    "numeric pre-release identifiers must not have leading zeros",
+                ));
             }
         }
     }
@@ -498,7 +508,10 @@ impl<'de> Deserialize<'de> for SignatureBytes {
                     .map_err(|_| E::invalid_length(v.len(), &self))?;
                 Ok(SignatureBytes(arr))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<SignatureBytes, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SignatureBytes, A::Error> {
                 let mut arr = [0u8; 64];
                 for (i, slot) in arr.iter_mut().enumerate() {
                     *slot = seq
@@ -612,14 +625,28 @@ mod tests {
     #[test]
     fn device_paths() {
         assert!(DevicePath::new("/powertrain/ecm").is_ok());
-        for bad in ["", "/", "powertrain", "/a//b", "/a/", "/../x", "/a/./b", "/A", "/a b"] {
+        for bad in [
+            "",
+            "/",
+            "powertrain",
+            "/a//b",
+            "/a/",
+            "/../x",
+            "/a/./b",
+            "/A",
+            "/a b",
+        ] {
             assert!(DevicePath::new(bad).is_err(), "{bad} should be refused");
         }
         assert!(DevicePath::new("/a/b/c/d/e/f/g/h").is_ok());
         assert!(DevicePath::new("/a/b/c/d/e/f/g/h/i").is_err());
         let p = DevicePath::new("/powertrain").expect("valid");
-        assert!(DevicePath::new("/powertrain/ecm").expect("valid").starts_with(&p));
-        assert!(!DevicePath::new("/powertrainx").expect("valid").starts_with(&p));
+        assert!(DevicePath::new("/powertrain/ecm")
+            .expect("valid")
+            .starts_with(&p));
+        assert!(!DevicePath::new("/powertrainx")
+            .expect("valid")
+            .starts_with(&p));
     }
 
     #[test]
@@ -633,8 +660,19 @@ mod tests {
     #[test]
     fn version_order() {
         let ordered = [
-            "0.9", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta",
-            "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0", "1.0.1", "1.2", "1.10.0", "2",
+            "0.9",
+            "1.0.0-alpha",
+            "1.0.0-alpha.1",
+            "1.0.0-alpha.beta",
+            "1.0.0-beta",
+            "1.0.0-beta.2",
+            "1.0.0-beta.11",
+            "1.0.0-rc.1",
+            "1.0.0",
+            "1.0.1",
+            "1.2",
+            "1.10.0",
+            "2",
         ];
         for w in ordered.windows(2) {
             assert!(v(w[0]) < v(w[1]), "{} < {}", w[0], w[1]);
@@ -642,8 +680,20 @@ mod tests {
         assert_eq!(v("1.2").precedence(&v("1.2.0")), Ordering::Equal);
         assert_eq!(v("1.0+a").precedence(&v("1.0+b")), Ordering::Equal);
         assert!(v("1.2") < v("1.2.0"));
-        for bad in ["", "01.2", "1..2", "1.2-", "1.2+", "a.b", "1.2.3.4.5.6.7", "1.0-01"] {
-            assert!(SoftwareVersion::new(bad).is_err(), "{bad} should be refused");
+        for bad in [
+            "",
+            "01.2",
+            "1..2",
+            "1.2-",
+            "1.2+",
+            "a.b",
+            "1.2.3.4.5.6.7",
+            "1.0-01",
+        ] {
+            assert!(
+                SoftwareVersion::new(bad).is_err(),
+                "{bad} should be refused"
+            );
         }
     }
 }

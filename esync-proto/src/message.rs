@@ -1145,7 +1145,10 @@ impl SenderClass {
             (self, sender),
             (SenderClass::Client, Participant::Client)
                 | (SenderClass::Device, Participant::Device(_))
-                | (SenderClass::Listener, Participant::Listener(_) | Participant::Client)
+                | (
+                    SenderClass::Listener,
+                    Participant::Listener(_) | Participant::Client
+                )
                 | (
                     SenderClass::ClientOrDevice,
                     Participant::Client | Participant::Device(_)
