@@ -316,6 +316,19 @@ impl BrokerHandle {
         }
     }
 
+    /// Groups `who` is subscribed to now, if connected.
+    pub fn groups(&self, who: &Participant) -> Option<Vec<GroupName>> {
+        Some(
+            self.shared
+                .table()
+                .get(who)?
+                .groups
+                .iter()
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// Participants connected now (the Client included).
     pub fn connected(&self) -> Vec<Participant> {
         self.shared
