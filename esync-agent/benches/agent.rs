@@ -25,7 +25,10 @@ struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
 // SAFETY: forwards to the system allocator and only counts sizes.
-#[allow(unsafe_code, reason = "a counting global allocator for the memory measurement")]
+#[allow(
+    unsafe_code,
+    reason = "a counting global allocator for the memory measurement"
+)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
@@ -113,9 +116,13 @@ fn config() -> AgentConfig {
 
 fn handle(agent: &mut Agent, w: &mut World, p: Payload) {
     let m = w.msg(p);
-    let mut out = agent.handle(T0, &m, &mut w.ctx()).expect("no power loss in the bench");
+    let mut out = agent
+        .handle(T0, &m, &mut w.ctx())
+        .expect("no power loss in the bench");
     while out.poll {
-        out = agent.poll(T0, &mut w.ctx()).expect("no power loss in the bench");
+        out = agent
+            .poll(T0, &mut w.ctx())
+            .expect("no power loss in the bench");
     }
     for o in out.messages {
         if let Some(id) = o.outbox_id {
@@ -171,7 +178,12 @@ fn main() {
     let id = Id128([7; 16]);
     let tid = Id128([8; 16]);
     let mut w = World {
-        dev: MemDevice::new(SoftwareVersion::new("1.0.0").expect("valid"), 1, old, 4 << 20),
+        dev: MemDevice::new(
+            SoftwareVersion::new("1.0.0").expect("valid"),
+            1,
+            old,
+            4 << 20,
+        ),
         journal: MemJournal::new(),
         verifier: DangerousUnverifiedMetadata,
         patcher: esync_agent::patch::NoDeltas,
@@ -185,7 +197,12 @@ fn main() {
     // Memory at each point of a 1 MiB / 4 KiB-chunk lifecycle.
     let fresh = || {
         let mut w2 = World {
-            dev: MemDevice::new(SoftwareVersion::new("1.0.0").expect("valid"), 1, vec![0; 16], 4 << 20),
+            dev: MemDevice::new(
+                SoftwareVersion::new("1.0.0").expect("valid"),
+                1,
+                vec![0; 16],
+                4 << 20,
+            ),
             journal: MemJournal::new(),
             verifier: DangerousUnverifiedMetadata,
             patcher: esync_agent::patch::NoDeltas,
@@ -199,7 +216,11 @@ fn main() {
     println!("| fresh (idle) | {} | 0 |", heap_of(fresh()));
 
     let (mut agent, _) = Agent::recover(config(), T0, &mut w.ctx()).expect("recover");
-    handle(&mut agent, &mut w, Payload::UpdateMetadata(dangerous_unsigned_metadata(id, &target)));
+    handle(
+        &mut agent,
+        &mut w,
+        Payload::UpdateMetadata(dangerous_unsigned_metadata(id, &target)),
+    );
     let offer = DownloadOffer {
         update_id: id,
         target_name: target.target_name.clone(),
@@ -236,7 +257,12 @@ fn main() {
     // Re-create from the journal to measure the Agent mid-transfer.
     let mid = {
         let mut w3 = World {
-            dev: MemDevice::new(SoftwareVersion::new("1.0.0").expect("valid"), 1, vec![0; 16], 4 << 20),
+            dev: MemDevice::new(
+                SoftwareVersion::new("1.0.0").expect("valid"),
+                1,
+                vec![0; 16],
+                4 << 20,
+            ),
             journal: w.journal.clone(),
             verifier: DangerousUnverifiedMetadata,
             patcher: esync_agent::patch::NoDeltas,
@@ -248,12 +274,30 @@ fn main() {
         let (a, _) = Agent::recover(config(), T0, &mut w3.ctx()).expect("recover");
         heap_of(a)
     };
-    println!("| receiving 1 MiB in 4 KiB chunks (256 chunk hashes) | {mid} | {} |", record(&w));
+    println!(
+        "| receiving 1 MiB in 4 KiB chunks (256 chunk hashes) | {mid} | {} |",
+        record(&w)
+    );
     for i in n / 2..n {
         handle(&mut agent, &mut w, chunk(i));
     }
-    handle(&mut agent, &mut w, Payload::Prepare(Prepare { update_id: id, transfer_id: tid }));
-    handle(&mut agent, &mut w, Payload::InstallStart(InstallStart { update_id: id, stage: 0, await_confirm: false }));
+    handle(
+        &mut agent,
+        &mut w,
+        Payload::Prepare(Prepare {
+            update_id: id,
+            transfer_id: tid,
+        }),
+    );
+    handle(
+        &mut agent,
+        &mut w,
+        Payload::InstallStart(InstallStart {
+            update_id: id,
+            stage: 0,
+            await_confirm: false,
+        }),
+    );
     let rec = record(&w);
 
     // CPU per message.
@@ -263,7 +307,10 @@ fn main() {
         black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
     });
     per_op("Prepare re-sent (answered without rework)", 20_000, |_| {
-        let m = w.msg(Payload::Prepare(Prepare { update_id: id, transfer_id: tid }));
+        let m = w.msg(Payload::Prepare(Prepare {
+            update_id: id,
+            transfer_id: tid,
+        }));
         black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
     });
     per_op("Confirm re-sent (report resent)", 20_000, |_| {
@@ -276,7 +323,11 @@ fn main() {
     // A fresh Agent per round for the transfer path (includes journal
     // writes every 16 chunks and the SHA-256 of each 4 KiB chunk).
     let (mut agent, _) = Agent::recover(config(), T0, &mut w.ctx()).expect("recover");
-    handle(&mut agent, &mut w, Payload::UpdateMetadata(dangerous_unsigned_metadata(Id128([9; 16]), &target)));
+    handle(
+        &mut agent,
+        &mut w,
+        Payload::UpdateMetadata(dangerous_unsigned_metadata(Id128([9; 16]), &target)),
+    );
     let mut offer2 = offer.clone();
     offer2.update_id = Id128([9; 16]);
     handle(&mut agent, &mut w, Payload::DownloadOffer(offer2));
@@ -294,25 +345,51 @@ fn main() {
         .collect();
     println!("\n| message | time per message | |\n| --- | --- | --- |");
     let mut round = 0u32;
-    per_op("TransferChunk 4 KiB (verify, stage, ack; journal every 16)", n, |i| {
-        if i == 0 {
-            // Abandon the previous transfer and start a fresh one.
-            let m = w.msg(Payload::TransferAbort(TransferAbort { transfer_id: Id128([10 + round as u8; 16]), reason: String::new() }));
+    per_op(
+        "TransferChunk 4 KiB (verify, stage, ack; journal every 16)",
+        n,
+        |i| {
+            if i == 0 {
+                // Abandon the previous transfer and start a fresh one.
+                let m = w.msg(Payload::TransferAbort(TransferAbort {
+                    transfer_id: Id128([10 + round as u8; 16]),
+                    reason: String::new(),
+                }));
+                black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
+                round += 1;
+                let m = w.msg(Payload::TransferStart(TransferStart {
+                    transfer_id: Id128([10 + round as u8; 16]),
+                    ..start2.clone()
+                }));
+                black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
+            }
+            let Payload::TransferChunk(mut c) = chunks[i as usize].clone() else {
+                return;
+            };
+            c.transfer_id = Id128([10 + round as u8; 16]);
+            let m = w.msg(Payload::TransferChunk(c));
             black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
-            round += 1;
-            let m = w.msg(Payload::TransferStart(TransferStart { transfer_id: Id128([10 + round as u8; 16]), ..start2.clone() }));
-            black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
-        }
-        let Payload::TransferChunk(mut c) = chunks[i as usize].clone() else { return };
-        c.transfer_id = Id128([10 + round as u8; 16]);
-        let m = w.msg(Payload::TransferChunk(c));
-        black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
-    });
+        },
+    );
     let t = Instant::now();
-    let m = w.msg(Payload::Prepare(Prepare { update_id: Id128([9; 16]), transfer_id: Id128([10 + round as u8; 16]) }));
+    let m = w.msg(Payload::Prepare(Prepare {
+        update_id: Id128([9; 16]),
+        transfer_id: Id128([10 + round as u8; 16]),
+    }));
     black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
-    println!("| Prepare, full 1 MiB image (hash staged image) | {:.0} µs | |", t.elapsed().as_secs_f64() * 1e6);
+    println!(
+        "| Prepare, full 1 MiB image (hash staged image) | {:.0} µs | |",
+        t.elapsed().as_secs_f64() * 1e6
+    );
     let t = Instant::now();
-    handle(&mut agent, &mut w, Payload::InstallStart(InstallStart { update_id: Id128([9; 16]), stage: 0, await_confirm: false }));
+    handle(
+        &mut agent,
+        &mut w,
+        Payload::InstallStart(InstallStart {
+            update_id: Id128([9; 16]),
+            stage: 0,
+            await_confirm: false,
+        }),
+    );
     println!("| InstallStart → Installed, 1 MiB (write, verify, activate, self-test, commit) | {:.0} µs | |", t.elapsed().as_secs_f64() * 1e6);
 }

@@ -140,7 +140,9 @@ impl ImageRead for DevRead<'_, '_> {
         if offset >= self.len {
             return Ok(0);
         }
-        let max = usize::try_from(self.len - offset).unwrap_or(usize::MAX).min(buf.len());
+        let max = usize::try_from(self.len - offset)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let d = self.dev.borrow();
         let r = if self.staging {
             d.staging_read(offset, &mut buf[..max])
@@ -194,24 +196,36 @@ impl ImageSink for CheckedSink<'_, '_> {
 
 fn patch_failure(e: &PatchError) -> Failure {
     match e {
-        PatchError::UnsupportedFormat(_) => {
-            failure(ErrorClass::UpdateIncapable, FailureCode::UnsupportedFormat, e.to_string())
-        }
-        PatchError::Corrupt(_) => {
-            failure(ErrorClass::UpdateIncapable, FailureCode::DeltaCorrupt, e.to_string())
-        }
+        PatchError::UnsupportedFormat(_) => failure(
+            ErrorClass::UpdateIncapable,
+            FailureCode::UnsupportedFormat,
+            e.to_string(),
+        ),
+        PatchError::Corrupt(_) => failure(
+            ErrorClass::UpdateIncapable,
+            FailureCode::DeltaCorrupt,
+            e.to_string(),
+        ),
         PatchError::Memory(_) => failure(
             ErrorClass::UpdateIncapable,
             FailureCode::InsufficientResources,
             e.to_string(),
         ),
-        PatchError::TooLong(_) => {
-            failure(ErrorClass::UpdateIncapable, FailureCode::LengthMismatch, e.to_string())
-        }
-        PatchError::Mismatch(_) => {
-            failure(ErrorClass::UpdateIncapable, FailureCode::HashMismatch, e.to_string())
-        }
-        _ => failure(ErrorClass::Retryable, FailureCode::WriteFailed, e.to_string()),
+        PatchError::TooLong(_) => failure(
+            ErrorClass::UpdateIncapable,
+            FailureCode::LengthMismatch,
+            e.to_string(),
+        ),
+        PatchError::Mismatch(_) => failure(
+            ErrorClass::UpdateIncapable,
+            FailureCode::HashMismatch,
+            e.to_string(),
+        ),
+        _ => failure(
+            ErrorClass::Retryable,
+            FailureCode::WriteFailed,
+            e.to_string(),
+        ),
     }
 }
 
@@ -220,7 +234,11 @@ impl Agent {
     /// empty, otherwise it resumes where the journal says (re-verifying a
     /// partial transfer from staging, redoing an interrupted device step, or
     /// finishing a rollback) and re-emits every unsent final report.
-    pub fn recover(config: AgentConfig, now_ms: u64, ctx: &mut Context<'_>) -> Result<(Agent, Output), AgentError> {
+    pub fn recover(
+        config: AgentConfig,
+        now_ms: u64,
+        ctx: &mut Context<'_>,
+    ) -> Result<(Agent, Output), AgentError> {
         config.validate()?;
         let j = match ctx.journal.load().map_err(AgentError::Journal)? {
             None => JournalState::default(),
@@ -263,7 +281,12 @@ impl Agent {
     }
 
     /// Handles one verified message from the Client.
-    pub fn handle(&mut self, now_ms: u64, msg: &Verified, ctx: &mut Context<'_>) -> Result<Output, AgentError> {
+    pub fn handle(
+        &mut self,
+        now_ms: u64,
+        msg: &Verified,
+        ctx: &mut Context<'_>,
+    ) -> Result<Output, AgentError> {
         self.tick(now_ms);
         let mut out = Output::default();
         let corr = msg.header.correlation;
@@ -339,9 +362,13 @@ impl Agent {
         if let Some(t) = self.j.update.as_ref().and_then(|u| u.transfer.as_ref()) {
             self.journaled_next_chunk = t.next_chunk;
         }
-        let bytes = seal::seal(JOURNAL_MAGIC, &self.j).map_err(|e| AgentError::Encode(e.to_string()))?;
+        let bytes =
+            seal::seal(JOURNAL_MAGIC, &self.j).map_err(|e| AgentError::Encode(e.to_string()))?;
         if bytes.len() > MAX_JOURNAL_BYTES {
-            return Err(AgentError::Encode(format!("journal of {} bytes too large", bytes.len())));
+            return Err(AgentError::Encode(format!(
+                "journal of {} bytes too large",
+                bytes.len()
+            )));
         }
         ctx.journal.store(&bytes).map_err(|e| match e {
             StoreError::PowerLoss => AgentError::PowerLoss("journal"),
@@ -435,7 +462,10 @@ impl Agent {
         }
     }
 
-    fn running(&self, ctx: &Context<'_>) -> Result<Result<InstalledImage, DeviceError>, AgentError> {
+    fn running(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<Result<InstalledImage, DeviceError>, AgentError> {
         dev(ctx.device.running())
     }
 
@@ -444,19 +474,55 @@ impl Agent {
     fn check_target(&self, t: &DirectedTarget, installed: &InstalledImage) -> Result<(), Failure> {
         use ErrorClass::UpdateIncapable as U;
         if t.ecu_serial != self.config.serial {
-            return Err(failure(U, FailureCode::NotDirected, format!("target is for ECU {}, not {}", t.ecu_serial, self.config.serial)));
+            return Err(failure(
+                U,
+                FailureCode::NotDirected,
+                format!(
+                    "target is for ECU {}, not {}",
+                    t.ecu_serial, self.config.serial
+                ),
+            ));
         }
         if t.hardware_id != self.config.hardware_id {
-            return Err(failure(U, FailureCode::HardwareMismatch, format!("target is for hardware {}, this is {}", t.hardware_id, self.config.hardware_id)));
+            return Err(failure(
+                U,
+                FailureCode::HardwareMismatch,
+                format!(
+                    "target is for hardware {}, this is {}",
+                    t.hardware_id, self.config.hardware_id
+                ),
+            ));
         }
         if t.release_counter < installed.release_counter {
-            return Err(failure(U, FailureCode::ReleaseCounterRollback, format!("release counter {} below installed {}", t.release_counter, installed.release_counter)));
+            return Err(failure(
+                U,
+                FailureCode::ReleaseCounterRollback,
+                format!(
+                    "release counter {} below installed {}",
+                    t.release_counter, installed.release_counter
+                ),
+            ));
         }
         if t.expires_ms <= self.now() {
-            return Err(failure(U, FailureCode::MetadataExpired, format!("metadata expired at {} ms (now {} ms)", t.expires_ms, self.now())));
+            return Err(failure(
+                U,
+                FailureCode::MetadataExpired,
+                format!(
+                    "metadata expired at {} ms (now {} ms)",
+                    t.expires_ms,
+                    self.now()
+                ),
+            ));
         }
         if t.length == 0 || t.length > self.config.max_image_len {
-            return Err(failure(U, FailureCode::InsufficientResources, format!("image of {} bytes outside 1..={}", t.length, self.config.max_image_len)));
+            return Err(failure(
+                U,
+                FailureCode::InsufficientResources,
+                format!(
+                    "image of {} bytes outside 1..={}",
+                    t.length, self.config.max_image_len
+                ),
+            ));
         }
         Ok(())
     }
@@ -481,19 +547,37 @@ impl Agent {
 
     // ----- message handlers -----
 
-    fn on_inventory(&mut self, q: &InventoryQuery, corr: CorrelationId, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    fn on_inventory(
+        &mut self,
+        q: &InventoryQuery,
+        corr: CorrelationId,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         if self.do_not_disturb(out, corr) {
             return Ok(());
         }
         let installed = match self.running(ctx)? {
             Ok(i) => i,
             Err(_) => {
-                out.send(corr, DoNotDisturb { reason: BusyReason::DeviceBusy, retry_after_ms: self.config.busy_retry_after_ms });
+                out.send(
+                    corr,
+                    DoNotDisturb {
+                        reason: BusyReason::DeviceBusy,
+                        retry_after_ms: self.config.busy_retry_after_ms,
+                    },
+                );
                 return Ok(());
             }
         };
         let rollback_versions = self.rollback_versions(ctx)?;
-        let state = self.j.update.as_ref().map_or(esync_proto::message::AgentState::Idle, |u| u.stage.agent_state());
+        let state = self
+            .j
+            .update
+            .as_ref()
+            .map_or(esync_proto::message::AgentState::Idle, |u| {
+                u.stage.agent_state()
+            });
         out.send(
             corr,
             InventoryReport {
@@ -515,24 +599,43 @@ impl Agent {
         Ok(())
     }
 
-    fn on_metadata(&mut self, m: &UpdateMetadata, corr: CorrelationId, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    fn on_metadata(
+        &mut self,
+        m: &UpdateMetadata,
+        corr: CorrelationId,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         if self.do_not_disturb(out, corr) {
             return Ok(());
         }
         if let Some(u) = &self.j.update {
-            if u.update_id == m.update_id && !matches!(u.stage, Stage::Verified | Stage::Consented) {
+            if u.update_id == m.update_id && !matches!(u.stage, Stage::Verified | Stage::Consented)
+            {
                 out.ignored = Some("metadata for an update already past verification");
                 return Ok(());
             }
             if u.update_id != m.update_id && u.stage == Stage::AwaitingConfirm {
-                out.send(corr, DoNotDisturb { reason: BusyReason::Installing, retry_after_ms: self.config.busy_retry_after_ms });
+                out.send(
+                    corr,
+                    DoNotDisturb {
+                        reason: BusyReason::Installing,
+                        retry_after_ms: self.config.busy_retry_after_ms,
+                    },
+                );
                 return Ok(());
             }
         }
         let installed = match self.running(ctx)? {
             Ok(i) => i,
             Err(_) => {
-                out.send(corr, DoNotDisturb { reason: BusyReason::DeviceBusy, retry_after_ms: self.config.busy_retry_after_ms });
+                out.send(
+                    corr,
+                    DoNotDisturb {
+                        reason: BusyReason::DeviceBusy,
+                        retry_after_ms: self.config.busy_retry_after_ms,
+                    },
+                );
                 return Ok(());
             }
         };
@@ -565,11 +668,28 @@ impl Agent {
         self.persist(ctx)
     }
 
-    fn check_offer(&self, o: &DownloadOffer, t: &DirectedTarget, ctx: &Context<'_>) -> Result<Result<(), String>, AgentError> {
-        if o.version != t.version || o.release_counter != t.release_counter || o.length != t.length || o.sha256 != t.sha256 || o.target_name != t.target_name {
+    fn check_offer(
+        &self,
+        o: &DownloadOffer,
+        t: &DirectedTarget,
+        ctx: &Context<'_>,
+    ) -> Result<Result<(), String>, AgentError> {
+        if o.version != t.version
+            || o.release_counter != t.release_counter
+            || o.length != t.length
+            || o.sha256 != t.sha256
+            || o.target_name != t.target_name
+        {
             return Ok(Err("offer does not match the verified metadata".into()));
         }
-        if let ImageEncoding::Delta { format, from_version, source_sha256, patch_length, patch_sha256 } = &o.encoding {
+        if let ImageEncoding::Delta {
+            format,
+            from_version,
+            source_sha256,
+            patch_length,
+            patch_sha256,
+        } = &o.encoding
+        {
             if !ctx.patcher.formats().contains(format) {
                 return Ok(Err(format!("patch format {format:?} not supported")));
             }
@@ -581,9 +701,13 @@ impl Agent {
                 Err(e) => return Ok(Err(e.to_string())),
             };
             if from_version != &installed.version || source_sha256 != &installed.sha256 {
-                return Ok(Err(format!("delta applies to {from_version}, installed is {}", installed.version)));
+                return Ok(Err(format!(
+                    "delta applies to {from_version}, installed is {}",
+                    installed.version
+                )));
             }
-            if !t.deltas.is_empty() && !t.deltas.iter().any(|d| Self::delta_matches(d, &o.encoding)) {
+            if !t.deltas.is_empty() && !t.deltas.iter().any(|d| Self::delta_matches(d, &o.encoding))
+            {
                 let _ = (patch_sha256, source_sha256);
                 return Ok(Err("delta not listed in the verified metadata".into()));
             }
@@ -597,11 +721,20 @@ impl Agent {
                 && *patch_length == d.patch_length && *patch_sha256 == d.patch_sha256)
     }
 
-    fn on_offer(&mut self, o: &DownloadOffer, corr: CorrelationId, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    fn on_offer(
+        &mut self,
+        o: &DownloadOffer,
+        corr: CorrelationId,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         if self.do_not_disturb(out, corr) {
             return Ok(());
         }
-        let deny = |reason: String| DownloadDecision { update_id: o.update_id, decision: Decision::Deny { reason } };
+        let deny = |reason: String| DownloadDecision {
+            update_id: o.update_id,
+            decision: Decision::Deny { reason },
+        };
         let Some(rec) = self.record(&o.update_id) else {
             out.send(corr, deny("no verified metadata for this update".into()));
             return Ok(());
@@ -616,9 +749,18 @@ impl Agent {
         if !matches!(rec.stage, Stage::Verified | Stage::Consented) {
             // Already consented and past it: answer the same without asking again.
             if rec.encoding.as_ref() == Some(&o.encoding) {
-                out.send(corr, DownloadDecision { update_id: o.update_id, decision: Decision::Consent });
+                out.send(
+                    corr,
+                    DownloadDecision {
+                        update_id: o.update_id,
+                        decision: Decision::Consent,
+                    },
+                );
             } else {
-                out.send(corr, deny("another encoding of this update is in progress".into()));
+                out.send(
+                    corr,
+                    deny("another encoding of this update is in progress".into()),
+                );
             }
             return Ok(());
         }
@@ -640,31 +782,75 @@ impl Agent {
             }
         }
         self.persist(ctx)?;
-        out.send(corr, DownloadDecision { update_id: o.update_id, decision });
+        out.send(
+            corr,
+            DownloadDecision {
+                update_id: o.update_id,
+                decision,
+            },
+        );
         Ok(())
     }
 
     fn transfer_failed(out: &mut Output, corr: CorrelationId, update_id: UpdateId, f: Failure) {
-        out.send(corr, PrepareResult { update_id, outcome: PrepareOutcome::Failed(f) });
+        out.send(
+            corr,
+            PrepareResult {
+                update_id,
+                outcome: PrepareOutcome::Failed(f),
+            },
+        );
     }
 
-    fn on_transfer_start(&mut self, s: &TransferStart, corr: CorrelationId, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    fn on_transfer_start(
+        &mut self,
+        s: &TransferStart,
+        corr: CorrelationId,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         if self.do_not_disturb(out, corr) {
             return Ok(());
         }
         let Some(rec) = self.record(&s.update_id) else {
-            out.send(corr, DownloadDecision { update_id: s.update_id, decision: Decision::Deny { reason: "no consented offer for this update".into() } });
+            out.send(
+                corr,
+                DownloadDecision {
+                    update_id: s.update_id,
+                    decision: Decision::Deny {
+                        reason: "no consented offer for this update".into(),
+                    },
+                },
+            );
             return Ok(());
         };
         let (Ok(target), Some(enc)) = (&rec.target, &rec.encoding) else {
-            let decision = rec.decision.clone().unwrap_or(Decision::Deny { reason: "no consented offer for this update".into() });
-            out.send(corr, DownloadDecision { update_id: s.update_id, decision });
+            let decision = rec.decision.clone().unwrap_or(Decision::Deny {
+                reason: "no consented offer for this update".into(),
+            });
+            out.send(
+                corr,
+                DownloadDecision {
+                    update_id: s.update_id,
+                    decision,
+                },
+            );
             return Ok(());
         };
-        if !matches!(rec.stage, Stage::Consented | Stage::Receiving | Stage::Received) {
+        if !matches!(
+            rec.stage,
+            Stage::Consented | Stage::Receiving | Stage::Received
+        ) {
             if let Some(t) = &rec.transfer {
                 if t.chunk_hashes == s.chunk_hashes && t.total_length == s.total_length {
-                    out.send(corr, TransferAck { transfer_id: s.transfer_id, next_chunk: t.next_chunk, rejected: vec![] });
+                    out.send(
+                        corr,
+                        TransferAck {
+                            transfer_id: s.transfer_id,
+                            next_chunk: t.next_chunk,
+                            rejected: vec![],
+                        },
+                    );
                     return Ok(());
                 }
             }
@@ -675,21 +861,50 @@ impl Agent {
             ImageEncoding::Full => (target.length, target.chunk_list_digest),
             ImageEncoding::Delta { patch_length, .. } => (
                 *patch_length,
-                target.deltas.iter().find(|d| Self::delta_matches(d, enc)).and_then(|d| d.chunk_list_digest),
+                target
+                    .deltas
+                    .iter()
+                    .find(|d| Self::delta_matches(d, enc))
+                    .and_then(|d| d.chunk_list_digest),
             ),
         };
         let bad = |m: String| failure(ErrorClass::Retryable, FailureCode::LengthMismatch, m);
         if s.total_length != expected_len || s.total_length == 0 {
-            Self::transfer_failed(out, corr, s.update_id, bad(format!("transfer of {} bytes, expected {expected_len}", s.total_length)));
+            Self::transfer_failed(
+                out,
+                corr,
+                s.update_id,
+                bad(format!(
+                    "transfer of {} bytes, expected {expected_len}",
+                    s.total_length
+                )),
+            );
             return Ok(());
         }
         if s.chunk_size == 0 || s.chunk_size > self.config.max_chunk_size {
-            Self::transfer_failed(out, corr, s.update_id, bad(format!("chunk size {} outside 1..={}", s.chunk_size, self.config.max_chunk_size)));
+            Self::transfer_failed(
+                out,
+                corr,
+                s.update_id,
+                bad(format!(
+                    "chunk size {} outside 1..={}",
+                    s.chunk_size, self.config.max_chunk_size
+                )),
+            );
             return Ok(());
         }
         let chunks = s.total_length.div_ceil(u64::from(s.chunk_size));
         if chunks != s.chunk_hashes.len() as u64 || chunks > u64::from(self.config.max_chunks) {
-            Self::transfer_failed(out, corr, s.update_id, bad(format!("{} chunk hashes for {chunks} chunks (max {})", s.chunk_hashes.len(), self.config.max_chunks)));
+            Self::transfer_failed(
+                out,
+                corr,
+                s.update_id,
+                bad(format!(
+                    "{} chunk hashes for {chunks} chunks (max {})",
+                    s.chunk_hashes.len(),
+                    self.config.max_chunks
+                )),
+            );
             return Ok(());
         }
         if let Some(d) = digest {
@@ -698,17 +913,42 @@ impl Agent {
                 h.update(c.0);
             }
             if Sha256Digest(h.finalize().into()) != d {
-                Self::transfer_failed(out, corr, s.update_id, failure(ErrorClass::Retryable, FailureCode::HashMismatch, "chunk list does not match the signed chunk-list digest"));
+                Self::transfer_failed(
+                    out,
+                    corr,
+                    s.update_id,
+                    failure(
+                        ErrorClass::Retryable,
+                        FailureCode::HashMismatch,
+                        "chunk list does not match the signed chunk-list digest",
+                    ),
+                );
                 return Ok(());
             }
         }
         if s.total_length > ctx.device.staging_capacity() {
-            Self::transfer_failed(out, corr, s.update_id, failure(ErrorClass::UpdateIncapable, FailureCode::InsufficientResources, format!("staging holds {} bytes, {} needed", ctx.device.staging_capacity(), s.total_length)));
+            Self::transfer_failed(
+                out,
+                corr,
+                s.update_id,
+                failure(
+                    ErrorClass::UpdateIncapable,
+                    FailureCode::InsufficientResources,
+                    format!(
+                        "staging holds {} bytes, {} needed",
+                        ctx.device.staging_capacity(),
+                        s.total_length
+                    ),
+                ),
+            );
             return Ok(());
         }
         // Same content as the transfer in progress: resume where it stands.
         if let Some(t) = &rec.transfer {
-            if t.chunk_hashes == s.chunk_hashes && t.total_length == s.total_length && t.chunk_size == s.chunk_size {
+            if t.chunk_hashes == s.chunk_hashes
+                && t.total_length == s.total_length
+                && t.chunk_size == s.chunk_size
+            {
                 let next = t.next_chunk;
                 if let Some(rec) = self.record_mut(&s.update_id) {
                     if let Some(t) = &mut rec.transfer {
@@ -716,12 +956,28 @@ impl Agent {
                     }
                 }
                 self.persist(ctx)?;
-                out.send(corr, TransferAck { transfer_id: s.transfer_id, next_chunk: next, rejected: vec![] });
+                out.send(
+                    corr,
+                    TransferAck {
+                        transfer_id: s.transfer_id,
+                        next_chunk: next,
+                        rejected: vec![],
+                    },
+                );
                 return Ok(());
             }
         }
         if let Err(e) = dev(ctx.device.staging_reset(s.total_length))? {
-            Self::transfer_failed(out, corr, s.update_id, failure(ErrorClass::Retryable, FailureCode::InsufficientResources, e.to_string()));
+            Self::transfer_failed(
+                out,
+                corr,
+                s.update_id,
+                failure(
+                    ErrorClass::Retryable,
+                    FailureCode::InsufficientResources,
+                    e.to_string(),
+                ),
+            );
             return Ok(());
         }
         if let Some(rec) = self.record_mut(&s.update_id) {
@@ -736,11 +992,24 @@ impl Agent {
         }
         self.received = vec![false; chunks as usize];
         self.persist(ctx)?;
-        out.send(corr, TransferAck { transfer_id: s.transfer_id, next_chunk: 0, rejected: vec![] });
+        out.send(
+            corr,
+            TransferAck {
+                transfer_id: s.transfer_id,
+                next_chunk: 0,
+                rejected: vec![],
+            },
+        );
         Ok(())
     }
 
-    fn on_chunk(&mut self, c: &TransferChunk, corr: CorrelationId, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    fn on_chunk(
+        &mut self,
+        c: &TransferChunk,
+        corr: CorrelationId,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         if self.do_not_disturb(out, corr) {
             return Ok(());
         }
@@ -748,24 +1017,55 @@ impl Agent {
             out.ignored = Some("chunk for an unknown transfer");
             return Ok(());
         };
-        let Some(t) = rec.transfer.as_ref().filter(|t| t.transfer_id == c.transfer_id) else {
+        let Some(t) = rec
+            .transfer
+            .as_ref()
+            .filter(|t| t.transfer_id == c.transfer_id)
+        else {
             out.ignored = Some("chunk for an unknown transfer");
             return Ok(());
         };
         let n = t.chunks();
-        if !matches!(rec.stage, Stage::Receiving) || c.index >= n || c.index < t.next_chunk || self.received.get(c.index as usize) == Some(&true) {
+        if !matches!(rec.stage, Stage::Receiving)
+            || c.index >= n
+            || c.index < t.next_chunk
+            || self.received.get(c.index as usize) == Some(&true)
+        {
             // Complete, duplicate or out of range: tell the sender where we stand.
-            out.send(corr, TransferAck { transfer_id: c.transfer_id, next_chunk: t.next_chunk, rejected: vec![] });
+            out.send(
+                corr,
+                TransferAck {
+                    transfer_id: c.transfer_id,
+                    next_chunk: t.next_chunk,
+                    rejected: vec![],
+                },
+            );
             return Ok(());
         }
         let (start, end) = t.chunk_range(c.index);
-        let ok = c.offset == start && c.data.len() as u64 == end - start && crate::device::sha256(&c.data) == t.chunk_hashes[c.index as usize];
+        let ok = c.offset == start
+            && c.data.len() as u64 == end - start
+            && crate::device::sha256(&c.data) == t.chunk_hashes[c.index as usize];
         if !ok {
-            out.send(corr, TransferAck { transfer_id: c.transfer_id, next_chunk: t.next_chunk, rejected: vec![c.index] });
+            out.send(
+                corr,
+                TransferAck {
+                    transfer_id: c.transfer_id,
+                    next_chunk: t.next_chunk,
+                    rejected: vec![c.index],
+                },
+            );
             return Ok(());
         }
         if let Err(_e) = dev(ctx.device.staging_write(start, &c.data))? {
-            out.send(corr, TransferAck { transfer_id: c.transfer_id, next_chunk: t.next_chunk, rejected: vec![c.index] });
+            out.send(
+                corr,
+                TransferAck {
+                    transfer_id: c.transfer_id,
+                    next_chunk: t.next_chunk,
+                    rejected: vec![c.index],
+                },
+            );
             return Ok(());
         }
         if self.received.len() != n as usize {
@@ -792,11 +1092,26 @@ impl Agent {
         if next == n || next >= journaled.saturating_add(every) {
             self.persist(ctx)?;
         }
-        out.send(corr, TransferAck { transfer_id: c.transfer_id, next_chunk: next, rejected: vec![] });
+        out.send(
+            corr,
+            TransferAck {
+                transfer_id: c.transfer_id,
+                next_chunk: next,
+                rejected: vec![],
+            },
+        );
         if next == n || next % progress_every == 0 {
             let done = (u64::from(next) * u64::from(c.data.len().max(1) as u32)).min(total);
             let done = if next == n { total } else { done };
-            out.send(corr, Progress { update_id, phase: Phase::Transfer, done, total });
+            out.send(
+                corr,
+                Progress {
+                    update_id,
+                    phase: Phase::Transfer,
+                    done,
+                    total,
+                },
+            );
         }
         Ok(())
     }
@@ -809,15 +1124,35 @@ impl Agent {
             .and_then(|u| u.transfer.as_ref())
             .filter(|t| t.transfer_id == q.transfer_id)
             .map_or(0, |t| t.next_chunk);
-        out.send(corr, TransferAck { transfer_id: q.transfer_id, next_chunk: next, rejected: vec![] });
+        out.send(
+            corr,
+            TransferAck {
+                transfer_id: q.transfer_id,
+                next_chunk: next,
+                rejected: vec![],
+            },
+        );
     }
 
-    fn on_transfer_abort(&mut self, a: &TransferAbort, corr: CorrelationId, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    fn on_transfer_abort(
+        &mut self,
+        a: &TransferAbort,
+        corr: CorrelationId,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         if self.do_not_disturb(out, corr) {
             return Ok(());
         }
-        let Some(rec) = self.j.update.as_mut() else { return Ok(()) };
-        if rec.transfer.as_ref().is_some_and(|t| t.transfer_id == a.transfer_id) && matches!(rec.stage, Stage::Receiving | Stage::Received) {
+        let Some(rec) = self.j.update.as_mut() else {
+            return Ok(());
+        };
+        if rec
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.transfer_id == a.transfer_id)
+            && matches!(rec.stage, Stage::Receiving | Stage::Received)
+        {
             rec.transfer = None;
             rec.stage = Stage::Consented;
             self.received.clear();
@@ -830,17 +1165,23 @@ impl Agent {
 
     /// Re-verifies staged chunks after the journaled position (recovery).
     fn resume_transfer(&mut self, ctx: &mut Context<'_>) -> Result<(), AgentError> {
-        let Some(rec) = self.j.update.as_mut() else { return Ok(()) };
+        let Some(rec) = self.j.update.as_mut() else {
+            return Ok(());
+        };
         if rec.stage != Stage::Receiving {
             return Ok(());
         }
-        let Some(t) = rec.transfer.as_mut() else { return Ok(()) };
+        let Some(t) = rec.transfer.as_mut() else {
+            return Ok(());
+        };
         let start = t.next_chunk;
         let mut buf = vec![0u8; t.chunk_size as usize];
         while t.next_chunk < t.chunks() {
             let (s, e) = t.chunk_range(t.next_chunk);
             let want = (e - s) as usize;
-            let r = dev(hash_with(want as u64, &mut buf[..want.max(1)], |o, b| ctx.device.staging_read(s + o, b)))?;
+            let r = dev(hash_with(want as u64, &mut buf[..want.max(1)], |o, b| {
+                ctx.device.staging_read(s + o, b)
+            }))?;
             match r {
                 Ok(h) if h == t.chunk_hashes[t.next_chunk as usize] => t.next_chunk += 1,
                 _ => break,
@@ -859,13 +1200,29 @@ impl Agent {
         Ok(())
     }
 
-    fn on_prepare(&mut self, p: &Prepare, corr: CorrelationId, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    fn on_prepare(
+        &mut self,
+        p: &Prepare,
+        corr: CorrelationId,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         if self.do_not_disturb(out, corr) {
             return Ok(());
         }
-        let result = |outcome| PrepareResult { update_id: p.update_id, outcome };
+        let result = |outcome| PrepareResult {
+            update_id: p.update_id,
+            outcome,
+        };
         let Some(rec) = self.record(&p.update_id) else {
-            out.send(corr, result(PrepareOutcome::Failed(failure(ErrorClass::Retryable, FailureCode::UnknownUpdate, "no metadata for this update"))));
+            out.send(
+                corr,
+                result(PrepareOutcome::Failed(failure(
+                    ErrorClass::Retryable,
+                    FailureCode::UnknownUpdate,
+                    "no metadata for this update",
+                ))),
+            );
             return Ok(());
         };
         let target = match &rec.target {
@@ -878,11 +1235,23 @@ impl Agent {
         match &rec.stage {
             Stage::Prepared { sha256 } => {
                 // Already prepared: answer without redoing the work.
-                out.send(corr, result(PrepareOutcome::Ready { version: target.version.clone(), sha256: *sha256 }));
+                out.send(
+                    corr,
+                    result(PrepareOutcome::Ready {
+                        version: target.version.clone(),
+                        sha256: *sha256,
+                    }),
+                );
                 return Ok(());
             }
             Stage::AwaitingConfirm | Stage::Settled if rec.last_report.is_some() => {
-                out.send(corr, result(PrepareOutcome::Ready { version: target.version.clone(), sha256: target.sha256 }));
+                out.send(
+                    corr,
+                    result(PrepareOutcome::Ready {
+                        version: target.version.clone(),
+                        sha256: target.sha256,
+                    }),
+                );
                 return Ok(());
             }
             Stage::Terminal { failure } => {
@@ -893,18 +1262,39 @@ impl Agent {
             _ => {
                 let next = rec.transfer.as_ref().map_or(0, |t| t.next_chunk);
                 let n = rec.transfer.as_ref().map_or(0, |t| t.chunks());
-                out.send(corr, result(PrepareOutcome::Failed(failure(ErrorClass::Retryable, FailureCode::LengthMismatch, format!("transfer incomplete: {next} of {n} chunks")))));
+                out.send(
+                    corr,
+                    result(PrepareOutcome::Failed(failure(
+                        ErrorClass::Retryable,
+                        FailureCode::LengthMismatch,
+                        format!("transfer incomplete: {next} of {n} chunks"),
+                    ))),
+                );
                 return Ok(());
             }
         }
         let transfer = rec.transfer.clone();
         let encoding = rec.encoding.clone();
         let (Some(transfer), Some(encoding)) = (transfer, encoding) else {
-            out.send(corr, result(PrepareOutcome::Failed(failure(ErrorClass::Retryable, FailureCode::UnknownUpdate, "no transfer for this update"))));
+            out.send(
+                corr,
+                result(PrepareOutcome::Failed(failure(
+                    ErrorClass::Retryable,
+                    FailureCode::UnknownUpdate,
+                    "no transfer for this update",
+                ))),
+            );
             return Ok(());
         };
         if transfer.transfer_id != p.transfer_id {
-            out.send(corr, result(PrepareOutcome::Failed(failure(ErrorClass::Retryable, FailureCode::UnknownUpdate, "prepare names another transfer"))));
+            out.send(
+                corr,
+                result(PrepareOutcome::Failed(failure(
+                    ErrorClass::Retryable,
+                    FailureCode::UnknownUpdate,
+                    "prepare names another transfer",
+                ))),
+            );
             return Ok(());
         }
         match self.prepare_work(&target, &transfer, &encoding, ctx, out)? {
@@ -913,7 +1303,13 @@ impl Agent {
                     rec.stage = Stage::Prepared { sha256 };
                 }
                 self.persist(ctx)?;
-                out.send(corr, result(PrepareOutcome::Ready { version: target.version, sha256 }));
+                out.send(
+                    corr,
+                    result(PrepareOutcome::Ready {
+                        version: target.version,
+                        sha256,
+                    }),
+                );
             }
             Err(f) => {
                 if f.code == FailureCode::HashMismatch {
@@ -932,7 +1328,14 @@ impl Agent {
 
     /// Verifies the staged image or patch (and reconstructs a delta in a
     /// dry run that only hashes the output).
-    fn prepare_work(&mut self, target: &DirectedTarget, transfer: &TransferRecord, encoding: &ImageEncoding, ctx: &mut Context<'_>, out: &mut Output) -> Result<Result<Sha256Digest, Failure>, AgentError> {
+    fn prepare_work(
+        &mut self,
+        target: &DirectedTarget,
+        transfer: &TransferRecord,
+        encoding: &ImageEncoding,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<Result<Sha256Digest, Failure>, AgentError> {
         use ErrorClass::{Retryable as R, UpdateIncapable as U};
         let installed = match self.running(ctx)? {
             Ok(i) => i,
@@ -944,33 +1347,62 @@ impl Agent {
         let mut buf = vec![0u8; IO_BUF];
         let total = transfer.total_length;
         self.progress(out, Phase::Verify, 0, total);
-        let staged = match dev(hash_with(total, &mut buf, |o, b| ctx.device.staging_read(o, b)))? {
+        let staged = match dev(hash_with(total, &mut buf, |o, b| {
+            ctx.device.staging_read(o, b)
+        }))? {
             Ok(h) => h,
             Err(e) => return Ok(Err(failure(R, FailureCode::Internal, e.to_string()))),
         };
         match encoding {
             ImageEncoding::Full => {
                 if staged != target.sha256 {
-                    return Ok(Err(failure(R, FailureCode::HashMismatch, "image does not match the SHA-256 in the verified metadata")));
+                    return Ok(Err(failure(
+                        R,
+                        FailureCode::HashMismatch,
+                        "image does not match the SHA-256 in the verified metadata",
+                    )));
                 }
                 self.progress(out, Phase::Verify, total, total);
                 Ok(Ok(target.sha256))
             }
-            ImageEncoding::Delta { format, source_sha256, patch_sha256, .. } => {
+            ImageEncoding::Delta {
+                format,
+                source_sha256,
+                patch_sha256,
+                ..
+            } => {
                 if staged != *patch_sha256 {
-                    return Ok(Err(failure(R, FailureCode::HashMismatch, "patch does not match its SHA-256")));
+                    return Ok(Err(failure(
+                        R,
+                        FailureCode::HashMismatch,
+                        "patch does not match its SHA-256",
+                    )));
                 }
                 // Hash the installed image as it is, not as it is described.
-                let actual = match dev(hash_with(installed.length, &mut buf, |o, b| ctx.device.read_running(o, b)))? {
+                let actual = match dev(hash_with(installed.length, &mut buf, |o, b| {
+                    ctx.device.read_running(o, b)
+                }))? {
                     Ok(h) => h,
                     Err(e) => return Ok(Err(failure(R, FailureCode::Internal, e.to_string()))),
                 };
                 if actual != *source_sha256 || installed.sha256 != *source_sha256 {
-                    return Ok(Err(failure(U, FailureCode::DeltaSourceMismatch, "installed image does not match the patch's source hash")));
+                    return Ok(Err(failure(
+                        U,
+                        FailureCode::DeltaSourceMismatch,
+                        "installed image does not match the patch's source hash",
+                    )));
                 }
                 drop(buf);
                 self.progress(out, Phase::Patch, 0, target.length);
-                let r = self.apply_delta(*format, installed.length, *source_sha256, total, target, false, ctx)?;
+                let r = self.apply_delta(
+                    *format,
+                    installed.length,
+                    *source_sha256,
+                    total,
+                    target,
+                    false,
+                    ctx,
+                )?;
                 if let Err(f) = r {
                     return Ok(Err(f));
                 }
@@ -982,16 +1414,55 @@ impl Agent {
 
     /// Runs the patch applier from the running image and the staged patch,
     /// into the inactive slot (`write`) or into a hash only.
-    #[allow(clippy::too_many_arguments, reason = "internal helper; the pieces of one delta")]
-    fn apply_delta(&self, format: esync_proto::message::PatchFormat, source_len: u64, source_sha256: Sha256Digest, patch_len: u64, target: &DirectedTarget, write: bool, ctx: &mut Context<'_>) -> Result<Result<(), Failure>, AgentError> {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "internal helper; the pieces of one delta"
+    )]
+    fn apply_delta(
+        &self,
+        format: esync_proto::message::PatchFormat,
+        source_len: u64,
+        source_sha256: Sha256Digest,
+        patch_len: u64,
+        target: &DirectedTarget,
+        write: bool,
+        ctx: &mut Context<'_>,
+    ) -> Result<Result<(), Failure>, AgentError> {
         let power_lost = Cell::new(false);
         let patcher = ctx.patcher;
         let cell: RefCell<&mut dyn Device> = RefCell::new(&mut *ctx.device);
-        let source = DevRead { dev: &cell, len: source_len, staging: false, power_lost: &power_lost };
-        let patch = DevRead { dev: &cell, len: patch_len, staging: true, power_lost: &power_lost };
-        let mut sink = CheckedSink { dev: write.then_some(&cell), hasher: sha2::Sha256::new(), written: 0, max: target.length, power_lost: &power_lost };
-        let expected = ExpectedImage { len: target.length, sha256: target.sha256 };
-        let r = patcher.apply(format, &source, &source_sha256, &patch, expected, &mut sink, self.config.max_patch_memory);
+        let source = DevRead {
+            dev: &cell,
+            len: source_len,
+            staging: false,
+            power_lost: &power_lost,
+        };
+        let patch = DevRead {
+            dev: &cell,
+            len: patch_len,
+            staging: true,
+            power_lost: &power_lost,
+        };
+        let mut sink = CheckedSink {
+            dev: write.then_some(&cell),
+            hasher: sha2::Sha256::new(),
+            written: 0,
+            max: target.length,
+            power_lost: &power_lost,
+        };
+        let expected = ExpectedImage {
+            len: target.length,
+            sha256: target.sha256,
+        };
+        let r = patcher.apply(
+            format,
+            &source,
+            &source_sha256,
+            &patch,
+            expected,
+            &mut sink,
+            self.config.max_patch_memory,
+        );
         if power_lost.get() || matches!(r, Err(PatchError::PowerLoss)) {
             return Err(AgentError::PowerLoss("patch"));
         }
@@ -1000,7 +1471,11 @@ impl Agent {
         }
         let got = Sha256Digest(sink.hasher.finalize().into());
         if sink.written != target.length || got != target.sha256 {
-            return Ok(Err(failure(ErrorClass::UpdateIncapable, FailureCode::HashMismatch, "reconstructed image does not match the verified metadata")));
+            return Ok(Err(failure(
+                ErrorClass::UpdateIncapable,
+                FailureCode::HashMismatch,
+                "reconstructed image does not match the verified metadata",
+            )));
         }
         Ok(Ok(()))
     }
@@ -1014,22 +1489,47 @@ impl Agent {
         }
     }
 
-    fn on_install(&mut self, i: &InstallStart, corr: CorrelationId, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    fn on_install(
+        &mut self,
+        i: &InstallStart,
+        corr: CorrelationId,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         if self.do_not_disturb(out, corr) {
             return Ok(());
         }
         let running = match self.running(ctx)? {
             Ok(r) => r,
             Err(e) => {
-                out.send(corr, DoNotDisturb { reason: BusyReason::DeviceBusy, retry_after_ms: self.config.busy_retry_after_ms });
+                out.send(
+                    corr,
+                    DoNotDisturb {
+                        reason: BusyReason::DeviceBusy,
+                        retry_after_ms: self.config.busy_retry_after_ms,
+                    },
+                );
                 out.ignored = Some("device does not report its running image");
                 let _ = e;
                 return Ok(());
             }
         };
-        let fail = |f: Failure| InstallResult { update_id: i.update_id, outcome: InstallOutcome::Failed { failure: f, running: running.version.clone() } };
+        let fail = |f: Failure| InstallResult {
+            update_id: i.update_id,
+            outcome: InstallOutcome::Failed {
+                failure: f,
+                running: running.version.clone(),
+            },
+        };
         let Some(rec) = self.record(&i.update_id) else {
-            out.send(corr, fail(failure(ErrorClass::Retryable, FailureCode::UnknownUpdate, "no prepared update with this id")));
+            out.send(
+                corr,
+                fail(failure(
+                    ErrorClass::Retryable,
+                    FailureCode::UnknownUpdate,
+                    "no prepared update with this id",
+                )),
+            );
             return Ok(());
         };
         let target = match (&rec.stage, &rec.target) {
@@ -1038,9 +1538,18 @@ impl Agent {
                 out.send(corr, fail(failure.clone()));
                 return Ok(());
             }
-            (Stage::AwaitingConfirm | Stage::Settled, _) if self.resend_last(rec, corr, out) => return Ok(()),
+            (Stage::AwaitingConfirm | Stage::Settled, _) if self.resend_last(rec, corr, out) => {
+                return Ok(())
+            }
             _ => {
-                out.send(corr, fail(failure(ErrorClass::Retryable, FailureCode::UnknownUpdate, "update is not prepared")));
+                out.send(
+                    corr,
+                    fail(failure(
+                        ErrorClass::Retryable,
+                        FailureCode::UnknownUpdate,
+                        "update is not prepared",
+                    )),
+                );
                 return Ok(());
             }
         };
@@ -1056,7 +1565,16 @@ impl Agent {
                     Ok(_) => format!("precondition `{expr}` does not hold"),
                     Err(e) => format!("precondition `{expr}` cannot be evaluated: {e}"),
                 };
-                self.emit_final(out, corr, fail(failure(ErrorClass::Retryable, FailureCode::PreconditionFailed, why)).into());
+                self.emit_final(
+                    out,
+                    corr,
+                    fail(failure(
+                        ErrorClass::Retryable,
+                        FailureCode::PreconditionFailed,
+                        why,
+                    ))
+                    .into(),
+                );
                 return self.persist(ctx);
             }
         }
@@ -1076,7 +1594,13 @@ impl Agent {
         Ok(())
     }
 
-    fn on_confirm(&mut self, c: &Confirm, corr: CorrelationId, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    fn on_confirm(
+        &mut self,
+        c: &Confirm,
+        corr: CorrelationId,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         if self.do_not_disturb(out, corr) {
             return Ok(());
         }
@@ -1097,23 +1621,40 @@ impl Agent {
         Ok(())
     }
 
-    fn on_rollback(&mut self, r: &Rollback, corr: CorrelationId, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    fn on_rollback(
+        &mut self,
+        r: &Rollback,
+        corr: CorrelationId,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         if self.do_not_disturb(out, corr) {
             return Ok(());
         }
         let running = match self.running(ctx)? {
             Ok(x) => x,
             Err(_) => {
-                out.send(corr, DoNotDisturb { reason: BusyReason::DeviceBusy, retry_after_ms: self.config.busy_retry_after_ms });
+                out.send(
+                    corr,
+                    DoNotDisturb {
+                        reason: BusyReason::DeviceBusy,
+                        retry_after_ms: self.config.busy_retry_after_ms,
+                    },
+                );
                 return Ok(());
             }
         };
         if let Some(rec) = self.record(&r.update_id) {
-            if let (Some(r @ Payload::RollbackResult(_)), Stage::Settled) = (&rec.last_report, &rec.stage) {
+            if let (Some(r @ Payload::RollbackResult(_)), Stage::Settled) =
+                (&rec.last_report, &rec.stage)
+            {
                 out.send(corr, r.clone());
                 return Ok(());
             }
-            let installed = matches!(rec.stage, Stage::AwaitingConfirm | Stage::Settled | Stage::Terminal { .. });
+            let installed = matches!(
+                rec.stage,
+                Stage::AwaitingConfirm | Stage::Settled | Stage::Terminal { .. }
+            );
             if !installed {
                 // Never installed: nothing to undo on the device; drop the staged update.
                 if r.target == RollbackTarget::PreviousSlot {
@@ -1121,7 +1662,17 @@ impl Agent {
                         rec.stage = Stage::Settled;
                         rec.transfer = None;
                     }
-                    self.emit_final(out, corr, RollbackResult { update_id: r.update_id, outcome: RollbackOutcome::RolledBack { version: running.version } }.into());
+                    self.emit_final(
+                        out,
+                        corr,
+                        RollbackResult {
+                            update_id: r.update_id,
+                            outcome: RollbackOutcome::RolledBack {
+                                version: running.version,
+                            },
+                        }
+                        .into(),
+                    );
                     return self.persist(ctx);
                 }
             }
@@ -1129,7 +1680,11 @@ impl Agent {
             // A rollback not tied to the current update (e.g. to a backup).
             self.j.update = Some(UpdateRecord {
                 update_id: r.update_id,
-                target: Err(failure(ErrorClass::UpdateIncapable, FailureCode::UnknownUpdate, "rollback only")),
+                target: Err(failure(
+                    ErrorClass::UpdateIncapable,
+                    FailureCode::UnknownUpdate,
+                    "rollback only",
+                )),
                 encoding: None,
                 decision: None,
                 transfer: None,
@@ -1149,20 +1704,41 @@ impl Agent {
             _ => None,
         };
         if let Some(rec) = self.record_mut(&r.update_id) {
-            rec.stage = Stage::RollingBack { target: r.target.clone(), expect, failure: None, correlation: corr };
+            rec.stage = Stage::RollingBack {
+                target: r.target.clone(),
+                expect,
+                failure: None,
+                correlation: corr,
+            };
         }
         self.persist(ctx)
     }
 
     /// After a restart while awaiting confirmation: if the bootloader fell
     /// back, the install failed.
-    fn check_trial_survived(&mut self, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
-        let Some(rec) = &self.j.update else { return Ok(()) };
-        let Ok(target) = &rec.target else { return Ok(()) };
+    fn check_trial_survived(
+        &mut self,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
+        let Some(rec) = &self.j.update else {
+            return Ok(());
+        };
+        let Ok(target) = &rec.target else {
+            return Ok(());
+        };
         let sha = target.sha256;
         if let Ok(running) = self.running(ctx)? {
             if running.sha256 != sha {
-                self.fail_attempt(failure(ErrorClass::Retryable, FailureCode::SelfTestFailed, "the device fell back to the previous image during a restart"), ctx, out)?;
+                self.fail_attempt(
+                    failure(
+                        ErrorClass::Retryable,
+                        FailureCode::SelfTestFailed,
+                        "the device fell back to the previous image during a restart",
+                    ),
+                    ctx,
+                    out,
+                )?;
             }
         }
         Ok(())
@@ -1171,12 +1747,18 @@ impl Agent {
     // ----- install work -----
 
     fn step(&mut self, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
-        let Some(rec) = self.j.update.clone() else { return Ok(()) };
+        let Some(rec) = self.j.update.clone() else {
+            return Ok(());
+        };
         let target = rec.target.clone().ok();
         match (&rec.stage, target) {
             (Stage::AwaitingConfirm, _) => {
                 if rec.confirm_deadline_ms.is_some_and(|d| self.now() >= d) {
-                    let f = failure(ErrorClass::Retryable, FailureCode::Timeout, "no confirm before the deadline; rolled back");
+                    let f = failure(
+                        ErrorClass::Retryable,
+                        FailureCode::Timeout,
+                        "no confirm before the deadline; rolled back",
+                    );
                     self.start_auto_rollback(f, &rec, ctx)?;
                 }
                 Ok(())
@@ -1190,7 +1772,15 @@ impl Agent {
                         self.persist(ctx)?;
                         self.progress(out, Phase::PreInstall, 1, 1);
                     }
-                    Err(e) => self.fail_attempt(failure(ErrorClass::Retryable, FailureCode::WriteFailed, format!("pre-install: {e}")), ctx, out)?,
+                    Err(e) => self.fail_attempt(
+                        failure(
+                            ErrorClass::Retryable,
+                            FailureCode::WriteFailed,
+                            format!("pre-install: {e}"),
+                        ),
+                        ctx,
+                        out,
+                    )?,
                 }
                 Ok(())
             }
@@ -1199,18 +1789,57 @@ impl Agent {
             (Stage::SelfTest, Some(t)) => self.step_self_test(&rec, &t, ctx, out),
             (Stage::Committing, Some(t)) => {
                 if let Err(e) = dev(ctx.device.commit())? {
-                    let f = failure(ErrorClass::Retryable, FailureCode::ActivationFailed, format!("commit: {e}"));
+                    let f = failure(
+                        ErrorClass::Retryable,
+                        FailureCode::ActivationFailed,
+                        format!("commit: {e}"),
+                    );
                     return self.start_auto_rollback(f, &rec, ctx);
                 }
                 self.set_stage(Stage::Settled);
                 if rec.await_confirm {
-                    self.emit_final(out, rec.confirm_correlation, Confirmed { update_id: rec.update_id, version: t.version.clone() }.into());
+                    self.emit_final(
+                        out,
+                        rec.confirm_correlation,
+                        Confirmed {
+                            update_id: rec.update_id,
+                            version: t.version.clone(),
+                        }
+                        .into(),
+                    );
                 } else {
-                    self.emit_final(out, rec.install_correlation, InstallResult { update_id: rec.update_id, outcome: InstallOutcome::Installed { version: t.version.clone(), awaiting_confirm: false } }.into());
+                    self.emit_final(
+                        out,
+                        rec.install_correlation,
+                        InstallResult {
+                            update_id: rec.update_id,
+                            outcome: InstallOutcome::Installed {
+                                version: t.version.clone(),
+                                awaiting_confirm: false,
+                            },
+                        }
+                        .into(),
+                    );
                 }
                 self.persist(ctx)
             }
-            (Stage::RollingBack { target, expect, failure: f, correlation }, _) => self.step_rollback(&rec, target, expect.as_ref(), f.as_ref(), *correlation, ctx, out),
+            (
+                Stage::RollingBack {
+                    target,
+                    expect,
+                    failure: f,
+                    correlation,
+                },
+                _,
+            ) => self.step_rollback(
+                &rec,
+                target,
+                expect.as_ref(),
+                f.as_ref(),
+                *correlation,
+                ctx,
+                out,
+            ),
             (s, None) if s.busy() => {
                 // Cannot happen: installs need a verified target. Settle safely.
                 self.set_stage(Stage::Settled);
@@ -1226,7 +1855,13 @@ impl Agent {
         }
     }
 
-    fn step_write(&mut self, rec: &UpdateRecord, t: &DirectedTarget, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    fn step_write(
+        &mut self,
+        rec: &UpdateRecord,
+        t: &DirectedTarget,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         let wf = |e: String| failure(ErrorClass::Retryable, FailureCode::WriteFailed, e);
         if !self.slot_begun {
             if let Err(e) = dev(ctx.device.slot_begin(t.length))? {
@@ -1241,14 +1876,30 @@ impl Agent {
         match enc {
             ImageEncoding::Full => {
                 if self.write_offset < t.length {
-                    let n = (t.length - self.write_offset).min(self.config.write_quantum as u64) as usize;
+                    let n = (t.length - self.write_offset).min(self.config.write_quantum as u64)
+                        as usize;
                     let mut buf = vec![0u8; n];
                     let mut got = 0;
                     while got < n {
-                        match dev(ctx.device.staging_read(self.write_offset + got as u64, &mut buf[got..]))? {
-                            Ok(0) => return self.fail_attempt(wf("staged image shorter than declared".into()), ctx, out),
+                        match dev(ctx
+                            .device
+                            .staging_read(self.write_offset + got as u64, &mut buf[got..]))?
+                        {
+                            Ok(0) => {
+                                return self.fail_attempt(
+                                    wf("staged image shorter than declared".into()),
+                                    ctx,
+                                    out,
+                                )
+                            }
                             Ok(k) => got += k,
-                            Err(e) => return self.fail_attempt(wf(format!("staging read: {e}")), ctx, out),
+                            Err(e) => {
+                                return self.fail_attempt(
+                                    wf(format!("staging read: {e}")),
+                                    ctx,
+                                    out,
+                                )
+                            }
                         }
                     }
                     if let Err(e) = dev(ctx.device.slot_write(self.write_offset, &buf))? {
@@ -1261,9 +1912,22 @@ impl Agent {
                     }
                 }
             }
-            ImageEncoding::Delta { format, patch_length, source_sha256, .. } => {
+            ImageEncoding::Delta {
+                format,
+                patch_length,
+                source_sha256,
+                ..
+            } => {
                 let source_len = rec.from.as_ref().map_or(0, |f| f.length);
-                if let Err(f) = self.apply_delta(*format, source_len, *source_sha256, *patch_length, t, true, ctx)? {
+                if let Err(f) = self.apply_delta(
+                    *format,
+                    source_len,
+                    *source_sha256,
+                    *patch_length,
+                    t,
+                    true,
+                    ctx,
+                )? {
                     return self.fail_attempt(f, ctx, out);
                 }
                 self.write_offset = t.length;
@@ -1272,11 +1936,22 @@ impl Agent {
         }
         // Verify what the slot really holds before describing it as valid.
         let mut buf = vec![0u8; IO_BUF];
-        let got = dev(hash_with(t.length, &mut buf, |o, b| ctx.device.slot_read(o, b)))?;
+        let got = dev(hash_with(t.length, &mut buf, |o, b| {
+            ctx.device.slot_read(o, b)
+        }))?;
         if got.as_ref().ok() != Some(&t.sha256) {
-            return self.fail_attempt(wf("inactive slot does not hold the expected image after writing".into()), ctx, out);
+            return self.fail_attempt(
+                wf("inactive slot does not hold the expected image after writing".into()),
+                ctx,
+                out,
+            );
         }
-        let image = InstalledImage { version: t.version.clone(), release_counter: t.release_counter, length: t.length, sha256: t.sha256 };
+        let image = InstalledImage {
+            version: t.version.clone(),
+            release_counter: t.release_counter,
+            length: t.length,
+            sha256: t.sha256,
+        };
         if let Err(e) = dev(ctx.device.slot_finish(&image))? {
             return self.fail_attempt(wf(format!("slot finish: {e}")), ctx, out);
         }
@@ -1285,7 +1960,13 @@ impl Agent {
         self.persist(ctx)
     }
 
-    fn step_activate(&mut self, rec: &UpdateRecord, t: &DirectedTarget, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    fn step_activate(
+        &mut self,
+        rec: &UpdateRecord,
+        t: &DirectedTarget,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         let af = |e: String| failure(ErrorClass::Retryable, FailureCode::ActivationFailed, e);
         let running = match self.running(ctx)? {
             Ok(r) => r,
@@ -1312,7 +1993,13 @@ impl Agent {
             }
             match self.running(ctx)? {
                 Ok(r) if r.sha256 == t.sha256 => {}
-                _ => return self.fail_attempt(af("device does not run the new image after activation".into()), ctx, out),
+                _ => {
+                    return self.fail_attempt(
+                        af("device does not run the new image after activation".into()),
+                        ctx,
+                        out,
+                    )
+                }
             }
         }
         self.set_stage(Stage::SelfTest);
@@ -1321,11 +2008,25 @@ impl Agent {
         Ok(())
     }
 
-    fn step_self_test(&mut self, rec: &UpdateRecord, t: &DirectedTarget, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    fn step_self_test(
+        &mut self,
+        rec: &UpdateRecord,
+        t: &DirectedTarget,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         match self.running(ctx)? {
             Ok(r) if r.sha256 == t.sha256 => {}
             _ => {
-                return self.fail_attempt(failure(ErrorClass::Retryable, FailureCode::SelfTestFailed, "the device fell back to the previous image before the self-test passed"), ctx, out);
+                return self.fail_attempt(
+                    failure(
+                        ErrorClass::Retryable,
+                        FailureCode::SelfTestFailed,
+                        "the device fell back to the previous image before the self-test passed",
+                    ),
+                    ctx,
+                    out,
+                );
             }
         }
         self.progress(out, Phase::SelfTest, 0, 1);
@@ -1338,7 +2039,18 @@ impl Agent {
                 self.progress(out, Phase::SelfTest, 1, 1);
                 if rec.await_confirm {
                     self.set_stage(Stage::AwaitingConfirm);
-                    self.emit_final(out, rec.install_correlation, InstallResult { update_id: rec.update_id, outcome: InstallOutcome::Installed { version: t.version.clone(), awaiting_confirm: true } }.into());
+                    self.emit_final(
+                        out,
+                        rec.install_correlation,
+                        InstallResult {
+                            update_id: rec.update_id,
+                            outcome: InstallOutcome::Installed {
+                                version: t.version.clone(),
+                                awaiting_confirm: true,
+                            },
+                        }
+                        .into(),
+                    );
                 } else {
                     self.set_stage(Stage::Committing);
                 }
@@ -1351,16 +2063,33 @@ impl Agent {
         }
     }
 
-    fn start_auto_rollback(&mut self, f: Failure, rec: &UpdateRecord, ctx: &mut Context<'_>) -> Result<(), AgentError> {
-        self.set_stage(Stage::RollingBack { target: RollbackTarget::PreviousSlot, expect: rec.from.clone(), failure: Some(f), correlation: rec.install_correlation });
+    fn start_auto_rollback(
+        &mut self,
+        f: Failure,
+        rec: &UpdateRecord,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), AgentError> {
+        self.set_stage(Stage::RollingBack {
+            target: RollbackTarget::PreviousSlot,
+            expect: rec.from.clone(),
+            failure: Some(f),
+            correlation: rec.install_correlation,
+        });
         self.persist(ctx)
     }
 
     /// A failed install attempt. If the device does not run the image it
     /// ran before, roll back first; otherwise report, and go back to
     /// Prepared (another attempt may follow) or to Terminal at the limit.
-    fn fail_attempt(&mut self, f: Failure, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
-        let Some(rec) = self.j.update.clone() else { return Ok(()) };
+    fn fail_attempt(
+        &mut self,
+        f: Failure,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
+        let Some(rec) = self.j.update.clone() else {
+            return Ok(());
+        };
         let running = self.running(ctx)?.ok();
         if let (Some(from), Some(r)) = (&rec.from, &running) {
             if from.sha256 != r.sha256 {
@@ -1368,24 +2097,58 @@ impl Agent {
             }
         }
         self.slot_begun = false;
-        let running_version = running.map(|r| r.version).or_else(|| rec.from.as_ref().map(|f| f.version.clone()));
+        let running_version = running
+            .map(|r| r.version)
+            .or_else(|| rec.from.as_ref().map(|f| f.version.clone()));
         let Some(running_version) = running_version else {
-            return Err(AgentError::Device("the device reports no running image".into()));
+            return Err(AgentError::Device(
+                "the device reports no running image".into(),
+            ));
         };
         let (report, stage) = if rec.attempts >= self.config.max_install_attempts {
-            let term = failure(ErrorClass::Terminal, FailureCode::RetryLimitReached, format!("attempt {} of {} failed: {}", rec.attempts, self.config.max_install_attempts, f.message));
+            let term = failure(
+                ErrorClass::Terminal,
+                FailureCode::RetryLimitReached,
+                format!(
+                    "attempt {} of {} failed: {}",
+                    rec.attempts, self.config.max_install_attempts, f.message
+                ),
+            );
             (term.clone(), Stage::Terminal { failure: term })
         } else {
             let sha = rec.target.as_ref().map(|t| t.sha256).unwrap_or_default();
             (f, Stage::Prepared { sha256: sha })
         };
         self.set_stage(stage);
-        self.emit_final(out, rec.install_correlation, InstallResult { update_id: rec.update_id, outcome: InstallOutcome::Failed { failure: report, running: running_version } }.into());
+        self.emit_final(
+            out,
+            rec.install_correlation,
+            InstallResult {
+                update_id: rec.update_id,
+                outcome: InstallOutcome::Failed {
+                    failure: report,
+                    running: running_version,
+                },
+            }
+            .into(),
+        );
         self.persist(ctx)
     }
 
-    #[allow(clippy::too_many_arguments, reason = "one call site; the pieces of the rollback stage")]
-    fn step_rollback(&mut self, rec: &UpdateRecord, target: &RollbackTarget, expect: Option<&InstalledImage>, auto: Option<&Failure>, corr: CorrelationId, ctx: &mut Context<'_>, out: &mut Output) -> Result<(), AgentError> {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site; the pieces of the rollback stage"
+    )]
+    fn step_rollback(
+        &mut self,
+        rec: &UpdateRecord,
+        target: &RollbackTarget,
+        expect: Option<&InstalledImage>,
+        auto: Option<&Failure>,
+        corr: CorrelationId,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
         self.progress(out, Phase::Rollback, 0, 1);
         let outcome = self.do_rollback(target, expect, ctx)?;
         self.progress(out, Phase::Rollback, 1, 1);
@@ -1402,22 +2165,59 @@ impl Agent {
                 self.fail_attempt(f.clone(), ctx, out)
             }
             (Some(f), Err(rf)) => {
-                let term = failure(ErrorClass::Terminal, FailureCode::RollbackFailed, format!("{}; rollback failed: {}", f.message, rf.message));
-                let running = self.running(ctx)?.ok().map(|r| r.version).or_else(|| rec.from.as_ref().map(|x| x.version.clone()));
-                self.set_stage(Stage::Terminal { failure: term.clone() });
+                let term = failure(
+                    ErrorClass::Terminal,
+                    FailureCode::RollbackFailed,
+                    format!("{}; rollback failed: {}", f.message, rf.message),
+                );
+                let running = self
+                    .running(ctx)?
+                    .ok()
+                    .map(|r| r.version)
+                    .or_else(|| rec.from.as_ref().map(|x| x.version.clone()));
+                self.set_stage(Stage::Terminal {
+                    failure: term.clone(),
+                });
                 if let Some(running) = running {
-                    self.emit_final(out, corr, InstallResult { update_id: rec.update_id, outcome: InstallOutcome::Failed { failure: term, running } }.into());
+                    self.emit_final(
+                        out,
+                        corr,
+                        InstallResult {
+                            update_id: rec.update_id,
+                            outcome: InstallOutcome::Failed {
+                                failure: term,
+                                running,
+                            },
+                        }
+                        .into(),
+                    );
                 }
                 self.persist(ctx)
             }
             (None, Ok(version)) => {
                 self.set_stage(Stage::Settled);
-                self.emit_final(out, corr, RollbackResult { update_id: rec.update_id, outcome: RollbackOutcome::RolledBack { version } }.into());
+                self.emit_final(
+                    out,
+                    corr,
+                    RollbackResult {
+                        update_id: rec.update_id,
+                        outcome: RollbackOutcome::RolledBack { version },
+                    }
+                    .into(),
+                );
                 self.persist(ctx)
             }
             (None, Err(rf)) => {
                 self.set_stage(Stage::Settled);
-                self.emit_final(out, corr, RollbackResult { update_id: rec.update_id, outcome: RollbackOutcome::Failed(rf) }.into());
+                self.emit_final(
+                    out,
+                    corr,
+                    RollbackResult {
+                        update_id: rec.update_id,
+                        outcome: RollbackOutcome::Failed(rf),
+                    }
+                    .into(),
+                );
                 self.persist(ctx)
             }
         }
@@ -1425,7 +2225,12 @@ impl Agent {
 
     /// Performs a rollback; idempotent (finds it done if it already is).
     /// Returns the version running afterwards, checked by hashing it.
-    fn do_rollback(&mut self, target: &RollbackTarget, expect: Option<&InstalledImage>, ctx: &mut Context<'_>) -> Result<Result<SoftwareVersion, Failure>, AgentError> {
+    fn do_rollback(
+        &mut self,
+        target: &RollbackTarget,
+        expect: Option<&InstalledImage>,
+        ctx: &mut Context<'_>,
+    ) -> Result<Result<SoftwareVersion, Failure>, AgentError> {
         let rf = |m: String| failure(ErrorClass::UpdateIncapable, FailureCode::RollbackFailed, m);
         let running = match self.running(ctx)? {
             Ok(r) => r,
@@ -1460,7 +2265,9 @@ impl Agent {
             }
             RollbackTarget::Backup => {
                 let backups = dev(ctx.device.backups())?.unwrap_or_default();
-                if backups.iter().any(|b| b.sha256 == running.sha256) && !dev(ctx.device.on_trial())?.unwrap_or(false) {
+                if backups.iter().any(|b| b.sha256 == running.sha256)
+                    && !dev(ctx.device.on_trial())?.unwrap_or(false)
+                {
                     Ok(())
                 } else {
                     // Along the ordered list: the first backup that restores.
@@ -1492,9 +2299,13 @@ impl Agent {
             Err(e) => return Ok(Err(rf(e.to_string()))),
         };
         let mut buf = vec![0u8; IO_BUF];
-        let actual = dev(hash_with(now.length, &mut buf, |o, b| ctx.device.read_running(o, b)))?;
+        let actual = dev(hash_with(now.length, &mut buf, |o, b| {
+            ctx.device.read_running(o, b)
+        }))?;
         if actual.as_ref().ok() != Some(&now.sha256) {
-            return Ok(Err(rf("the image running after the rollback does not match its hash".into())));
+            return Ok(Err(rf(
+                "the image running after the rollback does not match its hash".into(),
+            )));
         }
         Ok(Ok(now.version))
     }

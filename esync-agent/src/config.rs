@@ -103,7 +103,9 @@ impl AgentConfig {
             return Err(ConfigError::Limit("max_chunk_size/max_chunks"));
         }
         if self.journal_every_chunks == 0 || self.progress_every_chunks == 0 {
-            return Err(ConfigError::Limit("journal_every_chunks/progress_every_chunks"));
+            return Err(ConfigError::Limit(
+                "journal_every_chunks/progress_every_chunks",
+            ));
         }
         if self.write_quantum == 0 || self.write_quantum > 16 * 1024 * 1024 {
             return Err(ConfigError::Limit("write_quantum"));

@@ -4,7 +4,9 @@
 
 use std::io;
 
-use esync_package::delta::{apply_patch, ApplyLimits, DeltaError, SlotWriter, SourceImage, TargetSpec};
+use esync_package::delta::{
+    apply_patch, ApplyLimits, DeltaError, SlotWriter, SourceImage, TargetSpec,
+};
 use esync_proto::id::Sha256Digest;
 use esync_proto::message::PatchFormat;
 
@@ -62,7 +64,9 @@ pub fn limits_for(max_memory: u64, max_target: u64) -> ApplyLimits {
 
 fn map(e: DeltaError) -> PatchError {
     match e {
-        DeltaError::SourceMismatch => PatchError::Mismatch("source image is not the patch's source".into()),
+        DeltaError::SourceMismatch => {
+            PatchError::Mismatch("source image is not the patch's source".into())
+        }
         DeltaError::LimitExceeded { limit, .. } => PatchError::Memory(limit),
         DeltaError::OutputTooLong(n) => PatchError::TooLong(n),
         DeltaError::TargetHashMismatch => PatchError::Mismatch("reconstructed image hash".into()),
@@ -73,7 +77,11 @@ fn map(e: DeltaError) -> PatchError {
 
 impl PatchApplier for PackageApplier {
     fn formats(&self) -> Vec<PatchFormat> {
-        vec![PatchFormat::BsdiffZstd, PatchFormat::BsdiffXz, PatchFormat::Bsdiff40]
+        vec![
+            PatchFormat::BsdiffZstd,
+            PatchFormat::BsdiffXz,
+            PatchFormat::Bsdiff40,
+        ]
     }
 
     fn apply(
@@ -91,8 +99,16 @@ impl PatchApplier for PackageApplier {
             sha256: expected.sha256,
         };
         let limits = limits_for(max_memory, expected.len);
-        apply_patch(format, &Src(source), source_sha256, &Src(patch), &target, &mut Sink(out), &limits)
-            .map(|_| ())
-            .map_err(map)
+        apply_patch(
+            format,
+            &Src(source),
+            source_sha256,
+            &Src(patch),
+            &target,
+            &mut Sink(out),
+            &limits,
+        )
+        .map(|_| ())
+        .map_err(map)
     }
 }

@@ -484,10 +484,7 @@ mod tests {
     fn fails_safe_on_missing_or_mistyped() {
         let s = parked();
         let e = Expr::parse("speed == 0 || odometer > 5").unwrap();
-        assert_eq!(
-            e.eval(&s),
-            Err(ExprError::MissingSignal("odometer".into()))
-        );
+        assert_eq!(e.eval(&s), Err(ExprError::MissingSignal("odometer".into())));
         assert!(matches!(
             Expr::parse(r#"gear < "P""#).unwrap().eval(&s),
             Err(ExprError::Type(_))
@@ -518,7 +515,16 @@ mod tests {
         ));
         let many = vec!["speed == 0"; 100].join(" && ");
         assert!(matches!(Expr::parse(&many), Err(ExprError::TooLong(_))));
-        for bad in ["", "speed ==", "speed == 0 &&", "(speed == 0", "speed = 0", "\"abc", "speed == 0 )", "1..2 == 1"] {
+        for bad in [
+            "",
+            "speed ==",
+            "speed == 0 &&",
+            "(speed == 0",
+            "speed = 0",
+            "\"abc",
+            "speed == 0 )",
+            "1..2 == 1",
+        ] {
             assert!(Expr::parse(bad).is_err(), "{bad}");
         }
     }

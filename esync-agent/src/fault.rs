@@ -170,7 +170,11 @@ impl<D: Device> FaultyDevice<D> {
         self.inner
     }
 
-    fn read<T>(&self, op: &'static str, f: impl FnOnce(&D) -> Result<T, DeviceError>) -> Result<T, DeviceError> {
+    fn read<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&D) -> Result<T, DeviceError>,
+    ) -> Result<T, DeviceError> {
         self.switch.alive(op).map_err(DeviceError::PowerLoss)?;
         f(&self.inner)
     }
@@ -309,7 +313,9 @@ impl<S: JournalStore> FaultyStore<S> {
 
 impl<S: JournalStore> JournalStore for FaultyStore<S> {
     fn load(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.switch.alive("journal load").map_err(|_| StoreError::PowerLoss)?;
+        self.switch
+            .alive("journal load")
+            .map_err(|_| StoreError::PowerLoss)?;
         self.inner.load()
     }
 

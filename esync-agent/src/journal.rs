@@ -104,7 +104,8 @@ impl JournalStore for FileJournal {
     }
 
     fn store(&mut self, record: &[u8]) -> Result<(), StoreError> {
-        fsutil::atomic_write(&self.dir, &self.name, record).map_err(|e| StoreError::Io(e.to_string()))
+        fsutil::atomic_write(&self.dir, &self.name, record)
+            .map_err(|e| StoreError::Io(e.to_string()))
     }
 }
 

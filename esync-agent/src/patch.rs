@@ -78,7 +78,10 @@ pub trait PatchApplier {
     /// checked to be `source_sha256`), streaming the result to `out`, using
     /// at most `max_memory` bytes of working memory. Must refuse output
     /// longer than `expected.len`; should check `expected.sha256`.
-    #[allow(clippy::too_many_arguments, reason = "mirrors the applier's inputs one to one")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "mirrors the applier's inputs one to one"
+    )]
     fn apply(
         &self,
         format: PatchFormat,

@@ -55,7 +55,10 @@ impl ConsentPolicy for ExprConsent {
         };
         if size > self.max_bytes {
             return Decision::Deny {
-                reason: format!("download of {size} bytes exceeds the local limit of {}", self.max_bytes),
+                reason: format!(
+                    "download of {size} bytes exceeds the local limit of {}",
+                    self.max_bytes
+                ),
             };
         }
         match self.condition.eval(signals) {

@@ -19,7 +19,9 @@ use esync_uptane::crypto::RawSigned;
 use esync_uptane::metadata::{decode_signed, Targets};
 use esync_uptane::repo::Need;
 use esync_uptane::store::TrustStore;
-use esync_uptane::uptane::{DirectedTarget as UptaneTarget, FullVerifier, PartialVerifier, RepoKind};
+use esync_uptane::uptane::{
+    DirectedTarget as UptaneTarget, FullVerifier, PartialVerifier, RepoKind,
+};
 use esync_uptane::{Error, UnixTime};
 
 use crate::target::{DeltaEntry, DirectedTarget, EcuIdentity, MetadataVerifier};
@@ -52,17 +54,28 @@ fn classify(e: &Error) -> Failure {
 }
 
 fn role_bytes<'a>(roles: &'a [RoleBytes], role: &MetadataRole) -> Option<&'a [u8]> {
-    roles.iter().rev().find(|r| &r.role == role).map(|r| r.json.as_slice())
+    roles
+        .iter()
+        .rev()
+        .find(|r| &r.role == role)
+        .map(|r| r.json.as_slice())
 }
 
 fn sha256_of(t: &UptaneTarget) -> Result<Sha256Digest, Failure> {
-    let hex = t
-        .info
-        .hashes
-        .get("sha256")
-        .ok_or_else(|| fail(ErrorClass::UpdateIncapable, FailureCode::MetadataInvalid, "target lists no sha256"))?;
-    esync_package::digest::from_hex(hex)
-        .ok_or_else(|| fail(ErrorClass::UpdateIncapable, FailureCode::MetadataInvalid, "target sha256 is not 32 hex bytes"))
+    let hex = t.info.hashes.get("sha256").ok_or_else(|| {
+        fail(
+            ErrorClass::UpdateIncapable,
+            FailureCode::MetadataInvalid,
+            "target lists no sha256",
+        )
+    })?;
+    esync_package::digest::from_hex(hex).ok_or_else(|| {
+        fail(
+            ErrorClass::UpdateIncapable,
+            FailureCode::MetadataInvalid,
+            "target sha256 is not 32 hex bytes",
+        )
+    })
 }
 
 fn expires_ms(targets_bytes: &[u8]) -> Result<u64, Failure> {
@@ -85,10 +98,16 @@ pub fn directed_from_uptane(t: &UptaneTarget, expires_ms: u64) -> Result<Directe
         .map_err(|e| bad(format!("target {}: {e}", t.name)))?;
     let c = &desc.component;
     if c.hardware_id != t.hardware_id {
-        return Err(fail(ErrorClass::UpdateIncapable, FailureCode::HardwareMismatch, "package hardware id differs from the Director's"));
+        return Err(fail(
+            ErrorClass::UpdateIncapable,
+            FailureCode::HardwareMismatch,
+            "package hardware id differs from the Director's",
+        ));
     }
     if c.release_counter != t.release_counter {
-        return Err(bad("package release counter differs from the Director's".into()));
+        return Err(bad(
+            "package release counter differs from the Director's".into()
+        ));
     }
     Ok(DirectedTarget {
         target_name: t.name.clone(),
@@ -142,14 +161,30 @@ impl<S: TrustStore> MetadataVerifier for UptanePartial<S> {
         VerificationLevel::Partial
     }
 
-    fn verify(&mut self, metadata: &UpdateMetadata, ecu: &EcuIdentity, now_ms: u64) -> Result<DirectedTarget, Failure> {
-        let bytes = role_bytes(&metadata.director, &MetadataRole::Targets)
-            .ok_or_else(|| fail(ErrorClass::UpdateIncapable, FailureCode::MetadataInvalid, "no Director targets in the metadata"))?;
+    fn verify(
+        &mut self,
+        metadata: &UpdateMetadata,
+        ecu: &EcuIdentity,
+        now_ms: u64,
+    ) -> Result<DirectedTarget, Failure> {
+        let bytes = role_bytes(&metadata.director, &MetadataRole::Targets).ok_or_else(|| {
+            fail(
+                ErrorClass::UpdateIncapable,
+                FailureCode::MetadataInvalid,
+                "no Director targets in the metadata",
+            )
+        })?;
         let t = self
             .inner
             .verify(bytes, unix(now_ms), ecu.installed_release_counter)
             .map_err(|e| classify(&e))?
-            .ok_or_else(|| fail(ErrorClass::UpdateIncapable, FailureCode::NotDirected, format!("the Director has no target for ECU {}", ecu.serial)))?;
+            .ok_or_else(|| {
+                fail(
+                    ErrorClass::UpdateIncapable,
+                    FailureCode::NotDirected,
+                    format!("the Director has no target for ECU {}", ecu.serial),
+                )
+            })?;
         directed_from_uptane(&t, expires_ms(bytes)?)
     }
 }
@@ -199,11 +234,20 @@ impl<SD: TrustStore, SI: TrustStore> MetadataVerifier for UptaneFull<SD, SI> {
         VerificationLevel::Full
     }
 
-    fn verify(&mut self, metadata: &UpdateMetadata, ecu: &EcuIdentity, now_ms: u64) -> Result<DirectedTarget, Failure> {
+    fn verify(
+        &mut self,
+        metadata: &UpdateMetadata,
+        ecu: &EcuIdentity,
+        now_ms: u64,
+    ) -> Result<DirectedTarget, Failure> {
         if let Some(me) = self.inner.vehicle_mut().ecus.get_mut(&ecu.serial) {
             me.installed_release_counter = ecu.installed_release_counter;
         } else {
-            return Err(fail(ErrorClass::UpdateIncapable, FailureCode::NotDirected, "this ECU is not in the verifier's vehicle"));
+            return Err(fail(
+                ErrorClass::UpdateIncapable,
+                FailureCode::NotDirected,
+                "this ECU is not in the verifier's vehicle",
+            ));
         }
         let targets = self
             .inner
@@ -217,9 +261,21 @@ impl<SD: TrustStore, SI: TrustStore> MetadataVerifier for UptaneFull<SD, SI> {
         let t = targets
             .into_iter()
             .find(|t| t.ecu == ecu.serial)
-            .ok_or_else(|| fail(ErrorClass::UpdateIncapable, FailureCode::NotDirected, format!("the Director has no target for ECU {}", ecu.serial)))?;
-        let director_targets = role_bytes(&metadata.director, &MetadataRole::Targets)
-            .ok_or_else(|| fail(ErrorClass::UpdateIncapable, FailureCode::MetadataInvalid, "no Director targets"))?;
+            .ok_or_else(|| {
+                fail(
+                    ErrorClass::UpdateIncapable,
+                    FailureCode::NotDirected,
+                    format!("the Director has no target for ECU {}", ecu.serial),
+                )
+            })?;
+        let director_targets =
+            role_bytes(&metadata.director, &MetadataRole::Targets).ok_or_else(|| {
+                fail(
+                    ErrorClass::UpdateIncapable,
+                    FailureCode::MetadataInvalid,
+                    "no Director targets",
+                )
+            })?;
         directed_from_uptane(&t, expires_ms(director_targets)?)
     }
 }

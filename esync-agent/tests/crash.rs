@@ -23,7 +23,11 @@ use esync_package::delta::generate::{generate_patch, GenerateOptions};
 use esync_proto::id::Sha256Digest;
 use esync_proto::message::*;
 
-const KINDS: [FaultKind; 3] = [FaultKind::CutBefore, FaultKind::CutTorn, FaultKind::CutAfter];
+const KINDS: [FaultKind; 3] = [
+    FaultKind::CutBefore,
+    FaultKind::CutTorn,
+    FaultKind::CutAfter,
+];
 
 fn old() -> Vec<u8> {
     image(3, 6_000)
@@ -41,24 +45,55 @@ fn backup() -> Vec<u8> {
 }
 
 /// Checks the end state against the last final report.
-fn check_truthful<D: TestDev, J: JournalStore>(rig: &Rig<D, J>, u: &Update, old_sha: Sha256Digest, new_sha: Sha256Digest, what: &str) {
+fn check_truthful<D: TestDev, J: JournalStore>(
+    rig: &Rig<D, J>,
+    u: &Update,
+    old_sha: Sha256Digest,
+    new_sha: Sha256Digest,
+    what: &str,
+) {
     let actual = rig.dev.inner().actual_running_sha();
-    assert!(actual == old_sha || actual == new_sha, "{what}: device runs neither image");
+    assert!(
+        actual == old_sha || actual == new_sha,
+        "{what}: device runs neither image"
+    );
     let desc = rig.dev.inner().running().unwrap();
-    assert_eq!(desc.sha256, actual, "{what}: boot control describes another image than it runs");
+    assert_eq!(
+        desc.sha256, actual,
+        "{what}: boot control describes another image than it runs"
+    );
     match rig.last_final(u.id) {
         Some(Payload::Confirmed(c)) => {
             assert_eq!(actual, new_sha, "{what}: confirmed but old image runs");
             assert_eq!(c.version, u.target.version);
-            assert!(!rig.dev.inner().on_trial().unwrap(), "{what}: confirmed but still on trial");
+            assert!(
+                !rig.dev.inner().on_trial().unwrap(),
+                "{what}: confirmed but still on trial"
+            );
         }
-        Some(Payload::InstallResult(InstallResult { outcome: InstallOutcome::Installed { version, awaiting_confirm }, .. })) => {
+        Some(Payload::InstallResult(InstallResult {
+            outcome:
+                InstallOutcome::Installed {
+                    version,
+                    awaiting_confirm,
+                },
+            ..
+        })) => {
             assert_eq!(actual, new_sha, "{what}: installed but old image runs");
             assert_eq!(version, u.target.version);
-            assert!(!awaiting_confirm, "{what}: last report awaits a confirm that was given");
+            assert!(
+                !awaiting_confirm,
+                "{what}: last report awaits a confirm that was given"
+            );
         }
-        Some(Payload::InstallResult(InstallResult { outcome: InstallOutcome::Failed { running, .. }, .. })) => {
-            assert_eq!(actual, old_sha, "{what}: failure reported but new image runs");
+        Some(Payload::InstallResult(InstallResult {
+            outcome: InstallOutcome::Failed { running, .. },
+            ..
+        })) => {
+            assert_eq!(
+                actual, old_sha,
+                "{what}: failure reported but new image runs"
+            );
             assert_eq!(running, v("1.0.0"));
         }
         other => panic!("{what}: no truthful final report: {other:?}"),
@@ -67,7 +102,15 @@ fn check_truthful<D: TestDev, J: JournalStore>(rig: &Rig<D, J>, u: &Update, old_
 
 /// One install run with a fault at persistence point `cut`. Returns false
 /// when the run had fewer points than `cut` (nothing was injected).
-fn install_run<D: TestDev, J: JournalStore>(mut rig: Rig<D, J>, u: &Update, old_sha: Sha256Digest, new_sha: Sha256Digest, cuts: &[(u64, FaultKind)], await_confirm: bool, what: &str) -> bool {
+fn install_run<D: TestDev, J: JournalStore>(
+    mut rig: Rig<D, J>,
+    u: &Update,
+    old_sha: Sha256Digest,
+    new_sha: Sha256Digest,
+    cuts: &[(u64, FaultKind)],
+    await_confirm: bool,
+    what: &str,
+) -> bool {
     let base = rig.switch.count();
     let (first, kind) = cuts[0];
     rig.switch.arm(first, kind);
@@ -78,16 +121,36 @@ fn install_run<D: TestDev, J: JournalStore>(mut rig: Rig<D, J>, u: &Update, old_
     }
     let outcome = drive_install(&mut rig, u, await_confirm);
     let injected = rig.switch.count() > base + first;
-    assert_eq!(outcome, Round::Done, "{what}: install did not complete after the fault(s)");
+    assert_eq!(
+        outcome,
+        Round::Done,
+        "{what}: install did not complete after the fault(s)"
+    );
     check_truthful(&rig, u, old_sha, new_sha, what);
     let st = rig.agent().state();
     assert!(st.outbox.is_empty(), "{what}: unsent reports left");
-    assert_eq!(st.update.as_ref().map(|x| x.stage.clone()), Some(Stage::Settled), "{what}");
+    assert_eq!(
+        st.update.as_ref().map(|x| x.stage.clone()),
+        Some(Stage::Settled),
+        "{what}"
+    );
     injected
 }
 
-fn rollback_run<D: TestDev, J: JournalStore>(mut rig: Rig<D, J>, u: &Update, target: RollbackTarget, expect: (&str, Sha256Digest), cut: u64, kind: FaultKind, what: &str) -> bool {
-    assert_eq!(drive_install(&mut rig, u, false), Round::Done, "{what}: setup install");
+fn rollback_run<D: TestDev, J: JournalStore>(
+    mut rig: Rig<D, J>,
+    u: &Update,
+    target: RollbackTarget,
+    expect: (&str, Sha256Digest),
+    cut: u64,
+    kind: FaultKind,
+    what: &str,
+) -> bool {
+    assert_eq!(
+        drive_install(&mut rig, u, false),
+        Round::Done,
+        "{what}: setup install"
+    );
     let base = rig.switch.count();
     rig.switch.arm(cut, kind);
     let mut result = None;
@@ -112,12 +175,30 @@ fn rollback_run<D: TestDev, J: JournalStore>(mut rig: Rig<D, J>, u: &Update, tar
     }
     let injected = rig.switch.count() > base + cut;
     let actual = rig.dev.inner().actual_running_sha();
-    assert_eq!(result, Some(RollbackOutcome::RolledBack { version: v(expect.0) }), "{what}");
-    assert_eq!(actual, expect.1, "{what}: device does not run the rollback image");
-    assert!(!rig.dev.inner().on_trial().unwrap(), "{what}: left on trial");
+    assert_eq!(
+        result,
+        Some(RollbackOutcome::RolledBack {
+            version: v(expect.0)
+        }),
+        "{what}"
+    );
+    assert_eq!(
+        actual, expect.1,
+        "{what}: device does not run the rollback image"
+    );
+    assert!(
+        !rig.dev.inner().on_trial().unwrap(),
+        "{what}: left on trial"
+    );
     // The last final report in the log says the same.
-    assert!(matches!(rig.last_final(u.id), Some(Payload::RollbackResult(RollbackResult { outcome: RollbackOutcome::RolledBack { version }, .. })) if version == v(expect.0)), "{what}");
-    assert!(rig.agent().state().outbox.is_empty(), "{what}: unsent reports left");
+    assert!(
+        matches!(rig.last_final(u.id), Some(Payload::RollbackResult(RollbackResult { outcome: RollbackOutcome::RolledBack { version }, .. })) if version == v(expect.0)),
+        "{what}"
+    );
+    assert!(
+        rig.agent().state().outbox.is_empty(),
+        "{what}: unsent reports left"
+    );
     injected
 }
 
@@ -138,7 +219,17 @@ fn full_update() -> Update {
 fn delta_update() -> Update {
     let (o, n) = (old(), new_img());
     let patch = generate_patch(&o, &n, &GenerateOptions::new(PatchFormat::BsdiffZstd)).unwrap();
-    Update::delta(1, "2.0.0", 2, "1.0.0", &o, &n, PatchFormat::BsdiffZstd, patch, 256)
+    Update::delta(
+        1,
+        "2.0.0",
+        2,
+        "1.0.0",
+        &o,
+        &n,
+        PatchFormat::BsdiffZstd,
+        patch,
+        256,
+    )
 }
 
 fn mem_with_backup() -> MemRig {
@@ -149,7 +240,10 @@ fn mem_with_backup() -> MemRig {
 
 fn file_with_backup(dir: &std::path::Path) -> FileRig {
     let mut rig = file_rig(dir, &old());
-    rig.dev.inner_mut().add_backup(v("0.9.0"), 1, &backup()).unwrap();
+    rig.dev
+        .inner_mut()
+        .add_backup(v("0.9.0"), 1, &backup())
+        .unwrap();
     rig
 }
 
@@ -161,20 +255,69 @@ fn power_cut_at_every_step_of_install_and_rollback() {
     let mut runs = 0u64;
     for kind in KINDS {
         // Install (full image, Client confirms), in-memory device.
-        runs += every_point(|cut| install_run(mem_rig(&old()), &full, os, ns, &[(cut, kind)], true, &format!("mem full {kind:?} @{cut}")));
+        runs += every_point(|cut| {
+            install_run(
+                mem_rig(&old()),
+                &full,
+                os,
+                ns,
+                &[(cut, kind)],
+                true,
+                &format!("mem full {kind:?} @{cut}"),
+            )
+        });
         // Install (delta), in-memory device.
-        runs += every_point(|cut| install_run(mem_rig(&old()), &delta, os, ns, &[(cut, kind)], true, &format!("mem delta {kind:?} @{cut}")));
+        runs += every_point(|cut| {
+            install_run(
+                mem_rig(&old()),
+                &delta,
+                os,
+                ns,
+                &[(cut, kind)],
+                true,
+                &format!("mem delta {kind:?} @{cut}"),
+            )
+        });
         // Install (full image), file-backed A/B device.
         runs += every_point(|cut| {
             let dir = tempfile::tempdir().unwrap();
-            install_run(file_rig(dir.path(), &old()), &full, os, ns, &[(cut, kind)], true, &format!("file full {kind:?} @{cut}"))
+            install_run(
+                file_rig(dir.path(), &old()),
+                &full,
+                os,
+                ns,
+                &[(cut, kind)],
+                true,
+                &format!("file full {kind:?} @{cut}"),
+            )
         });
         // Rollbacks: previous slot and backup, both devices.
-        for (target, expect) in [(RollbackTarget::PreviousSlot, ("1.0.0", os)), (RollbackTarget::Backup, ("0.9.0", bs))] {
-            runs += every_point(|cut| rollback_run(mem_with_backup(), &full, target.clone(), expect, cut, kind, &format!("mem rollback {target:?} {kind:?} @{cut}")));
+        for (target, expect) in [
+            (RollbackTarget::PreviousSlot, ("1.0.0", os)),
+            (RollbackTarget::Backup, ("0.9.0", bs)),
+        ] {
+            runs += every_point(|cut| {
+                rollback_run(
+                    mem_with_backup(),
+                    &full,
+                    target.clone(),
+                    expect,
+                    cut,
+                    kind,
+                    &format!("mem rollback {target:?} {kind:?} @{cut}"),
+                )
+            });
             runs += every_point(|cut| {
                 let dir = tempfile::tempdir().unwrap();
-                rollback_run(file_with_backup(dir.path()), &full, target.clone(), expect, cut, kind, &format!("file rollback {target:?} {kind:?} @{cut}"))
+                rollback_run(
+                    file_with_backup(dir.path()),
+                    &full,
+                    target.clone(),
+                    expect,
+                    cut,
+                    kind,
+                    &format!("file rollback {target:?} {kind:?} @{cut}"),
+                )
             });
         }
     }
@@ -186,7 +329,17 @@ fn power_cut_at_every_step_of_install_and_rollback() {
 fn injected_failures_at_every_step_end_consistent() {
     let (os, ns) = (sha256(&old()), sha256(&new_img()));
     let full = full_update();
-    let runs = every_point(|cut| install_run(mem_rig(&old()), &full, os, ns, &[(cut, FaultKind::Fail)], true, &format!("mem fail @{cut}")));
+    let runs = every_point(|cut| {
+        install_run(
+            mem_rig(&old()),
+            &full,
+            os,
+            ns,
+            &[(cut, FaultKind::Fail)],
+            true,
+            &format!("mem fail @{cut}"),
+        )
+    });
     assert!(runs > 20);
 }
 
@@ -201,17 +354,53 @@ fn long_power_cut_matrix() {
         for await_confirm in [false, true] {
             runs += every_point(|cut| {
                 let dir = tempfile::tempdir().unwrap();
-                install_run(file_rig(dir.path(), &old()), &delta, os, ns, &[(cut, kind)], await_confirm, &format!("file delta {kind:?} {await_confirm} @{cut}"))
+                install_run(
+                    file_rig(dir.path(), &old()),
+                    &delta,
+                    os,
+                    ns,
+                    &[(cut, kind)],
+                    await_confirm,
+                    &format!("file delta {kind:?} {await_confirm} @{cut}"),
+                )
             });
-            runs += every_point(|cut| install_run(mem_rig(&old()), &full, os, ns, &[(cut, kind)], await_confirm, &format!("mem full {kind:?} {await_confirm} @{cut}")));
+            runs += every_point(|cut| {
+                install_run(
+                    mem_rig(&old()),
+                    &full,
+                    os,
+                    ns,
+                    &[(cut, kind)],
+                    await_confirm,
+                    &format!("mem full {kind:?} {await_confirm} @{cut}"),
+                )
+            });
         }
         runs += every_point(|cut| {
             let dir = tempfile::tempdir().unwrap();
-            install_run(file_rig(dir.path(), &old()), &full, os, ns, &[(cut, FaultKind::Fail)], true, &format!("file fail @{cut}"))
+            install_run(
+                file_rig(dir.path(), &old()),
+                &full,
+                os,
+                ns,
+                &[(cut, FaultKind::Fail)],
+                true,
+                &format!("file fail @{cut}"),
+            )
         });
         // Two cuts per run: the second lands during the recovery and retry.
         for second in 0..40 {
-            runs += every_point(|cut| install_run(mem_rig(&old()), &full, os, ns, &[(cut, kind), (second, kind)], true, &format!("mem double {kind:?} @{cut}+{second}")));
+            runs += every_point(|cut| {
+                install_run(
+                    mem_rig(&old()),
+                    &full,
+                    os,
+                    ns,
+                    &[(cut, kind), (second, kind)],
+                    true,
+                    &format!("mem double {kind:?} @{cut}+{second}"),
+                )
+            });
         }
     }
     println!("long crash matrix runs: {runs}");

@@ -8,9 +8,9 @@ mod common;
 use common::*;
 use esync_agent::device::mem::MemDevice;
 use esync_agent::device::{sha256, SelfTest};
+use esync_agent::expr::Expr;
 use esync_agent::journal::MemJournal;
 use esync_agent::policy::ExprConsent;
-use esync_agent::expr::Expr;
 use esync_package::delta::generate::{generate_patch, GenerateOptions};
 use esync_proto::id::HardwareId;
 use esync_proto::message::*;
@@ -70,18 +70,35 @@ fn full_install_with_confirm() {
     let (o, n) = (old(), new_img());
     let mut rig = mem_rig(&o);
     let u = Update::full(1, "2.0.0", 2, &n, 1024);
-    assert!(matches!(up_to_prepare(&mut rig, &u), PrepareOutcome::Ready { .. }));
+    assert!(matches!(
+        up_to_prepare(&mut rig, &u),
+        PrepareOutcome::Ready { .. }
+    ));
     let r = rig.send(u.install(true)).unwrap();
-    assert_eq!(install_result(&r), InstallOutcome::Installed { version: v("2.0.0"), awaiting_confirm: true });
-    assert!(r.iter().any(|p| matches!(p, Payload::Progress(x) if x.phase == Phase::Write)));
+    assert_eq!(
+        install_result(&r),
+        InstallOutcome::Installed {
+            version: v("2.0.0"),
+            awaiting_confirm: true
+        }
+    );
+    assert!(r
+        .iter()
+        .any(|p| matches!(p, Payload::Progress(x) if x.phase == Phase::Write)));
     assert!(rig.dev.inner().boot_control().trial.is_some());
     let r = rig.send(u.confirm()).unwrap();
-    assert!(r.iter().any(|p| matches!(p, Payload::Confirmed(c) if c.version == v("2.0.0"))));
+    assert!(r
+        .iter()
+        .any(|p| matches!(p, Payload::Confirmed(c) if c.version == v("2.0.0"))));
     assert_eq!(running_sha(&rig), sha256(&n));
     assert!(rig.dev.inner().boot_control().trial.is_none());
     // Inventory now reports the new version and the previous slot for rollback.
-    let r = rig.send(Payload::InventoryQuery(InventoryQuery { nonce: [3; 16] })).unwrap();
-    let Payload::InventoryReport(inv) = &r[0] else { panic!("{r:?}") };
+    let r = rig
+        .send(Payload::InventoryQuery(InventoryQuery { nonce: [3; 16] }))
+        .unwrap();
+    let Payload::InventoryReport(inv) = &r[0] else {
+        panic!("{r:?}")
+    };
     assert_eq!(inv.installed.version, v("2.0.0"));
     assert_eq!(inv.rollback_versions, vec![v("1.0.0")]);
     assert_eq!(inv.state, AgentState::Idle);
@@ -95,35 +112,66 @@ fn full_install_with_confirm() {
 fn consent_denied() {
     struct Deny;
     impl esync_agent::policy::ConsentPolicy for Deny {
-        fn decide(&mut self, _: &DownloadOffer, _: &esync_agent::target::DirectedTarget, _: &[Signal], _: u64) -> Decision {
-            Decision::Deny { reason: "storage reserved".into() }
+        fn decide(
+            &mut self,
+            _: &DownloadOffer,
+            _: &esync_agent::target::DirectedTarget,
+            _: &[Signal],
+            _: u64,
+        ) -> Decision {
+            Decision::Deny {
+                reason: "storage reserved".into(),
+            }
         }
     }
     let mut rig = mem_rig(&old());
     rig.policy = Box::new(Deny);
     let u = Update::full(1, "2.0.0", 2, &new_img(), 1024);
     rig.send(u.metadata()).unwrap();
-    assert_eq!(decision(&rig.send(u.offer()).unwrap()), Decision::Deny { reason: "storage reserved".into() });
+    assert_eq!(
+        decision(&rig.send(u.offer()).unwrap()),
+        Decision::Deny {
+            reason: "storage reserved".into()
+        }
+    );
     // A transfer without consent is refused with the decision, nothing staged.
     let r = rig.send(u.transfer_start()).unwrap();
     assert!(matches!(decision(&r), Decision::Deny { .. }));
     assert!(!r.iter().any(|p| matches!(p, Payload::TransferAck(_))));
-    assert!(matches!(prepare_result(&rig.send(u.prepare()).unwrap()), PrepareOutcome::Failed(_)));
+    assert!(matches!(
+        prepare_result(&rig.send(u.prepare()).unwrap()),
+        PrepareOutcome::Failed(_)
+    ));
     assert_eq!(running_sha(&rig), sha256(&old()));
 }
 
 #[test]
 fn consent_postponed_then_given() {
     let mut rig = mem_rig(&old());
-    rig.policy = Box::new(ExprConsent { condition: Expr::parse("battery_soc >= 30").unwrap(), postpone_ms: 60_000, max_bytes: 1 << 20 });
-    rig.dev.inner_mut().set_signals(vec![Signal { name: "battery_soc".into(), value: SignalValue::Int(12) }]);
+    rig.policy = Box::new(ExprConsent {
+        condition: Expr::parse("battery_soc >= 30").unwrap(),
+        postpone_ms: 60_000,
+        max_bytes: 1 << 20,
+    });
+    rig.dev.inner_mut().set_signals(vec![Signal {
+        name: "battery_soc".into(),
+        value: SignalValue::Int(12),
+    }]);
     let u = Update::full(1, "2.0.0", 2, &new_img(), 1024);
     rig.send(u.metadata()).unwrap();
-    assert_eq!(decision(&rig.send(u.offer()).unwrap()), Decision::Postpone { until_ms: T0 + 60_000 });
+    assert_eq!(
+        decision(&rig.send(u.offer()).unwrap()),
+        Decision::Postpone {
+            until_ms: T0 + 60_000
+        }
+    );
     let r = rig.send(u.transfer_start()).unwrap();
     assert!(matches!(decision(&r), Decision::Postpone { .. }));
     rig.now += 60_000;
-    rig.dev.inner_mut().set_signals(vec![Signal { name: "battery_soc".into(), value: SignalValue::Int(80) }]);
+    rig.dev.inner_mut().set_signals(vec![Signal {
+        name: "battery_soc".into(),
+        value: SignalValue::Int(80),
+    }]);
     assert_eq!(decision(&rig.send(u.offer()).unwrap()), Decision::Consent);
 }
 
@@ -154,13 +202,17 @@ fn pinned_chunk_list_refuses_tampered_chunks() {
     rig.send(u.transfer_start()).unwrap();
     u.payload[10] ^= 1;
     let r = rig.send(u.chunk(0)).unwrap();
-    let Payload::TransferAck(a) = &r[0] else { panic!("{r:?}") };
+    let Payload::TransferAck(a) = &r[0] else {
+        panic!("{r:?}")
+    };
     assert_eq!((a.next_chunk, a.rejected.clone()), (0, vec![0]));
     // A chunk list that does not match the signed digest is refused outright.
     let mut bad = u.clone();
     bad.transfer_id = esync_proto::id::Id128([42; 16]);
     let r = rig.send(bad.transfer_start()).unwrap();
-    assert!(matches!(prepare_result(&r), PrepareOutcome::Failed(f) if f.code == FailureCode::HashMismatch));
+    assert!(
+        matches!(prepare_result(&r), PrepareOutcome::Failed(f) if f.code == FailureCode::HashMismatch)
+    );
 }
 
 #[test]
@@ -169,7 +221,10 @@ fn wrong_hardware_id_refused() {
     let mut u = Update::full(1, "2.0.0", 2, &new_img(), 1024);
     u.target.hardware_id = HardwareId::new("bcm-hw-9").unwrap();
     rig.send(u.metadata()).unwrap();
-    assert!(matches!(decision(&rig.send(u.offer()).unwrap()), Decision::Deny { .. }));
+    assert!(matches!(
+        decision(&rig.send(u.offer()).unwrap()),
+        Decision::Deny { .. }
+    ));
     match prepare_result(&rig.send(u.prepare()).unwrap()) {
         PrepareOutcome::Failed(f) => {
             assert_eq!(f.code, FailureCode::HardwareMismatch);
@@ -184,7 +239,9 @@ fn release_counter_rollback_refused() {
     let mut rig = mem_rig(&old());
     let u = Update::full(1, "0.9.0", 0, &new_img(), 1024);
     rig.send(u.metadata()).unwrap();
-    assert!(matches!(prepare_result(&rig.send(u.prepare()).unwrap()), PrepareOutcome::Failed(f) if f.code == FailureCode::ReleaseCounterRollback));
+    assert!(
+        matches!(prepare_result(&rig.send(u.prepare()).unwrap()), PrepareOutcome::Failed(f) if f.code == FailureCode::ReleaseCounterRollback)
+    );
 }
 
 #[test]
@@ -193,13 +250,18 @@ fn expired_metadata_refused() {
     let mut u = Update::full(1, "2.0.0", 2, &new_img(), 1024);
     u.target.expires_ms = T0 - 1;
     rig.send(u.metadata()).unwrap();
-    assert!(matches!(prepare_result(&rig.send(u.prepare()).unwrap()), PrepareOutcome::Failed(f) if f.code == FailureCode::MetadataExpired));
+    assert!(
+        matches!(prepare_result(&rig.send(u.prepare()).unwrap()), PrepareOutcome::Failed(f) if f.code == FailureCode::MetadataExpired)
+    );
 
     // Metadata that expires between prepare and install: the install is refused.
     let mut rig = mem_rig(&old());
     let mut u = Update::full(2, "2.0.0", 2, &new_img(), 1024);
     u.target.expires_ms = T0 + 10_000;
-    assert!(matches!(up_to_prepare(&mut rig, &u), PrepareOutcome::Ready { .. }));
+    assert!(matches!(
+        up_to_prepare(&mut rig, &u),
+        PrepareOutcome::Ready { .. }
+    ));
     rig.now = T0 + 20_000;
     match install_result(&rig.send(u.install(false)).unwrap()) {
         InstallOutcome::Failed { failure, running } => {
@@ -210,18 +272,23 @@ fn expired_metadata_refused() {
     }
     // Time never goes backwards: an earlier clock does not revive it.
     rig.now = T0;
-    assert!(matches!(install_result(&rig.send(u.install(false)).unwrap()), InstallOutcome::Failed { .. }));
+    assert!(matches!(
+        install_result(&rig.send(u.install(false)).unwrap()),
+        InstallOutcome::Failed { .. }
+    ));
     assert_eq!(running_sha(&rig), sha256(&old()));
 }
 
 fn failing_self_test(rig: &mut MemRig, bad: esync_proto::id::Sha256Digest) {
-    rig.dev.inner_mut().set_self_test(Box::new(move |img: &InstalledImage| {
-        if img.sha256 == bad {
-            SelfTest::Failed("watchdog tripped".into())
-        } else {
-            SelfTest::Passed
-        }
-    }));
+    rig.dev
+        .inner_mut()
+        .set_self_test(Box::new(move |img: &InstalledImage| {
+            if img.sha256 == bad {
+                SelfTest::Failed("watchdog tripped".into())
+            } else {
+                SelfTest::Passed
+            }
+        }));
 }
 
 #[test]
@@ -230,7 +297,10 @@ fn failed_self_test_rolls_back() {
     let mut rig = mem_rig(&o);
     failing_self_test(&mut rig, sha256(&n));
     let u = Update::full(1, "2.0.0", 2, &n, 1024);
-    assert!(matches!(up_to_prepare(&mut rig, &u), PrepareOutcome::Ready { .. }));
+    assert!(matches!(
+        up_to_prepare(&mut rig, &u),
+        PrepareOutcome::Ready { .. }
+    ));
     let r = rig.send(u.install(false)).unwrap();
     match install_result(&r) {
         InstallOutcome::Failed { failure, running } => {
@@ -240,7 +310,9 @@ fn failed_self_test_rolls_back() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(r.iter().any(|p| matches!(p, Payload::Progress(x) if x.phase == Phase::Rollback)));
+    assert!(r
+        .iter()
+        .any(|p| matches!(p, Payload::Progress(x) if x.phase == Phase::Rollback)));
     assert_eq!(running_sha(&rig), sha256(&o));
     assert!(rig.dev.inner().boot_control().trial.is_none());
 }
@@ -251,10 +323,15 @@ fn retry_limit_then_terminal() {
     let mut rig = mem_rig(&o);
     failing_self_test(&mut rig, sha256(&n));
     let u = Update::full(1, "2.0.0", 2, &n, 1024);
-    assert!(matches!(up_to_prepare(&mut rig, &u), PrepareOutcome::Ready { .. }));
+    assert!(matches!(
+        up_to_prepare(&mut rig, &u),
+        PrepareOutcome::Ready { .. }
+    ));
     for attempt in 1..=3 {
         let r = rig.send(u.install(false)).unwrap();
-        let InstallOutcome::Failed { failure, .. } = install_result(&r) else { panic!() };
+        let InstallOutcome::Failed { failure, .. } = install_result(&r) else {
+            panic!()
+        };
         if attempt < 3 {
             assert_eq!(failure.class, ErrorClass::Retryable, "attempt {attempt}");
         } else {
@@ -266,29 +343,58 @@ fn retry_limit_then_terminal() {
     assert_eq!(activations, 3);
     // Further installs are refused without touching the device.
     let r = rig.send(u.install(false)).unwrap();
-    assert!(matches!(install_result(&r), InstallOutcome::Failed { failure, .. } if failure.class == ErrorClass::Terminal));
+    assert!(
+        matches!(install_result(&r), InstallOutcome::Failed { failure, .. } if failure.class == ErrorClass::Terminal)
+    );
     assert_eq!(rig.dev.inner().stats.activations.get(), activations);
-    let r = rig.send(Payload::InventoryQuery(InventoryQuery { nonce: [0; 16] })).unwrap();
-    assert!(matches!(&r[0], Payload::InventoryReport(i) if i.state == AgentState::Failed && i.installed.version == v("1.0.0")));
+    let r = rig
+        .send(Payload::InventoryQuery(InventoryQuery { nonce: [0; 16] }))
+        .unwrap();
+    assert!(
+        matches!(&r[0], Payload::InventoryReport(i) if i.state == AgentState::Failed && i.installed.version == v("1.0.0"))
+    );
     assert_eq!(running_sha(&rig), sha256(&o));
 }
 
 #[test]
 fn delta_install_and_modified_source_refused() {
     let (o, n) = (old(), new_img());
-    for format in [PatchFormat::BsdiffZstd, PatchFormat::Bsdiff40, PatchFormat::BsdiffXz] {
+    for format in [
+        PatchFormat::BsdiffZstd,
+        PatchFormat::Bsdiff40,
+        PatchFormat::BsdiffXz,
+    ] {
         let patch = generate_patch(&o, &n, &GenerateOptions::new(format)).unwrap();
         let u = Update::delta(1, "2.0.0", 2, "1.0.0", &o, &n, format, patch.clone(), 512);
         let mut rig = mem_rig(&o);
-        assert!(matches!(up_to_prepare(&mut rig, &u), PrepareOutcome::Ready { .. }), "{format:?}");
+        assert!(
+            matches!(up_to_prepare(&mut rig, &u), PrepareOutcome::Ready { .. }),
+            "{format:?}"
+        );
         let r = rig.send(u.install(false)).unwrap();
-        assert_eq!(install_result(&r), InstallOutcome::Installed { version: v("2.0.0"), awaiting_confirm: false });
+        assert_eq!(
+            install_result(&r),
+            InstallOutcome::Installed {
+                version: v("2.0.0"),
+                awaiting_confirm: false
+            }
+        );
         assert_eq!(running_sha(&rig), sha256(&n));
     }
     // The installed image was modified (its description still says 1.0.0):
     // the delta is refused before anything is written.
     let patch = generate_patch(&o, &n, &GenerateOptions::new(PatchFormat::BsdiffZstd)).unwrap();
-    let u = Update::delta(2, "2.0.0", 2, "1.0.0", &o, &n, PatchFormat::BsdiffZstd, patch, 512);
+    let u = Update::delta(
+        2,
+        "2.0.0",
+        2,
+        "1.0.0",
+        &o,
+        &n,
+        PatchFormat::BsdiffZstd,
+        patch,
+        512,
+    );
     let mut rig = mem_rig(&o);
     rig.dev.inner_mut().corrupt_running(1234);
     match up_to_prepare(&mut rig, &u) {
@@ -301,14 +407,26 @@ fn delta_install_and_modified_source_refused() {
     assert!(rig.dev.inner().boot_control().slots[1].is_none());
     // A corrupted patch (hash checked) is refused too.
     let mut rig = mem_rig(&o);
-    let mut bad = Update::delta(3, "2.0.0", 2, "1.0.0", &o, &n, PatchFormat::BsdiffZstd, generate_patch(&o, &n, &GenerateOptions::new(PatchFormat::BsdiffZstd)).unwrap(), 512);
+    let mut bad = Update::delta(
+        3,
+        "2.0.0",
+        2,
+        "1.0.0",
+        &o,
+        &n,
+        PatchFormat::BsdiffZstd,
+        generate_patch(&o, &n, &GenerateOptions::new(PatchFormat::BsdiffZstd)).unwrap(),
+        512,
+    );
     bad.payload[20] ^= 0xff;
     bad.target.deltas[0].chunk_list_digest = None;
     if let ImageEncoding::Delta { patch_sha256, .. } = &mut bad.encoding {
         *patch_sha256 = sha256(&bad.payload);
     }
     bad.target.deltas[0].patch_sha256 = sha256(&bad.payload);
-    assert!(matches!(up_to_prepare(&mut rig, &bad), PrepareOutcome::Failed(f) if matches!(f.code, FailureCode::DeltaCorrupt | FailureCode::HashMismatch)));
+    assert!(
+        matches!(up_to_prepare(&mut rig, &bad), PrepareOutcome::Failed(f) if matches!(f.code, FailureCode::DeltaCorrupt | FailureCode::HashMismatch))
+    );
     assert_eq!(running_sha(&rig), sha256(&o));
 }
 
@@ -330,34 +448,64 @@ fn resent_prepare_answered_without_rework() {
 fn busy_agent_answers_do_not_disturb() {
     let mut rig = mem_rig(&old());
     let u = Update::full(1, "2.0.0", 2, &new_img(), 1024);
-    assert!(matches!(up_to_prepare(&mut rig, &u), PrepareOutcome::Ready { .. }));
+    assert!(matches!(
+        up_to_prepare(&mut rig, &u),
+        PrepareOutcome::Ready { .. }
+    ));
     let (_, poll) = rig.send_only(u.install(true)).unwrap();
     assert!(poll);
-    let (r, _) = rig.send_only(Payload::InventoryQuery(InventoryQuery { nonce: [1; 16] })).unwrap();
-    assert!(matches!(&r[0], Payload::DoNotDisturb(d) if d.reason == BusyReason::Installing && d.retry_after_ms > 0));
+    let (r, _) = rig
+        .send_only(Payload::InventoryQuery(InventoryQuery { nonce: [1; 16] }))
+        .unwrap();
+    assert!(
+        matches!(&r[0], Payload::DoNotDisturb(d) if d.reason == BusyReason::Installing && d.retry_after_ms > 0)
+    );
     let other = Update::full(2, "3.0.0", 3, &image(5, 100), 1024);
     let (r, _) = rig.send_only(other.metadata()).unwrap();
     assert!(matches!(&r[0], Payload::DoNotDisturb(_)));
     // Finishing the work makes it answer again.
     let r = rig.poll_all().unwrap();
-    assert!(matches!(install_result(&r), InstallOutcome::Installed { .. }));
-    let r = rig.send(Payload::InventoryQuery(InventoryQuery { nonce: [1; 16] })).unwrap();
+    assert!(matches!(
+        install_result(&r),
+        InstallOutcome::Installed { .. }
+    ));
+    let r = rig
+        .send(Payload::InventoryQuery(InventoryQuery { nonce: [1; 16] }))
+        .unwrap();
     assert!(matches!(&r[0], Payload::InventoryReport(i) if i.state == AgentState::AwaitingConfirm));
 }
 
 #[test]
 fn safety_critical_agent_checks_its_own_preconditions() {
     let o = old();
-    let cfg = config().safety_critical(r#"speed == 0 && gear == "P" && battery_soc >= 40"#).unwrap();
-    let mut rig = Rig::new(MemDevice::new(v("1.0.0"), 1, o.clone(), CAP), MemJournal::new(), cfg);
+    let cfg = config()
+        .safety_critical(r#"speed == 0 && gear == "P" && battery_soc >= 40"#)
+        .unwrap();
+    let mut rig = Rig::new(
+        MemDevice::new(v("1.0.0"), 1, o.clone(), CAP),
+        MemJournal::new(),
+        cfg,
+    );
     let moving = vec![
-        Signal { name: "speed".into(), value: SignalValue::Float(32.5) },
-        Signal { name: "gear".into(), value: SignalValue::Text("D".into()) },
-        Signal { name: "battery_soc".into(), value: SignalValue::Int(80) },
+        Signal {
+            name: "speed".into(),
+            value: SignalValue::Float(32.5),
+        },
+        Signal {
+            name: "gear".into(),
+            value: SignalValue::Text("D".into()),
+        },
+        Signal {
+            name: "battery_soc".into(),
+            value: SignalValue::Int(80),
+        },
     ];
     rig.dev.inner_mut().set_signals(moving);
     let u = Update::full(1, "2.0.0", 2, &new_img(), 1024);
-    assert!(matches!(up_to_prepare(&mut rig, &u), PrepareOutcome::Ready { .. }));
+    assert!(matches!(
+        up_to_prepare(&mut rig, &u),
+        PrepareOutcome::Ready { .. }
+    ));
     match install_result(&rig.send(u.install(false)).unwrap()) {
         InstallOutcome::Failed { failure, .. } => {
             assert_eq!(failure.code, FailureCode::PreconditionFailed);
@@ -368,13 +516,28 @@ fn safety_critical_agent_checks_its_own_preconditions() {
     assert_eq!(rig.dev.inner().stats.activations.get(), 0);
     // Missing signals fail safe as well.
     rig.dev.inner_mut().set_signals(vec![]);
-    assert!(matches!(install_result(&rig.send(u.install(false)).unwrap()), InstallOutcome::Failed { .. }));
+    assert!(matches!(
+        install_result(&rig.send(u.install(false)).unwrap()),
+        InstallOutcome::Failed { .. }
+    ));
     rig.dev.inner_mut().set_signals(vec![
-        Signal { name: "speed".into(), value: SignalValue::Int(0) },
-        Signal { name: "gear".into(), value: SignalValue::Text("P".into()) },
-        Signal { name: "battery_soc".into(), value: SignalValue::Int(55) },
+        Signal {
+            name: "speed".into(),
+            value: SignalValue::Int(0),
+        },
+        Signal {
+            name: "gear".into(),
+            value: SignalValue::Text("P".into()),
+        },
+        Signal {
+            name: "battery_soc".into(),
+            value: SignalValue::Int(55),
+        },
     ]);
-    assert!(matches!(install_result(&rig.send(u.install(false)).unwrap()), InstallOutcome::Installed { .. }));
+    assert!(matches!(
+        install_result(&rig.send(u.install(false)).unwrap()),
+        InstallOutcome::Installed { .. }
+    ));
     // A safety-critical Agent without a precondition is refused.
     let mut bad = config();
     bad.criticality = Criticality::SafetyCritical;
@@ -385,13 +548,21 @@ fn safety_critical_agent_checks_its_own_preconditions() {
 fn client_rollback_to_previous_slot_backup_and_version() {
     let (o, n) = (old(), new_img());
     let b = image(77, 9_000);
-    for target in [RollbackTarget::PreviousSlot, RollbackTarget::Backup, RollbackTarget::Version(v("0.9.0"))] {
+    for target in [
+        RollbackTarget::PreviousSlot,
+        RollbackTarget::Backup,
+        RollbackTarget::Version(v("0.9.0")),
+    ] {
         let mut rig = mem_rig(&o);
         rig.dev.inner_mut().add_backup(v("0.9.0"), 1, b.clone());
         let u = Update::full(1, "2.0.0", 2, &n, 1024);
         assert_eq!(drive_install(&mut rig, &u, false), Round::Done);
         let r = rig.send(u.rollback(target.clone())).unwrap();
-        let expect = if target == RollbackTarget::PreviousSlot { ("1.0.0", sha256(&o)) } else { ("0.9.0", sha256(&b)) };
+        let expect = if target == RollbackTarget::PreviousSlot {
+            ("1.0.0", sha256(&o))
+        } else {
+            ("0.9.0", sha256(&b))
+        };
         assert!(r.iter().any(|p| matches!(p, Payload::RollbackResult(x) if x.outcome == RollbackOutcome::RolledBack { version: v(expect.0) })), "{target:?}: {r:?}");
         assert_eq!(running_sha(&rig), expect.1);
         // Re-sent: same answer, no work.
@@ -425,13 +596,26 @@ fn confirm_timeout_rolls_back() {
     let (o, n) = (old(), new_img());
     let mut rig = mem_rig(&o);
     let u = Update::full(1, "2.0.0", 2, &n, 1024);
-    assert!(matches!(up_to_prepare(&mut rig, &u), PrepareOutcome::Ready { .. }));
+    assert!(matches!(
+        up_to_prepare(&mut rig, &u),
+        PrepareOutcome::Ready { .. }
+    ));
     let r = rig.send(u.install(true)).unwrap();
-    assert!(matches!(install_result(&r), InstallOutcome::Installed { awaiting_confirm: true, .. }));
-    let (_, _) = rig.send_only(Payload::InventoryQuery(InventoryQuery { nonce: [0; 16] })).unwrap();
+    assert!(matches!(
+        install_result(&r),
+        InstallOutcome::Installed {
+            awaiting_confirm: true,
+            ..
+        }
+    ));
+    let (_, _) = rig
+        .send_only(Payload::InventoryQuery(InventoryQuery { nonce: [0; 16] }))
+        .unwrap();
     rig.now += rig.config.confirm_timeout_ms.unwrap();
     let r = rig.poll_all().unwrap();
-    assert!(matches!(install_result(&r), InstallOutcome::Failed { failure, running } if failure.code == FailureCode::Timeout && running == v("1.0.0")));
+    assert!(
+        matches!(install_result(&r), InstallOutcome::Failed { failure, running } if failure.code == FailureCode::Timeout && running == v("1.0.0"))
+    );
     assert_eq!(running_sha(&rig), sha256(&o));
 }
 
@@ -451,13 +635,23 @@ fn transfer_resumes_after_restart() {
     let mut again = u.clone();
     again.transfer_id = esync_proto::id::Id128([9; 16]);
     let r = rig.send(again.transfer_start()).unwrap();
-    assert!(matches!(&r[0], Payload::TransferAck(a) if a.next_chunk == 11), "{r:?}");
-    let r = rig.send(Payload::TransferQuery(TransferQuery { transfer_id: again.transfer_id })).unwrap();
+    assert!(
+        matches!(&r[0], Payload::TransferAck(a) if a.next_chunk == 11),
+        "{r:?}"
+    );
+    let r = rig
+        .send(Payload::TransferQuery(TransferQuery {
+            transfer_id: again.transfer_id,
+        }))
+        .unwrap();
     assert!(matches!(&r[0], Payload::TransferAck(a) if a.next_chunk == 11));
     for i in 11..again.chunks() {
         rig.send(again.chunk(i)).unwrap();
     }
-    assert!(matches!(prepare_result(&rig.send(again.prepare()).unwrap()), PrepareOutcome::Ready { .. }));
+    assert!(matches!(
+        prepare_result(&rig.send(again.prepare()).unwrap()),
+        PrepareOutcome::Ready { .. }
+    ));
 }
 
 #[test]
@@ -465,13 +659,22 @@ fn final_report_survives_a_crash_before_it_was_sent() {
     let (o, n) = (old(), new_img());
     let mut rig = mem_rig(&o);
     let u = Update::full(1, "2.0.0", 2, &n, 1024);
-    assert!(matches!(up_to_prepare(&mut rig, &u), PrepareOutcome::Ready { .. }));
+    assert!(matches!(
+        up_to_prepare(&mut rig, &u),
+        PrepareOutcome::Ready { .. }
+    ));
     // Run the install without delivering anything, then lose power.
     let msg_count = rig.log.len();
     let _ = rig.send_only(u.install(false)).unwrap();
     {
         let agent = rig.agent.as_mut().unwrap();
-        let mut ctx = esync_agent::Context { device: &mut rig.dev, journal: &mut rig.journal, verifier: &mut *rig.verifier, patcher: &*rig.patcher, policy: &mut *rig.policy };
+        let mut ctx = esync_agent::Context {
+            device: &mut rig.dev,
+            journal: &mut rig.journal,
+            verifier: &mut *rig.verifier,
+            patcher: &*rig.patcher,
+            policy: &mut *rig.policy,
+        };
         loop {
             let out = agent.poll(rig.now, &mut ctx).unwrap();
             if !out.poll {
@@ -482,6 +685,12 @@ fn final_report_survives_a_crash_before_it_was_sent() {
     assert_eq!(rig.log.len(), msg_count + 1); // only the pre-install progress went out
     rig.crash();
     let r = rig.boot().unwrap();
-    assert_eq!(install_result(&r), InstallOutcome::Installed { version: v("2.0.0"), awaiting_confirm: false });
+    assert_eq!(
+        install_result(&r),
+        InstallOutcome::Installed {
+            version: v("2.0.0"),
+            awaiting_confirm: false
+        }
+    );
     assert_eq!(running_sha(&rig), sha256(&n));
 }

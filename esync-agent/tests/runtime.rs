@@ -36,7 +36,15 @@ impl Client {
     async fn send(&mut self, p: Payload) {
         self.now += 1;
         let dev = config().device;
-        let f = self.signer.seal(Recipient::Device(dev), Id128([self.now as u8; 16]), p, self.now).unwrap();
+        let f = self
+            .signer
+            .seal(
+                Recipient::Device(dev),
+                Id128([self.now as u8; 16]),
+                p,
+                self.now,
+            )
+            .unwrap();
         self.t.send(f).await.unwrap();
     }
 
@@ -44,7 +52,10 @@ impl Client {
     async fn until(&mut self, want: impl Fn(&Payload) -> bool) -> Vec<Payload> {
         let mut seen = vec![];
         loop {
-            let inc = tokio::time::timeout(Duration::from_secs(20), self.t.recv()).await.expect("agent answered").expect("open");
+            let inc = tokio::time::timeout(Duration::from_secs(20), self.t.recv())
+                .await
+                .expect("agent answered")
+                .expect("open");
             if let Incoming::Frame(f) = inc {
                 let m = self.verifier.open(&f, &self.keys, self.now).unwrap();
                 assert_eq!(m.header.sender, Participant::Device(config().device));
@@ -81,8 +92,19 @@ async fn lifecycle_over_the_channel_transport() {
     let mut keys = BTreeMap::new();
     keys.insert(Participant::Client, client_key.verifying_key());
     let mut sec = Security {
-        signer: Arc::new(Mutex::new(EnvelopeSigner::new(Participant::Device(dev_path.clone()), agent_key.clone(), 1, FrameLimits::default()))),
-        verifier: Verifier::new(ReceiverIdentity { me: Participant::Device(dev_path.clone()), groups: vec![] }, FrameLimits::default()),
+        signer: Arc::new(Mutex::new(EnvelopeSigner::new(
+            Participant::Device(dev_path.clone()),
+            agent_key.clone(),
+            1,
+            FrameLimits::default(),
+        ))),
+        verifier: Verifier::new(
+            ReceiverIdentity {
+                me: Participant::Device(dev_path.clone()),
+                groups: vec![],
+            },
+            FrameLimits::default(),
+        ),
         keys: Box::new(keys),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -96,39 +118,79 @@ async fn lifecycle_over_the_channel_transport() {
     });
 
     let mut ckeys = BTreeMap::new();
-    ckeys.insert(Participant::Device(dev_path.clone()), agent_key.verifying_key());
+    ckeys.insert(
+        Participant::Device(dev_path.clone()),
+        agent_key.verifying_key(),
+    );
     let mut client = Client {
         t: Transport::Channel(client_t),
         signer: EnvelopeSigner::new(Participant::Client, client_key, 1, FrameLimits::default()),
-        verifier: Verifier::new(ReceiverIdentity { me: Participant::Client, groups: vec![] }, FrameLimits::default()),
+        verifier: Verifier::new(
+            ReceiverIdentity {
+                me: Participant::Client,
+                groups: vec![],
+            },
+            FrameLimits::default(),
+        ),
         keys: ckeys,
         now: T0,
     };
 
     // A command signed by a key the Agent does not know is dropped; the
     // next genuine query is answered.
-    let mut rogue = EnvelopeSigner::new(Participant::Client, rogue_key, 1_000, FrameLimits::default());
-    let f = rogue.seal(Recipient::Device(dev_path.clone()), Id128([0; 16]), Payload::Rollback(Rollback { update_id: Id128([1; 16]), target: RollbackTarget::PreviousSlot }), T0).unwrap();
+    let mut rogue = EnvelopeSigner::new(
+        Participant::Client,
+        rogue_key,
+        1_000,
+        FrameLimits::default(),
+    );
+    let f = rogue
+        .seal(
+            Recipient::Device(dev_path.clone()),
+            Id128([0; 16]),
+            Payload::Rollback(Rollback {
+                update_id: Id128([1; 16]),
+                target: RollbackTarget::PreviousSlot,
+            }),
+            T0,
+        )
+        .unwrap();
     client.t.send(f).await.unwrap();
-    client.send(Payload::InventoryQuery(InventoryQuery { nonce: [4; 16] })).await;
-    let seen = client.until(|p| matches!(p, Payload::InventoryReport(_))).await;
-    assert_eq!(seen.len(), 1, "the rogue rollback produced no answer: {seen:?}");
+    client
+        .send(Payload::InventoryQuery(InventoryQuery { nonce: [4; 16] }))
+        .await;
+    let seen = client
+        .until(|p| matches!(p, Payload::InventoryReport(_)))
+        .await;
+    assert_eq!(
+        seen.len(),
+        1,
+        "the rogue rollback produced no answer: {seen:?}"
+    );
 
     let u = Update::full(1, "2.0.0", 2, &n, 2048);
     client.send(u.metadata()).await;
     client.send(u.offer()).await;
-    client.until(|p| matches!(p, Payload::DownloadDecision(d) if d.decision == Decision::Consent)).await;
+    client
+        .until(|p| matches!(p, Payload::DownloadDecision(d) if d.decision == Decision::Consent))
+        .await;
     client.send(u.transfer_start()).await;
     for i in 0..u.chunks() {
         client.send(u.chunk(i)).await;
     }
-    client.until(|p| matches!(p, Payload::TransferAck(a) if a.next_chunk == u.chunks())).await;
+    client
+        .until(|p| matches!(p, Payload::TransferAck(a) if a.next_chunk == u.chunks()))
+        .await;
     client.send(u.prepare()).await;
     client.until(|p| matches!(p, Payload::PrepareResult(r) if matches!(r.outcome, PrepareOutcome::Ready { .. }))).await;
     client.send(u.install(true)).await;
-    let seen = client.until(|p| matches!(p, Payload::InstallResult(_))).await;
+    let seen = client
+        .until(|p| matches!(p, Payload::InstallResult(_)))
+        .await;
     assert!(seen.iter().any(|p| matches!(p, Payload::Progress(_))));
-    assert!(matches!(seen.last(), Some(Payload::InstallResult(r)) if matches!(r.outcome, InstallOutcome::Installed { awaiting_confirm: true, .. })));
+    assert!(
+        matches!(seen.last(), Some(Payload::InstallResult(r)) if matches!(r.outcome, InstallOutcome::Installed { awaiting_confirm: true, .. }))
+    );
     client.send(u.confirm()).await;
     client.until(|p| matches!(p, Payload::Confirmed(_))).await;
 

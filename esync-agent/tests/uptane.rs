@@ -11,12 +11,16 @@ use common::*;
 use esync_agent::device::sha256;
 use esync_agent::uptane::{UptaneFull, UptanePartial};
 use esync_package::delta::generate::{generate_patch, GenerateOptions};
-use esync_package::package::{ArtifactRef, ComponentInput, ComponentPolicy, PackageBuilder, PackageId, TargetDescription};
+use esync_package::package::{
+    ArtifactRef, ComponentInput, ComponentPolicy, PackageBuilder, PackageId, TargetDescription,
+};
 use esync_proto::id::{EcuSerial, HardwareId, ReleaseCounter, Vin};
 use esync_proto::message::*;
 use esync_uptane::builder::RepositoryBuilder;
 use esync_uptane::repo::Limits;
-use esync_uptane::uptane::{director_custom, image_custom, EcuInfo, FullVerifier, PartialVerifier, Vehicle};
+use esync_uptane::uptane::{
+    director_custom, image_custom, EcuInfo, FullVerifier, PartialVerifier, Vehicle,
+};
 use esync_uptane::{MemoryStore, UnixTime};
 
 // T0 in seconds.
@@ -61,7 +65,12 @@ fn world(hw: &str, ecu: &str, expires_in_s: i64) -> World {
                 stage: 0,
                 policy: ComponentPolicy::default(),
             },
-            vec![(PatchFormat::BsdiffZstd, v("1.0.0"), o.as_slice(), patch.clone())],
+            vec![(
+                PatchFormat::BsdiffZstd,
+                v("1.0.0"),
+                o.as_slice(),
+                patch.clone(),
+            )],
         )
         .unwrap()
         .build()
@@ -69,19 +78,41 @@ fn world(hw: &str, ecu: &str, expires_in_s: i64) -> World {
     let entries = built.package.target_entries();
     let full = entries
         .into_iter()
-        .find(|e| TargetDescription::from_custom_json(&e.custom, None).unwrap().artifact == ArtifactRef::Full)
+        .find(|e| {
+            TargetDescription::from_custom_json(&e.custom, None)
+                .unwrap()
+                .artifact
+                == ArtifactRef::Full
+        })
         .unwrap();
     let expires = UnixTime(NOW_S + 86_400);
     let mut director = RepositoryBuilder::generate(expires).unwrap();
     director.set_expires("targets", UnixTime(NOW_S + expires_in_s));
-    let custom = director_custom(&vin(), &EcuSerial::new(ecu).unwrap(), &HardwareId::new(hw).unwrap(), ReleaseCounter(2), Some(full.custom.clone()));
+    let custom = director_custom(
+        &vin(),
+        &EcuSerial::new(ecu).unwrap(),
+        &HardwareId::new(hw).unwrap(),
+        ReleaseCounter(2),
+        Some(full.custom.clone()),
+    );
     director.add_target(&full.name, &n, Some(custom)).unwrap();
     director.publish().unwrap();
     let mut image_repo = RepositoryBuilder::generate(expires).unwrap();
-    let icustom = image_custom(&[HardwareId::new(hw).unwrap()], ReleaseCounter(2), Some(full.custom.clone()));
-    image_repo.add_target(&full.name, &n, Some(icustom)).unwrap();
+    let icustom = image_custom(
+        &[HardwareId::new(hw).unwrap()],
+        ReleaseCounter(2),
+        Some(full.custom.clone()),
+    );
+    image_repo
+        .add_target(&full.name, &n, Some(icustom))
+        .unwrap();
     image_repo.publish().unwrap();
-    World { director, image_repo, full_entry: (full.name.clone(), full), patch }
+    World {
+        director,
+        image_repo,
+        full_entry: (full.name.clone(), full),
+        patch,
+    }
 }
 
 fn roles(b: &RepositoryBuilder) -> Vec<RoleBytes> {
@@ -94,16 +125,33 @@ fn roles(b: &RepositoryBuilder) -> Vec<RoleBytes> {
             "targets.json" => MetadataRole::Targets,
             _ => continue,
         };
-        out.push(RoleBytes { role, json: bytes.clone() });
+        out.push(RoleBytes {
+            role,
+            json: bytes.clone(),
+        });
     }
     out
 }
 
 fn update(w: &World, id: u8) -> Update {
     let (o, n) = (old(), new_img());
-    let mut u = Update::delta(id, "2.0.0", 2, "1.0.0", &o, &n, PatchFormat::BsdiffZstd, w.patch.clone(), 1024);
+    let mut u = Update::delta(
+        id,
+        "2.0.0",
+        2,
+        "1.0.0",
+        &o,
+        &n,
+        PatchFormat::BsdiffZstd,
+        w.patch.clone(),
+        1024,
+    );
     u.target.target_name = w.full_entry.0.clone();
-    u.signed = Some(UpdateMetadata { update_id: u.id, director: roles(&w.director), image: roles(&w.image_repo) });
+    u.signed = Some(UpdateMetadata {
+        update_id: u.id,
+        director: roles(&w.director),
+        image: roles(&w.image_repo),
+    });
     u
 }
 
@@ -145,12 +193,24 @@ fn partial_verification_and_real_delta_install() {
     assert_eq!(drive_install(&mut rig, &u, true), Round::Done);
     assert_eq!(sha256(rig.dev.inner().running_bytes()), sha256(&new_img()));
     // The verified target came from the signed package description.
-    let t = rig.agent().state().update.as_ref().unwrap().target.clone().unwrap();
+    let t = rig
+        .agent()
+        .state()
+        .update
+        .as_ref()
+        .unwrap()
+        .target
+        .clone()
+        .unwrap();
     assert_eq!(t.deltas.len(), 1);
     assert!(t.chunk_list_digest.is_some());
     // Inventory says partial verification.
-    let r = rig.send(Payload::InventoryQuery(InventoryQuery { nonce: [0; 16] })).unwrap();
-    assert!(matches!(&r[0], Payload::InventoryReport(i) if i.verification == VerificationLevel::Partial));
+    let r = rig
+        .send(Payload::InventoryQuery(InventoryQuery { nonce: [0; 16] }))
+        .unwrap();
+    assert!(
+        matches!(&r[0], Payload::InventoryReport(i) if i.verification == VerificationLevel::Partial)
+    );
 }
 
 #[test]
@@ -190,7 +250,13 @@ fn full_verification_installs() {
     let mut rig = mem_rig(&old());
     let cfg = config();
     let mut ecus = BTreeMap::new();
-    ecus.insert(cfg.serial.clone(), EcuInfo { hardware_id: cfg.hardware_id.clone(), installed_release_counter: ReleaseCounter(1) });
+    ecus.insert(
+        cfg.serial.clone(),
+        EcuInfo {
+            hardware_id: cfg.hardware_id.clone(),
+            installed_release_counter: ReleaseCounter(1),
+        },
+    );
     let fv = FullVerifier::open(
         MemoryStore::new(w.director.root_bytes(1).unwrap().to_vec()),
         MemoryStore::new(w.image_repo.root_bytes(1).unwrap().to_vec()),
@@ -208,7 +274,13 @@ fn full_verification_installs() {
     u2.signed.as_mut().unwrap().image.clear();
     let mut rig2 = mem_rig(&old());
     let mut ecus = BTreeMap::new();
-    ecus.insert(cfg.serial.clone(), EcuInfo { hardware_id: cfg.hardware_id.clone(), installed_release_counter: ReleaseCounter(1) });
+    ecus.insert(
+        cfg.serial.clone(),
+        EcuInfo {
+            hardware_id: cfg.hardware_id.clone(),
+            installed_release_counter: ReleaseCounter(1),
+        },
+    );
     rig2.verifier = Box::new(UptaneFull::new(
         FullVerifier::open(
             MemoryStore::new(w2.director.root_bytes(1).unwrap().to_vec()),
@@ -218,5 +290,7 @@ fn full_verification_installs() {
         )
         .unwrap(),
     ));
-    assert!(matches!(prepare_outcome(&mut rig2, &u2), PrepareOutcome::Failed(f) if f.code == FailureCode::MetadataInvalid));
+    assert!(
+        matches!(prepare_outcome(&mut rig2, &u2), PrepareOutcome::Failed(f) if f.code == FailureCode::MetadataInvalid)
+    );
 }

@@ -137,13 +137,16 @@ fn hex32(s: &str, what: &str) -> Result<[u8; 32], String> {
     }
     let mut out = [0u8; 32];
     for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| format!("{what}: not hex"))?;
+        *b =
+            u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| format!("{what}: not hex"))?;
     }
     Ok(out)
 }
 
 fn parse_signal(s: &str) -> Result<Signal, String> {
-    let (name, value) = s.split_once('=').ok_or_else(|| format!("signal {s:?}: expected name=value"))?;
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("signal {s:?}: expected name=value"))?;
     let value = if let Ok(i) = value.parse::<i64>() {
         SignalValue::Int(i)
     } else if let Ok(f) = value.parse::<f64>() {
@@ -153,7 +156,10 @@ fn parse_signal(s: &str) -> Result<Signal, String> {
     } else {
         SignalValue::Text(value.to_string())
     };
-    Ok(Signal { name: name.to_string(), value })
+    Ok(Signal {
+        name: name.to_string(),
+        value,
+    })
 }
 
 /// The Uptane trusted state in a directory: `root.json`, `ROLE.json`,
@@ -168,15 +174,26 @@ impl DirTrustStore {
     }
 
     fn role_file(role: &str) -> String {
-        let safe: String = role.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        let safe: String = role
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         format!("{safe}.json")
     }
 }
 
 impl TrustStore for DirTrustStore {
     fn load(&mut self) -> Result<StoredState, StoreError> {
-        let mut st = StoredState::default();
-        st.root = std::fs::read(self.dir.join("root.json")).map_err(Self::err)?;
+        let mut st = StoredState {
+            root: std::fs::read(self.dir.join("root.json")).map_err(Self::err)?,
+            ..StoredState::default()
+        };
         for role in ["targets", "snapshot", "timestamp"] {
             if let Ok(b) = std::fs::read(self.dir.join(Self::role_file(role))) {
                 st.roles.insert(role.to_string(), b);
@@ -189,7 +206,11 @@ impl TrustStore for DirTrustStore {
     }
 
     fn store_role(&mut self, role: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let name = if role == "root" { "root.json".to_string() } else { Self::role_file(role) };
+        let name = if role == "root" {
+            "root.json".to_string()
+        } else {
+            Self::role_file(role)
+        };
         esync_agent::fsutil::atomic_write(&self.dir, &name, bytes).map_err(Self::err)
     }
 
@@ -201,7 +222,8 @@ impl TrustStore for DirTrustStore {
     }
 
     fn store_time(&mut self, now: UnixTime) -> Result<(), StoreError> {
-        esync_agent::fsutil::atomic_write(&self.dir, "time", now.0.to_string().as_bytes()).map_err(Self::err)
+        esync_agent::fsutil::atomic_write(&self.dir, "time", now.0.to_string().as_bytes())
+            .map_err(Self::err)
     }
 }
 
@@ -216,8 +238,14 @@ fn status(dir: &Path, capacity: u64) -> Result<(), String> {
     match j.load().map_err(|e| e.to_string())? {
         None => println!("journal: empty"),
         Some(b) => {
-            let st: JournalState = esync_agent::seal::open("journal", JOURNAL_MAGIC, &b, MAX_JOURNAL_BYTES).map_err(|e| e.to_string())?;
-            println!("journal generation {}: {:#?}", st.generation, st.update.map(|u| (u.update_id, u.stage, u.attempts)));
+            let st: JournalState =
+                esync_agent::seal::open("journal", JOURNAL_MAGIC, &b, MAX_JOURNAL_BYTES)
+                    .map_err(|e| e.to_string())?;
+            println!(
+                "journal generation {}: {:#?}",
+                st.generation,
+                st.update.map(|u| (u.update_id, u.stage, u.attempts))
+            );
             println!("unsent reports: {}", st.outbox.len());
         }
     }
@@ -225,14 +253,26 @@ fn status(dir: &Path, capacity: u64) -> Result<(), String> {
 }
 
 async fn run(a: RunArgs) -> Result<(), String> {
-    let mut config = AgentConfig::new(a.device_path.clone(), a.hardware_id.clone(), a.serial.clone());
+    let mut config = AgentConfig::new(
+        a.device_path.clone(),
+        a.hardware_id.clone(),
+        a.serial.clone(),
+    );
     if let Some(p) = &a.safety_precondition {
         config = config.safety_critical(p).map_err(|e| e.to_string())?;
     }
     let mut device = FileDevice::boot(&dev_dir(&a.dir), a.capacity).map_err(|e| e.to_string())?;
-    device.set_signals(a.signals.iter().map(|s| parse_signal(s)).collect::<Result<_, _>>()?);
+    device.set_signals(
+        a.signals
+            .iter()
+            .map(|s| parse_signal(s))
+            .collect::<Result<_, _>>()?,
+    );
     let running = device.running().map_err(|e| e.to_string())?;
-    println!("running {} (release counter {})", running.version, running.release_counter);
+    println!(
+        "running {} (release counter {})",
+        running.version, running.release_counter
+    );
 
     let trust = a.dir.join("trust");
     std::fs::create_dir_all(&trust).map_err(|e| e.to_string())?;
@@ -240,20 +280,41 @@ async fn run(a: RunArgs) -> Result<(), String> {
         let root = std::fs::read(&a.director_root).map_err(|e| format!("director root: {e}"))?;
         esync_agent::fsutil::atomic_write(&trust, "root.json", &root).map_err(|e| e.to_string())?;
     }
-    let pv = PartialVerifier::open(DirTrustStore { dir: trust }, a.vin.clone(), a.serial.clone(), a.hardware_id.clone(), Limits::default())
-        .map_err(|e| format!("uptane: {e}"))?;
+    let pv = PartialVerifier::open(
+        DirTrustStore { dir: trust },
+        a.vin.clone(),
+        a.serial.clone(),
+        a.hardware_id.clone(),
+        Limits::default(),
+    )
+    .map_err(|e| format!("uptane: {e}"))?;
 
     let agent_key = SigningKey::from_bytes(&hex32(&a.agent_key, "agent key")?);
-    let client_key = VerifyingKey::from_bytes(&hex32(&a.client_key, "client key")?).map_err(|_| "client key: not an ed25519 key".to_string())?;
+    let client_key = VerifyingKey::from_bytes(&hex32(&a.client_key, "client key")?)
+        .map_err(|_| "client key: not an ed25519 key".to_string())?;
     let me = Participant::Device(a.device_path.clone());
-    let signer = Arc::new(Mutex::new(EnvelopeSigner::new(me.clone(), agent_key, now_ms().saturating_mul(1000), FrameLimits::default())));
+    let signer = Arc::new(Mutex::new(EnvelopeSigner::new(
+        me.clone(),
+        agent_key,
+        now_ms().saturating_mul(1000),
+        FrameLimits::default(),
+    )));
     let mut keys = BTreeMap::new();
     keys.insert(Participant::Client, client_key);
 
-    let (host_name, port) = a.mqtt.rsplit_once(':').ok_or("--mqtt: expected host:port")?;
+    let (host_name, port) = a
+        .mqtt
+        .rsplit_once(':')
+        .ok_or("--mqtt: expected host:port")?;
     let port: u16 = port.parse().map_err(|_| "--mqtt: bad port")?;
-    let mqtt = MqttTransport::connect(MqttConfig::new(host_name, port, a.vin.clone(), me.clone(), MqttPresence::Announce(signer.clone())))
-        .map_err(|e| e.to_string())?;
+    let mqtt = MqttTransport::connect(MqttConfig::new(
+        host_name,
+        port,
+        a.vin.clone(),
+        me.clone(),
+        MqttPresence::Announce(signer.clone()),
+    ))
+    .map_err(|e| e.to_string())?;
     let mut transport = Transport::Mqtt(mqtt);
 
     let mut host = AgentHost {
@@ -266,7 +327,10 @@ async fn run(a: RunArgs) -> Result<(), String> {
     };
     let mut sec = Security {
         signer,
-        verifier: Verifier::new(ReceiverIdentity { me, groups: vec![] }, FrameLimits::default()),
+        verifier: Verifier::new(
+            ReceiverIdentity { me, groups: vec![] },
+            FrameLimits::default(),
+        ),
         keys: Box::new(keys),
     };
     let stats = run_agent(&mut host, &mut sec, &mut transport, now_ms, async {
@@ -281,7 +345,13 @@ async fn run(a: RunArgs) -> Result<(), String> {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Provision { dir, image, version, release_counter, capacity } => std::fs::read(&image)
+        Cmd::Provision {
+            dir,
+            image,
+            version,
+            release_counter,
+            capacity,
+        } => std::fs::read(&image)
             .map_err(|e| format!("{}: {e}", image.display()))
             .and_then(|img| {
                 FileDevice::create(&dev_dir(&dir), version, release_counter, &img, capacity)

@@ -183,11 +183,18 @@ impl FileDevice {
         self.dir.join(SLOT_FILES[usize::from(slot & 1)])
     }
 
-    fn read_file(path: &Path, limit: u64, offset: u64, buf: &mut [u8]) -> Result<usize, DeviceError> {
+    fn read_file(
+        path: &Path,
+        limit: u64,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, DeviceError> {
         if offset >= limit {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(limit - offset).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(limit - offset).unwrap_or(usize::MAX));
         let f = File::open(path).map_err(io("read"))?;
         let mut done = 0;
         while done < want {
@@ -313,7 +320,12 @@ impl Device for FileDevice {
     }
 
     fn slot_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, DeviceError> {
-        Self::read_file(&self.slot_path(self.boot.inactive_slot()), u64::MAX, offset, buf)
+        Self::read_file(
+            &self.slot_path(self.boot.inactive_slot()),
+            u64::MAX,
+            offset,
+            buf,
+        )
     }
 
     fn slot_finish(&mut self, image: &InstalledImage) -> Result<(), DeviceError> {
@@ -348,7 +360,9 @@ impl Device for FileDevice {
             Self::read_file(&path, running.length, o, b)
         })?;
         if got != running.sha256 {
-            return Ok(SelfTest::Failed("running image does not match its hash".into()));
+            return Ok(SelfTest::Failed(
+                "running image does not match its hash".into(),
+            ));
         }
         Ok(match &mut self.self_test {
             Some(hook) => hook(&running),
@@ -410,7 +424,9 @@ impl Device for FileDevice {
         }
         let i = self.boot.inactive_slot();
         let path = self.slot_path(i);
-        let got = hash_with(desc.length, &mut buf, |o, b| Self::read_file(&path, desc.length, o, b))?;
+        let got = hash_with(desc.length, &mut buf, |o, b| {
+            Self::read_file(&path, desc.length, o, b)
+        })?;
         if got != desc.sha256 {
             return Err(DeviceError::Failed {
                 op: "restore backup",
@@ -424,7 +440,8 @@ impl Device for FileDevice {
         next.slots[usize::from(i)] = Some(desc);
         next.active = i;
         next.trial = None;
-        fsutil::atomic_write(&self.dir, BOOT_FILE, &next.encode()?).map_err(io("restore backup"))?;
+        fsutil::atomic_write(&self.dir, BOOT_FILE, &next.encode()?)
+            .map_err(io("restore backup"))?;
         self.boot = next;
         Ok(())
     }

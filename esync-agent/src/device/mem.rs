@@ -91,7 +91,12 @@ fn write_into(
 impl MemDevice {
     /// A device running `version` (with `release_counter`) whose image is
     /// `image`, with room for `capacity` bytes per slot and in staging.
-    pub fn new(version: SoftwareVersion, release_counter: u64, image: Vec<u8>, capacity: u64) -> Self {
+    pub fn new(
+        version: SoftwareVersion,
+        release_counter: u64,
+        image: Vec<u8>,
+        capacity: u64,
+    ) -> Self {
         let desc = InstalledImage {
             version,
             release_counter: esync_proto::id::ReleaseCounter(release_counter),
@@ -274,7 +279,9 @@ impl Device for MemDevice {
         self.stats.self_tests.set(self.stats.self_tests.get() + 1);
         let running = self.boot.running()?;
         if sha256(self.running_bytes()) != running.sha256 {
-            return Ok(SelfTest::Failed("running image does not match its hash".into()));
+            return Ok(SelfTest::Failed(
+                "running image does not match its hash".into(),
+            ));
         }
         Ok(match &mut self.self_test {
             Some(hook) => hook(&running),

@@ -1,6 +1,11 @@
 //! Shared test rig: an Agent with a device and a journal behind a power
 //! switch, a Client-side script, and end-state checks.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, reason = "test helpers")]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers"
+)]
 
 use esync_agent::device::file::FileDevice;
 use esync_agent::device::mem::MemDevice;
@@ -103,7 +108,21 @@ impl Update {
     }
 
     /// A delta update from `from` (version `from_version`) to `to`.
-    pub fn delta(id: u8, version: &str, rc: u64, from_version: &str, from: &[u8], to: &[u8], format: PatchFormat, patch: Vec<u8>, chunk_size: u32) -> Self {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "test helper mirroring the offer's fields"
+    )]
+    pub fn delta(
+        id: u8,
+        version: &str,
+        rc: u64,
+        from_version: &str,
+        from: &[u8],
+        to: &[u8],
+        format: PatchFormat,
+        patch: Vec<u8>,
+        chunk_size: u32,
+    ) -> Self {
         let mut u = Update::full(id, version, rc, to, chunk_size);
         let hashes = chunk_hashes(&patch, chunk_size);
         u.target.deltas.push(DeltaEntry {
@@ -171,11 +190,18 @@ impl Update {
     }
 
     pub fn prepare(&self) -> Payload {
-        Payload::Prepare(Prepare { update_id: self.id, transfer_id: self.transfer_id })
+        Payload::Prepare(Prepare {
+            update_id: self.id,
+            transfer_id: self.transfer_id,
+        })
     }
 
     pub fn install(&self, await_confirm: bool) -> Payload {
-        Payload::InstallStart(InstallStart { update_id: self.id, stage: 0, await_confirm })
+        Payload::InstallStart(InstallStart {
+            update_id: self.id,
+            stage: 0,
+            await_confirm,
+        })
     }
 
     pub fn confirm(&self) -> Payload {
@@ -183,7 +209,10 @@ impl Update {
     }
 
     pub fn rollback(&self, target: RollbackTarget) -> Payload {
-        Payload::Rollback(Rollback { update_id: self.id, target })
+        Payload::Rollback(Rollback {
+            update_id: self.id,
+            target,
+        })
     }
 }
 
@@ -237,7 +266,11 @@ pub fn patcher() -> Box<dyn PatchApplier> {
 }
 
 pub fn mem_rig(old: &[u8]) -> MemRig {
-    Rig::new(MemDevice::new(v("1.0.0"), 1, old.to_vec(), CAP), MemJournal::new(), config())
+    Rig::new(
+        MemDevice::new(v("1.0.0"), 1, old.to_vec(), CAP),
+        MemJournal::new(),
+        config(),
+    )
 }
 
 pub fn file_rig(dir: &std::path::Path, old: &[u8]) -> FileRig {
@@ -403,7 +436,11 @@ pub fn find<T>(msgs: &[Payload], f: impl Fn(&Payload) -> Option<T>) -> Option<T>
 
 /// One round of the Client's install script; every step is idempotent on
 /// the Agent side, so a round after a crash simply starts again.
-pub fn install_round<D: TestDev, J: JournalStore>(rig: &mut Rig<D, J>, u: &Update, await_confirm: bool) -> Result<Round, AgentError> {
+pub fn install_round<D: TestDev, J: JournalStore>(
+    rig: &mut Rig<D, J>,
+    u: &Update,
+    await_confirm: bool,
+) -> Result<Round, AgentError> {
     rig.send(u.metadata())?;
     let r = rig.send(u.offer())?;
     match find(&r, |p| match p {
@@ -431,17 +468,25 @@ pub fn install_round<D: TestDev, J: JournalStore>(rig: &mut Rig<D, J>, u: &Updat
         _ => None,
     }) {
         Some(PrepareOutcome::Ready { .. }) => {}
-        Some(PrepareOutcome::Failed(f)) if f.class == ErrorClass::Retryable => return Ok(Round::Retry),
+        Some(PrepareOutcome::Failed(f)) if f.class == ErrorClass::Retryable => {
+            return Ok(Round::Retry)
+        }
         _ => return Ok(Round::Stop),
     }
     let r = rig.send(u.install(await_confirm))?;
     let result = find(&r, |p| match p {
         Payload::InstallResult(x) if x.update_id == u.id => Some(x.outcome.clone()),
-        Payload::Confirmed(c) if c.update_id == u.id => Some(InstallOutcome::Installed { version: c.version.clone(), awaiting_confirm: false }),
+        Payload::Confirmed(c) if c.update_id == u.id => Some(InstallOutcome::Installed {
+            version: c.version.clone(),
+            awaiting_confirm: false,
+        }),
         _ => None,
     });
     match result {
-        Some(InstallOutcome::Installed { awaiting_confirm: true, .. }) => {
+        Some(InstallOutcome::Installed {
+            awaiting_confirm: true,
+            ..
+        }) => {
             let r = rig.send(u.confirm())?;
             if find(&r, |p| matches!(p, Payload::Confirmed(_)).then_some(())).is_some() {
                 Ok(Round::Done)
@@ -450,14 +495,20 @@ pub fn install_round<D: TestDev, J: JournalStore>(rig: &mut Rig<D, J>, u: &Updat
             }
         }
         Some(InstallOutcome::Installed { .. }) => Ok(Round::Done),
-        Some(InstallOutcome::Failed { failure, .. }) if failure.class == ErrorClass::Terminal => Ok(Round::Stop),
+        Some(InstallOutcome::Failed { failure, .. }) if failure.class == ErrorClass::Terminal => {
+            Ok(Round::Stop)
+        }
         _ => Ok(Round::Retry),
     }
 }
 
 /// Drives an install to its end through crashes (power cut → restart →
 /// recover → the Client starts its script again).
-pub fn drive_install<D: TestDev, J: JournalStore>(rig: &mut Rig<D, J>, u: &Update, await_confirm: bool) -> Round {
+pub fn drive_install<D: TestDev, J: JournalStore>(
+    rig: &mut Rig<D, J>,
+    u: &Update,
+    await_confirm: bool,
+) -> Round {
     for _ in 0..12 {
         match install_round(rig, u, await_confirm) {
             Ok(Round::Retry) => continue,
