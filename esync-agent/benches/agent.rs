@@ -87,6 +87,7 @@ impl World {
             verifier: &mut self.verifier,
             patcher: &self.patcher,
             policy: &mut self.policy,
+            reporter: None,
         }
     }
 

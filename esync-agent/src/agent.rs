@@ -52,6 +52,25 @@ pub struct Context<'a> {
     pub patcher: &'a dyn PatchApplier,
     /// Download consent.
     pub policy: &'a mut dyn ConsentPolicy,
+    /// Signs Uptane ECU version reports; `None`: version report requests
+    /// are ignored.
+    pub reporter: Option<&'a mut dyn VersionReporter>,
+}
+
+/// Signs Uptane ECU version reports with the ECU's own key (the Client
+/// embeds them in the vehicle manifest).
+pub trait VersionReporter {
+    /// A signed report that this ECU runs `installed` (known by
+    /// `target_name`, if the Agent installed it), with the Server's `nonce`
+    /// and an attack indicator (empty when nothing was detected).
+    fn sign_report(
+        &mut self,
+        installed: &InstalledImage,
+        target_name: Option<&str>,
+        nonce: [u8; 16],
+        attacks_detected: &str,
+        now_ms: u64,
+    ) -> Option<Vec<u8>>;
 }
 
 /// A message for the host to sign and send.
@@ -296,6 +315,9 @@ impl Agent {
         }
         match &msg.payload {
             Payload::InventoryQuery(q) => self.on_inventory(q, corr, ctx, &mut out)?,
+            Payload::VersionReportRequest(r) => {
+                self.on_version_report(r.nonce, corr, ctx, &mut out)?
+            }
             Payload::UpdateMetadata(m) => self.on_metadata(m, corr, ctx, &mut out)?,
             Payload::DownloadOffer(o) => self.on_offer(o, corr, ctx, &mut out)?,
             Payload::TransferStart(s) => self.on_transfer_start(s, corr, ctx, &mut out)?,
@@ -596,6 +618,53 @@ impl Agent {
                 state,
             },
         );
+        Ok(())
+    }
+
+    fn on_version_report(
+        &mut self,
+        nonce: [u8; 16],
+        corr: CorrelationId,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
+        if self.do_not_disturb(out, corr) {
+            return Ok(());
+        }
+        let Ok(installed) = self.running(ctx)? else {
+            out.ignored = Some("device does not report its running image");
+            return Ok(());
+        };
+        let rec = self.j.update.as_ref();
+        // The target name, when the running image is the one this Agent installed.
+        let name = rec
+            .and_then(|u| u.target.as_ref().ok())
+            .filter(|t| t.sha256 == installed.sha256)
+            .map(|t| t.target_name.clone());
+        // Attack indicator: a refusal of the current update's metadata or bytes.
+        let attack = rec
+            .and_then(|u| u.target.as_ref().err())
+            .filter(|f| {
+                matches!(
+                    f.code,
+                    FailureCode::MetadataInvalid
+                        | FailureCode::ReleaseCounterRollback
+                        | FailureCode::NotDirected
+                )
+            })
+            .map(|f| f.message.clone())
+            .unwrap_or_default();
+        let now = self.now();
+        let Some(reporter) = ctx.reporter.as_deref_mut() else {
+            out.ignored = Some("no version reporter configured");
+            return Ok(());
+        };
+        match reporter.sign_report(&installed, name.as_deref(), nonce, &attack, now) {
+            Some(signed_json) => {
+                out.send(corr, esync_proto::message::VersionReport { signed_json })
+            }
+            None => out.ignored = Some("version report could not be signed"),
+        }
         Ok(())
     }
 
@@ -1788,6 +1857,19 @@ impl Agent {
             (Stage::Activating, Some(t)) => self.step_activate(&rec, &t, ctx, out),
             (Stage::SelfTest, Some(t)) => self.step_self_test(&rec, &t, ctx, out),
             (Stage::Committing, Some(t)) => {
+                // Commit only the image verified: after restarts the
+                // bootloader may have fallen back to the previous one.
+                match self.running(ctx)? {
+                    Ok(r) if r.sha256 == t.sha256 => {}
+                    _ => {
+                        let f = failure(
+                            ErrorClass::Retryable,
+                            FailureCode::ActivationFailed,
+                            "the device fell back to the previous image before the commit",
+                        );
+                        return self.fail_attempt(f, ctx, out);
+                    }
+                }
                 if let Err(e) = dev(ctx.device.commit())? {
                     let f = failure(
                         ErrorClass::Retryable,

@@ -106,6 +106,18 @@ impl PowerSwitch {
         }
     }
 
+    /// Consumes one named failure of `op` if armed (reads are not
+    /// persistence points, but can fail too).
+    fn named_fail(&self, op: &'static str) -> bool {
+        let mut s = self.state();
+        if let Some(e) = s.fail_named.iter_mut().find(|(n, t)| *n == op && *t > 0) {
+            e.1 -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
     fn gate(&self, op: &'static str) -> Gate {
         let mut s = self.state();
         if s.dead {
@@ -176,6 +188,12 @@ impl<D: Device> FaultyDevice<D> {
         f: impl FnOnce(&D) -> Result<T, DeviceError>,
     ) -> Result<T, DeviceError> {
         self.switch.alive(op).map_err(DeviceError::PowerLoss)?;
+        if self.switch.named_fail(op) {
+            return Err(DeviceError::Failed {
+                op,
+                reason: "injected fault".into(),
+            });
+        }
         f(&self.inner)
     }
 

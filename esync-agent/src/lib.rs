@@ -61,6 +61,6 @@ pub mod testing;
 #[cfg(feature = "uptane")]
 pub mod uptane;
 
-pub use agent::{Agent, Context, Outgoing, Output};
+pub use agent::{Agent, Context, Outgoing, Output, VersionReporter};
 pub use config::AgentConfig;
 pub use error::AgentError;

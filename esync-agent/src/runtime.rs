@@ -25,7 +25,7 @@ use crate::journal::JournalStore;
 use crate::patch::PatchApplier;
 use crate::policy::ConsentPolicy;
 use crate::target::MetadataVerifier;
-use crate::{Agent, AgentConfig, AgentError, Context, Output};
+use crate::{Agent, AgentConfig, AgentError, Context, Output, VersionReporter};
 
 /// The runtime stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +53,8 @@ pub struct AgentHost {
     pub patcher: Box<dyn PatchApplier + Send + Sync>,
     /// Download consent.
     pub policy: Box<dyn ConsentPolicy + Send>,
+    /// Signs Uptane ECU version reports (`None`: requests are ignored).
+    pub reporter: Option<Box<dyn VersionReporter + Send>>,
 }
 
 /// How the Agent authenticates itself and its peers.
@@ -86,6 +88,10 @@ macro_rules! ctx {
             verifier: &mut *$h.verifier,
             patcher: &*$h.patcher,
             policy: &mut *$h.policy,
+            reporter: match &mut $h.reporter {
+                Some(r) => Some(&mut **r as &mut dyn VersionReporter),
+                None => None,
+            },
         }
     };
 }

@@ -279,3 +279,49 @@ impl<SD: TrustStore, SI: TrustStore> MetadataVerifier for UptaneFull<SD, SI> {
         directed_from_uptane(&t, expires_ms(director_targets)?)
     }
 }
+
+/// Signs Uptane ECU version reports (canonical-JSON signed, as
+/// `esync_uptane::manifest::EcuVersionReport`) with the ECU's key.
+pub struct UptaneReporter {
+    key: esync_uptane::PrivateKey,
+    serial: esync_proto::id::EcuSerial,
+}
+
+impl UptaneReporter {
+    /// A reporter for ECU `serial` signing with `key`.
+    pub fn new(key: esync_uptane::PrivateKey, serial: esync_proto::id::EcuSerial) -> Self {
+        UptaneReporter { key, serial }
+    }
+}
+
+impl crate::VersionReporter for UptaneReporter {
+    fn sign_report(
+        &mut self,
+        installed: &esync_proto::message::InstalledImage,
+        target_name: Option<&str>,
+        nonce: [u8; 16],
+        attacks_detected: &str,
+        now_ms: u64,
+    ) -> Option<Vec<u8>> {
+        use esync_uptane::manifest::{EcuVersionReport, InstalledImage};
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let mut hashes = std::collections::BTreeMap::new();
+        hashes.insert("sha256".to_string(), hex(&installed.sha256.0));
+        let report = EcuVersionReport {
+            ecu_serial: self.serial.clone(),
+            installed_image: InstalledImage {
+                filename: target_name.map_or_else(|| installed.version.to_string(), str::to_string),
+                length: installed.length,
+                hashes,
+            },
+            release_counter: installed.release_counter.0,
+            nonce: hex(&nonce),
+            attacks_detected: attacks_detected
+                .chars()
+                .take(esync_uptane::manifest::MAX_ATTACK_LEN)
+                .collect(),
+            timestamp: unix(now_ms),
+        };
+        report.sign(&self.key).ok()?.to_bytes().ok()
+    }
+}

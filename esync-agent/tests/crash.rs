@@ -6,8 +6,8 @@
 //! image, checked by hashing what the device runs, with a final report that
 //! says so.
 //!
-//! The default run covers every point once per cut kind (several hundred
-//! runs, a few seconds). `cargo test -p esync-agent --test crash -- --ignored`
+//! The default run covers every point once per cut kind, plus two
+//! consecutive cuts (several hundred runs, a few seconds). `cargo test -p esync-agent --test crash -- --ignored`
 //! adds delta installs on the file device, installs without a separate
 //! confirm, injected (non-power) failures at every point, and two cuts per run.
 #![allow(clippy::unwrap_used, reason = "test code")]
@@ -317,6 +317,23 @@ fn power_cut_at_every_step_of_install_and_rollback() {
                     cut,
                     kind,
                     &format!("file rollback {target:?} {kind:?} @{cut}"),
+                )
+            });
+        }
+    }
+    // Two cuts in a row (the second one during the recovery or the retry):
+    // a trial image survives one restart, not two.
+    for kind in [FaultKind::CutBefore, FaultKind::CutAfter] {
+        for second in 0..3 {
+            runs += every_point(|cut| {
+                install_run(
+                    mem_rig(&old()),
+                    &full,
+                    os,
+                    ns,
+                    &[(cut, kind), (second, kind)],
+                    true,
+                    &format!("mem double {kind:?} @{cut}+{second}"),
                 )
             });
         }

@@ -674,6 +674,7 @@ fn final_report_survives_a_crash_before_it_was_sent() {
             verifier: &mut *rig.verifier,
             patcher: &*rig.patcher,
             policy: &mut *rig.policy,
+            reporter: None,
         };
         loop {
             let out = agent.poll(rig.now, &mut ctx).unwrap();
@@ -693,4 +694,49 @@ fn final_report_survives_a_crash_before_it_was_sent() {
         }
     );
     assert_eq!(running_sha(&rig), sha256(&n));
+}
+
+#[test]
+fn read_and_write_faults_are_reported_not_fatal() {
+    let (o, n) = (old(), new_img());
+    let mut rig = mem_rig(&o);
+    let u = Update::full(1, "2.0.0", 2, &n, 1024);
+    assert!(matches!(
+        up_to_prepare(&mut rig, &u),
+        PrepareOutcome::Ready { .. }
+    ));
+    // A flash write error fails the attempt (retryable), the old image runs.
+    rig.switch.fail_next("slot write", 1);
+    match install_result(&rig.send(u.install(false)).unwrap()) {
+        InstallOutcome::Failed { failure, running } => {
+            assert_eq!(
+                (failure.code, failure.class),
+                (FailureCode::WriteFailed, ErrorClass::Retryable)
+            );
+            assert_eq!(running, v("1.0.0"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // A failing activation, too.
+    rig.switch.fail_next("activate", 1);
+    assert!(
+        matches!(install_result(&rig.send(u.install(false)).unwrap()), InstallOutcome::Failed { failure, .. } if failure.code == FailureCode::ActivationFailed)
+    );
+    assert_eq!(running_sha(&rig), sha256(&o));
+    // A staging read error during a fresh prepare is a retryable failure.
+    let mut rig = mem_rig(&o);
+    rig.send(u.metadata()).unwrap();
+    rig.send(u.offer()).unwrap();
+    rig.send(u.transfer_start()).unwrap();
+    for i in 0..u.chunks() {
+        rig.send(u.chunk(i)).unwrap();
+    }
+    rig.switch.fail_next("staging read", 1);
+    assert!(
+        matches!(prepare_result(&rig.send(u.prepare()).unwrap()), PrepareOutcome::Failed(f) if f.class == ErrorClass::Retryable)
+    );
+    assert!(matches!(
+        prepare_result(&rig.send(u.prepare()).unwrap()),
+        PrepareOutcome::Ready { .. }
+    ));
 }

@@ -88,6 +88,7 @@ async fn lifecycle_over_the_channel_transport() {
         verifier: Box::new(DangerousUnverifiedMetadata),
         patcher: Box::new(esync_agent::delta::PackageApplier),
         policy: Box::new(AlwaysConsent),
+        reporter: None,
     };
     let mut keys = BTreeMap::new();
     keys.insert(Participant::Client, client_key.verifying_key());

@@ -294,3 +294,51 @@ fn full_verification_installs() {
         matches!(prepare_outcome(&mut rig2, &u2), PrepareOutcome::Failed(f) if f.code == FailureCode::MetadataInvalid)
     );
 }
+
+#[test]
+fn signed_version_report_with_nonce_and_attack_indicator() {
+    use esync_agent::uptane::UptaneReporter;
+    use esync_uptane::crypto::RawSigned;
+    let key = esync_uptane::PrivateKey::from_seed(&[9; 32]);
+    let public = key.public_key();
+    let w = world("ecm-hw-1", "ECM0001", 3600);
+    let mut rig = partial_rig(&w);
+    rig.reporter = Some(Box::new(UptaneReporter::new(key, config().serial)));
+    let report = |rig: &mut MemRig, nonce: [u8; 16]| {
+        let r = rig
+            .send(Payload::VersionReportRequest(VersionReportRequest {
+                nonce,
+            }))
+            .unwrap();
+        let Some(Payload::VersionReport(v)) = r.first() else {
+            panic!("{r:?}")
+        };
+        let raw = RawSigned::from_slice("report", &v.signed_json).unwrap();
+        let canon = esync_uptane::canonical::to_canonical(&raw.signed).unwrap();
+        let sig: Vec<u8> = (0..64)
+            .map(|i| u8::from_str_radix(&raw.signatures[0].sig[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        assert!(
+            public.verify(&canon, &sig.try_into().unwrap()),
+            "report signature"
+        );
+        raw.signed
+    };
+    let s = report(&mut rig, [0xab; 16]);
+    assert_eq!(s["nonce"], "ab".repeat(16));
+    assert_eq!(s["ecu_serial"], "ECM0001");
+    assert_eq!(s["release_counter"], 1);
+    assert_eq!(s["attacks_detected"], "");
+    // Metadata signed by other keys: the next report carries the indicator.
+    let other = world("ecm-hw-1", "ECM0001", 3600);
+    let u = update(&other, 5);
+    rig.send(u.metadata()).unwrap();
+    let s = report(&mut rig, [0xcd; 16]);
+    assert_ne!(s["attacks_detected"], "");
+    // After an install the report names the installed target.
+    let u = update(&w, 6);
+    assert_eq!(drive_install(&mut rig, &u, false), Round::Done);
+    let s = report(&mut rig, [0xef; 16]);
+    assert_eq!(s["installed_image"]["filename"], w.full_entry.0.as_str());
+    assert_eq!(s["release_counter"], 2);
+}

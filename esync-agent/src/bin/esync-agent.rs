@@ -30,7 +30,7 @@ use esync_agent::journal::{FileJournal, JournalStore as _, JOURNAL_MAGIC, MAX_JO
 use esync_agent::policy::AlwaysConsent;
 use esync_agent::runtime::{run_agent, AgentHost, Security};
 use esync_agent::state::JournalState;
-use esync_agent::uptane::UptanePartial;
+use esync_agent::uptane::{UptanePartial, UptaneReporter};
 use esync_agent::AgentConfig;
 use esync_proto::envelope::{EnvelopeSigner, ReceiverIdentity, Verifier};
 use esync_proto::frame::FrameLimits;
@@ -289,7 +289,8 @@ async fn run(a: RunArgs) -> Result<(), String> {
     )
     .map_err(|e| format!("uptane: {e}"))?;
 
-    let agent_key = SigningKey::from_bytes(&hex32(&a.agent_key, "agent key")?);
+    let agent_seed = hex32(&a.agent_key, "agent key")?;
+    let agent_key = SigningKey::from_bytes(&agent_seed);
     let client_key = VerifyingKey::from_bytes(&hex32(&a.client_key, "client key")?)
         .map_err(|_| "client key: not an ed25519 key".to_string())?;
     let me = Participant::Device(a.device_path.clone());
@@ -324,6 +325,10 @@ async fn run(a: RunArgs) -> Result<(), String> {
         verifier: Box::new(UptanePartial::new(pv)),
         patcher: Box::new(esync_agent::delta::PackageApplier),
         policy: Box::new(AlwaysConsent),
+        reporter: Some(Box::new(UptaneReporter::new(
+            esync_uptane::PrivateKey::from_seed(&agent_seed),
+            a.serial.clone(),
+        ))),
     };
     let mut sec = Security {
         signer,

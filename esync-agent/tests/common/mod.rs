@@ -249,6 +249,7 @@ pub struct Rig<D: TestDev, J: JournalStore> {
     pub verifier: Box<dyn MetadataVerifier>,
     pub patcher: Box<dyn PatchApplier>,
     pub policy: Box<dyn ConsentPolicy>,
+    pub reporter: Option<Box<dyn esync_agent::VersionReporter>>,
     pub config: AgentConfig,
     pub agent: Option<Agent>,
     pub now: u64,
@@ -288,6 +289,7 @@ impl<D: TestDev, J: JournalStore> Rig<D, J> {
             verifier: Box::new(DangerousUnverifiedMetadata),
             patcher: patcher(),
             policy: Box::new(AlwaysConsent),
+            reporter: None,
             config,
             agent: None,
             now: T0,
@@ -307,6 +309,10 @@ impl<D: TestDev, J: JournalStore> Rig<D, J> {
             verifier: &mut *self.verifier,
             patcher: &*self.patcher,
             policy: &mut *self.policy,
+            reporter: match &mut self.reporter {
+                Some(r) => Some(&mut **r as &mut dyn esync_agent::VersionReporter),
+                None => None,
+            },
         };
         f(agent, &mut ctx, self.now)
     }
@@ -319,6 +325,10 @@ impl<D: TestDev, J: JournalStore> Rig<D, J> {
             verifier: &mut *self.verifier,
             patcher: &*self.patcher,
             policy: &mut *self.policy,
+            reporter: match &mut self.reporter {
+                Some(r) => Some(&mut **r as &mut dyn esync_agent::VersionReporter),
+                None => None,
+            },
         };
         let (agent, out) = Agent::recover(self.config.clone(), self.now, &mut ctx)?;
         self.agent = Some(agent);
