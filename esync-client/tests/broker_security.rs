@@ -273,6 +273,8 @@ async fn slow_consumer_does_not_grow_broker_memory_beyond_its_bound() {
     let mut cfg = pki.broker_config();
     cfg.queue_frames = BOUND_FRAMES;
     cfg.queue_bytes = BOUND_BYTES;
+    // Frames up to 64 KiB, so that the byte bound holds several.
+    cfg.limits = esync_proto::frame::FrameLimits::new(64 * 1024);
     let (broker, mut client) = start_broker(cfg).await;
     let slow = Participant::Device(dev("/body/slow"));
     let fast = Participant::Device(dev("/body/fast"));

@@ -80,3 +80,12 @@ async fn routes_by_path_prefix_group_and_listener() {
     assert_no_frame(&mut links[2], Duration::from_millis(200)).await;
     assert_eq!(broker.stats().dropped_no_route, 0);
 }
+
+#[tokio::test]
+async fn a_queue_that_cannot_hold_one_frame_is_refused() {
+    let pki = Pki::new();
+    let mut cfg = pki.broker_config();
+    cfg.queue_bytes = 1024;
+    let err = esync_client::broker::Broker::start(cfg).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}

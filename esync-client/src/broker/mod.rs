@@ -231,7 +231,22 @@ pub struct Broker;
 impl Broker {
     /// Binds the listening socket and starts the broker. Returns its handle
     /// and the Client's in-process endpoint.
+    ///
+    /// Fails if the address cannot be bound, or if `queue_bytes` could not
+    /// hold one frame of the maximum size (such frames could never be
+    /// delivered).
     pub async fn start(config: BrokerConfig) -> std::io::Result<(BrokerHandle, ChannelTransport)> {
+        let largest_link_frame =
+            config.limits.max_body as usize + esync_proto::frame::HEADER_LEN + 1;
+        if config.queue_bytes < largest_link_frame {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "broker queue_bytes {} is below the largest frame ({largest_link_frame} bytes)",
+                    config.queue_bytes
+                ),
+            ));
+        }
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let presence_group = GroupName::new(PRESENCE_GROUP)
@@ -516,10 +531,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             inc(&shared.counters.connections_refused);
             continue;
         }
+        // Counted before the handshake, so a burst of half-open connections
+        // cannot exceed the limit.
+        shared.active.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::clone(&shared);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            shared.active.fetch_add(1, Ordering::Relaxed);
             serve(&shared, acceptor, tcp, addr).await;
             shared.active.fetch_sub(1, Ordering::Relaxed);
         });
