@@ -372,6 +372,10 @@ fn main() {
             black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
         },
     );
+    let block = vec![0x5au8; CHUNK as usize];
+    per_op("baseline: SHA-256 of 4 KiB alone", 20_000, |_| {
+        black_box(sha256(black_box(&block)));
+    });
     let t = Instant::now();
     let m = w.msg(Payload::Prepare(Prepare {
         update_id: Id128([9; 16]),

@@ -212,6 +212,20 @@ fn every_point(mut run: impl FnMut(u64) -> bool) -> u64 {
     n
 }
 
+/// A scratch directory, in memory-backed /dev/shm when there is one: the
+/// power cuts are simulated at the device and journal operations, so real
+/// fsync latency adds nothing but time (the file code paths, fsyncs
+/// included, are the same).
+fn scratch() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::tempdir_in(shm) {
+            return d;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
 fn full_update() -> Update {
     Update::full(1, "2.0.0", 2, &new_img(), 1024)
 }
@@ -280,7 +294,7 @@ fn power_cut_at_every_step_of_install_and_rollback() {
         });
         // Install (full image), file-backed A/B device.
         runs += every_point(|cut| {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = scratch();
             install_run(
                 file_rig(dir.path(), &old()),
                 &full,
@@ -291,7 +305,12 @@ fn power_cut_at_every_step_of_install_and_rollback() {
                 &format!("file full {kind:?} @{cut}"),
             )
         });
-        // Rollbacks: previous slot and backup, both devices.
+        // Rollbacks: previous slot and backup, both devices. A rollback
+        // writes no chunked data (the device restores a backup in one
+        // operation), so a torn cut is the same as a cut before the step.
+        if kind == FaultKind::CutTorn {
+            continue;
+        }
         for (target, expect) in [
             (RollbackTarget::PreviousSlot, ("1.0.0", os)),
             (RollbackTarget::Backup, ("0.9.0", bs)),
@@ -308,7 +327,7 @@ fn power_cut_at_every_step_of_install_and_rollback() {
                 )
             });
             runs += every_point(|cut| {
-                let dir = tempfile::tempdir().unwrap();
+                let dir = scratch();
                 rollback_run(
                     file_with_backup(dir.path()),
                     &full,
@@ -370,7 +389,7 @@ fn long_power_cut_matrix() {
     for kind in KINDS {
         for await_confirm in [false, true] {
             runs += every_point(|cut| {
-                let dir = tempfile::tempdir().unwrap();
+                let dir = scratch();
                 install_run(
                     file_rig(dir.path(), &old()),
                     &delta,
@@ -394,7 +413,7 @@ fn long_power_cut_matrix() {
             });
         }
         runs += every_point(|cut| {
-            let dir = tempfile::tempdir().unwrap();
+            let dir = scratch();
             install_run(
                 file_rig(dir.path(), &old()),
                 &full,
