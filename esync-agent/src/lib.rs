@@ -26,6 +26,7 @@
 //! | Client sends | Agent does | Agent answers |
 //! | --- | --- | --- |
 //! | `InventoryQuery` | reads the device | `InventoryReport` or `DoNotDisturb` |
+//! | `VersionReportRequest` | signs an Uptane ECU version report (nonce, attack indicator) | `VersionReport` |
 //! | `UpdateMetadata` | verifies it itself (Uptane partial/full) | errors later in `PrepareResult` |
 //! | `DownloadOffer` | checks it against the verified target, asks the policy | `DownloadDecision` |
 //! | `TransferStart`/`TransferChunk` | verifies each chunk, stages it, resumes at the first unverified chunk | `TransferAck`, `Progress` |
@@ -36,6 +37,18 @@
 //!
 //! Failed attempts roll back automatically and are reported retryable until
 //! `max_install_attempts`, then terminal.
+//!
+//! ## Features
+//!
+//! | feature | default | what |
+//! | --- | --- | --- |
+//! | `delta` | yes | [`delta::PackageApplier`]: esync-package's bsdiff-family applier |
+//! | `uptane` | yes | [`uptane`]: Uptane partial and full verification, signed version reports |
+//! | `runtime` | yes | [`runtime`]: tokio loop over esync-transport; the `esync-agent` binary |
+//!
+//! Firmware builds take `default-features = false` and plug in their own
+//! traits; the core, the devices, the journal and the expression evaluator
+//! need none of the features.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
