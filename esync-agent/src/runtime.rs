@@ -5,7 +5,7 @@
 //! The loop: frames from the transport are verified end to end with an
 //! [`esync_proto::envelope::Verifier`] (signature, sender permissions,
 //! recipient, replay) before the Agent sees them; the Agent's messages are
-//! signed with the Agent's [`EnvelopeSigner`] and sent; final reports are
+//! signed with the Agent's [`EnvelopeSigner`](esync_proto::envelope::EnvelopeSigner) and sent; final reports are
 //! marked sent once the transport accepted them and are sent again after a
 //! reconnection; pending work runs between messages (so "do not disturb"
 //! answers go out while installing), and deadlines wake the Agent.

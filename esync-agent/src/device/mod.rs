@@ -1,5 +1,5 @@
 //! The device an Agent updates, as a trait the host implements, and two
-//! reference implementations: an A/B device backed by files ([`file`]) and
+//! reference implementations: an A/B device backed by files ([`mod@file`]) and
 //! an in-memory one for tests ([`mem`]), plus fault injection for both
 //! ([`crate::fault`]).
 //!
