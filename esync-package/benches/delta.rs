@@ -85,6 +85,8 @@ fn run_child(c: Child) -> Result<(), Box<dyn std::error::Error>> {
             if window > 0 {
                 opts.max_window = window;
             }
+            // `xz-v1`: the version 1 container (diff stream not zero-run coded).
+            opts.zero_run_diff = f != "xz-v1";
             std::fs::write(patch, generate_patch(&o, &n, &opts)?)?;
         }
         Child::Apply {
@@ -333,6 +335,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ("esync bsdiff40", "bsdiff40", 0usize),
             ("esync bsdiff+zstd", "zstd", 0),
             ("esync bsdiff+xz", "xz", 0),
+            ("esync bsdiff+xz, container v1", "xz-v1", 0),
             ("esync bsdiff+xz, 2 MiB windows", "xz", 2 << 20),
         ] {
             let tag = format!("{f}{window}");

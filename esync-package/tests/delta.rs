@@ -8,9 +8,11 @@ use std::io;
 use std::process::Command;
 
 use esync_package::delta::generate::{generate_patch, GenerateOptions};
-use esync_package::delta::{apply_patch, ApplyLimits, DeltaError, SlotWriter, TargetSpec};
+use esync_package::delta::{
+    apply_patch, format, ApplyLimits, DeltaError, SlotWriter, Stream, TargetSpec,
+};
 use esync_package::digest::sha256;
-use esync_proto::message::PatchFormat;
+use esync_proto::message::{FailureCode, PatchFormat};
 use proptest::prelude::*;
 
 const FORMATS: [PatchFormat; 3] = [
@@ -111,6 +113,119 @@ fn segmented_generation_is_still_exact() {
     }
 }
 
+#[test]
+fn container_versions_one_and_two_both_apply() {
+    let (old, new) = images(200_000, 21);
+    for f in [PatchFormat::BsdiffZstd, PatchFormat::BsdiffXz] {
+        let v2 = generate_patch(&old, &new, &GenerateOptions::new(f)).unwrap();
+        let v1 = generate_patch(
+            &old,
+            &new,
+            &GenerateOptions {
+                zero_run_diff: false,
+                ..GenerateOptions::new(f)
+            },
+        )
+        .unwrap();
+        assert!(v2[..8].ends_with(b"2"), "{f:?} default is container v2");
+        assert!(!v1[..8].ends_with(b"2"), "{f:?} v1 on request");
+        let h2 = format::parse_header(f, &v2[..72], v2.len() as u64).unwrap();
+        let h1 = format::parse_header(f, &v1[..72], v1.len() as u64).unwrap();
+        assert!(h2.zero_run_diff && !h1.zero_run_diff);
+        assert_eq!(h1.raw_lengths, h2.raw_lengths, "same bsdiff streams");
+        assert_eq!(apply(f, &old, &v1, &new).unwrap(), new, "{f:?} v1");
+        assert_eq!(apply(f, &old, &v2, &new).unwrap(), new, "{f:?} v2");
+    }
+}
+
+fn zstd_frame(data: &[u8]) -> Vec<u8> {
+    let mut e = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+    e.include_checksum(true).unwrap();
+    e.set_pledged_src_size(Some(data.len() as u64)).unwrap();
+    io::Write::write_all(&mut e, data).unwrap();
+    e.finish().unwrap()
+}
+
+/// A hand-built version 2 zstd patch: one control `(add = len, 0, 0)` and
+/// the given zero-run coded diff stream.
+fn handmade_v2(len: u64, coded_diff: &[u8]) -> Vec<u8> {
+    let mut ctrl = Vec::new();
+    for v in [len as i64, 0, 0] {
+        ctrl.extend_from_slice(&format::encode_int(v));
+    }
+    let (c, d, e) = (zstd_frame(&ctrl), zstd_frame(coded_diff), zstd_frame(&[]));
+    let mut p = format::container_header_v2(
+        PatchFormat::BsdiffZstd,
+        len,
+        [c.len() as u64, d.len() as u64, e.len() as u64],
+        [24, len, 0],
+        format::FLAG_ZERO_RUN_DIFF,
+    )
+    .to_vec();
+    p.extend_from_slice(&c);
+    p.extend_from_slice(&d);
+    p.extend_from_slice(&e);
+    p
+}
+
+#[test]
+fn handmade_zero_run_patch_follows_the_documented_layout() {
+    let old = b"abcdefgh".to_vec();
+    let mut new = old.clone();
+    new[3] = new[3].wrapping_add(5);
+    // 3 zeros, 1 literal (5), 4 zeros.
+    let patch = handmade_v2(8, &[3, 1, 5, 4, 0]);
+    let f = PatchFormat::BsdiffZstd;
+    assert_eq!(apply(f, &old, &patch, &new).unwrap(), new);
+    // The generator codes the same diff stream the same way.
+    assert_eq!(
+        esync_package::delta::zero_run::encode(&[0, 0, 0, 5, 0, 0, 0, 0]),
+        [3, 1, 5, 4, 0]
+    );
+}
+
+#[test]
+fn malformed_zero_run_streams_give_typed_errors() {
+    let old = b"abcdefgh".to_vec();
+    let new = old.clone();
+    let f = PatchFormat::BsdiffZstd;
+    for (coded, what) in [
+        (&[0u8, 0, 8, 0][..], "empty record"),
+        (&[0x80], "varint cut"),
+        (&[0xff; 11], "overlong varint"),
+        (&[4], "record cut between its lengths"),
+        (&[0, 3, 1, 2], "literals cut"),
+        (&[4, 0], "diff stream shorter than the control's add"),
+        (&[9, 0], "diff stream longer than declared"),
+        (&[8, 0, 1, 0], "trailing record"),
+    ] {
+        let mut slot = Recorder::default();
+        let r = apply_patch(
+            f,
+            &old,
+            &sha256(&old),
+            &handmade_v2(8, coded),
+            &spec(&new),
+            &mut slot,
+            &ApplyLimits::default(),
+        );
+        assert!(
+            matches!(
+                r,
+                Err(DeltaError::Decompress {
+                    stream: Stream::Diff,
+                    ..
+                } | DeltaError::Truncated(Stream::Diff)
+                    | DeltaError::Corrupt(_))
+            ),
+            "{what}: {r:?}"
+        );
+        assert_eq!(r.unwrap_err().failure_code(), FailureCode::DeltaCorrupt);
+    }
+    // The well-formed stream for the same images applies.
+    assert_eq!(apply(f, &old, &handmade_v2(8, &[8, 0]), &new).unwrap(), new);
+}
+
 /// A slot writer that records whether it was touched.
 #[derive(Default)]
 struct Recorder {
@@ -184,12 +299,14 @@ fn declared_length_and_limits_are_enforced_before_writing() {
         &limits,
     );
     assert!(matches!(r, Err(DeltaError::LimitExceeded { .. })), "{r:?}");
-    // A window larger than the device allows is refused by the decoder.
+    // A window larger than the device allows is refused by the decoder
+    // (a plain diff stream, so that it needs a 64 KiB window).
     let big = generate_patch(
         &old,
         &new,
         &GenerateOptions {
             window_log: 20,
+            zero_run_diff: false,
             ..GenerateOptions::new(f)
         },
     )

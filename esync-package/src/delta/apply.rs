@@ -6,7 +6,8 @@ use esync_proto::id::Sha256Digest;
 use esync_proto::message::PatchFormat;
 use sha2::{Digest, Sha256};
 
-use super::format::{decode_int, parse_header, CONTROL_LEN};
+use super::format::{decode_int, parse_header, CONTROL_LEN, MAX_HEADER_LEN};
+use super::zero_run::ZeroRunDecoder;
 use super::{ApplyLimits, ApplyReport, DeltaError, SlotWriter, SourceImage, Stream, TargetSpec};
 
 /// Pure-seek controls a `BSDIFF40` patch may carry after its output is
@@ -15,6 +16,9 @@ const MAX_TRAILING_CONTROLS: u64 = 4096;
 
 /// Input buffer of each compressed stream.
 const STREAM_BUF: usize = 32 << 10;
+
+/// Buffer between the diff stream's decompressor and its zero-run decoder.
+const ZERO_RUN_BUF: usize = 16 << 10;
 
 /// Reads `offset..offset + len` of a [`SourceImage`] sequentially.
 struct Section<'a> {
@@ -159,9 +163,9 @@ pub fn apply_patch(
     }
 
     // 2. Header.
-    let mut head = [0u8; 64];
+    let mut head = [0u8; MAX_HEADER_LEN];
     let plen = patch.len();
-    let hlen = usize::try_from(plen.min(64)).unwrap_or(64);
+    let hlen = usize::try_from(plen.min(MAX_HEADER_LEN as u64)).unwrap_or(MAX_HEADER_LEN);
     patch
         .read_exact_at(0, &mut head[..hlen])
         .map_err(DeltaError::PatchRead)?;
@@ -182,6 +186,13 @@ pub fn apply_patch(
 
     let mut ctrl = open_stream(format, patch, header.sections[0], limits, Stream::Control)?;
     let mut diff = open_stream(format, patch, header.sections[1], limits, Stream::Diff)?;
+    if header.zero_run_diff {
+        // Varints are read byte by byte: buffer the decompressed stream.
+        diff = Box::new(ZeroRunDecoder::new(BufReader::with_capacity(
+            ZERO_RUN_BUF,
+            diff,
+        )));
+    }
     let mut extra = open_stream(format, patch, header.sections[2], limits, Stream::Extra)?;
 
     let mut data = vec![0u8; block];

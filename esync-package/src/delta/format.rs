@@ -11,14 +11,24 @@ use super::DeltaError;
 
 /// Magic of classic bsdiff 4.x patches.
 pub const BSDIFF40_MAGIC: [u8; 8] = *b"BSDIFF40";
-/// Magic of the esync zstd container.
+/// Magic of the esync zstd container, version 1 (no flags word).
 pub const ZSTD_MAGIC: [u8; 8] = *b"ESBDZST1";
-/// Magic of the esync xz container.
+/// Magic of the esync xz container, version 1 (no flags word).
 pub const XZ_MAGIC: [u8; 8] = *b"ESBDXZ01";
+/// Magic of the esync zstd container, version 2 (with a flags word).
+pub const ZSTD_MAGIC_V2: [u8; 8] = *b"ESBDZST2";
+/// Magic of the esync xz container, version 2 (with a flags word).
+pub const XZ_MAGIC_V2: [u8; 8] = *b"ESBDXZ02";
 /// Length of a `BSDIFF40` header.
 pub const BSDIFF40_HEADER_LEN: u64 = 32;
-/// Length of an esync container header.
+/// Length of a version 1 esync container header.
 pub const CONTAINER_HEADER_LEN: u64 = 64;
+/// Length of a version 2 esync container header (version 1 plus a flags word).
+pub const CONTAINER_V2_HEADER_LEN: u64 = 72;
+/// Longest header of any format.
+pub const MAX_HEADER_LEN: usize = 72;
+/// Version 2 flag: the diff stream is zero-run coded (see [`zero_run`](super::zero_run)).
+pub const FLAG_ZERO_RUN_DIFF: u64 = 1;
 /// Bytes of one control triple.
 pub const CONTROL_LEN: u64 = 24;
 
@@ -33,8 +43,12 @@ pub struct PatchHeader {
     /// within the patch.
     pub sections: [(u64, u64); 3],
     /// Uncompressed lengths of the control, diff and extra streams (only the
-    /// esync container declares them).
+    /// esync container declares them). For a zero-run coded diff stream this
+    /// is the length after zero-run decoding.
     pub raw_lengths: Option<[u64; 3]>,
+    /// The diff stream is zero-run coded (version 2 flag
+    /// [`FLAG_ZERO_RUN_DIFF`]).
+    pub zero_run_diff: bool,
 }
 
 /// Decodes bsdiff's sign-magnitude 64-bit little-endian integer.
@@ -65,7 +79,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 /// Parses a header. `header` must hold at least the format's header length
-/// (64 bytes always suffice); `patch_len` is the whole patch's length.
+/// ([`MAX_HEADER_LEN`] bytes always suffice); `patch_len` is the whole patch's length.
 pub fn parse_header(
     format: PatchFormat,
     header: &[u8],
@@ -104,24 +118,36 @@ pub fn parse_header(
                 target_length: tlen,
                 sections: [(c_off, clen), (d_off, dlen), (e_off, patch_len - e_off)],
                 raw_lengths: None,
+                zero_run_diff: false,
             })
         }
         PatchFormat::BsdiffZstd | PatchFormat::BsdiffXz => {
             if patch_len < CONTAINER_HEADER_LEN || header.len() < 64 {
                 return Err(DeltaError::Truncated(super::Stream::Control));
             }
-            let magic = if format == PatchFormat::BsdiffZstd {
-                ZSTD_MAGIC
+            let (v1, v2) = if format == PatchFormat::BsdiffZstd {
+                (ZSTD_MAGIC, ZSTD_MAGIC_V2)
             } else {
-                XZ_MAGIC
+                (XZ_MAGIC, XZ_MAGIC_V2)
             };
-            if header[..8] != magic {
+            let (head_len, flags) = if header[..8] == v1 {
+                (CONTAINER_HEADER_LEN, 0)
+            } else if header[..8] == v2 {
+                if patch_len < CONTAINER_V2_HEADER_LEN || header.len() < 72 {
+                    return Err(DeltaError::Truncated(super::Stream::Control));
+                }
+                let flags = u64_at(header, 64);
+                if flags & !FLAG_ZERO_RUN_DIFF != 0 {
+                    return Err(DeltaError::BadHeader("unknown container flags"));
+                }
+                (CONTAINER_V2_HEADER_LEN, flags)
+            } else {
                 return Err(DeltaError::BadMagic(format));
-            }
+            };
             let tlen = u64_at(header, 8);
             let comp = [u64_at(header, 16), u64_at(header, 24), u64_at(header, 32)];
             let raw = [u64_at(header, 40), u64_at(header, 48), u64_at(header, 56)];
-            let mut off = CONTAINER_HEADER_LEN;
+            let mut off = head_len;
             let mut sections = [(0u64, 0u64); 3];
             for (s, c) in sections.iter_mut().zip(comp) {
                 *s = (off, c);
@@ -152,12 +178,13 @@ pub fn parse_header(
                 target_length: tlen,
                 sections,
                 raw_lengths: Some(raw),
+                zero_run_diff: flags & FLAG_ZERO_RUN_DIFF != 0,
             })
         }
     }
 }
 
-/// Writes an esync container header.
+/// Writes a version 1 esync container header.
 pub fn container_header(
     format: PatchFormat,
     target_length: u64,
@@ -178,14 +205,34 @@ pub fn container_header(
     h
 }
 
+/// Writes a version 2 esync container header (version 1 fields, then the
+/// flags word).
+pub fn container_header_v2(
+    format: PatchFormat,
+    target_length: u64,
+    compressed: [u64; 3],
+    raw: [u64; 3],
+    flags: u64,
+) -> [u8; 72] {
+    let mut h = [0u8; 72];
+    h[..64].copy_from_slice(&container_header(format, target_length, compressed, raw));
+    h[..8].copy_from_slice(if format == PatchFormat::BsdiffXz {
+        &XZ_MAGIC_V2
+    } else {
+        &ZSTD_MAGIC_V2
+    });
+    h[64..].copy_from_slice(&flags.to_le_bytes());
+    h
+}
+
 /// The format a patch's magic names, if any.
 pub fn sniff(patch_start: &[u8]) -> Option<PatchFormat> {
     let m = patch_start.get(..8)?;
     if m == BSDIFF40_MAGIC {
         Some(PatchFormat::Bsdiff40)
-    } else if m == ZSTD_MAGIC {
+    } else if m == ZSTD_MAGIC || m == ZSTD_MAGIC_V2 {
         Some(PatchFormat::BsdiffZstd)
-    } else if m == XZ_MAGIC {
+    } else if m == XZ_MAGIC || m == XZ_MAGIC_V2 {
         Some(PatchFormat::BsdiffXz)
     } else {
         None
@@ -230,5 +277,34 @@ mod tests {
         let huge = container_header(PatchFormat::BsdiffZstd, 10, [u64::MAX, 2, 3], [24, 4, 6]);
         assert!(parse_header(PatchFormat::BsdiffZstd, &huge, 70).is_err());
         assert_eq!(sniff(&h), Some(PatchFormat::BsdiffZstd));
+    }
+
+    #[test]
+    fn v2_header_flags() {
+        let h = container_header_v2(PatchFormat::BsdiffXz, 10, [1, 2, 3], [24, 4, 6], 1);
+        let p = parse_header(PatchFormat::BsdiffXz, &h, 78).unwrap();
+        assert!(p.zero_run_diff);
+        assert_eq!(p.sections, [(72, 1), (73, 2), (75, 3)]);
+        assert_eq!(sniff(&h), Some(PatchFormat::BsdiffXz));
+        assert!(matches!(
+            parse_header(PatchFormat::BsdiffZstd, &h, 78),
+            Err(DeltaError::BadMagic(_))
+        ));
+        // Truncated inside the flags word.
+        assert!(matches!(
+            parse_header(PatchFormat::BsdiffXz, &h[..70], 70),
+            Err(DeltaError::Truncated(_))
+        ));
+        let plain = container_header_v2(PatchFormat::BsdiffXz, 10, [1, 2, 3], [24, 4, 6], 0);
+        assert!(
+            !parse_header(PatchFormat::BsdiffXz, &plain, 78)
+                .unwrap()
+                .zero_run_diff
+        );
+        let unknown = container_header_v2(PatchFormat::BsdiffXz, 10, [1, 2, 3], [24, 4, 6], 2);
+        assert!(matches!(
+            parse_header(PatchFormat::BsdiffXz, &unknown, 78),
+            Err(DeltaError::BadHeader(_))
+        ));
     }
 }

@@ -9,6 +9,7 @@ pub mod cache;
 pub mod format;
 #[cfg(feature = "generate")]
 pub mod generate;
+pub mod zero_run;
 
 use std::io;
 
