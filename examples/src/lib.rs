@@ -1,1 +1,609 @@
-//! Runnable examples.
+//! # esync-examples
+//!
+//! The end-to-end demo of esync-rs, in one process and with no external
+//! service: `cargo run --release -p esync-examples --bin demo`.
+//!
+//! - **Server** ([`server`]): a fleet CA, an Image repository and a
+//!   Director repository (esync-uptane's signing side), packages with
+//!   deltas (esync-package).
+//! - **Vehicle** ([`vehicle`]): the Client's embedded broker (mutual TLS on
+//!   127.0.0.1) and two esync-agent runtimes with file-backed A/B devices in
+//!   a temporary directory, each connected with its own certificate:
+//!   `/powertrain/ecm` (safety-critical: install precondition, full Uptane
+//!   verification, delta support) and `/body/bcm` (partial verification,
+//!   no delta support).
+//! - **Client** ([`client`]): *the demo's scripted orchestrator*, a
+//!   stand-in for the Client orchestrator that is not written yet.
+//!
+//! Campaign 1 installs version 2.0.0 on both ECUs (the ECM by delta, the
+//! BCM by full image) and confirms; campaign 2 offers 3.0.0 whose BCM image
+//! fails its power-on self-test, so every component of the package is rolled
+//! back and both ECUs end on 2.0.0. After each campaign the demo proves
+//! what runs by hashing the running slot files, and the Server verifies a
+//! vehicle manifest of Agent-signed version reports. [`run_demo`] returns
+//! an error on any deviation.
+
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod firmware;
+pub mod server;
+pub mod vehicle;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use esync_agent::device::sha256;
+use esync_client::broker::BrokerStats;
+use esync_proto::id::{DevicePath, EcuSerial, HardwareId, Sha256Digest, SoftwareVersion, Vin};
+use esync_proto::message::Participant;
+use esync_uptane::PublicKey;
+
+use client::{short, CampaignOutcome, CampaignReport, Orchestrator};
+use server::{EcuSpec, Release, Server};
+use vehicle::{AgentSetup, RunningAgent};
+
+/// The demo failed: what failed, in which part.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DemoError {
+    /// Setting up the Server side (CA, repositories, packages).
+    #[error("server: {0}")]
+    Server(String),
+    /// Setting up or running the vehicle (broker, Agents, devices).
+    #[error("vehicle: {0}")]
+    Vehicle(String),
+    /// Uptane verification or reports.
+    #[error("uptane: {0}")]
+    Uptane(String),
+    /// A protocol exchange went wrong.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// No answer in time.
+    #[error("timeout: {0}")]
+    Timeout(String),
+    /// An end-state check failed (versions, hashes, counters).
+    #[error("check failed: {0}")]
+    Check(String),
+    /// File-system work.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Options of [`run_demo`].
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    /// Size of each ECU's first firmware image in bytes.
+    pub image_size: usize,
+    /// Where the devices live (a temporary directory when `None`; kept
+    /// after the run when given).
+    pub work_dir: Option<PathBuf>,
+    /// Print progress reports, presence events and other details.
+    pub verbose: bool,
+    /// Transfer chunk size (in the signed package descriptions).
+    pub chunk_size: u32,
+}
+
+impl Default for DemoOptions {
+    /// 384 KiB images, temporary directory, 16 KiB chunks, quiet.
+    fn default() -> Self {
+        DemoOptions {
+            image_size: 384 * 1024,
+            work_dir: None,
+            verbose: false,
+            chunk_size: 16 * 1024,
+        }
+    }
+}
+
+/// What an ECU runs at the end, read from its device files.
+#[derive(Clone, Debug)]
+pub struct EcuFinal {
+    /// Device path.
+    pub device: DevicePath,
+    /// Version the Agent reports in the inventory.
+    pub reported_version: SoftwareVersion,
+    /// Version in the device's boot-control record.
+    pub slot_version: SoftwareVersion,
+    /// Running slot.
+    pub slot: char,
+    /// SHA-256 of the running slot file's image bytes.
+    pub slot_sha256: Sha256Digest,
+    /// SHA-256 of the Server's image of that version.
+    pub expected_sha256: Sha256Digest,
+}
+
+/// What the demo did.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// Both campaigns.
+    pub campaigns: Vec<CampaignReport>,
+    /// Final state of each ECU.
+    pub final_ecus: Vec<EcuFinal>,
+    /// Version reports the Server accepted in the last vehicle manifest.
+    pub manifest_reports: usize,
+    /// Broker counters at the end.
+    pub broker: BrokerStats,
+    /// Envelopes the Agents dropped (bad signature, replay): must be 0.
+    pub agent_dropped: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Prints `line` when `show`.
+pub fn say(show: bool, line: &str) {
+    if show {
+        println!("{line}");
+    }
+}
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), DemoError> {
+    if cond {
+        Ok(())
+    } else {
+        Err(DemoError::Check(what()))
+    }
+}
+
+fn parse<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Result<T, DemoError> {
+    r.map_err(|e| DemoError::Server(format!("{what}: {e}")))
+}
+
+/// Firmware of one ECU, per version.
+struct Images {
+    ecu: EcuSpec,
+    v1: Vec<u8>,
+    v2: Vec<u8>,
+    v3: Vec<u8>,
+}
+
+/// Runs the whole demo; see the crate docs.
+pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
+    let started = Instant::now();
+    let now_s = i64::try_from(now_ms() / 1000).unwrap_or(i64::MAX);
+    let (_tmp, work) = match &opts.work_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            (None, d.clone())
+        }
+        None => {
+            let t = tempfile::tempdir()?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    let v = |s: &str| parse(SoftwareVersion::new(s), "version");
+    let (v1, v2, v3) = (v("1.0.0")?, v("2.0.0")?, v("3.0.0")?);
+    let vin = parse(Vin::new("WVWZZZ1JZXW000001"), "VIN")?;
+
+    println!("== esync-rs end-to-end demo: one vehicle, two ECUs, two campaigns ==");
+    println!("work directory: {}", work.display());
+
+    // ---------------------------------------------------------------- Server
+    println!("\n[1/5] Server: fleet CA, Image and Director repositories, firmware");
+    let mut server = Server::new(vin.clone(), now_s, opts.chunk_size)?;
+    let ecm = EcuSpec {
+        device: parse(DevicePath::new("/powertrain/ecm"), "device")?,
+        hardware_id: parse(HardwareId::new("ecm-hw-1"), "hardware id")?,
+        serial: parse(EcuSerial::new("ECM0001"), "serial")?,
+        stage: 0,
+    };
+    let bcm = EcuSpec {
+        device: parse(DevicePath::new("/body/bcm"), "device")?,
+        hardware_id: parse(HardwareId::new("bcm-hw-2"), "hardware id")?,
+        serial: parse(EcuSerial::new("BCM0001"), "serial")?,
+        stage: 1,
+    };
+    let mk = |ecu: &EcuSpec, seed: u64, v3_healthy: bool| {
+        let d = ecu.device.as_str();
+        let a = firmware::initial(d, "1.0.0", seed, opts.image_size);
+        let b = firmware::derive(&a, d, "2.0.0", seed + 1, true);
+        let c = firmware::derive(&b, d, "3.0.0", seed + 2, v3_healthy);
+        Images {
+            ecu: ecu.clone(),
+            v1: a,
+            v2: b,
+            v3: c,
+        }
+    };
+    let images = [mk(&ecm, 11, true), mk(&bcm, 21, false)];
+    for im in &images {
+        println!(
+            "  {}: 1.0.0 {} bytes sha256 {}..., 2.0.0 {} bytes {}..., 3.0.0 {} bytes {}...",
+            im.ecu.device,
+            im.v1.len(),
+            short(&sha256(&im.v1)),
+            im.v2.len(),
+            short(&sha256(&im.v2)),
+            im.v3.len(),
+            short(&sha256(&im.v3)),
+        );
+    }
+    println!("  (the BCM's 3.0.0 carries a defect: its power-on self-test fails)");
+    let vehicle_id = server.issue_vehicle(now_s)?;
+    let agent_ids = [
+        server.issue_agent(&ecm.device, now_s)?,
+        server.issue_agent(&bcm.device, now_s)?,
+    ];
+    println!("  issued certificates: vehicle {vin}, agents {}, {}", ecm.device, bcm.device);
+
+    // --------------------------------------------------------------- Vehicle
+    println!("\n[2/5] Vehicle: embedded broker and two Agents");
+    let (broker, endpoint) = vehicle::start_broker(&vehicle_id, &server.anchors, &vin).await?;
+    println!(
+        "  broker listening on {} (mutual TLS, fleet CA, VIN {vin})",
+        broker.local_addr()
+    );
+    let client_key = vehicle_id.signing_key.verifying_key();
+    let director_root = server.director_root()?;
+    let image_root = server.image_root()?;
+    let capacity = vehicle::capacity_for(opts.image_size + 64 * 1024);
+    let all_ecus = [ecm.clone(), bcm.clone()];
+    let mut agents: Vec<RunningAgent> = Vec::new();
+    let mut agent_keys = BTreeMap::new();
+    let mut ecu_keys = BTreeMap::new();
+    for (i, (im, id)) in images.iter().zip(agent_ids.iter()).enumerate() {
+        // The Client and the Server learn each Agent's key from its
+        // certificate (what provisioning records).
+        let peer = esync_identity::parse_identity(&id.cert_der)
+            .map_err(|e| DemoError::Vehicle(format!("agent certificate: {e}")))?;
+        let who = peer
+            .participant()
+            .ok_or_else(|| DemoError::Vehicle("agent certificate names no participant".into()))?;
+        check(who == Participant::Device(im.ecu.device.clone()), || {
+            format!("certificate of {} names {who}", im.ecu.device)
+        })?;
+        agent_keys.insert(who, peer.verifying_key);
+        ecu_keys.insert(
+            im.ecu.serial.clone(),
+            PublicKey::from_verifying_key(peer.verifying_key),
+        );
+        let safety = (i == 0).then(|| "speed == 0 && gear == \"P\" && battery_soc >= 40".to_string());
+        let setup = AgentSetup {
+            ecu: im.ecu.clone(),
+            identity: id.clone(),
+            image: im.v1.clone(),
+            version: v1.clone(),
+            release_counter: 1,
+            safety_precondition: safety.clone(),
+            deltas: i == 0,
+        };
+        let dir = work.join(format!("agent-{}", &im.ecu.device.as_str()[1..].replace('/', "-")));
+        agents.push(vehicle::start_agent(
+            setup,
+            &dir,
+            capacity,
+            broker.local_addr(),
+            &server.anchors,
+            &vin,
+            client_key,
+            &director_root,
+            &image_root,
+            &all_ecus,
+        )?);
+        println!(
+            "  agent {} ({}, serial {}): device {} running 1.0.0; {}",
+            im.ecu.device,
+            im.ecu.hardware_id,
+            im.ecu.serial,
+            dir.display(),
+            match safety {
+                Some(p) => format!("safety-critical, precondition `{p}`, full Uptane verification, deltas"),
+                None => "partial Uptane verification, no delta support".into(),
+            }
+        );
+    }
+    let devs = [ecm.device.clone(), bcm.device.clone()];
+    let mut orch = Orchestrator::new(
+        endpoint,
+        vehicle_id.signing_key.clone(),
+        agent_keys,
+        director_root.clone(),
+        image_root.clone(),
+        vin.clone(),
+        opts.verbose,
+    )?;
+    orch.wait_connected(&devs).await?;
+    println!("  both Agents connected to the broker (presence)");
+
+    let result = campaigns(&mut server, &mut orch, &images, &devs, &ecu_keys, &agents, capacity, &vehicle_id, [&v1, &v2, &v3]).await;
+
+    // Stop the Agents whatever happened; the first error wins.
+    let mut agent_dropped = 0;
+    let mut stop_err = None;
+    for a in agents {
+        match a.stop().await {
+            Ok(s) => agent_dropped += s.dropped,
+            Err(e) => {
+                stop_err.get_or_insert(e);
+            }
+        }
+    }
+    let broker_stats = broker.stats();
+    broker.shutdown();
+    let (campaign_reports, final_ecus, manifest_reports) = result?;
+    if let Some(e) = stop_err {
+        return Err(e);
+    }
+    check(agent_dropped == 0, || format!("Agents dropped {agent_dropped} envelopes"))?;
+    check(
+        broker_stats.dropped_bad_signature == 0
+            && broker_stats.dropped_sender_mismatch == 0
+            && broker_stats.dropped_malformed == 0
+            && broker_stats.dropped_queue_full == 0,
+        || format!("broker dropped frames: {broker_stats:?}"),
+    )?;
+
+    let summary = Summary {
+        campaigns: campaign_reports,
+        final_ecus,
+        manifest_reports,
+        broker: broker_stats,
+        agent_dropped,
+        elapsed: started.elapsed(),
+    };
+    print_summary(&summary);
+    Ok(summary)
+}
+
+type CampaignsResult = (Vec<CampaignReport>, Vec<EcuFinal>, usize);
+
+#[allow(clippy::too_many_arguments, reason = "the demo's shared state")]
+async fn campaigns(
+    server: &mut Server,
+    orch: &mut Orchestrator,
+    images: &[Images; 2],
+    devs: &[DevicePath; 2],
+    ecu_keys: &BTreeMap<EcuSerial, PublicKey>,
+    agents: &[RunningAgent],
+    capacity: u64,
+    vehicle_id: &esync_identity::IssuedIdentity,
+    [v1, v2, v3]: [&SoftwareVersion; 3],
+) -> Result<CampaignsResult, DemoError> {
+    let primary = PublicKey::from_verifying_key(vehicle_id.signing_key.verifying_key());
+    let mut reports = Vec::new();
+
+    // ------------------------------------------------------------ Campaign 1
+    println!("\n[3/5] Campaign 1: 2.0.0 for both ECUs");
+    let releases = images
+        .iter()
+        .map(|im| Release {
+            ecu: im.ecu.clone(),
+            version: v2.clone(),
+            release_counter: 2,
+            image: im.v2.clone(),
+            delta_sources: vec![(v1.clone(), im.v1.clone())],
+        })
+        .collect();
+    let c1 = server.publish_campaign("campaign-2026-11-v2", releases)?;
+    println!(
+        "  Server: package {} with {} components, delta from 1.0.0 ({}); Director signed targets for {} ECUs",
+        c1.package.id(),
+        c1.package.components().len(),
+        esync_package::package::format_name(esync_package::DEFAULT_FORMAT),
+        c1.directed.len()
+    );
+    let r1 = campaign(server, orch, devs).await?;
+    check(r1.outcome == CampaignOutcome::Installed, || {
+        format!("campaign 1 did not install: {:?}", r1.outcome)
+    })?;
+    let finals = end_state(orch, images, devs, agents, capacity, v2, |im| &im.v2).await?;
+    let accepted = manifest(server, orch, devs, &primary, ecu_keys, images, |im| &im.v2).await?;
+    reports.push(r1);
+
+    // ------------------------------------------------------------ Campaign 2
+    println!("\n[4/5] Campaign 2: 3.0.0 for both ECUs (the BCM image is defective)");
+    let releases = images
+        .iter()
+        .map(|im| Release {
+            ecu: im.ecu.clone(),
+            version: v3.clone(),
+            release_counter: 3,
+            image: im.v3.clone(),
+            delta_sources: vec![(v2.clone(), im.v2.clone())],
+        })
+        .collect();
+    let c2 = server.publish_campaign("campaign-2026-11-v3", releases)?;
+    println!(
+        "  Server: package {} with {} components, delta from 2.0.0; Director targets replaced",
+        c2.package.id(),
+        c2.package.components().len()
+    );
+    let r2 = campaign(server, orch, devs).await?;
+    check(
+        matches!(r2.outcome, CampaignOutcome::RolledBack { .. }),
+        || format!("campaign 2 should have been rolled back: {:?}", r2.outcome),
+    )?;
+    let finals2 = end_state(orch, images, devs, agents, capacity, v2, |im| &im.v2).await?;
+    let accepted2 = manifest(server, orch, devs, &primary, ecu_keys, images, |im| &im.v2).await?;
+    reports.push(r2);
+    let _ = (finals, accepted);
+
+    println!("\n[5/5] Done");
+    Ok((reports, finals2, accepted2))
+}
+
+/// Inventory, full verification and the campaign script.
+async fn campaign(
+    server: &Server,
+    orch: &mut Orchestrator,
+    devs: &[DevicePath; 2],
+) -> Result<CampaignReport, DemoError> {
+    let inv = orch.inventory(devs).await?;
+    for r in inv.values() {
+        println!(
+            "  inventory {}: {} (rc {}), {:?} verification, {:?}, delta formats {:?}",
+            r.device,
+            r.installed.version,
+            r.installed.release_counter.0,
+            r.verification,
+            r.criticality,
+            r.delta.formats
+        );
+    }
+    let targets = orch.verify_metadata(server)?;
+    println!(
+        "  Client: Uptane full verification passed (Director and Image repositories; {} Director target(s) match the Image repository)",
+        targets.len()
+    );
+    for t in &targets {
+        println!("    {} -> {}", t.ecu, t.name);
+    }
+    orch.run_campaign(server, &targets).await
+}
+
+/// Inventory again and proof from the device files.
+async fn end_state(
+    orch: &mut Orchestrator,
+    images: &[Images; 2],
+    devs: &[DevicePath; 2],
+    agents: &[RunningAgent],
+    capacity: u64,
+    want_v: &SoftwareVersion,
+    expected: impl Fn(&Images) -> &Vec<u8>,
+) -> Result<Vec<EcuFinal>, DemoError> {
+    let inv = orch.inventory(devs).await?;
+    let mut out = Vec::new();
+    println!("  end state (inventory, and the running slot file hashed on disk):");
+    for (im, agent) in images.iter().zip(agents) {
+        check(!agent.is_finished(), || {
+            format!("the Agent of {} stopped", im.ecu.device)
+        })?;
+        let want_img = expected(im);
+        let want_sha = sha256(want_img);
+        let r = inv
+            .get(&im.ecu.device)
+            .ok_or_else(|| DemoError::Check(format!("no inventory for {}", im.ecu.device)))?;
+        let slot = vehicle::read_slot(&agent.device_dir, capacity)?;
+        println!(
+            "    {:<16} reports {}  slot {} holds {}  sha256 {}  expected {}  {}",
+            im.ecu.device.as_str(),
+            r.installed.version,
+            slot.slot,
+            slot.version,
+            short(&slot.file_sha256),
+            short(&want_sha),
+            if slot.file_sha256 == want_sha { "OK" } else { "MISMATCH" }
+        );
+        check(&r.installed.version == want_v, || {
+            format!("{} reports {}, expected {want_v}", im.ecu.device, r.installed.version)
+        })?;
+        check(r.installed.sha256 == want_sha, || {
+            format!("{} reports another image hash", im.ecu.device)
+        })?;
+        check(&slot.version == want_v && slot.file_sha256 == want_sha, || {
+            format!(
+                "{}: running slot holds {} with sha256 {}, expected {want_v} {}",
+                im.ecu.device,
+                slot.version,
+                hex(&slot.file_sha256.0),
+                hex(&want_sha.0)
+            )
+        })?;
+        check(!slot.on_trial, || format!("{} is still on trial", im.ecu.device))?;
+        out.push(EcuFinal {
+            device: im.ecu.device.clone(),
+            reported_version: r.installed.version.clone(),
+            slot_version: slot.version,
+            slot: slot.slot,
+            slot_sha256: slot.file_sha256,
+            expected_sha256: want_sha,
+        });
+    }
+    Ok(out)
+}
+
+/// Signed version reports, the vehicle manifest, and its verification by
+/// the Server.
+async fn manifest(
+    server: &mut Server,
+    orch: &mut Orchestrator,
+    devs: &[DevicePath; 2],
+    primary: &PublicKey,
+    ecu_keys: &BTreeMap<EcuSerial, PublicKey>,
+    images: &[Images; 2],
+    expected: impl Fn(&Images) -> &Vec<u8>,
+) -> Result<usize, DemoError> {
+    let bytes = orch.vehicle_manifest(devs).await?;
+    let m = server.verify_manifest(&bytes, primary, ecu_keys)?;
+    check(m.dropped.is_empty(), || format!("Server dropped reports: {:?}", m.dropped))?;
+    check(m.reports.len() == images.len(), || {
+        format!("{} reports in the manifest", m.reports.len())
+    })?;
+    for im in images {
+        let r = m
+            .reports
+            .iter()
+            .find(|r| r.ecu_serial == im.ecu.serial)
+            .ok_or_else(|| DemoError::Check(format!("no report for {}", im.ecu.serial)))?;
+        let want = hex(&sha256(expected(im)).0);
+        check(
+            r.installed_image.hashes.get("sha256") == Some(&want) && r.attacks_detected.is_empty(),
+            || format!("report of {}: {:?}", im.ecu.serial, r.installed_image),
+        )?;
+    }
+    println!(
+        "  vehicle manifest ({} bytes) signed by the Client with {} Agent-signed version reports: verified by the Server, hashes match",
+        bytes.len(),
+        m.reports.len()
+    );
+    Ok(m.reports.len())
+}
+
+fn print_summary(s: &Summary) {
+    println!("\n== Summary ==");
+    println!(
+        "{:<22} {:<16} {:<26} {:>10} {:>7}  result",
+        "campaign", "device", "transfer", "bytes", "chunks"
+    );
+    for c in &s.campaigns {
+        for comp in &c.components {
+            println!(
+                "{:<22} {:<16} {:<26} {:>10} {:>7}  {}",
+                c.package,
+                comp.device.as_str(),
+                comp.encoding.to_string(),
+                comp.bytes_sent,
+                comp.chunks,
+                comp.result
+            );
+        }
+        match &c.outcome {
+            CampaignOutcome::Installed => println!("{:<22} => installed and confirmed", ""),
+            CampaignOutcome::RolledBack { reason } => {
+                println!("{:<22} => rolled back: {reason}", "")
+            }
+        }
+    }
+    println!("final state:");
+    for e in &s.final_ecus {
+        println!(
+            "  {:<16} {} (slot {}), sha256 {} == Server's {}: {}",
+            e.device.as_str(),
+            e.slot_version,
+            e.slot,
+            short(&e.slot_sha256),
+            short(&e.expected_sha256),
+            if e.slot_sha256 == e.expected_sha256 { "yes" } else { "NO" }
+        );
+    }
+    println!(
+        "broker: {} connections admitted, {} frames in, {} deliveries, 0 dropped; Agents dropped {} envelopes",
+        s.broker.connections_admitted, s.broker.frames_in, s.broker.deliveries, s.agent_dropped
+    );
+    println!("elapsed: {:.2} s", s.elapsed.as_secs_f64());
+}

@@ -1,0 +1,294 @@
+//! The demo's "Server": fleet CA, Image and Director repositories
+//! (esync-uptane's signing side), packages with deltas (esync-package), and
+//! verification of vehicle manifests. Everything is in memory; the Client
+//! "downloads" from [`Server::director_file`], [`Server::image_file`] and
+//! [`Server::target_file`].
+
+use std::collections::BTreeMap;
+
+use esync_identity::{FleetCa, IssuedIdentity, TrustAnchors, Validity};
+use esync_package::package::{
+    ArtifactRef, ComponentInput, Package, PackageBuilder, PackageId, TargetDescription,
+};
+use esync_package::DEFAULT_FORMAT;
+use esync_proto::id::{DevicePath, EcuSerial, HardwareId, ReleaseCounter, SoftwareVersion, Vin};
+use esync_proto::message::{MetadataRole, RoleBytes};
+use esync_uptane::builder::RepositoryBuilder;
+use esync_uptane::manifest::{verify_vehicle_manifest, NonceTracker, VerifiedManifest};
+use esync_uptane::uptane::{director_custom, image_custom};
+use esync_uptane::{PublicKey, UnixTime};
+
+use crate::DemoError;
+
+/// Largest vehicle manifest the Server accepts.
+pub const MAX_MANIFEST_LEN: usize = 256 * 1024;
+
+/// One component of a release: an ECU's new image and the older images the
+/// Server generates deltas from.
+pub struct Release {
+    /// Target ECU.
+    pub ecu: EcuSpec,
+    /// New version.
+    pub version: SoftwareVersion,
+    /// Its release counter.
+    pub release_counter: u64,
+    /// New image.
+    pub image: Vec<u8>,
+    /// Older versions to generate deltas from.
+    pub delta_sources: Vec<(SoftwareVersion, Vec<u8>)>,
+}
+
+/// An ECU as the Server knows it.
+#[derive(Clone, Debug)]
+pub struct EcuSpec {
+    /// Device path.
+    pub device: DevicePath,
+    /// Hardware id.
+    pub hardware_id: HardwareId,
+    /// ECU serial (Uptane ECU id).
+    pub serial: EcuSerial,
+    /// Install stage in packages.
+    pub stage: u16,
+}
+
+/// A published campaign.
+pub struct Campaign {
+    /// The package.
+    pub package: Package,
+    /// Director target name per ECU serial.
+    pub directed: BTreeMap<EcuSerial, String>,
+}
+
+/// The demo's Server.
+pub struct Server {
+    ca: FleetCa,
+    /// Trust anchors of the fleet CA.
+    pub anchors: TrustAnchors,
+    /// The vehicle.
+    pub vin: Vin,
+    director: RepositoryBuilder,
+    image_repo: RepositoryBuilder,
+    directed: BTreeMap<EcuSerial, String>,
+    nonces: NonceTracker,
+    chunk_size: u32,
+}
+
+fn err(what: &str) -> impl Fn(&dyn std::fmt::Display) -> DemoError + '_ {
+    move |e| DemoError::Server(format!("{what}: {e}"))
+}
+
+impl Server {
+    /// A fleet CA and empty, signed Director and Image repositories whose
+    /// metadata expires a week after `now_s`.
+    pub fn new(vin: Vin, now_s: i64, chunk_size: u32) -> Result<Self, DemoError> {
+        let validity = Validity::days_from(now_s - 3600, 30);
+        let ca = FleetCa::new("esync demo fleet", validity).map_err(|e| err("fleet CA")(&e))?;
+        let anchors =
+            TrustAnchors::from_ca_ders(&[ca.root_der()]).map_err(|e| err("trust anchors")(&e))?;
+        let expires = UnixTime(now_s + 7 * 86_400);
+        let mut director =
+            RepositoryBuilder::generate(expires).map_err(|e| err("Director repository")(&e))?;
+        director
+            .publish()
+            .map_err(|e| err("Director publish")(&e))?;
+        let mut image_repo =
+            RepositoryBuilder::generate(expires).map_err(|e| err("Image repository")(&e))?;
+        image_repo
+            .publish()
+            .map_err(|e| err("Image publish")(&e))?;
+        Ok(Server {
+            ca,
+            anchors,
+            vin,
+            director,
+            image_repo,
+            directed: BTreeMap::new(),
+            nonces: NonceTracker::new(4096),
+            chunk_size,
+        })
+    }
+
+    fn validity(now_s: i64) -> Validity {
+        Validity::days_from(now_s - 3600, 30)
+    }
+
+    /// Issues the vehicle's (Client's) certificate.
+    pub fn issue_vehicle(&self, now_s: i64) -> Result<IssuedIdentity, DemoError> {
+        self.ca
+            .issue_vehicle(&self.vin, Self::validity(now_s))
+            .map_err(|e| err("vehicle certificate")(&e))
+    }
+
+    /// Issues an Agent's certificate.
+    pub fn issue_agent(
+        &self,
+        device: &DevicePath,
+        now_s: i64,
+    ) -> Result<IssuedIdentity, DemoError> {
+        self.ca
+            .issue_agent(&self.vin, device, Self::validity(now_s))
+            .map_err(|e| err("agent certificate")(&e))
+    }
+
+    /// Director root version 1 (pinned in the Client and the Agents at
+    /// provisioning).
+    pub fn director_root(&self) -> Result<Vec<u8>, DemoError> {
+        self.director
+            .root_bytes(1)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| DemoError::Server("no Director root".into()))
+    }
+
+    /// Image repository root version 1.
+    pub fn image_root(&self) -> Result<Vec<u8>, DemoError> {
+        self.image_repo
+            .root_bytes(1)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| DemoError::Server("no Image root".into()))
+    }
+
+    /// A Director metadata file by path (what a Client fetches).
+    pub fn director_file(&self, path: &str) -> Option<Vec<u8>> {
+        self.director.files().metadata.get(path).cloned()
+    }
+
+    /// An Image repository metadata file by path.
+    pub fn image_file(&self, path: &str) -> Option<Vec<u8>> {
+        self.image_repo.files().metadata.get(path).cloned()
+    }
+
+    /// A target file (image or patch) by target name.
+    pub fn target_file(&self, name: &str) -> Option<&[u8]> {
+        self.image_repo
+            .files()
+            .targets
+            .get(name)
+            .map(Vec::as_slice)
+    }
+
+    /// The metadata the Client forwards to Agents: every root version, the
+    /// current timestamp, snapshot and top-level targets of each repository.
+    pub fn forwarded_metadata(&self) -> (Vec<RoleBytes>, Vec<RoleBytes>) {
+        (roles(&self.director), roles(&self.image_repo))
+    }
+
+    /// Builds package `id` from `releases` (deltas from every listed older
+    /// version in the default format), adds every artifact to the Image
+    /// repository and signs Director targets (the full image's entry, whose
+    /// `custom.esync` lists the deltas) for this vehicle's ECUs.
+    pub fn publish_campaign(
+        &mut self,
+        id: &str,
+        releases: Vec<Release>,
+    ) -> Result<Campaign, DemoError> {
+        let pkg_id = PackageId::new(id).map_err(|e| err("package id")(&e))?;
+        let mut builder = PackageBuilder::new(pkg_id).chunk_size(self.chunk_size);
+        let mut ecus = BTreeMap::new();
+        for r in releases {
+            let input = ComponentInput {
+                device: r.ecu.device.clone(),
+                hardware_id: r.ecu.hardware_id.clone(),
+                version: r.version,
+                release_counter: ReleaseCounter(r.release_counter),
+                image: r.image,
+                depends_on: vec![],
+                stage: r.ecu.stage,
+                policy: Default::default(),
+            };
+            builder = builder
+                .component_with_deltas(input, &r.delta_sources, &[DEFAULT_FORMAT], None)
+                .map_err(|e| err("delta generation")(&e))?;
+            ecus.insert(r.ecu.device.clone(), r.ecu);
+        }
+        let built = builder.build().map_err(|e| err("package")(&e))?;
+        let mut directed = BTreeMap::new();
+        for entry in built.package.target_entries() {
+            let desc = TargetDescription::from_custom_json(
+                &entry.custom,
+                Some((&entry.name, entry.length, &entry.sha256)),
+            )
+            .map_err(|e| err("target description")(&e))?;
+            let c = &desc.component;
+            let bytes = built
+                .blobs
+                .get(&entry.sha256)
+                .ok_or_else(|| DemoError::Server(format!("no bytes for {}", entry.name)))?;
+            let icustom = image_custom(
+                std::slice::from_ref(&c.hardware_id),
+                c.release_counter,
+                Some(entry.custom.clone()),
+            );
+            self.image_repo
+                .add_target(&entry.name, bytes, Some(icustom))
+                .map_err(|e| err("Image target")(&e))?;
+            if desc.artifact == ArtifactRef::Full {
+                let ecu = ecus
+                    .get(&c.device)
+                    .ok_or_else(|| DemoError::Server(format!("no ECU for {}", c.device)))?;
+                if let Some(old) = self.directed.remove(&ecu.serial) {
+                    self.director.remove_target("targets", &old);
+                }
+                let dcustom = director_custom(
+                    &self.vin,
+                    &ecu.serial,
+                    &c.hardware_id,
+                    c.release_counter,
+                    Some(entry.custom.clone()),
+                );
+                self.director
+                    .add_target(&entry.name, bytes, Some(dcustom))
+                    .map_err(|e| err("Director target")(&e))?;
+                self.directed
+                    .insert(ecu.serial.clone(), entry.name.clone());
+                directed.insert(ecu.serial.clone(), entry.name.clone());
+            }
+        }
+        self.image_repo
+            .publish()
+            .map_err(|e| err("Image publish")(&e))?;
+        self.director
+            .publish()
+            .map_err(|e| err("Director publish")(&e))?;
+        Ok(Campaign {
+            package: built.package,
+            directed,
+        })
+    }
+
+    /// Verifies a vehicle manifest signed by the Client (key of the vehicle
+    /// certificate) holding ECU reports signed by the Agents' keys.
+    pub fn verify_manifest(
+        &mut self,
+        bytes: &[u8],
+        primary: &PublicKey,
+        ecu_keys: &BTreeMap<EcuSerial, PublicKey>,
+    ) -> Result<VerifiedManifest, DemoError> {
+        verify_vehicle_manifest(
+            bytes,
+            MAX_MANIFEST_LEN,
+            &self.vin,
+            primary,
+            ecu_keys,
+            &mut self.nonces,
+        )
+        .map_err(|e| err("vehicle manifest")(&e))
+    }
+}
+
+fn roles(b: &RepositoryBuilder) -> Vec<RoleBytes> {
+    let mut out = vec![];
+    for (name, bytes) in &b.files().metadata {
+        let role = match name.as_str() {
+            n if n.ends_with(".root.json") => MetadataRole::Root,
+            "timestamp.json" => MetadataRole::Timestamp,
+            "snapshot.json" => MetadataRole::Snapshot,
+            "targets.json" => MetadataRole::Targets,
+            _ => continue,
+        };
+        out.push(RoleBytes {
+            role,
+            json: bytes.clone(),
+        });
+    }
+    out
+}
