@@ -16,13 +16,15 @@ use esync_package::chunk::{ChunkPlan, ChunkSender};
 use esync_package::package::{Artifact, ArtifactRef, Component, TargetDescription};
 use esync_proto::envelope::{EnvelopeSigner, ReceiverIdentity, Recipient, Verifier};
 use esync_proto::frame::FrameLimits;
-use esync_proto::id::{DevicePath, EcuSerial, Id128, ReleaseCounter, Sha256Digest, Vin};
+use esync_proto::id::{DevicePath, EcuSerial, Id128, Sha256Digest, Vin};
 use esync_proto::message::*;
 use esync_transport::{ChannelTransport, Incoming, Transport};
 use esync_uptane::crypto::RawSigned;
 use esync_uptane::manifest::VehicleManifest;
 use esync_uptane::repo::Limits;
-use esync_uptane::uptane::{DirectedTarget as UptaneTarget, EcuInfo, FullVerifier, RepoKind, Vehicle};
+use esync_uptane::uptane::{
+    DirectedTarget as UptaneTarget, EcuInfo, FullVerifier, RepoKind, Vehicle,
+};
 use esync_uptane::{MemoryStore, PrivateKey, UnixTime};
 
 use crate::server::Server;
@@ -73,8 +75,10 @@ pub struct ComponentReport {
     pub bytes_sent: u64,
     /// Length of the full image.
     pub image_len: u64,
-    /// Chunks transferred.
+    /// Chunks transferred (including chunks sent again).
     pub chunks: u32,
+    /// Chunks the Agent rejected (hash mismatch) and that were sent again.
+    pub rejected_chunks: u32,
     /// Final state, e.g. "confirmed 2.0.0" or "rolled back to 2.0.0".
     pub result: String,
 }
@@ -113,6 +117,7 @@ struct Plan {
     payload: Vec<u8>,
     artifact: Artifact,
     installed: bool,
+    failed: bool,
     report: ComponentReport,
 }
 
@@ -130,6 +135,7 @@ pub struct Orchestrator {
     vin: Vin,
     verbose: bool,
     next_id: u64,
+    link_fault: Option<(DevicePath, u32)>,
     /// Agents by device path, with their ECU serial (from the inventory).
     pub ecus: BTreeMap<DevicePath, InventoryReport>,
 }
@@ -192,13 +198,20 @@ impl Orchestrator {
             connected: BTreeSet::new(),
             uptane,
             manifest_key,
-            primary_serial: EcuSerial::new("GW0001")
-                .map_err(|e| proto(format!("serial: {e}")))?,
+            primary_serial: EcuSerial::new("GW0001").map_err(|e| proto(format!("serial: {e}")))?,
             vin,
             verbose,
             next_id: 0,
+            link_fault: None,
             ecus: BTreeMap::new(),
         })
+    }
+
+    /// Corrupts one byte of chunk `index` the next time it is sent to
+    /// `dev` (a simulated bit flip on the in-vehicle link): the Agent must
+    /// reject the chunk against its hash and the orchestrator send it again.
+    pub fn inject_link_fault(&mut self, dev: DevicePath, index: u32) {
+        self.link_fault = Some((dev, index));
     }
 
     fn fresh_id(&mut self, prefix: u8) -> Id128 {
@@ -223,7 +236,11 @@ impl Orchestrator {
     async fn recv_one(&mut self, what: &str) -> Result<Option<(DevicePath, Payload)>, DemoError> {
         let inc = tokio::time::timeout(ANSWER_TIMEOUT, self.transport.recv())
             .await
-            .map_err(|_| DemoError::Timeout(format!("no answer within {ANSWER_TIMEOUT:?} while waiting for {what}")))?
+            .map_err(|_| {
+                DemoError::Timeout(format!(
+                    "no answer within {ANSWER_TIMEOUT:?} while waiting for {what}"
+                ))
+            })?
             .ok_or_else(|| proto("broker endpoint closed"))?;
         match inc {
             Incoming::Frame(f) => {
@@ -237,7 +254,10 @@ impl Orchestrator {
                 match m.header.sender {
                     Participant::Device(d) => Ok(Some((d, m.payload))),
                     other => {
-                        say(self.verbose, &format!("      (ignored a message from {other})"));
+                        say(
+                            self.verbose,
+                            &format!("      (ignored a message from {other})"),
+                        );
                         Ok(None)
                     }
                 }
@@ -271,12 +291,12 @@ impl Orchestrator {
         what: &str,
         want: impl Fn(&Payload) -> bool,
     ) -> Result<Payload, DemoError> {
-        if let Some(i) = self
-            .inbox
-            .iter()
-            .position(|(d, p)| d == dev && want(p))
-        {
-            return Ok(self.inbox.remove(i).map(|(_, p)| p).ok_or_else(|| proto("inbox"))?);
+        if let Some(i) = self.inbox.iter().position(|(d, p)| d == dev && want(p)) {
+            return self
+                .inbox
+                .remove(i)
+                .map(|(_, p)| p)
+                .ok_or_else(|| proto("inbox"));
         }
         loop {
             let Some((d, p)) = self.recv_one(what).await? else {
@@ -408,7 +428,10 @@ impl Orchestrator {
                 TargetDescription::from_custom_json(custom, Some((&t.name, t.info.length, &sha)))
                     .map_err(|e| DemoError::Uptane(format!("{}: {e}", t.name)))?;
             if desc.component.release_counter != t.release_counter {
-                return Err(DemoError::Uptane(format!("{}: release counter differs", t.name)));
+                return Err(DemoError::Uptane(format!(
+                    "{}: release counter differs",
+                    t.name
+                )));
             }
             package.get_or_insert_with(|| desc.package.to_string());
             let inv = self
@@ -420,10 +443,11 @@ impl Orchestrator {
             plans.push(self.plan(server, &desc, &inv)?);
         }
         let package = package.ok_or_else(|| proto("the Director directs no update"))?;
-        let count = plans
-            .first()
-            .map(|_| targets.len())
-            .unwrap_or_default();
+        let count = plans.len();
+        // Install order: stages, then device path.
+        plans.sort_by(|a, b| {
+            (a.component.stage, &a.component.device).cmp(&(b.component.stage, &b.component.device))
+        });
         say(
             true,
             &format!("  package {package}: {count} component(s) directed to this vehicle"),
@@ -438,7 +462,10 @@ impl Orchestrator {
                 true,
                 &format!(
                     "  {dev}: offer {} -> {} as {} ({} bytes, {} chunks)",
-                    self.ecus.get(&dev).map(|r| r.installed.version.to_string()).unwrap_or_default(),
+                    self.ecus
+                        .get(&dev)
+                        .map(|r| r.installed.version.to_string())
+                        .unwrap_or_default(),
                     p.component.version,
                     p.shown,
                     p.payload.len(),
@@ -485,15 +512,20 @@ impl Orchestrator {
                 for &i in &idx {
                     let (dev, uid) = (plans[i].component.device.clone(), plans[i].update_id);
                     let r = self
-                        .wait_for(&dev, "an install result", |p| {
-                            matches!(p, Payload::InstallResult(r) if r.update_id == uid)
-                        })
+                        .wait_for(
+                            &dev,
+                            "an install result",
+                            |p| matches!(p, Payload::InstallResult(r) if r.update_id == uid),
+                        )
                         .await?;
                     let Payload::InstallResult(r) = r else {
                         return Err(proto("unexpected install answer"));
                     };
                     match r.outcome {
-                        InstallOutcome::Installed { version, awaiting_confirm } => {
+                        InstallOutcome::Installed {
+                            version,
+                            awaiting_confirm,
+                        } => {
                             say(
                                 true,
                                 &format!(
@@ -502,7 +534,10 @@ impl Orchestrator {
                                 ),
                             );
                         }
-                        InstallOutcome::Failed { failure: f, running } => {
+                        InstallOutcome::Failed {
+                            failure: f,
+                            running,
+                        } => {
                             say(
                                 true,
                                 &format!(
@@ -510,7 +545,9 @@ impl Orchestrator {
                                     f.code, f.message
                                 ),
                             );
-                            plans[i].report.result = format!("failed ({:?}), runs {running}", f.code);
+                            plans[i].failed = true;
+                            plans[i].report.result =
+                                format!("{:?}, Agent switched back to {running}", f.code);
                             failure.get_or_insert(format!("{dev}: {:?}: {}", f.code, f.message));
                         }
                     }
@@ -530,15 +567,20 @@ impl Orchestrator {
                     self.send(&dev, Payload::Confirm(Confirm { update_id: uid }))
                         .await?;
                     let c = self
-                        .wait_for(&dev, "a confirmation", |x| {
-                            matches!(x, Payload::Confirmed(c) if c.update_id == uid)
-                        })
+                        .wait_for(
+                            &dev,
+                            "a confirmation",
+                            |x| matches!(x, Payload::Confirmed(c) if c.update_id == uid),
+                        )
                         .await?;
                     let Payload::Confirmed(c) = c else {
                         return Err(proto("unexpected confirm answer"));
                     };
                     if c.version != p.component.version {
-                        return Err(proto(format!("{dev} confirmed {} instead of {}", c.version, p.component.version)));
+                        return Err(proto(format!(
+                            "{dev} confirmed {} instead of {}",
+                            c.version, p.component.version
+                        )));
                     }
                     say(true, &format!("    {dev}: committed {}", c.version));
                     p.report.result = format!("confirmed {}", c.version);
@@ -562,22 +604,28 @@ impl Orchestrator {
                     )
                     .await?;
                     let r = self
-                        .wait_for(&dev, "a rollback result", |x| {
-                            matches!(x, Payload::RollbackResult(r) if r.update_id == uid)
-                        })
+                        .wait_for(
+                            &dev,
+                            "a rollback result",
+                            |x| matches!(x, Payload::RollbackResult(r) if r.update_id == uid),
+                        )
                         .await?;
                     let Payload::RollbackResult(r) = r else {
                         return Err(proto("unexpected rollback answer"));
                     };
                     match r.outcome {
                         RollbackOutcome::RolledBack { version } => {
-                            let what = if p.installed { "rolled back" } else { "staged update dropped" };
+                            let what = if p.installed && !p.failed {
+                                "rolled back"
+                            } else {
+                                "staged update dropped"
+                            };
                             say(true, &format!("    {dev}: {what}, runs {version}"));
                             let prev = std::mem::take(&mut p.report.result);
                             p.report.result = if prev.is_empty() {
                                 format!("{what}, runs {version}")
                             } else {
-                                format!("{prev}; rolled back, runs {version}")
+                                format!("{prev}; {what}")
                             };
                         }
                         RollbackOutcome::Failed(f) => {
@@ -637,7 +685,12 @@ impl Orchestrator {
                     ddesc.target_name(),
                 )
             }
-            None => (ImageEncoding::Full, Encoding::Full, c.image.clone(), desc.target_name()),
+            None => (
+                ImageEncoding::Full,
+                Encoding::Full,
+                c.image.clone(),
+                desc.target_name(),
+            ),
         };
         // "Download" from the Server, checked against the signed description.
         let payload = server
@@ -647,7 +700,9 @@ impl Orchestrator {
         if payload.len() as u64 != artifact.length
             || esync_agent::device::sha256(&payload) != artifact.sha256
         {
-            return Err(DemoError::Uptane(format!("downloaded {name} does not match its signed hash")));
+            return Err(DemoError::Uptane(format!(
+                "downloaded {name} does not match its signed hash"
+            )));
         }
         let update_id = self.fresh_id(0x01);
         let transfer_id = self.fresh_id(0x02);
@@ -664,18 +719,23 @@ impl Orchestrator {
                 bytes_sent: 0,
                 image_len: c.image.length,
                 chunks: 0,
+                rejected_chunks: 0,
                 result: String::new(),
             },
             shown,
             payload,
             artifact,
             installed: false,
+            failed: false,
         })
     }
 
     /// Offer, chunked transfer and prepare. `Ok(Err(why))`: the Agent
     /// refused (the package fails).
-    async fn download_and_prepare(&mut self, p: &mut Plan) -> Result<Result<(), String>, DemoError> {
+    async fn download_and_prepare(
+        &mut self,
+        p: &mut Plan,
+    ) -> Result<Result<(), String>, DemoError> {
         let dev = p.component.device.clone();
         let uid = p.update_id;
         self.send(
@@ -693,19 +753,28 @@ impl Orchestrator {
         )
         .await?;
         let d = self
-            .wait_for(&dev, "a download decision", |x| {
-                matches!(x, Payload::DownloadDecision(d) if d.update_id == uid)
-            })
+            .wait_for(
+                &dev,
+                "a download decision",
+                |x| matches!(x, Payload::DownloadDecision(d) if d.update_id == uid),
+            )
             .await?;
         match d {
-            Payload::DownloadDecision(DownloadDecision { decision: Decision::Consent, .. }) => {}
-            Payload::DownloadDecision(d) => return Ok(Err(format!("download refused: {:?}", d.decision))),
+            Payload::DownloadDecision(DownloadDecision {
+                decision: Decision::Consent,
+                ..
+            }) => {}
+            Payload::DownloadDecision(d) => {
+                return Ok(Err(format!("download refused: {:?}", d.decision)))
+            }
             _ => return Err(proto("unexpected decision")),
         }
         let plan = ChunkPlan::compute(&p.payload, p.artifact.chunk_size)
             .map_err(|e| proto(format!("chunk plan: {e}")))?;
         if plan.list_digest() != p.artifact.chunk_list_sha256 {
-            return Err(DemoError::Uptane("chunk list differs from the signed digest".into()));
+            return Err(DemoError::Uptane(
+                "chunk list differs from the signed digest".into(),
+            ));
         }
         let tid = p.transfer_id;
         self.send(&dev, Payload::TransferStart(plan.transfer_start(tid, uid)))
@@ -715,7 +784,10 @@ impl Orchestrator {
                 || matches!(x, Payload::PrepareResult(r) if r.update_id == uid)
                 || matches!(x, Payload::DownloadDecision(d) if d.update_id == uid)
         };
-        let first = match self.wait_for(&dev, "the transfer start ack", is_ack).await? {
+        let first = match self
+            .wait_for(&dev, "the transfer start ack", is_ack)
+            .await?
+        {
             Payload::TransferAck(a) => a.next_chunk,
             other => return Ok(Err(format!("transfer refused: {other:?}"))),
         };
@@ -729,9 +801,19 @@ impl Orchestrator {
         while next_needed < count {
             while in_flight < WINDOW {
                 let Some(i) = sender.next_index() else { break };
-                let chunk = plan
+                let mut chunk = plan
                     .chunk(tid, i, &p.payload.as_slice())
                     .map_err(|e| proto(format!("chunk {i}: {e}")))?;
+                if self.link_fault.as_ref() == Some(&(dev.clone(), i)) {
+                    self.link_fault = None;
+                    if let Some(b) = chunk.data.last_mut() {
+                        *b ^= 0x01;
+                    }
+                    say(
+                        true,
+                        &format!("    (simulated bit flip on the link in chunk {i} to {dev})"),
+                    );
+                }
                 sent += chunk.data.len() as u64;
                 chunks += 1;
                 self.send(&dev, Payload::TransferChunk(chunk)).await?;
@@ -742,17 +824,29 @@ impl Orchestrator {
                 // where it stands.
                 stalls += 1;
                 if stalls > 3 {
-                    return Ok(Err(format!("transfer stalled at chunk {next_needed} of {count}")));
+                    return Ok(Err(format!(
+                        "transfer stalled at chunk {next_needed} of {count}"
+                    )));
                 }
-                self.send(&dev, Payload::TransferQuery(TransferQuery { transfer_id: tid }))
-                    .await?;
+                self.send(
+                    &dev,
+                    Payload::TransferQuery(TransferQuery { transfer_id: tid }),
+                )
+                .await?;
                 in_flight = 1;
             }
             match self.wait_for(&dev, "a transfer ack", is_ack).await? {
                 Payload::TransferAck(a) => {
                     in_flight = in_flight.saturating_sub(1);
                     if !a.rejected.is_empty() {
-                        say(self.verbose, &format!("      {dev}: chunks {:?} rejected, resending", a.rejected));
+                        p.report.rejected_chunks += a.rejected.len() as u32;
+                        say(
+                            true,
+                            &format!(
+                                "    {dev}: Agent rejected chunk(s) {:?} (hash mismatch); sending again",
+                                a.rejected
+                            ),
+                        );
                     }
                     sender.on_ack(&a);
                     next_needed = next_needed.max(a.next_chunk);
@@ -762,7 +856,10 @@ impl Orchestrator {
         }
         p.report.bytes_sent = sent;
         p.report.chunks = chunks;
-        say(true, &format!("    {dev}: {chunks} chunks ({sent} bytes) sent and acknowledged"));
+        say(
+            true,
+            &format!("    {dev}: {chunks} chunks ({sent} bytes) sent and acknowledged"),
+        );
         self.send(
             &dev,
             Payload::Prepare(Prepare {
@@ -772,9 +869,11 @@ impl Orchestrator {
         )
         .await?;
         let r = self
-            .wait_for(&dev, "a prepare result", |x| {
-                matches!(x, Payload::PrepareResult(r) if r.update_id == uid)
-            })
+            .wait_for(
+                &dev,
+                "a prepare result",
+                |x| matches!(x, Payload::PrepareResult(r) if r.update_id == uid),
+            )
             .await?;
         let Payload::PrepareResult(r) = r else {
             return Err(proto("unexpected prepare answer"));
@@ -795,7 +894,10 @@ impl Orchestrator {
                 Ok(Ok(()))
             }
             PrepareOutcome::Failed(f) => {
-                say(true, &format!("    {dev}: prepare FAILED: {:?}: {}", f.code, f.message));
+                say(
+                    true,
+                    &format!("    {dev}: prepare FAILED: {:?}: {}", f.code, f.message),
+                );
                 p.report.result = format!("prepare failed ({:?})", f.code);
                 Ok(Err(format!("prepare failed: {:?}: {}", f.code, f.message)))
             }
@@ -808,10 +910,15 @@ impl Orchestrator {
         let mut reports = BTreeMap::new();
         for d in devs {
             let nonce: [u8; 16] = rand::random();
-            self.send(d, Payload::VersionReportRequest(VersionReportRequest { nonce }))
-                .await?;
+            self.send(
+                d,
+                Payload::VersionReportRequest(VersionReportRequest { nonce }),
+            )
+            .await?;
             let r = self
-                .wait_for(d, "a version report", |x| matches!(x, Payload::VersionReport(_)))
+                .wait_for(d, "a version report", |x| {
+                    matches!(x, Payload::VersionReport(_))
+                })
                 .await?;
             let Payload::VersionReport(v) = r else {
                 return Err(proto("unexpected version report answer"));
@@ -825,7 +932,9 @@ impl Orchestrator {
                 .ok_or_else(|| DemoError::Uptane(format!("{d}: report without ecu_serial")))?
                 .to_string();
             if raw.signed.get("nonce").and_then(|s| s.as_str()) != Some(hex(&nonce).as_str()) {
-                return Err(DemoError::Uptane(format!("{d}: report carries another nonce")));
+                return Err(DemoError::Uptane(format!(
+                    "{d}: report carries another nonce"
+                )));
             }
             reports.insert(serial, raw);
         }
@@ -836,14 +945,6 @@ impl Orchestrator {
         }
         .sign(&self.manifest_key)
         .map_err(|e| DemoError::Uptane(format!("signing the manifest: {e}")))
-    }
-
-    /// Release counter the Client last saw for `serial`.
-    pub fn release_counter(&self, serial: &EcuSerial) -> Option<ReleaseCounter> {
-        self.ecus
-            .values()
-            .find(|r| &r.serial == serial)
-            .map(|r| r.installed.release_counter)
     }
 }
 

@@ -119,7 +119,11 @@ mod tests {
         assert!(self_test(&c).is_err());
         assert!(self_test(&[0; 10]).is_err());
         // Most of the body is shared.
-        let same = a[..1000].iter().zip(&b[..1000]).filter(|(x, y)| x == y).count();
+        let same = a[..1000]
+            .iter()
+            .zip(&b[..1000])
+            .filter(|(x, y)| x == y)
+            .count();
         assert!(same > 0);
     }
 }

@@ -239,7 +239,10 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
         server.issue_agent(&ecm.device, now_s)?,
         server.issue_agent(&bcm.device, now_s)?,
     ];
-    println!("  issued certificates: vehicle {vin}, agents {}, {}", ecm.device, bcm.device);
+    println!(
+        "  issued certificates: vehicle {vin}, agents {}, {}",
+        ecm.device, bcm.device
+    );
 
     // --------------------------------------------------------------- Vehicle
     println!("\n[2/5] Vehicle: embedded broker and two Agents");
@@ -272,7 +275,8 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
             im.ecu.serial.clone(),
             PublicKey::from_verifying_key(peer.verifying_key),
         );
-        let safety = (i == 0).then(|| "speed == 0 && gear == \"P\" && battery_soc >= 40".to_string());
+        let safety =
+            (i == 0).then(|| "speed == 0 && gear == \"P\" && battery_soc >= 40".to_string());
         let setup = AgentSetup {
             ecu: im.ecu.clone(),
             identity: id.clone(),
@@ -282,7 +286,10 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
             safety_precondition: safety.clone(),
             deltas: i == 0,
         };
-        let dir = work.join(format!("agent-{}", &im.ecu.device.as_str()[1..].replace('/', "-")));
+        let dir = work.join(format!(
+            "agent-{}",
+            &im.ecu.device.as_str()[1..].replace('/', "-")
+        ));
         agents.push(vehicle::start_agent(
             setup,
             &dir,
@@ -302,7 +309,8 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
             im.ecu.serial,
             dir.display(),
             match safety {
-                Some(p) => format!("safety-critical, precondition `{p}`, full Uptane verification, deltas"),
+                Some(p) =>
+                    format!("safety-critical, precondition `{p}`, full Uptane verification, deltas"),
                 None => "partial Uptane verification, no delta support".into(),
             }
         );
@@ -320,7 +328,18 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
     orch.wait_connected(&devs).await?;
     println!("  both Agents connected to the broker (presence)");
 
-    let result = campaigns(&mut server, &mut orch, &images, &devs, &ecu_keys, &agents, capacity, &vehicle_id, [&v1, &v2, &v3]).await;
+    let result = campaigns(
+        &mut server,
+        &mut orch,
+        &images,
+        &devs,
+        &ecu_keys,
+        &agents,
+        capacity,
+        &vehicle_id,
+        [&v1, &v2, &v3],
+    )
+    .await;
 
     // Stop the Agents whatever happened; the first error wins.
     let mut agent_dropped = 0;
@@ -339,7 +358,9 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
     if let Some(e) = stop_err {
         return Err(e);
     }
-    check(agent_dropped == 0, || format!("Agents dropped {agent_dropped} envelopes"))?;
+    check(agent_dropped == 0, || {
+        format!("Agents dropped {agent_dropped} envelopes")
+    })?;
     check(
         broker_stats.dropped_bad_signature == 0
             && broker_stats.dropped_sender_mismatch == 0
@@ -397,12 +418,13 @@ async fn campaigns(
         esync_package::package::format_name(esync_package::DEFAULT_FORMAT),
         c1.directed.len()
     );
+    orch.inject_link_fault(images[1].ecu.device.clone(), 1);
     let r1 = campaign(server, orch, devs).await?;
     check(r1.outcome == CampaignOutcome::Installed, || {
         format!("campaign 1 did not install: {:?}", r1.outcome)
     })?;
-    let finals = end_state(orch, images, devs, agents, capacity, v2, |im| &im.v2).await?;
-    let accepted = manifest(server, orch, devs, &primary, ecu_keys, images, |im| &im.v2).await?;
+    let _finals1 = end_state(orch, images, devs, agents, capacity, v2, |im| &im.v2).await?;
+    let _accepted1 = manifest(server, orch, devs, &primary, ecu_keys, images, |im| &im.v2).await?;
     reports.push(r1);
 
     // ------------------------------------------------------------ Campaign 2
@@ -431,7 +453,6 @@ async fn campaigns(
     let finals2 = end_state(orch, images, devs, agents, capacity, v2, |im| &im.v2).await?;
     let accepted2 = manifest(server, orch, devs, &primary, ecu_keys, images, |im| &im.v2).await?;
     reports.push(r2);
-    let _ = (finals, accepted);
 
     println!("\n[5/5] Done");
     Ok((reports, finals2, accepted2))
@@ -497,24 +518,36 @@ async fn end_state(
             slot.version,
             short(&slot.file_sha256),
             short(&want_sha),
-            if slot.file_sha256 == want_sha { "OK" } else { "MISMATCH" }
+            if slot.file_sha256 == want_sha {
+                "OK"
+            } else {
+                "MISMATCH"
+            }
         );
         check(&r.installed.version == want_v, || {
-            format!("{} reports {}, expected {want_v}", im.ecu.device, r.installed.version)
+            format!(
+                "{} reports {}, expected {want_v}",
+                im.ecu.device, r.installed.version
+            )
         })?;
         check(r.installed.sha256 == want_sha, || {
             format!("{} reports another image hash", im.ecu.device)
         })?;
-        check(&slot.version == want_v && slot.file_sha256 == want_sha, || {
-            format!(
-                "{}: running slot holds {} with sha256 {}, expected {want_v} {}",
-                im.ecu.device,
-                slot.version,
-                hex(&slot.file_sha256.0),
-                hex(&want_sha.0)
-            )
+        check(
+            &slot.version == want_v && slot.file_sha256 == want_sha,
+            || {
+                format!(
+                    "{}: running slot holds {} with sha256 {}, expected {want_v} {}",
+                    im.ecu.device,
+                    slot.version,
+                    hex(&slot.file_sha256.0),
+                    hex(&want_sha.0)
+                )
+            },
+        )?;
+        check(!slot.on_trial, || {
+            format!("{} is still on trial", im.ecu.device)
         })?;
-        check(!slot.on_trial, || format!("{} is still on trial", im.ecu.device))?;
         out.push(EcuFinal {
             device: im.ecu.device.clone(),
             reported_version: r.installed.version.clone(),
@@ -540,7 +573,9 @@ async fn manifest(
 ) -> Result<usize, DemoError> {
     let bytes = orch.vehicle_manifest(devs).await?;
     let m = server.verify_manifest(&bytes, primary, ecu_keys)?;
-    check(m.dropped.is_empty(), || format!("Server dropped reports: {:?}", m.dropped))?;
+    check(m.dropped.is_empty(), || {
+        format!("Server dropped reports: {:?}", m.dropped)
+    })?;
     check(m.reports.len() == images.len(), || {
         format!("{} reports in the manifest", m.reports.len())
     })?;
@@ -567,18 +602,22 @@ async fn manifest(
 fn print_summary(s: &Summary) {
     println!("\n== Summary ==");
     println!(
-        "{:<22} {:<16} {:<26} {:>10} {:>7}  result",
+        "{:<22} {:<16} {:<30} {:>9} {:>14}  result",
         "campaign", "device", "transfer", "bytes", "chunks"
     );
     for c in &s.campaigns {
         for comp in &c.components {
             println!(
-                "{:<22} {:<16} {:<26} {:>10} {:>7}  {}",
+                "{:<22} {:<16} {:<30} {:>9} {:>14}  {}",
                 c.package,
                 comp.device.as_str(),
                 comp.encoding.to_string(),
                 comp.bytes_sent,
-                comp.chunks,
+                if comp.rejected_chunks > 0 {
+                    format!("{} ({} resent)", comp.chunks, comp.rejected_chunks)
+                } else {
+                    comp.chunks.to_string()
+                },
                 comp.result
             );
         }
@@ -598,7 +637,11 @@ fn print_summary(s: &Summary) {
             e.slot,
             short(&e.slot_sha256),
             short(&e.expected_sha256),
-            if e.slot_sha256 == e.expected_sha256 { "yes" } else { "NO" }
+            if e.slot_sha256 == e.expected_sha256 {
+                "yes"
+            } else {
+                "NO"
+            }
         );
     }
     println!(

@@ -93,9 +93,7 @@ impl Server {
             .map_err(|e| err("Director publish")(&e))?;
         let mut image_repo =
             RepositoryBuilder::generate(expires).map_err(|e| err("Image repository")(&e))?;
-        image_repo
-            .publish()
-            .map_err(|e| err("Image publish")(&e))?;
+        image_repo.publish().map_err(|e| err("Image publish")(&e))?;
         Ok(Server {
             ca,
             anchors,
@@ -159,11 +157,7 @@ impl Server {
 
     /// A target file (image or patch) by target name.
     pub fn target_file(&self, name: &str) -> Option<&[u8]> {
-        self.image_repo
-            .files()
-            .targets
-            .get(name)
-            .map(Vec::as_slice)
+        self.image_repo.files().targets.get(name).map(Vec::as_slice)
     }
 
     /// The metadata the Client forwards to Agents: every root version, the
@@ -238,8 +232,7 @@ impl Server {
                 self.director
                     .add_target(&entry.name, bytes, Some(dcustom))
                     .map_err(|e| err("Director target")(&e))?;
-                self.directed
-                    .insert(ecu.serial.clone(), entry.name.clone());
+                self.directed.insert(ecu.serial.clone(), entry.name.clone());
                 directed.insert(ecu.serial.clone(), entry.name.clone());
             }
         }

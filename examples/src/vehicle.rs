@@ -3,7 +3,7 @@
 //! A/B device in a directory of its own, connected to the broker with its
 //! own certificate.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -309,6 +309,3 @@ pub fn read_slot(dir: &Path, capacity: u64) -> Result<SlotState, DemoError> {
         on_trial: dev.on_trial().map_err(|x| e(&x))?,
     })
 }
-
-/// Agents by device path.
-pub type Agents = HashMap<String, RunningAgent>;

@@ -9,7 +9,10 @@ use clap::Parser;
 use esync_examples::{run_demo, DemoOptions};
 
 #[derive(Parser)]
-#[command(name = "demo", about = "esync-rs end-to-end demo (no external service)")]
+#[command(
+    name = "demo",
+    about = "esync-rs end-to-end demo (no external service)"
+)]
 struct Cli {
     /// Size of each ECU's first firmware image in bytes (at least 16384).
     #[arg(long, default_value_t = 384 * 1024)]
