@@ -115,24 +115,31 @@
 //!
 //! Both new encodings are generated and measured by `benches/delta.rs` on the
 //! corpus pairs (numbers in BENCHMARKS.md). bsdiff's diff stream is as long
-//! as the target and 96 % zero; compressing it raw spent most of the
-//! generation time on zero runs and still left libpython at 0.97x of
-//! `bsdiff`. Zero-run coding it first (container version 2) makes it about
-//! 11 times shorter (libpython: 7.7 MB to 0.69 MB), so xz compresses it in a fraction of the time, and with
-//! LZMA's longest match length and no position context it is also smaller:
-//! xz patches are 0.81x to 0.86x of `bsdiff` on the three pairs, zstd level
-//! 19 ones 0.86x to 0.93x. xz gives the smallest patches on every pair, and
-//! both apply faster than `bspatch` within the same memory bound, so
-//! [`DEFAULT_FORMAT`] is
+//! as the target and 92 to 96 % zero; compressed raw, the zero runs took most
+//! of the generation time and libpython stayed at 0.97x of `bsdiff`.
+//! Zero-run coding it first (container version 2) makes it about 11 times
+//! shorter (libpython: 7.7 MB to 0.69 MB), so xz compresses it in a
+//! fraction of the time, and with LZMA's longest match length and no
+//! position context the result is also smaller. On the three pairs xz
+//! patches are 0.81x to 0.86x of `bsdiff`, zstd level 19 ones 0.89x to 0.93x;
+//! xz is the smallest on every pair, and both apply faster than `bspatch`
+//! within the same memory bound, so [`DEFAULT_FORMAT`] is
 //! [`PatchFormat::BsdiffXz`](esync_proto::message::PatchFormat::BsdiffXz);
 //! Agents short of CPU advertise `BsdiffZstd` first and get it.
 //!
-//! An x86 branch-target filter (rewriting `E8`/`E9` rel32 displacements as
-//! absolute targets in both images before diffing, as xz's BCJ filter does)
-//! was tried and measured: it made the diff stream *larger* on all three
-//! pairs (by 6 to 15 % after zero-run coding), because bsdiff already turns a uniform code shift
-//! into repeated diff bytes while absolute targets change for every call
-//! inside moved code. It is therefore not part of the format.
+//! Tried, measured and not adopted:
+//!
+//! * an x86 branch-target filter (rewriting `E8`/`E9` rel32 displacements
+//!   as absolute targets in both images before diffing, as xz's BCJ filter
+//!   does): the coded diff stream grew by 6 to 15 % on all three pairs,
+//!   because bsdiff already turns a uniform code shift into repeated diff
+//!   bytes while absolute targets change for every call inside moved code;
+//! * an own match search that keeps the current alignment and consults the
+//!   suffix array only where it stops matching: about twice as fast as
+//!   qbsdiff's search, but 7 to 14 % larger patches;
+//! * other LZMA match-finder settings for the coded diff stream (presets 3
+//!   and below cost 9 % in size; other `nice_len`/depth values changed
+//!   neither size nor time beyond noise).
 //!
 //! ## Resumable transfers
 //!

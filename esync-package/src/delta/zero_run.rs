@@ -1,7 +1,7 @@
 //! Zero-run coding of the bsdiff diff stream (esync container version 2).
 //!
 //! bsdiff's diff stream is as long as the matched part of the target and
-//! mostly zero: on the corpus pairs 4 % of its bytes or fewer are non-zero
+//! mostly zero: on the corpus pairs 4 to 8 % of its bytes are non-zero
 //! (changed displacements and constants). Compressing it raw makes the
 //! compressor spend most of its time on zero runs, and LZMA's default match
 //! search codes them less well than their lengths can be coded. Version 2
