@@ -118,6 +118,7 @@ struct Plan {
     artifact: Artifact,
     installed: bool,
     failed: bool,
+    settled: bool,
     report: ComponentReport,
 }
 
@@ -461,7 +462,7 @@ impl Orchestrator {
             say(
                 true,
                 &format!(
-                    "  {dev}: offer {} -> {} as {} ({} bytes, {} chunks)",
+                    "  {dev}: offer {} -> {} as {} ({} bytes, {} chunk(s))",
                     self.ecus
                         .get(&dev)
                         .map(|r| r.installed.version.to_string())
@@ -546,6 +547,13 @@ impl Orchestrator {
                                 ),
                             );
                             plans[i].failed = true;
+                            // Workaround: after a *terminal* failure the Agent
+                            // already switched back, and a Rollback to the
+                            // previous slot would boot the failed image (see
+                            // the report of this example), so none is sent.
+                            let before = self.ecus.get(&dev).map(|r| r.installed.version.clone());
+                            plans[i].settled = f.class == ErrorClass::Terminal
+                                && before.as_ref() == Some(&running);
                             plans[i].report.result =
                                 format!("{:?}, Agent switched back to {running}", f.code);
                             failure.get_or_insert(format!("{dev}: {:?}: {}", f.code, f.message));
@@ -595,6 +603,10 @@ impl Orchestrator {
                 for p in plans.iter_mut().rev() {
                     let dev = p.component.device.clone();
                     let uid = p.update_id;
+                    if p.settled {
+                        say(true, &format!("    {dev}: already back on its previous version (terminal failure): nothing to roll back"));
+                        continue;
+                    }
                     self.send(
                         &dev,
                         Payload::Rollback(Rollback {
@@ -727,6 +739,7 @@ impl Orchestrator {
             artifact,
             installed: false,
             failed: false,
+            settled: false,
         })
     }
 
@@ -858,7 +871,7 @@ impl Orchestrator {
         p.report.chunks = chunks;
         say(
             true,
-            &format!("    {dev}: {chunks} chunks ({sent} bytes) sent and acknowledged"),
+            &format!("    {dev}: {chunks} chunk(s) ({sent} bytes) sent and acknowledged"),
         );
         self.send(
             &dev,

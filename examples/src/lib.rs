@@ -602,13 +602,13 @@ async fn manifest(
 fn print_summary(s: &Summary) {
     println!("\n== Summary ==");
     println!(
-        "{:<22} {:<16} {:<30} {:>9} {:>14}  result",
+        "{:<22} {:<16} {:<30} {:>10} {:>14}  result",
         "campaign", "device", "transfer", "bytes", "chunks"
     );
     for c in &s.campaigns {
         for comp in &c.components {
             println!(
-                "{:<22} {:<16} {:<30} {:>9} {:>14}  {}",
+                "{:<22} {:<16} {:<30} {:>10} {:>14}  {}",
                 c.package,
                 comp.device.as_str(),
                 comp.encoding.to_string(),
