@@ -119,8 +119,8 @@
 //! of the generation time and libpython stayed at 0.97x of `bsdiff`.
 //! Zero-run coding it first (container version 2) makes it about 11 times
 //! shorter (libpython: 7.7 MB to 0.69 MB), so xz compresses it in a
-//! fraction of the time, and with LZMA's longest match length and no
-//! position context the result is also smaller. On the three pairs xz
+//! fraction of the time, and (with no LZMA position context) the result is
+//! also smaller. On the three pairs xz
 //! patches are 0.81x to 0.86x of `bsdiff`, zstd level 19 ones 0.89x to 0.93x;
 //! xz is the smallest on every pair, and both apply faster than `bspatch`
 //! within the same memory bound, so [`DEFAULT_FORMAT`] is
@@ -137,9 +137,10 @@
 //! * an own match search that keeps the current alignment and consults the
 //!   suffix array only where it stops matching: about twice as fast as
 //!   qbsdiff's search, but 7 to 14 % larger patches;
-//! * other LZMA match-finder settings for the coded diff stream (presets 3
-//!   and below cost 9 % in size; other `nice_len`/depth values changed
-//!   neither size nor time beyond noise).
+//! * other LZMA settings for the coded diff stream: presets 3 and below
+//!   (fast mode) cost 8 to 11 % in size; the longest `nice_len` (273) saves
+//!   about 1 % for 60 % more LZMA time; other match finders and depths
+//!   were no better.
 //!
 //! ## Resumable transfers
 //!
