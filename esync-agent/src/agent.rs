@@ -1724,8 +1724,15 @@ impl Agent {
                 rec.stage,
                 Stage::AwaitingConfirm | Stage::Settled | Stage::Terminal { .. }
             );
-            if !installed {
-                // Never installed: nothing to undo on the device; drop the staged update.
+            // The device already runs the image it ran before this update (a
+            // failed install switched back by itself): switching to the
+            // "previous" slot now would boot the failed image.
+            let reverted = rec
+                .from
+                .as_ref()
+                .is_some_and(|f| f.sha256 == running.sha256 && f.version == running.version);
+            if !installed || reverted {
+                // Not in effect on the device: nothing to undo; drop the staged update.
                 if r.target == RollbackTarget::PreviousSlot {
                     if let Some(rec) = self.record_mut(&r.update_id) {
                         rec.stage = Stage::Settled;

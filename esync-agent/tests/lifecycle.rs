@@ -356,6 +356,41 @@ fn retry_limit_then_terminal() {
     assert_eq!(running_sha(&rig), sha256(&o));
 }
 
+/// After a terminal install failure the device already runs its old image;
+/// the Client's package-wide rollback must not switch to the failed image in
+/// the other slot.
+#[test]
+fn rollback_after_terminal_failure_keeps_the_old_image() {
+    let (o, n) = (old(), new_img());
+    let mut rig = mem_rig(&o);
+    failing_self_test(&mut rig, sha256(&n));
+    let u = Update::full(1, "2.0.0", 2, &n, 1024);
+    assert!(matches!(
+        up_to_prepare(&mut rig, &u),
+        PrepareOutcome::Ready { .. }
+    ));
+    for _ in 1..=3 {
+        rig.send(u.install(false)).unwrap();
+    }
+    let activations = rig.dev.inner().stats.activations.get();
+    let r = rig.send(u.rollback(RollbackTarget::PreviousSlot)).unwrap();
+    assert!(
+        r.iter().any(|p| matches!(
+            p,
+            Payload::RollbackResult(RollbackResult {
+                outcome: RollbackOutcome::RolledBack { version },
+                ..
+            }) if *version == v("1.0.0")
+        )),
+        "{r:?}"
+    );
+    assert_eq!(running_sha(&rig), sha256(&o));
+    assert_eq!(rig.dev.inner().stats.activations.get(), activations);
+    // A repeated rollback is answered the same way, still without touching the device.
+    rig.send(u.rollback(RollbackTarget::PreviousSlot)).unwrap();
+    assert_eq!(running_sha(&rig), sha256(&o));
+}
+
 #[test]
 fn delta_install_and_modified_source_refused() {
     let (o, n) = (old(), new_img());
