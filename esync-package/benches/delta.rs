@@ -2,7 +2,10 @@
 //! `xdelta3 -9` and `zstd -19 --patch-from` on each pair of the corpus.
 //!
 //! Run: `cargo bench -p esync-package --features generate --bench delta`
-//! (options after `--`: `--corpus DIR`, `--pair NAME`, `--no-install`).
+//! (options after `--`: `--corpus DIR`, `--pair NAME`, `--reps N`,
+//! `--no-install`). Rows "esync bsdiff+zstd" and "esync bsdiff+xz" are the
+//! default (version 2, zero-run coded diff stream) containers; "container
+//! v1" is the same xz encoding without zero-run coding, for comparison.
 //! Every generation and application runs in a child process under
 //! `/usr/bin/time` so that peak resident memory (maxrss) is comparable; ours
 //! run as this same binary in `child` mode. Each output is checked against

@@ -121,7 +121,7 @@
 //! shorter (libpython: 7.7 MB to 0.69 MB), so xz compresses it in a
 //! fraction of the time, and (with no LZMA position context) the result is
 //! also smaller. On the three pairs xz
-//! patches are 0.81x to 0.86x of `bsdiff`, zstd level 19 ones 0.89x to 0.93x;
+//! patches are 0.81x to 0.87x of `bsdiff`, zstd level 19 ones 0.89x to 0.93x;
 //! xz is the smallest on every pair, and both apply faster than `bspatch`
 //! within the same memory bound, so [`DEFAULT_FORMAT`] is
 //! [`PatchFormat::BsdiffXz`](esync_proto::message::PatchFormat::BsdiffXz);
