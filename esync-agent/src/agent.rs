@@ -491,6 +491,30 @@ impl Agent {
         dev(ctx.device.running())
     }
 
+    /// The running image, or `None` after answering "do not disturb" when
+    /// the device cannot report it right now.
+    fn running_or_busy(
+        &self,
+        ctx: &Context<'_>,
+        out: &mut Output,
+        corr: CorrelationId,
+    ) -> Result<Option<InstalledImage>, AgentError> {
+        match self.running(ctx)? {
+            Ok(image) => Ok(Some(image)),
+            Err(_) => {
+                out.send(
+                    corr,
+                    DoNotDisturb {
+                        reason: BusyReason::DeviceBusy,
+                        retry_after_ms: self.config.busy_retry_after_ms,
+                    },
+                );
+                out.ignored = Some("device does not report its running image");
+                Ok(None)
+            }
+        }
+    }
+
     /// Checks a verified target against this Agent (defence in depth: the
     /// verifier checked these too).
     fn check_target(&self, t: &DirectedTarget, installed: &InstalledImage) -> Result<(), Failure> {
@@ -579,18 +603,8 @@ impl Agent {
         if self.do_not_disturb(out, corr) {
             return Ok(());
         }
-        let installed = match self.running(ctx)? {
-            Ok(i) => i,
-            Err(_) => {
-                out.send(
-                    corr,
-                    DoNotDisturb {
-                        reason: BusyReason::DeviceBusy,
-                        retry_after_ms: self.config.busy_retry_after_ms,
-                    },
-                );
-                return Ok(());
-            }
+        let Some(installed) = self.running_or_busy(ctx, out, corr)? else {
+            return Ok(());
         };
         let rollback_versions = self.rollback_versions(ctx)?;
         let state = self
@@ -695,18 +709,8 @@ impl Agent {
                 return Ok(());
             }
         }
-        let installed = match self.running(ctx)? {
-            Ok(i) => i,
-            Err(_) => {
-                out.send(
-                    corr,
-                    DoNotDisturb {
-                        reason: BusyReason::DeviceBusy,
-                        retry_after_ms: self.config.busy_retry_after_ms,
-                    },
-                );
-                return Ok(());
-            }
+        let Some(installed) = self.running_or_busy(ctx, out, corr)? else {
+            return Ok(());
         };
         let ecu = EcuIdentity {
             serial: self.config.serial.clone(),
@@ -1568,20 +1572,8 @@ impl Agent {
         if self.do_not_disturb(out, corr) {
             return Ok(());
         }
-        let running = match self.running(ctx)? {
-            Ok(r) => r,
-            Err(e) => {
-                out.send(
-                    corr,
-                    DoNotDisturb {
-                        reason: BusyReason::DeviceBusy,
-                        retry_after_ms: self.config.busy_retry_after_ms,
-                    },
-                );
-                out.ignored = Some("device does not report its running image");
-                let _ = e;
-                return Ok(());
-            }
+        let Some(running) = self.running_or_busy(ctx, out, corr)? else {
+            return Ok(());
         };
         let fail = |f: Failure| InstallResult {
             update_id: i.update_id,
@@ -1700,18 +1692,8 @@ impl Agent {
         if self.do_not_disturb(out, corr) {
             return Ok(());
         }
-        let running = match self.running(ctx)? {
-            Ok(x) => x,
-            Err(_) => {
-                out.send(
-                    corr,
-                    DoNotDisturb {
-                        reason: BusyReason::DeviceBusy,
-                        retry_after_ms: self.config.busy_retry_after_ms,
-                    },
-                );
-                return Ok(());
-            }
+        let Some(running) = self.running_or_busy(ctx, out, corr)? else {
+            return Ok(());
         };
         if let Some(rec) = self.record(&r.update_id) {
             if let (Some(r @ Payload::RollbackResult(_)), Stage::Settled) =
