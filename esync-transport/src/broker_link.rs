@@ -41,10 +41,16 @@ use crate::{FrameSender, Incoming, Outbound, SenderInner, TransportError};
 pub struct BrokerLinkConfig {
     /// Broker address (loopback by default deployments).
     pub addr: SocketAddr,
-    /// Name the broker's certificate must carry (DNS name or IP address).
+    /// TLS server name sent in the handshake (SNI). The in-vehicle broker
+    /// serves with the vehicle's certificate, which names the vehicle by its
+    /// `esync://vehicle/<VIN>` URI and carries no DNS name: Agents and
+    /// listeners use `esync_identity::vehicle_client_tls_config`, which checks
+    /// that URI and ignores this name, so any syntactically valid name (for
+    /// example `vehicle.invalid`) works. With `client_tls_config` the broker's
+    /// certificate would have to carry this DNS name or IP address.
     pub server_name: String,
     /// TLS client configuration with this participant's certificate and the
-    /// fleet trust anchors (`esync_identity::client_tls_config`).
+    /// fleet trust anchors (`esync_identity::vehicle_client_tls_config`).
     pub tls: Arc<rustls::ClientConfig>,
     /// Whom this link speaks for (must match the certificate).
     pub participant: Participant,
