@@ -138,7 +138,11 @@ fn unix(now_ms: u64) -> UnixTime {
     UnixTime(i64::try_from(now_ms / 1000).unwrap_or(i64::MAX))
 }
 
-/// Uptane partial verification for an Agent.
+/// Uptane partial verification for an Agent: Director targets only, with the
+/// Director root pinned at provisioning. Root rotations are followed when the
+/// Client forwards the new root files (each signed by the previous root's
+/// threshold and its own), so the Director can rotate its keys without
+/// re-provisioning Agents.
 pub struct UptanePartial<S: TrustStore> {
     inner: PartialVerifier<S>,
 }
@@ -154,7 +158,53 @@ impl<S: TrustStore> UptanePartial<S> {
     pub fn into_inner(self) -> PartialVerifier<S> {
         self.inner
     }
+
+    /// Follows the Director root rotations the Client forwarded: root files
+    /// newer than the pinned one are applied in version order, each of which
+    /// must be signed by a threshold of the previous root's keys and of its
+    /// own (and be exactly one version newer). Any failure refuses the whole
+    /// update and keeps the root reached so far (never a root that did not
+    /// verify).
+    fn follow_root_rotations(&mut self, director: &[RoleBytes]) -> Result<(), Failure> {
+        let mut roots: Vec<(u64, &[u8])> = director
+            .iter()
+            .filter(|r| r.role == MetadataRole::Root)
+            .filter_map(|r| {
+                RawSigned::from_slice("root", &r.json)
+                    .ok()
+                    .and_then(|raw| raw.signed.get("version").and_then(|v| v.as_u64()))
+                    .map(|v| (v, r.json.as_slice()))
+            })
+            .collect();
+        roots.sort_by_key(|(v, _)| *v);
+        let mut rotations = 0;
+        for (version, bytes) in roots {
+            if version <= self.inner.root_version() {
+                continue;
+            }
+            rotations += 1;
+            if rotations > MAX_ROOT_ROTATIONS {
+                return Err(fail(
+                    ErrorClass::UpdateIncapable,
+                    FailureCode::MetadataInvalid,
+                    format!("more than {MAX_ROOT_ROTATIONS} Director root rotations at once"),
+                ));
+            }
+            self.inner.update_root(bytes).map_err(|e| {
+                fail(
+                    ErrorClass::UpdateIncapable,
+                    FailureCode::MetadataInvalid,
+                    format!("Director root version {version} refused: {e}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
 }
+
+/// Most Director root rotations an Agent follows in one update (as the TUF
+/// client workflow bounds root updates per refresh).
+const MAX_ROOT_ROTATIONS: usize = 32;
 
 impl<S: TrustStore> MetadataVerifier for UptanePartial<S> {
     fn level(&self) -> VerificationLevel {
@@ -167,6 +217,7 @@ impl<S: TrustStore> MetadataVerifier for UptanePartial<S> {
         ecu: &EcuIdentity,
         now_ms: u64,
     ) -> Result<DirectedTarget, Failure> {
+        self.follow_root_rotations(&metadata.director)?;
         let bytes = role_bytes(&metadata.director, &MetadataRole::Targets).ok_or_else(|| {
             fail(
                 ErrorClass::UpdateIncapable,

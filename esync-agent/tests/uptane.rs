@@ -16,7 +16,7 @@ use esync_package::package::{
 };
 use esync_proto::id::{EcuSerial, HardwareId, ReleaseCounter, Vin};
 use esync_proto::message::*;
-use esync_uptane::builder::RepositoryBuilder;
+use esync_uptane::builder::{RepositoryBuilder, RoleSetup};
 use esync_uptane::repo::Limits;
 use esync_uptane::uptane::{
     director_custom, image_custom, EcuInfo, FullVerifier, PartialVerifier, Vehicle,
@@ -211,6 +211,49 @@ fn partial_verification_and_real_delta_install() {
     assert!(
         matches!(&r[0], Payload::InventoryReport(i) if i.verification == VerificationLevel::Partial)
     );
+}
+
+/// The Director rotates its root and targets keys after the Agent was
+/// provisioned: the Agent follows the signed root chain the Client forwards
+/// and accepts targets signed by the new keys.
+#[test]
+fn partial_verification_follows_director_root_rotation() {
+    let mut w = world("ecm-hw-1", "ECM0001", 3600);
+    let mut rig = partial_rig(&w);
+    w.director
+        .rotate_keys("root", RoleSetup::generate(1, 1))
+        .unwrap();
+    w.director
+        .rotate_keys("targets", RoleSetup::generate(1, 1))
+        .unwrap();
+    w.director.publish().unwrap();
+    assert!(w.director.root_bytes(3).is_some(), "two rotations: root v3");
+    let u = update(&w, 1);
+    assert_eq!(drive_install(&mut rig, &u, true), Round::Done);
+    assert_eq!(sha256(rig.dev.inner().running_bytes()), sha256(&new_img()));
+}
+
+/// A5 on the Agent: a Director root N+1 not signed by root N's keys is
+/// refused, and targets signed only by its keys are not accepted.
+#[test]
+fn partial_verification_refuses_unchained_director_root() {
+    let mut w = world("ecm-hw-1", "ECM0001", 3600);
+    let mut rig = partial_rig(&w);
+    let fresh = RoleSetup::generate(1, 1);
+    let signers = fresh.keys.clone();
+    w.director
+        .rotate_keys_signed_by("targets", fresh, &signers)
+        .unwrap();
+    w.director.publish().unwrap();
+    let u = update(&w, 1);
+    match prepare_outcome(&mut rig, &u) {
+        PrepareOutcome::Failed(f) => {
+            assert_eq!(f.code, FailureCode::MetadataInvalid, "{f:?}");
+            assert!(f.message.contains("root"), "{f:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sha256(rig.dev.inner().running_bytes()), sha256(&old()));
 }
 
 #[test]

@@ -539,6 +539,11 @@ impl<S: TrustStore> PartialVerifier<S> {
         Ok(self.root.version)
     }
 
+    /// Version of the pinned (trusted) Director root.
+    pub fn root_version(&self) -> u64 {
+        self.root.version
+    }
+
     /// Version of the last accepted Director targets.
     pub fn last_version(&self) -> Option<u64> {
         self.last_version
