@@ -44,10 +44,8 @@ fn classify(e: &Error) -> Failure {
         Error::Store(_) | Error::State(_) => {
             return fail(ErrorClass::Retryable, FailureCode::Internal, msg);
         }
-        Error::Uptane(m) if m.contains("is for hardware") || m.contains("hardware id") => {
-            FailureCode::HardwareMismatch
-        }
-        Error::Uptane(m) if m.contains("release counter") => FailureCode::ReleaseCounterRollback,
+        Error::HardwareMismatch { .. } => FailureCode::HardwareMismatch,
+        Error::ReleaseCounterRollback { .. } => FailureCode::ReleaseCounterRollback,
         _ => FailureCode::MetadataInvalid,
     };
     fail(U, code, msg)

@@ -148,7 +148,29 @@ pub enum Error {
     /// Delegation search exceeded its bound.
     #[error("delegation search visited more than {0} roles")]
     TooManyDelegations(usize),
-    /// Uptane check failed (Director/Image mismatch, ECU checks, release counter...).
+    /// A target is for other hardware than the ECU's (attack A16).
+    #[error("target {target} is for hardware {target_hardware}, ECU {ecu} is {ecu_hardware}")]
+    HardwareMismatch {
+        /// Target name.
+        target: String,
+        /// Hardware id the target is for.
+        target_hardware: String,
+        /// ECU serial.
+        ecu: String,
+        /// The ECU's hardware id.
+        ecu_hardware: String,
+    },
+    /// A target's release counter is lower than the installed one (attack A7).
+    #[error("target {target}: release counter {offered} is lower than installed {installed}")]
+    ReleaseCounterRollback {
+        /// Target name.
+        target: String,
+        /// Release counter of the target.
+        offered: u64,
+        /// Release counter of the installed image.
+        installed: u64,
+    },
+    /// Another Uptane check failed (Director/Image mismatch, ECU checks...).
     #[error("uptane: {0}")]
     Uptane(String),
     /// A version report or manifest was refused.

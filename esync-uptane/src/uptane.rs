@@ -201,16 +201,19 @@ fn check_for_ecu(
     installed: ReleaseCounter,
 ) -> Result<()> {
     if &t.hardware_id != hardware_id {
-        return Err(uptane(format!(
-            "target {} is for hardware {}, ECU {} is {}",
-            t.name, t.hardware_id, t.ecu, hardware_id
-        )));
+        return Err(Error::HardwareMismatch {
+            target: t.name.clone(),
+            target_hardware: t.hardware_id.to_string(),
+            ecu: t.ecu.to_string(),
+            ecu_hardware: hardware_id.to_string(),
+        });
     }
     if t.release_counter < installed {
-        return Err(uptane(format!(
-            "target {}: release counter {} is lower than installed {}",
-            t.name, t.release_counter, installed
-        )));
+        return Err(Error::ReleaseCounterRollback {
+            target: t.name.clone(),
+            offered: t.release_counter.0,
+            installed: installed.0,
+        });
     }
     Ok(())
 }
