@@ -760,7 +760,7 @@ impl Agent {
             from_version,
             source_sha256,
             patch_length,
-            patch_sha256,
+            ..
         } = &o.encoding
         {
             if !ctx.patcher.formats().contains(format) {
@@ -779,9 +779,9 @@ impl Agent {
                     installed.version
                 )));
             }
-            if !t.deltas.is_empty() && !t.deltas.iter().any(|d| Self::delta_matches(d, &o.encoding))
-            {
-                let _ = (patch_sha256, source_sha256);
+            // Only a patch the signed metadata lists may be applied (an
+            // empty list means: full images only).
+            if !t.deltas.iter().any(|d| Self::delta_matches(d, &o.encoding)) {
                 return Ok(Err("delta not listed in the verified metadata".into()));
             }
         }
@@ -2224,9 +2224,8 @@ impl Agent {
         let outcome = self.do_rollback(target, expect, ctx)?;
         self.progress(out, Phase::Rollback, 1, 1);
         match (auto, outcome) {
-            (Some(f), Ok(version)) => {
+            (Some(f), Ok(_)) => {
                 // Undo of a failed attempt: now report the attempt.
-                let _ = version;
                 let now_running = self.running(ctx)?.ok();
                 if let Some(u) = &mut self.j.update {
                     if now_running.is_some() {

@@ -391,6 +391,33 @@ fn rollback_after_terminal_failure_keeps_the_old_image() {
     assert_eq!(running_sha(&rig), sha256(&o));
 }
 
+/// The Client may only send a patch that the verified metadata lists; a
+/// target with no listed deltas takes full images only.
+#[test]
+fn delta_not_listed_in_verified_metadata_is_denied() {
+    let (o, n) = (old(), new_img());
+    let patch = generate_patch(&o, &n, &GenerateOptions::new(PatchFormat::BsdiffZstd)).unwrap();
+    let mut u = Update::delta(
+        1,
+        "2.0.0",
+        2,
+        "1.0.0",
+        &o,
+        &n,
+        PatchFormat::BsdiffZstd,
+        patch,
+        512,
+    );
+    u.target.deltas.clear();
+    let mut rig = mem_rig(&o);
+    rig.send(u.metadata()).unwrap();
+    match decision(&rig.send(u.offer()).unwrap()) {
+        Decision::Deny { reason } => assert!(reason.contains("not listed"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(running_sha(&rig), sha256(&o));
+}
+
 #[test]
 fn delta_install_and_modified_source_refused() {
     let (o, n) = (old(), new_img());

@@ -113,7 +113,8 @@ impl ChannelTransport {
 pub struct HubStats {
     /// Frames delivered to an endpoint.
     pub delivered: u64,
-    /// Frames dropped because the receiving endpoint's queue was full.
+    /// Frames and presence events dropped because the receiving endpoint's
+    /// queue was full.
     pub dropped_full: u64,
     /// Frames dropped because the header names another sender than the
     /// endpoint they came from.
@@ -201,13 +202,15 @@ impl ChannelHub {
                     .map(|(p, _)| p.clone())
                     .collect();
                 for p in others {
-                    let _ = peer.tx.try_send(Incoming::Presence(PresenceEvent {
-                        participant: p,
-                        state: PresenceState::Connected,
-                    }));
+                    send_presence(&peer.tx, &self.inner.counters, &p, PresenceState::Connected);
                 }
             } else {
-                presence_to_client(&guard.0, &me, PresenceState::Connected);
+                presence_to_client(
+                    &guard.0,
+                    &self.inner.counters,
+                    &me,
+                    PresenceState::Connected,
+                );
             }
             generation
         };
@@ -234,12 +237,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn presence_to_client(table: &RoutingTable<HubConn>, who: &Participant, state: PresenceState) {
+/// Queues a presence event for `to`; a full queue drops it and counts it, as
+/// for frames.
+fn send_presence(
+    tx: &mpsc::Sender<Incoming>,
+    counters: &Counters,
+    who: &Participant,
+    state: PresenceState,
+) {
+    let event = Incoming::Presence(PresenceEvent {
+        participant: who.clone(),
+        state,
+    });
+    if tx.try_send(event).is_err() {
+        counters.dropped_full.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn presence_to_client(
+    table: &RoutingTable<HubConn>,
+    counters: &Counters,
+    who: &Participant,
+    state: PresenceState,
+) {
     if let Some(client) = table.get(&Participant::Client) {
-        let _ = client.conn.tx.try_send(Incoming::Presence(PresenceEvent {
-            participant: who.clone(),
-            state,
-        }));
+        send_presence(&client.conn.tx, counters, who, state);
     }
 }
 
@@ -285,6 +307,6 @@ async fn pump(inner: Arc<HubInner>, mut peer: ChannelPeer, generation: u64) {
         .is_some()
         && me != Participant::Client
     {
-        presence_to_client(&guard.0, &me, PresenceState::Disconnected);
+        presence_to_client(&guard.0, &inner.counters, &me, PresenceState::Disconnected);
     }
 }
