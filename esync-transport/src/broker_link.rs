@@ -104,6 +104,9 @@ pub struct LinkStats {
     pub frames_out: u64,
     /// Received link frames that were not understood.
     pub malformed_in: u64,
+    /// Outgoing frames dropped because they could not be put on the link
+    /// (handed to a [`FrameSender`], which does not check them itself).
+    pub dropped_out: u64,
 }
 
 #[derive(Default)]
@@ -113,6 +116,7 @@ struct Counters {
     frames_in: AtomicU64,
     frames_out: AtomicU64,
     malformed_in: AtomicU64,
+    dropped_out: AtomicU64,
 }
 
 /// Link to the embedded broker; see the module docs.
@@ -199,7 +203,9 @@ impl BrokerTransport {
             .map_err(|_| TransportError::Closed)
     }
 
-    /// A cloneable sending handle (frames are checked by the link task).
+    /// A cloneable sending handle. Its frames are checked by the link task;
+    /// one that cannot go on the link is dropped and counted in
+    /// [`LinkStats::dropped_out`].
     pub fn sender(&self) -> FrameSender {
         FrameSender {
             inner: SenderInner::Queue(self.tx.clone()),
@@ -226,6 +232,7 @@ impl BrokerTransport {
             frames_in: c.frames_in.load(Ordering::Relaxed),
             frames_out: c.frames_out.load(Ordering::Relaxed),
             malformed_in: c.malformed_in.load(Ordering::Relaxed),
+            dropped_out: c.dropped_out.load(Ordering::Relaxed),
         }
     }
 }
@@ -376,7 +383,7 @@ async fn run_link(
             let mut batch = 0;
             while let Some(out) = next.take() {
                 // Frames were checked by `send`; a frame that still cannot be
-                // linked (sent through a `FrameSender`) is skipped.
+                // linked (sent through a `FrameSender`) is dropped and counted.
                 let bytes = match out {
                     Outbound::Frame(f) => link::envelope_to_link(&f, limits).ok(),
                     Outbound::Subscribe(g) => {
@@ -384,6 +391,9 @@ async fn run_link(
                         link::subscribe_to_link(groups, limits).ok()
                     }
                 };
+                if bytes.is_none() {
+                    counters.dropped_out.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some(bytes) = bytes {
                     if w.write_all(&bytes).await.is_err() {
                         return LinkEnd::Lost;
