@@ -3,9 +3,7 @@
 mod common;
 
 use common::*;
-use esync_proto::envelope::{
-    EnvelopeSigner, ReceiverIdentity, Recipient, SignedEnvelope, Verifier,
-};
+use esync_proto::envelope::{EnvelopeSigner, Recipient, SignedEnvelope};
 use esync_proto::error::EnvelopeError;
 use esync_proto::frame::FrameLimits;
 use esync_proto::id::{GroupName, Id128};
@@ -232,15 +230,4 @@ fn oversized_envelope_is_refused_before_consuming_a_sequence_number() {
     assert_eq!(s.next_seq(), 1);
     let f = s.seal(to_ecm(), Id128([0; 16]), query(), NOW).unwrap();
     assert!(SignedEnvelope::from_frame(&f, FrameLimits::new(1024)).is_ok());
-    let _ = ReceiverIdentity {
-        me: Participant::Client,
-        groups: vec![],
-    };
-    let _ = Verifier::new(
-        ReceiverIdentity {
-            me: Participant::Client,
-            groups: vec![],
-        },
-        FrameLimits::default(),
-    );
 }
