@@ -115,24 +115,6 @@ fn world(hw: &str, ecu: &str, expires_in_s: i64) -> World {
     }
 }
 
-fn roles(b: &RepositoryBuilder) -> Vec<RoleBytes> {
-    let mut out = vec![];
-    for (name, bytes) in &b.files().metadata {
-        let role = match name.as_str() {
-            n if n.ends_with(".root.json") => MetadataRole::Root,
-            "timestamp.json" => MetadataRole::Timestamp,
-            "snapshot.json" => MetadataRole::Snapshot,
-            "targets.json" => MetadataRole::Targets,
-            _ => continue,
-        };
-        out.push(RoleBytes {
-            role,
-            json: bytes.clone(),
-        });
-    }
-    out
-}
-
 fn update(w: &World, id: u8) -> Update {
     let (o, n) = (old(), new_img());
     let mut u = Update::delta(
@@ -149,8 +131,8 @@ fn update(w: &World, id: u8) -> Update {
     u.target.target_name = w.full_entry.0.clone();
     u.signed = Some(UpdateMetadata {
         update_id: u.id,
-        director: roles(&w.director),
-        image: roles(&w.image_repo),
+        director: w.director.files().top_level_roles(),
+        image: w.image_repo.files().top_level_roles(),
     });
     u
 }

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use esync_proto::message::{MetadataRole, RoleBytes};
 use serde_json::Value;
 
 use crate::crypto::{hashes_of, PrivateKey, RawSigned};
@@ -67,6 +68,32 @@ pub struct RepoFiles {
     pub metadata: BTreeMap<String, Vec<u8>>,
     /// Target files by path relative to the targets base URL.
     pub targets: BTreeMap<String, Vec<u8>>,
+}
+
+impl RepoFiles {
+    /// The top-level role files as `esync-proto` [`RoleBytes`], the form in
+    /// which a Client forwards metadata to Agents (`UpdateMetadata`): every
+    /// root version (`N.root.json`) and the current `timestamp.json`,
+    /// `snapshot.json` and `targets.json`. Root files come in name order;
+    /// receivers order them by their signed version.
+    pub fn top_level_roles(&self) -> Vec<RoleBytes> {
+        self.metadata
+            .iter()
+            .filter_map(|(name, bytes)| {
+                let role = match name.as_str() {
+                    n if n.ends_with(".root.json") => MetadataRole::Root,
+                    "timestamp.json" => MetadataRole::Timestamp,
+                    "snapshot.json" => MetadataRole::Snapshot,
+                    "targets.json" => MetadataRole::Targets,
+                    _ => return None,
+                };
+                Some(RoleBytes {
+                    role,
+                    json: bytes.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// Target file path with a hash prefix on its last segment (`dir/HASH.base`).

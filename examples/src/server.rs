@@ -12,7 +12,7 @@ use esync_package::package::{
 };
 use esync_package::DEFAULT_FORMAT;
 use esync_proto::id::{DevicePath, EcuSerial, HardwareId, ReleaseCounter, SoftwareVersion, Vin};
-use esync_proto::message::{MetadataRole, RoleBytes};
+use esync_proto::message::RoleBytes;
 use esync_uptane::builder::RepositoryBuilder;
 use esync_uptane::manifest::{verify_vehicle_manifest, NonceTracker, VerifiedManifest};
 use esync_uptane::uptane::{director_custom, image_custom};
@@ -163,7 +163,10 @@ impl Server {
     /// The metadata the Client forwards to Agents: every root version, the
     /// current timestamp, snapshot and top-level targets of each repository.
     pub fn forwarded_metadata(&self) -> (Vec<RoleBytes>, Vec<RoleBytes>) {
-        (roles(&self.director), roles(&self.image_repo))
+        (
+            self.director.files().top_level_roles(),
+            self.image_repo.files().top_level_roles(),
+        )
     }
 
     /// Builds package `id` from `releases` (deltas from every listed older
@@ -266,22 +269,4 @@ impl Server {
         )
         .map_err(|e| err("vehicle manifest")(&e))
     }
-}
-
-fn roles(b: &RepositoryBuilder) -> Vec<RoleBytes> {
-    let mut out = vec![];
-    for (name, bytes) in &b.files().metadata {
-        let role = match name.as_str() {
-            n if n.ends_with(".root.json") => MetadataRole::Root,
-            "timestamp.json" => MetadataRole::Timestamp,
-            "snapshot.json" => MetadataRole::Snapshot,
-            "targets.json" => MetadataRole::Targets,
-            _ => continue,
-        };
-        out.push(RoleBytes {
-            role,
-            json: bytes.clone(),
-        });
-    }
-    out
 }
