@@ -1,0 +1,487 @@
+//! The sans-I/O Agent state machine.
+//!
+//! The host feeds it verified messages ([`Agent::handle`]), lets it work
+//! ([`Agent::poll`] while [`Output::poll`] is set, and at
+//! [`Output::deadline_ms`]), and sends the [`Output::messages`] it returns.
+//! The current time is passed in; the device, the journal store, the
+//! metadata verifier, the patch applier and the consent policy are passed in
+//! at each step as a [`Context`] of trait objects and called synchronously.
+//! The Agent itself opens no file or socket, reads no clock and starts no
+//! thread.
+//!
+//! Every step that moves an update forward is journaled before the device
+//! operation it leads to (see [`crate::journal`]); an `Err` from any method
+//! means the journal or the device lost power or failed: the host must drop
+//! the Agent and call [`Agent::recover`] (after the restart).
+//!
+//! The code is split by lifecycle stage, each module adding the handlers
+//! and steps of its stage to [`Agent`]: `inventory` (inventory and version
+//! reports), `offer` (metadata and download consent), `transfer` (chunks
+//! into staging), `prepare` (verifying what was staged), `reconstruct`
+//! (delta reconstruction through the [`PatchApplier`]), `install` (install,
+//! confirm and the install steps), `rollback`, and `outbox` (final reports
+//! kept until sent). This module holds the dispatch ([`Agent::recover`],
+//! [`Agent::handle`], [`Agent::poll`], [`Agent::mark_sent`]) and the shared
+//! plumbing. A step that can fail an update returns a `StepError`: the
+//! update failed (reported to the Client), or the Agent halts.
+
+use esync_proto::envelope::{Recipient, Verified};
+use esync_proto::id::{CorrelationId, UpdateId};
+use esync_proto::message::{
+    BusyReason, DoNotDisturb, ErrorClass, Failure, FailureCode, InstalledImage, Participant,
+    Payload, Phase, PresenceState, Progress,
+};
+
+use crate::config::AgentConfig;
+use crate::device::{Device, DeviceError};
+use crate::error::AgentError;
+use crate::journal::{JournalStore, StoreError, JOURNAL_MAGIC, MAX_JOURNAL_BYTES};
+use crate::patch::PatchApplier;
+use crate::policy::ConsentPolicy;
+use crate::seal;
+use crate::state::{JournalState, Stage, UpdateRecord};
+use crate::target::{DirectedTarget, MetadataVerifier};
+
+mod install;
+mod inventory;
+mod offer;
+mod outbox;
+mod prepare;
+mod reconstruct;
+mod rollback;
+mod transfer;
+
+const IO_BUF: usize = 64 * 1024;
+
+/// What the Agent needs from its host at each step.
+pub struct Context<'a> {
+    /// The device.
+    pub device: &'a mut dyn Device,
+    /// Journal storage.
+    pub journal: &'a mut dyn JournalStore,
+    /// Metadata verification.
+    pub verifier: &'a mut dyn MetadataVerifier,
+    /// Delta reconstruction.
+    pub patcher: &'a dyn PatchApplier,
+    /// Download consent.
+    pub policy: &'a mut dyn ConsentPolicy,
+    /// Signs Uptane ECU version reports; `None`: version report requests
+    /// are ignored.
+    pub reporter: Option<&'a mut dyn VersionReporter>,
+}
+
+/// Signs Uptane ECU version reports with the ECU's own key (the Client
+/// embeds them in the vehicle manifest).
+pub trait VersionReporter {
+    /// A signed report that this ECU runs `installed` (known by
+    /// `target_name`, if the Agent installed it), with the Server's `nonce`
+    /// and an attack indicator (empty when nothing was detected).
+    fn sign_report(
+        &mut self,
+        installed: &InstalledImage,
+        target_name: Option<&str>,
+        nonce: [u8; 16],
+        attacks_detected: &str,
+        now_ms: u64,
+    ) -> Option<Vec<u8>>;
+}
+
+/// A message for the host to sign and send.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outgoing {
+    /// Recipient (the Client).
+    pub recipient: Recipient,
+    /// Correlation: the request's, for replies.
+    pub correlation: CorrelationId,
+    /// The message.
+    pub payload: Payload,
+    /// Set for final reports kept in the journal until
+    /// [`Agent::mark_sent`] is called with this id.
+    pub outbox_id: Option<u64>,
+}
+
+/// What a step produced.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Output {
+    /// Messages to send, in order.
+    pub messages: Vec<Outgoing>,
+    /// Call [`Agent::poll`] again now (work is pending).
+    pub poll: bool,
+    /// Call [`Agent::poll`] at this time (ms since the Unix epoch) if
+    /// nothing else happens before.
+    pub deadline_ms: Option<u64>,
+    /// Set when the input was ignored, with the reason.
+    pub ignored: Option<&'static str>,
+}
+
+impl Output {
+    fn send(&mut self, correlation: CorrelationId, payload: impl Into<Payload>) {
+        self.messages.push(Outgoing {
+            recipient: Recipient::Client,
+            correlation,
+            payload: payload.into(),
+            outbox_id: None,
+        });
+    }
+}
+
+fn failure(class: ErrorClass, code: FailureCode, message: impl Into<String>) -> Failure {
+    Failure {
+        class,
+        code,
+        message: message.into(),
+    }
+}
+
+/// The Agent state machine. See the module docs.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    j: JournalState,
+    /// Chunks received out of order (not journaled; re-verified on recovery).
+    received: Vec<bool>,
+    /// `next_chunk` value last journaled.
+    journaled_next_chunk: u32,
+    /// Write position in the inactive slot (restarted on recovery).
+    write_offset: u64,
+    slot_begun: bool,
+}
+
+/// Why a step of an update did not complete. `?` converts both a
+/// [`Failure`] and an [`AgentError`] into it.
+#[derive(Debug)]
+enum StepError {
+    /// The update failed: the Client is told, the Agent goes on.
+    Fail(Failure),
+    /// The Agent cannot continue (see [`AgentError`]).
+    Halt(AgentError),
+}
+
+impl From<Failure> for StepError {
+    fn from(f: Failure) -> Self {
+        StepError::Fail(f)
+    }
+}
+
+impl From<AgentError> for StepError {
+    fn from(e: AgentError) -> Self {
+        StepError::Halt(e)
+    }
+}
+
+impl StepError {
+    /// The failure to report, or the halt to propagate with `?`.
+    fn into_failure(self) -> Result<Failure, AgentError> {
+        match self {
+            StepError::Fail(f) => Ok(f),
+            StepError::Halt(e) => Err(e),
+        }
+    }
+}
+
+/// Outcome of a device call: power loss halts the Agent, anything else is a
+/// step failure the caller classifies.
+fn dev<T>(r: Result<T, DeviceError>) -> Result<Result<T, DeviceError>, AgentError> {
+    match r {
+        Err(DeviceError::PowerLoss(op)) => Err(AgentError::PowerLoss(op)),
+        other => Ok(other),
+    }
+}
+
+impl Agent {
+    /// Starts an Agent from its journal: a fresh Agent when the journal is
+    /// empty, otherwise it resumes where the journal says (re-verifying a
+    /// partial transfer from staging, redoing an interrupted device step, or
+    /// finishing a rollback) and re-emits every unsent final report.
+    pub fn recover(
+        config: AgentConfig,
+        now_ms: u64,
+        ctx: &mut Context<'_>,
+    ) -> Result<(Agent, Output), AgentError> {
+        config.validate()?;
+        let j = match ctx.journal.load().map_err(AgentError::Journal)? {
+            None => JournalState::default(),
+            Some(bytes) => seal::open("journal", JOURNAL_MAGIC, &bytes, MAX_JOURNAL_BYTES)?,
+        };
+        let mut agent = Agent {
+            config,
+            j,
+            received: Vec::new(),
+            journaled_next_chunk: 0,
+            write_offset: 0,
+            slot_begun: false,
+        };
+        agent.tick(now_ms);
+        let mut out = Output::default();
+        agent.resume_transfer(ctx)?;
+        if let Some(rec) = &agent.j.update {
+            if rec.stage == Stage::AwaitingConfirm {
+                agent.check_trial_survived(ctx, &mut out)?;
+            }
+        }
+        agent.reemit_outbox(&mut out);
+        agent.finish(&mut out);
+        Ok((agent, out))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The persistent state (as last journaled, plus in-progress changes).
+    pub fn state(&self) -> &JournalState {
+        &self.j
+    }
+
+    /// Whether the Agent is busy with device work.
+    pub fn busy(&self) -> bool {
+        self.j.update.as_ref().is_some_and(|u| u.stage.busy())
+    }
+
+    /// Handles one verified message from the Client.
+    pub fn handle(
+        &mut self,
+        now_ms: u64,
+        msg: &Verified,
+        ctx: &mut Context<'_>,
+    ) -> Result<Output, AgentError> {
+        self.tick(now_ms);
+        let mut out = Output::default();
+        let corr = msg.header.correlation;
+        if msg.header.sender != Participant::Client {
+            out.ignored = Some("only the Client commands an Agent");
+            return Ok(out);
+        }
+        match &msg.payload {
+            Payload::InventoryQuery(q) => self.on_inventory(q, corr, ctx, &mut out)?,
+            Payload::VersionReportRequest(r) => {
+                self.on_version_report(r.nonce, corr, ctx, &mut out)?
+            }
+            Payload::UpdateMetadata(m) => self.on_metadata(m, corr, ctx, &mut out)?,
+            Payload::DownloadOffer(o) => self.on_offer(o, corr, ctx, &mut out)?,
+            Payload::TransferStart(s) => self.on_transfer_start(s, corr, ctx, &mut out)?,
+            Payload::TransferChunk(c) => self.on_chunk(c, corr, ctx, &mut out)?,
+            Payload::TransferQuery(q) => self.on_transfer_query(q, corr, &mut out),
+            Payload::TransferAbort(a) => self.on_transfer_abort(a, corr, ctx, &mut out)?,
+            Payload::Prepare(p) => self.on_prepare(p, corr, ctx, &mut out)?,
+            Payload::InstallStart(i) => self.on_install(i, corr, ctx, &mut out)?,
+            Payload::Confirm(c) => self.on_confirm(c, corr, ctx, &mut out)?,
+            Payload::Rollback(r) => self.on_rollback(r, corr, ctx, &mut out)?,
+            Payload::Presence(p) => {
+                if p.subject == Participant::Client && p.state == PresenceState::Connected {
+                    self.reemit_outbox(&mut out);
+                }
+            }
+            _ => out.ignored = Some("message kind not handled by the Agent"),
+        }
+        self.finish(&mut out);
+        Ok(out)
+    }
+
+    /// Does the next piece of pending work (one device step, or one write
+    /// quantum), and handles deadlines.
+    pub fn poll(&mut self, now_ms: u64, ctx: &mut Context<'_>) -> Result<Output, AgentError> {
+        self.tick(now_ms);
+        let mut out = Output::default();
+        self.step(ctx, &mut out)?;
+        self.finish(&mut out);
+        Ok(out)
+    }
+
+    /// Every final report not yet marked sent, to send again (for example
+    /// after the transport reconnected).
+    pub fn pending_reports(&self) -> Output {
+        let mut out = Output::default();
+        self.reemit_outbox(&mut out);
+        self.finish(&mut out);
+        out
+    }
+
+    /// The host sent the final report with this outbox id: it leaves the
+    /// journal.
+    pub fn mark_sent(&mut self, outbox_id: u64, ctx: &mut Context<'_>) -> Result<(), AgentError> {
+        let before = self.j.outbox.len();
+        self.j.outbox.retain(|e| e.id != outbox_id);
+        if self.j.outbox.len() != before {
+            self.persist(ctx)?;
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, now_ms: u64) {
+        self.j.clock_ms = self.j.clock_ms.max(now_ms);
+    }
+
+    fn now(&self) -> u64 {
+        self.j.clock_ms
+    }
+
+    fn persist(&mut self, ctx: &mut Context<'_>) -> Result<(), AgentError> {
+        self.j.generation += 1;
+        if let Some(t) = self.j.update.as_ref().and_then(|u| u.transfer.as_ref()) {
+            self.journaled_next_chunk = t.next_chunk;
+        }
+        let bytes =
+            seal::seal(JOURNAL_MAGIC, &self.j).map_err(|e| AgentError::Encode(e.to_string()))?;
+        if bytes.len() > MAX_JOURNAL_BYTES {
+            return Err(AgentError::Encode(format!(
+                "journal of {} bytes too large",
+                bytes.len()
+            )));
+        }
+        ctx.journal.store(&bytes).map_err(|e| match e {
+            StoreError::PowerLoss => AgentError::PowerLoss("journal"),
+            other => AgentError::Journal(other),
+        })
+    }
+
+    fn finish(&self, out: &mut Output) {
+        if let Some(u) = &self.j.update {
+            out.poll = u.stage.busy();
+            if u.stage == Stage::AwaitingConfirm {
+                out.deadline_ms = u.confirm_deadline_ms;
+            }
+        }
+    }
+
+    fn busy_reason(&self) -> Option<BusyReason> {
+        match self.j.update.as_ref().map(|u| &u.stage) {
+            Some(Stage::RollingBack { .. }) => Some(BusyReason::RollingBack),
+            Some(s) if s.busy() => Some(BusyReason::Installing),
+            _ => None,
+        }
+    }
+
+    fn do_not_disturb(&self, out: &mut Output, corr: CorrelationId) -> bool {
+        if let Some(reason) = self.busy_reason() {
+            out.send(
+                corr,
+                DoNotDisturb {
+                    reason,
+                    retry_after_ms: self.config.busy_retry_after_ms,
+                },
+            );
+            true
+        } else {
+            false
+        }
+    }
+
+    fn record(&self, id: &UpdateId) -> Option<&UpdateRecord> {
+        self.j.update.as_ref().filter(|u| &u.update_id == id)
+    }
+
+    fn record_mut(&mut self, id: &UpdateId) -> Option<&mut UpdateRecord> {
+        self.j.update.as_mut().filter(|u| &u.update_id == id)
+    }
+
+    fn progress(&self, out: &mut Output, phase: Phase, done: u64, total: u64) {
+        if let Some(u) = &self.j.update {
+            out.send(
+                u.install_correlation,
+                Progress {
+                    update_id: u.update_id,
+                    phase,
+                    done,
+                    total,
+                },
+            );
+        }
+    }
+
+    fn running(
+        &self,
+        ctx: &Context<'_>,
+    ) -> Result<Result<InstalledImage, DeviceError>, AgentError> {
+        dev(ctx.device.running())
+    }
+
+    /// The running image, or `None` after answering "do not disturb" when
+    /// the device cannot report it right now.
+    fn running_or_busy(
+        &self,
+        ctx: &Context<'_>,
+        out: &mut Output,
+        corr: CorrelationId,
+    ) -> Result<Option<InstalledImage>, AgentError> {
+        match self.running(ctx)? {
+            Ok(image) => Ok(Some(image)),
+            Err(_) => {
+                out.send(
+                    corr,
+                    DoNotDisturb {
+                        reason: BusyReason::DeviceBusy,
+                        retry_after_ms: self.config.busy_retry_after_ms,
+                    },
+                );
+                out.ignored = Some("device does not report its running image");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Checks a verified target against this Agent (defence in depth: the
+    /// verifier checked these too).
+    fn check_target(&self, t: &DirectedTarget, installed: &InstalledImage) -> Result<(), Failure> {
+        use ErrorClass::UpdateIncapable as U;
+        if t.ecu_serial != self.config.serial {
+            return Err(failure(
+                U,
+                FailureCode::NotDirected,
+                format!(
+                    "target is for ECU {}, not {}",
+                    t.ecu_serial, self.config.serial
+                ),
+            ));
+        }
+        if t.hardware_id != self.config.hardware_id {
+            return Err(failure(
+                U,
+                FailureCode::HardwareMismatch,
+                format!(
+                    "target is for hardware {}, this is {}",
+                    t.hardware_id, self.config.hardware_id
+                ),
+            ));
+        }
+        if t.release_counter < installed.release_counter {
+            return Err(failure(
+                U,
+                FailureCode::ReleaseCounterRollback,
+                format!(
+                    "release counter {} below installed {}",
+                    t.release_counter, installed.release_counter
+                ),
+            ));
+        }
+        if t.expires_ms <= self.now() {
+            return Err(failure(
+                U,
+                FailureCode::MetadataExpired,
+                format!(
+                    "metadata expired at {} ms (now {} ms)",
+                    t.expires_ms,
+                    self.now()
+                ),
+            ));
+        }
+        if t.length == 0 || t.length > self.config.max_image_len {
+            return Err(failure(
+                U,
+                FailureCode::InsufficientResources,
+                format!(
+                    "image of {} bytes outside 1..={}",
+                    t.length, self.config.max_image_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn set_stage(&mut self, stage: Stage) {
+        if let Some(u) = &mut self.j.update {
+            u.stage = stage;
+        }
+    }
+}
