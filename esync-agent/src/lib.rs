@@ -9,6 +9,10 @@
 //!   [`Context`] of host traits called synchronously (device, journal store,
 //!   metadata verifier, patch applier, consent policy). Output: messages to
 //!   send, whether more work is pending, and the next deadline.
+//! - [`endpoint::Endpoint`]: the Agent behind envelope verification and
+//!   signing, still synchronous and sans-I/O: signed frame bytes in, signed
+//!   frames (with the outbox ids of final reports) and the next deadline
+//!   out. The tokio runtime, a C ABI and test harnesses drive this.
 //! - [`device::Device`]: what the host implements (running image and
 //!   positioned reads of it, staging, inactive-slot writes, activate,
 //!   self-test, commit, roll back, backups, vehicle signals), with an A/B
@@ -58,6 +62,7 @@ pub mod config;
 #[cfg(feature = "delta")]
 pub mod delta;
 pub mod device;
+pub mod endpoint;
 pub mod error;
 pub mod expr;
 pub mod fault;
@@ -74,6 +79,6 @@ pub mod testing;
 #[cfg(feature = "uptane")]
 pub mod uptane;
 
-pub use agent::{Agent, Context, Outgoing, Output, VersionReporter};
+pub use agent::{Agent, Context, Ignored, Outgoing, Output, VersionReporter};
 pub use config::AgentConfig;
 pub use error::AgentError;

@@ -1,14 +1,16 @@
-//! A tokio runtime that connects the [`Agent`] to an
+//! A tokio runtime that connects the [`Agent`](crate::Agent) to an
 //! [`esync_transport::Transport`] (built-in broker link, MQTT or in-process
 //! channels). Feature `runtime`.
 //!
-//! The loop: frames from the transport are verified end to end with an
-//! [`esync_proto::envelope::Verifier`] (signature, sender permissions,
-//! recipient, replay) before the Agent sees them; the Agent's messages are
-//! signed with the Agent's [`EnvelopeSigner`](esync_proto::envelope::EnvelopeSigner) and sent; final reports are
-//! marked sent once the transport accepted them and are sent again after a
-//! reconnection; pending work runs between messages (so "do not disturb"
-//! answers go out while installing), and deadlines wake the Agent.
+//! A thin loop over the synchronous [`Endpoint`]: frames from the transport
+//! are verified end to end with an [`esync_proto::envelope::Verifier`]
+//! (signature, sender permissions, recipient, replay) before the Agent sees
+//! them; the Agent's messages are signed with the Agent's
+//! [`EnvelopeSigner`](esync_proto::envelope::EnvelopeSigner) and sent; final
+//! reports are marked sent once the transport accepted them and are sent
+//! again after a reconnection; pending work runs between messages (so "do
+//! not disturb" answers go out while installing), and deadlines wake the
+//! Agent.
 //!
 //! Device and journal calls are synchronous and run on the task that runs
 //! [`run_agent`]; give the Agent its own (current-thread) runtime or a
@@ -21,11 +23,12 @@ use esync_proto::FrameError;
 use esync_transport::{Incoming, SharedSigner, Transport, TransportError};
 
 use crate::device::Device;
+use crate::endpoint::{Endpoint, EndpointError, Envelopes, Input, Step};
 use crate::journal::JournalStore;
 use crate::patch::PatchApplier;
 use crate::policy::ConsentPolicy;
 use crate::target::MetadataVerifier;
-use crate::{Agent, AgentConfig, AgentError, Context, Output, VersionReporter};
+use crate::{AgentConfig, AgentError, Context, VersionReporter};
 
 /// The runtime stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,15 @@ pub enum RuntimeError {
     /// A message could not be signed or framed.
     #[error("sealing a message: {0}")]
     Frame(#[from] FrameError),
+}
+
+impl From<EndpointError> for RuntimeError {
+    fn from(e: EndpointError) -> Self {
+        match e {
+            EndpointError::Agent(e) => RuntimeError::Agent(e),
+            EndpointError::Frame(e) => RuntimeError::Frame(e),
+        }
+    }
 }
 
 /// What the host plugs into the Agent.
@@ -80,6 +92,18 @@ pub struct RuntimeStats {
     pub send_failed: u64,
 }
 
+/// The envelope side, built per call so that no `dyn` borrow is held
+/// across an `.await` (the runtime future stays `Send`).
+macro_rules! env {
+    ($sec:expr, $signer:expr) => {
+        &mut Envelopes {
+            verifier: &mut $sec.verifier,
+            keys: &*$sec.keys,
+            signer: &mut $signer,
+        }
+    };
+}
+
 macro_rules! ctx {
     ($h:expr) => {
         Context {
@@ -97,24 +121,18 @@ macro_rules! ctx {
 }
 
 async fn deliver(
-    agent: &mut Agent,
+    endpoint: &mut Endpoint,
     host: &mut AgentHost,
-    sec: &Security,
     transport: &Transport,
-    out: Output,
-    clock: &impl Fn() -> u64,
+    step: Step,
     stats: &mut RuntimeStats,
 ) -> Result<(), RuntimeError> {
-    for m in out.messages {
-        let frame = {
-            let mut signer = sec.signer.lock().unwrap_or_else(|e| e.into_inner());
-            signer.seal(m.recipient, m.correlation, m.payload, clock())?
-        };
-        match transport.send(frame).await {
+    for frame in step.frames {
+        match transport.send(frame.bytes).await {
             Ok(()) => {
                 stats.sent += 1;
-                if let Some(id) = m.outbox_id {
-                    agent.mark_sent(id, &mut ctx!(host))?;
+                if let Some(id) = frame.outbox_id {
+                    endpoint.mark_sent(id, &mut ctx!(host))?;
                 }
             }
             Err(TransportError::Closed) | Err(_) => stats.send_failed += 1,
@@ -127,6 +145,11 @@ async fn deliver(
 /// transport closes. `clock` returns the current time in ms since the Unix
 /// epoch. Returns counters; an error means the Agent must be restarted
 /// (call this again: it recovers from the journal).
+///
+/// The loop drives an [`Endpoint`]: received frames go to
+/// [`Endpoint::receive`], pending work and deadlines to [`Endpoint::poll`],
+/// a reconnection to [`Endpoint::reconnected`]; the frames each returns are
+/// sent and final reports marked sent once the transport accepted them.
 pub async fn run_agent(
     host: &mut AgentHost,
     sec: &mut Security,
@@ -135,10 +158,16 @@ pub async fn run_agent(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RuntimeStats, RuntimeError> {
     let mut stats = RuntimeStats::default();
-    let (mut agent, out) = Agent::recover(host.config.clone(), clock(), &mut ctx!(host))?;
-    let mut work = out.poll;
-    let mut deadline = out.deadline_ms;
-    deliver(&mut agent, host, sec, transport, out, &clock, &mut stats).await?;
+    let mut signer: &std::sync::Mutex<esync_proto::envelope::EnvelopeSigner> = &sec.signer;
+    let (mut endpoint, step) = Endpoint::recover(
+        host.config.clone(),
+        clock(),
+        &mut ctx!(host),
+        env!(sec, signer),
+    )?;
+    let mut work = step.poll;
+    let mut deadline = step.deadline_ms;
+    deliver(&mut endpoint, host, transport, step, &mut stats).await?;
     tokio::pin!(shutdown);
     loop {
         let sleep_ms = match (work, deadline) {
@@ -146,33 +175,29 @@ pub async fn run_agent(
             (false, Some(d)) => d.saturating_sub(clock()),
             (false, None) => 3_600_000,
         };
-        let out = tokio::select! {
+        let step = tokio::select! {
             biased;
             () = &mut shutdown => return Ok(stats),
             inc = transport.recv() => match inc {
                 None => return Ok(stats),
                 Some(Incoming::Frame(frame)) => {
-                    let now = clock();
-                    match sec.verifier.open(&frame, &*sec.keys, now) {
-                        Ok(msg) => {
-                            stats.accepted += 1;
-                            agent.handle(now, &msg, &mut ctx!(host))?
-                        }
-                        Err(_) => {
-                            stats.dropped += 1;
-                            continue;
-                        }
+                    let step = endpoint.receive(&frame, clock(), &mut ctx!(host), env!(sec, signer))?;
+                    if matches!(step.input, Input::Refused(_)) {
+                        stats.dropped += 1;
+                        continue;
                     }
+                    stats.accepted += 1;
+                    step
                 }
-                Some(Incoming::Reconnected) => agent.pending_reports(),
+                Some(Incoming::Reconnected) => endpoint.reconnected(clock(), env!(sec, signer))?,
                 Some(Incoming::Presence(_)) => continue,
             },
             () = tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)) => {
-                agent.poll(clock(), &mut ctx!(host))?
+                endpoint.poll(clock(), &mut ctx!(host), env!(sec, signer))?
             }
         };
-        work = out.poll;
-        deadline = out.deadline_ms;
-        deliver(&mut agent, host, sec, transport, out, &clock, &mut stats).await?;
+        work = step.poll;
+        deadline = step.deadline_ms;
+        deliver(&mut endpoint, host, transport, step, &mut stats).await?;
     }
 }

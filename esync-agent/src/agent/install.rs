@@ -12,7 +12,7 @@ use crate::error::AgentError;
 use crate::state::{Stage, UpdateRecord};
 use crate::target::DirectedTarget;
 
-use super::{dev, failure, Agent, Context, Output, IO_BUF};
+use super::{dev, failure, Agent, Context, Ignored, Output, IO_BUF};
 
 impl Agent {
     pub(super) fn on_install(
@@ -119,7 +119,7 @@ impl Agent {
             return Ok(());
         }
         let Some(rec) = self.record_mut(&c.update_id) else {
-            out.ignored = Some("confirm for an unknown update");
+            out.ignored = Some(Ignored::ConfirmUnknownUpdate);
             return Ok(());
         };
         if rec.stage == Stage::AwaitingConfirm {
@@ -130,7 +130,7 @@ impl Agent {
         }
         match rec.last_report.clone() {
             Some(r) => out.send(corr, r),
-            None => out.ignored = Some("confirm for an update that is not awaiting it"),
+            None => out.ignored = Some(Ignored::ConfirmNotAwaited),
         }
         Ok(())
     }

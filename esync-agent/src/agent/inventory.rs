@@ -5,7 +5,7 @@ use esync_proto::message::{DeltaCapability, FailureCode, InventoryQuery, Invento
 
 use crate::error::AgentError;
 
-use super::{dev, Agent, Context, Output};
+use super::{dev, Agent, Context, Ignored, Output};
 
 impl Agent {
     pub(super) fn rollback_versions(
@@ -82,7 +82,7 @@ impl Agent {
             return Ok(());
         }
         let Ok(installed) = self.running(ctx)? else {
-            out.ignored = Some("device does not report its running image");
+            out.ignored = Some(Ignored::DeviceUnavailable);
             return Ok(());
         };
         let rec = self.j.update.as_ref();
@@ -106,14 +106,14 @@ impl Agent {
             .unwrap_or_default();
         let now = self.now();
         let Some(reporter) = ctx.reporter.as_deref_mut() else {
-            out.ignored = Some("no version reporter configured");
+            out.ignored = Some(Ignored::NoVersionReporter);
             return Ok(());
         };
         match reporter.sign_report(&installed, name.as_deref(), nonce, &attack, now) {
             Some(signed_json) => {
                 out.send(corr, esync_proto::message::VersionReport { signed_json })
             }
-            None => out.ignored = Some("version report could not be signed"),
+            None => out.ignored = Some(Ignored::VersionReportUnsigned),
         }
         Ok(())
     }

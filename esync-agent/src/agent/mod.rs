@@ -111,7 +111,54 @@ pub struct Output {
     /// nothing else happens before.
     pub deadline_ms: Option<u64>,
     /// Set when the input was ignored, with the reason.
-    pub ignored: Option<&'static str>,
+    pub ignored: Option<Ignored>,
+}
+
+/// Why the Agent ignored an input (nothing was changed; any answer it sent
+/// is in [`Output::messages`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Ignored {
+    /// The sender is not the Client: only the Client commands an Agent.
+    NotFromClient,
+    /// The Agent does not handle this kind of message.
+    UnhandledKind,
+    /// The device does not report its running image right now.
+    DeviceUnavailable,
+    /// A version report was requested and no reporter is configured.
+    NoVersionReporter,
+    /// The version reporter could not sign the report.
+    VersionReportUnsigned,
+    /// Metadata for an update that is already past verification.
+    MetadataPastVerification,
+    /// A transfer start for an update past its transfer stage.
+    TransferPastStage,
+    /// A chunk for a transfer the Agent does not know.
+    ChunkUnknownTransfer,
+    /// An abort of an unknown or finished transfer.
+    AbortUnknownTransfer,
+    /// A confirm for an update the Agent does not know.
+    ConfirmUnknownUpdate,
+    /// A confirm for an update that is not awaiting one.
+    ConfirmNotAwaited,
+}
+
+impl core::fmt::Display for Ignored {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Ignored::NotFromClient => "only the Client commands an Agent",
+            Ignored::UnhandledKind => "message kind not handled by the Agent",
+            Ignored::DeviceUnavailable => "device does not report its running image",
+            Ignored::NoVersionReporter => "no version reporter configured",
+            Ignored::VersionReportUnsigned => "version report could not be signed",
+            Ignored::MetadataPastVerification => "metadata for an update already past verification",
+            Ignored::TransferPastStage => "transfer for an update past its transfer stage",
+            Ignored::ChunkUnknownTransfer => "chunk for an unknown transfer",
+            Ignored::AbortUnknownTransfer => "abort of an unknown or finished transfer",
+            Ignored::ConfirmUnknownUpdate => "confirm for an unknown update",
+            Ignored::ConfirmNotAwaited => "confirm for an update that is not awaiting it",
+        })
+    }
 }
 
 impl Output {
@@ -250,7 +297,7 @@ impl Agent {
         let mut out = Output::default();
         let corr = msg.header.correlation;
         if msg.header.sender != Participant::Client {
-            out.ignored = Some("only the Client commands an Agent");
+            out.ignored = Some(Ignored::NotFromClient);
             return Ok(out);
         }
         match &msg.payload {
@@ -273,7 +320,7 @@ impl Agent {
                     self.reemit_outbox(&mut out);
                 }
             }
-            _ => out.ignored = Some("message kind not handled by the Agent"),
+            _ => out.ignored = Some(Ignored::UnhandledKind),
         }
         self.finish(&mut out);
         Ok(out)
@@ -287,6 +334,14 @@ impl Agent {
         self.step(ctx, &mut out)?;
         self.finish(&mut out);
         Ok(out)
+    }
+
+    /// Whether work is pending ([`Output::poll`]) and the next deadline
+    /// ([`Output::deadline_ms`]), for a host that produced no output.
+    pub(crate) fn schedule(&self) -> (bool, Option<u64>) {
+        let mut out = Output::default();
+        self.finish(&mut out);
+        (out.poll, out.deadline_ms)
     }
 
     /// Every final report not yet marked sent, to send again (for example
@@ -415,7 +470,7 @@ impl Agent {
                         retry_after_ms: self.config.busy_retry_after_ms,
                     },
                 );
-                out.ignored = Some("device does not report its running image");
+                out.ignored = Some(Ignored::DeviceUnavailable);
                 Ok(None)
             }
         }

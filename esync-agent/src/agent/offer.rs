@@ -10,7 +10,7 @@ use crate::error::AgentError;
 use crate::state::{Stage, UpdateRecord};
 use crate::target::{DeltaEntry, DirectedTarget, EcuIdentity};
 
-use super::{dev, Agent, Context, Output};
+use super::{dev, Agent, Context, Ignored, Output};
 
 impl Agent {
     pub(super) fn on_metadata(
@@ -26,7 +26,7 @@ impl Agent {
         if let Some(u) = &self.j.update {
             if u.update_id == m.update_id && !matches!(u.stage, Stage::Verified | Stage::Consented)
             {
-                out.ignored = Some("metadata for an update already past verification");
+                out.ignored = Some(Ignored::MetadataPastVerification);
                 return Ok(());
             }
             if u.update_id != m.update_id && u.stage == Stage::AwaitingConfirm {

@@ -13,7 +13,7 @@ use crate::device::hash_with;
 use crate::error::AgentError;
 use crate::state::{Stage, TransferRecord};
 
-use super::{dev, failure, Agent, Context, Output};
+use super::{dev, failure, Agent, Context, Ignored, Output};
 
 impl Agent {
     pub(super) fn transfer_failed(
@@ -83,7 +83,7 @@ impl Agent {
                     return Ok(());
                 }
             }
-            out.ignored = Some("transfer for an update past its transfer stage");
+            out.ignored = Some(Ignored::TransferPastStage);
             return Ok(());
         }
         let (expected_len, digest) = match enc {
@@ -243,7 +243,7 @@ impl Agent {
             return Ok(());
         }
         let Some(rec) = self.j.update.as_ref() else {
-            out.ignored = Some("chunk for an unknown transfer");
+            out.ignored = Some(Ignored::ChunkUnknownTransfer);
             return Ok(());
         };
         let Some(t) = rec
@@ -251,7 +251,7 @@ impl Agent {
             .as_ref()
             .filter(|t| t.transfer_id == c.transfer_id)
         else {
-            out.ignored = Some("chunk for an unknown transfer");
+            out.ignored = Some(Ignored::ChunkUnknownTransfer);
             return Ok(());
         };
         let n = t.chunks();
@@ -379,6 +379,7 @@ impl Agent {
             return Ok(());
         }
         let Some(rec) = self.j.update.as_mut() else {
+            out.ignored = Some(Ignored::AbortUnknownTransfer);
             return Ok(());
         };
         if rec
@@ -392,7 +393,7 @@ impl Agent {
             self.received.clear();
             self.persist(ctx)?;
         } else {
-            out.ignored = Some("abort of an unknown or finished transfer");
+            out.ignored = Some(Ignored::AbortUnknownTransfer);
         }
         Ok(())
     }
