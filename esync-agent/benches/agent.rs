@@ -55,6 +55,11 @@ fn live() -> isize {
 }
 
 const T0: u64 = 1_800_000_000_000;
+/// Both clocks (monotonic from 0, wall time at `T0`).
+const NOW: esync_agent::Now = esync_agent::Now {
+    mono_ms: 0,
+    wall_ms: T0,
+};
 const IMAGE: usize = 1 << 20;
 const CHUNK: u32 = 4096;
 
@@ -118,11 +123,11 @@ fn config() -> AgentConfig {
 fn handle(agent: &mut Agent, w: &mut World, p: Payload) {
     let m = w.msg(p);
     let mut out = agent
-        .handle(T0, &m, &mut w.ctx())
+        .handle(NOW, &m, &mut w.ctx())
         .expect("no power loss in the bench");
     while out.poll {
         out = agent
-            .poll(T0, &mut w.ctx())
+            .poll(NOW, &mut w.ctx())
             .expect("no power loss in the bench");
     }
     for o in out.messages {
@@ -210,13 +215,13 @@ fn main() {
             policy: AlwaysConsent,
             seq: 0,
         };
-        let (a, _) = Agent::recover(config(), T0, &mut w2.ctx()).expect("recover");
+        let (a, _) = Agent::recover(config(), NOW, &mut w2.ctx()).expect("recover");
         a
     };
     println!("| point | Agent heap (bytes) | journal record (bytes) |\n| --- | --- | --- |");
     println!("| fresh (idle) | {} | 0 |", heap_of(fresh()));
 
-    let (mut agent, _) = Agent::recover(config(), T0, &mut w.ctx()).expect("recover");
+    let (mut agent, _) = Agent::recover(config(), NOW, &mut w.ctx()).expect("recover");
     handle(
         &mut agent,
         &mut w,
@@ -272,7 +277,7 @@ fn main() {
         };
         // The copy device has no staged bytes, so recovery stops at the
         // journaled chunk; the structures are the same size.
-        let (a, _) = Agent::recover(config(), T0, &mut w3.ctx()).expect("recover");
+        let (a, _) = Agent::recover(config(), NOW, &mut w3.ctx()).expect("recover");
         heap_of(a)
     };
     println!(
@@ -305,25 +310,25 @@ fn main() {
     println!("\n| message | time per message | |\n| --- | --- | --- |");
     per_op("InventoryQuery → InventoryReport", 20_000, |_| {
         let m = w.msg(Payload::InventoryQuery(InventoryQuery { nonce: [0; 16] }));
-        black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
+        black_box(agent.handle(NOW, &m, &mut w.ctx()).expect("ok"));
     });
     per_op("Prepare re-sent (answered without rework)", 20_000, |_| {
         let m = w.msg(Payload::Prepare(Prepare {
             update_id: id,
             transfer_id: tid,
         }));
-        black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
+        black_box(agent.handle(NOW, &m, &mut w.ctx()).expect("ok"));
     });
     per_op("Confirm re-sent (report resent)", 20_000, |_| {
         let m = w.msg(Payload::Confirm(Confirm { update_id: id }));
-        black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
+        black_box(agent.handle(NOW, &m, &mut w.ctx()).expect("ok"));
     });
     println!("| point | Agent heap (bytes) | journal record (bytes) |\n| --- | --- | --- |");
     println!("| installed (settled) | {} | {rec} |", heap_of(agent));
 
     // A fresh Agent per round for the transfer path (includes journal
     // writes every 16 chunks and the SHA-256 of each 4 KiB chunk).
-    let (mut agent, _) = Agent::recover(config(), T0, &mut w.ctx()).expect("recover");
+    let (mut agent, _) = Agent::recover(config(), NOW, &mut w.ctx()).expect("recover");
     handle(
         &mut agent,
         &mut w,
@@ -356,20 +361,20 @@ fn main() {
                     transfer_id: Id128([10 + round as u8; 16]),
                     reason: String::new(),
                 }));
-                black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
+                black_box(agent.handle(NOW, &m, &mut w.ctx()).expect("ok"));
                 round += 1;
                 let m = w.msg(Payload::TransferStart(TransferStart {
                     transfer_id: Id128([10 + round as u8; 16]),
                     ..start2.clone()
                 }));
-                black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
+                black_box(agent.handle(NOW, &m, &mut w.ctx()).expect("ok"));
             }
             let Payload::TransferChunk(mut c) = chunks[i as usize].clone() else {
                 return;
             };
             c.transfer_id = Id128([10 + round as u8; 16]);
             let m = w.msg(Payload::TransferChunk(c));
-            black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
+            black_box(agent.handle(NOW, &m, &mut w.ctx()).expect("ok"));
         },
     );
     let block = vec![0x5au8; CHUNK as usize];
@@ -381,7 +386,7 @@ fn main() {
         update_id: Id128([9; 16]),
         transfer_id: Id128([10 + round as u8; 16]),
     }));
-    black_box(agent.handle(T0, &m, &mut w.ctx()).expect("ok"));
+    black_box(agent.handle(NOW, &m, &mut w.ctx()).expect("ok"));
     println!(
         "| Prepare, full 1 MiB image (hash staged image) | {:.0} µs | |",
         t.elapsed().as_secs_f64() * 1e6

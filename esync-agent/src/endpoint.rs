@@ -8,7 +8,9 @@
 //! and the next deadline ([`Step`]). The host sends the frames, calls
 //! [`Endpoint::mark_sent`] for each outbox id its transport accepted, and
 //! calls [`Endpoint::poll`] while [`Step::poll`] is set or at
-//! [`Step::deadline_ms`]. No async, no I/O, no clock, no thread: the tokio
+//! [`Step::deadline_ms`]. Every call takes both clocks ([`Now`]): envelope
+//! timestamps and the verifier's window use wall time, deadlines monotonic
+//! time. No async, no I/O, no clock, no thread: the tokio
 //! runtime ([`crate::runtime`]) is a loop over this, and so are a C ABI or a
 //! test harness.
 
@@ -19,13 +21,14 @@ use esync_proto::id::CorrelationId;
 use esync_proto::message::Payload;
 use esync_proto::{EnvelopeError, FrameError};
 
-use crate::agent::{Agent, Context, Ignored, Output};
+use crate::agent::{Agent, Context, Ignored, Now, Output};
 use crate::config::AgentConfig;
 use crate::error::AgentError;
 
 /// Signs and frames the Agent's messages.
 pub trait Sealer {
-    /// A framed, signed envelope for `payload`; `now_ms` is its timestamp.
+    /// A framed, signed envelope for `payload`; `now_ms` (wall time) is its
+    /// timestamp.
     fn seal(
         &mut self,
         recipient: Recipient,
@@ -110,7 +113,8 @@ pub struct Step {
     pub input: Input,
     /// Call [`Endpoint::poll`] again now (work is pending).
     pub poll: bool,
-    /// Call [`Endpoint::poll`] at this time if nothing happens before.
+    /// Call [`Endpoint::poll`] at this monotonic time ([`Now::mono_ms`]) if
+    /// nothing happens before.
     pub deadline_ms: Option<u64>,
 }
 
@@ -147,12 +151,12 @@ impl Endpoint {
     /// what it has to send (every unsent final report).
     pub fn recover(
         config: AgentConfig,
-        now_ms: u64,
+        now: Now,
         ctx: &mut Context<'_>,
         env: &mut Envelopes<'_>,
     ) -> Result<(Endpoint, Step), EndpointError> {
-        let (agent, out) = Agent::recover(config, now_ms, ctx)?;
-        let step = seal(out, Input::None, now_ms, env)?;
+        let (agent, out) = Agent::recover(config, now, ctx)?;
+        let step = seal(out, Input::None, now, env)?;
         Ok((Endpoint { agent }, step))
     }
 
@@ -166,11 +170,11 @@ impl Endpoint {
     pub fn receive(
         &mut self,
         frame: &[u8],
-        now_ms: u64,
+        now: Now,
         ctx: &mut Context<'_>,
         env: &mut Envelopes<'_>,
     ) -> Result<Step, EndpointError> {
-        let msg = match env.verifier.open(frame, env.keys, now_ms) {
+        let msg = match env.verifier.open(frame, env.keys, now.wall_ms) {
             Ok(msg) => msg,
             Err(e) => {
                 let (poll, deadline_ms) = self.agent.schedule();
@@ -182,34 +186,34 @@ impl Endpoint {
                 });
             }
         };
-        let out = self.agent.handle(now_ms, &msg, ctx)?;
+        let out = self.agent.handle(now, &msg, ctx)?;
         let input = match out.ignored {
             Some(why) => Input::Ignored(why),
             None => Input::Handled,
         };
-        seal(out, input, now_ms, env)
+        seal(out, input, now, env)
     }
 
     /// Does the next piece of pending work and handles deadlines
     /// ([`Agent::poll`]).
     pub fn poll(
         &mut self,
-        now_ms: u64,
+        now: Now,
         ctx: &mut Context<'_>,
         env: &mut Envelopes<'_>,
     ) -> Result<Step, EndpointError> {
-        let out = self.agent.poll(now_ms, ctx)?;
-        seal(out, Input::None, now_ms, env)
+        let out = self.agent.poll(now, ctx)?;
+        seal(out, Input::None, now, env)
     }
 
     /// The transport reconnected: every final report not yet marked sent,
     /// sealed again.
     pub fn reconnected(
         &mut self,
-        now_ms: u64,
+        now: Now,
         env: &mut Envelopes<'_>,
     ) -> Result<Step, EndpointError> {
-        seal(self.agent.pending_reports(), Input::None, now_ms, env)
+        seal(self.agent.pending_reports(), Input::None, now, env)
     }
 
     /// The transport accepted the frame of this outbox id: the report
@@ -222,14 +226,14 @@ impl Endpoint {
 fn seal(
     out: Output,
     input: Input,
-    now_ms: u64,
+    now: Now,
     env: &mut Envelopes<'_>,
 ) -> Result<Step, EndpointError> {
     let mut frames = Vec::with_capacity(out.messages.len());
     for m in out.messages {
         let bytes = env
             .signer
-            .seal(m.recipient, m.correlation, m.payload, now_ms)?;
+            .seal(m.recipient, m.correlation, m.payload, now.wall_ms)?;
         frames.push(Frame {
             bytes,
             outbox_id: m.outbox_id,

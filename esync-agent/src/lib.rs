@@ -79,6 +79,6 @@ pub mod testing;
 #[cfg(feature = "uptane")]
 pub mod uptane;
 
-pub use agent::{Agent, Context, Ignored, Outgoing, Output, VersionReporter};
+pub use agent::{Agent, Context, Ignored, Now, Outgoing, Output, VersionReporter};
 pub use config::AgentConfig;
 pub use error::AgentError;

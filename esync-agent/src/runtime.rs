@@ -28,7 +28,7 @@ use crate::journal::JournalStore;
 use crate::patch::PatchApplier;
 use crate::policy::ConsentPolicy;
 use crate::target::MetadataVerifier;
-use crate::{AgentConfig, AgentError, Context, VersionReporter};
+use crate::{AgentConfig, AgentError, Context, Now, VersionReporter};
 
 /// The runtime stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -142,8 +142,8 @@ async fn deliver(
 }
 
 /// Runs the Agent on `transport` until `shutdown` completes or the
-/// transport closes. `clock` returns the current time in ms since the Unix
-/// epoch. Returns counters; an error means the Agent must be restarted
+/// transport closes. `clock` returns the current wall time in ms since the
+/// Unix epoch (deadlines run on tokio's monotonic clock instead). Returns counters; an error means the Agent must be restarted
 /// (call this again: it recovers from the journal).
 ///
 /// The loop drives an [`Endpoint`]: received frames go to
@@ -158,10 +158,17 @@ pub async fn run_agent(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RuntimeStats, RuntimeError> {
     let mut stats = RuntimeStats::default();
+    // Deadlines run on tokio's monotonic clock, from the start of this run
+    // (the Agent re-arms pending deadlines when it recovers at the start).
+    let origin = tokio::time::Instant::now();
+    let now = || Now {
+        mono_ms: u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX),
+        wall_ms: clock(),
+    };
     let mut signer: &std::sync::Mutex<esync_proto::envelope::EnvelopeSigner> = &sec.signer;
     let (mut endpoint, step) = Endpoint::recover(
         host.config.clone(),
-        clock(),
+        now(),
         &mut ctx!(host),
         env!(sec, signer),
     )?;
@@ -172,7 +179,7 @@ pub async fn run_agent(
     loop {
         let sleep_ms = match (work, deadline) {
             (true, _) => 0,
-            (false, Some(d)) => d.saturating_sub(clock()),
+            (false, Some(d)) => d.saturating_sub(now().mono_ms),
             (false, None) => 3_600_000,
         };
         let step = tokio::select! {
@@ -181,7 +188,7 @@ pub async fn run_agent(
             inc = transport.recv() => match inc {
                 None => return Ok(stats),
                 Some(Incoming::Frame(frame)) => {
-                    let step = endpoint.receive(&frame, clock(), &mut ctx!(host), env!(sec, signer))?;
+                    let step = endpoint.receive(&frame, now(), &mut ctx!(host), env!(sec, signer))?;
                     if matches!(step.input, Input::Refused(_)) {
                         stats.dropped += 1;
                         continue;
@@ -189,11 +196,11 @@ pub async fn run_agent(
                     stats.accepted += 1;
                     step
                 }
-                Some(Incoming::Reconnected) => endpoint.reconnected(clock(), env!(sec, signer))?,
+                Some(Incoming::Reconnected) => endpoint.reconnected(now(), env!(sec, signer))?,
                 Some(Incoming::Presence(_)) => continue,
             },
             () = tokio::time::sleep(std::time::Duration::from_millis(sleep_ms)) => {
-                endpoint.poll(clock(), &mut ctx!(host), env!(sec, signer))?
+                endpoint.poll(now(), &mut ctx!(host), env!(sec, signer))?
             }
         };
         work = step.poll;

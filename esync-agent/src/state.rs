@@ -147,7 +147,10 @@ pub struct UpdateRecord {
     pub install_correlation: CorrelationId,
     /// Correlation of the confirm command.
     pub confirm_correlation: CorrelationId,
-    /// Confirm deadline (ms since the Unix epoch).
+    /// Confirm deadline, in the monotonic time ([`crate::Now::mono_ms`]) of
+    /// the run that set it; re-armed with the full timeout on recovery.
+    /// (Journals of earlier versions hold a wall time here: recovery
+    /// re-arms it all the same.)
     pub confirm_deadline_ms: Option<u64>,
     /// Image that ran when the install attempt started.
     pub from: Option<InstalledImage>,
@@ -171,7 +174,9 @@ pub struct OutboxEntry {
 pub struct JournalState {
     /// Incremented at every journal write.
     pub generation: u64,
-    /// Highest time seen (time never goes backwards).
+    /// Wall-time floor (ms since the Unix epoch): expiry checks never use
+    /// an earlier time. Raised only up to the signed expiry of verified
+    /// metadata (see [`crate::Now`]).
     pub clock_ms: u64,
     /// The current (or last) update.
     pub update: Option<UpdateRecord>,

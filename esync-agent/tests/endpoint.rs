@@ -16,7 +16,7 @@ use esync_agent::endpoint::{Endpoint, Envelopes, Input, Step};
 use esync_agent::journal::MemJournal;
 use esync_agent::policy::AlwaysConsent;
 use esync_agent::testing::DangerousUnverifiedMetadata;
-use esync_agent::{Context, Ignored, VersionReporter};
+use esync_agent::{Context, Ignored, Now, VersionReporter};
 use esync_proto::envelope::{EnvelopeSigner, ReceiverIdentity, Recipient, Verifier};
 use esync_proto::frame::FrameLimits;
 use esync_proto::id::Id128;
@@ -38,6 +38,7 @@ struct Bench {
     client: EnvelopeSigner,
     client_verifier: Verifier,
     agent_keys: BTreeMap<Participant, VerifyingKey>,
+    /// Wall time (the monotonic clock runs 1 ms per frame from 0).
     now: u64,
 }
 
@@ -93,9 +94,17 @@ impl Bench {
         b
     }
 
+    fn clocks(&self) -> Now {
+        Now {
+            mono_ms: self.now - T0,
+            wall_ms: self.now,
+        }
+    }
+
     fn recover(&mut self) -> Step {
+        let now = self.clocks();
         parts!(self, ctx, env);
-        let (e, step) = Endpoint::recover(config(), self.now, &mut ctx, &mut env).unwrap();
+        let (e, step) = Endpoint::recover(config(), now, &mut ctx, &mut env).unwrap();
         self.endpoint = Some(e);
         step
     }
@@ -114,14 +123,14 @@ impl Bench {
     }
 
     fn receive(&mut self, frame: &[u8]) -> Step {
-        let now = self.now;
+        let now = self.clocks();
         parts!(self, ctx, env);
         let e = self.endpoint.as_mut().unwrap();
         e.receive(frame, now, &mut ctx, &mut env).unwrap()
     }
 
     fn poll(&mut self) -> Step {
-        let now = self.now;
+        let now = self.clocks();
         parts!(self, ctx, env);
         let e = self.endpoint.as_mut().unwrap();
         e.poll(now, &mut ctx, &mut env).unwrap()
@@ -286,7 +295,7 @@ fn a_whole_update_with_final_reports_kept_until_marked_sent() {
 
     // Not marked sent: a reconnection and a restart send it again.
     let again = {
-        let now = b.now;
+        let now = b.clocks();
         let mut env = Envelopes {
             verifier: &mut b.agent_verifier,
             keys: &b.client_keys,

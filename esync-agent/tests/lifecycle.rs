@@ -167,7 +167,7 @@ fn consent_postponed_then_given() {
     );
     let r = rig.send(u.transfer_start()).unwrap();
     assert!(matches!(decision(&r), Decision::Postpone { .. }));
-    rig.now += 60_000;
+    rig.advance(60_000);
     rig.dev.inner_mut().set_signals(vec![Signal {
         name: "battery_soc".into(),
         value: SignalValue::Int(80),
@@ -673,7 +673,7 @@ fn confirm_timeout_rolls_back() {
     let (_, _) = rig
         .send_only(Payload::InventoryQuery(InventoryQuery { nonce: [0; 16] }))
         .unwrap();
-    rig.now += rig.config.confirm_timeout_ms.unwrap();
+    rig.advance(rig.config.confirm_timeout_ms.unwrap());
     let r = rig.poll_all().unwrap();
     assert!(
         matches!(install_result(&r), InstallOutcome::Failed { failure, running } if failure.code == FailureCode::Timeout && running == v("1.0.0"))
@@ -738,8 +738,12 @@ fn final_report_survives_a_crash_before_it_was_sent() {
             policy: &mut *rig.policy,
             reporter: None,
         };
+        let now = esync_agent::Now {
+            mono_ms: rig.mono,
+            wall_ms: rig.now,
+        };
         loop {
-            let out = agent.poll(rig.now, &mut ctx).unwrap();
+            let out = agent.poll(now, &mut ctx).unwrap();
             if !out.poll {
                 break;
             }

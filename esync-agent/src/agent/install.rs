@@ -93,7 +93,7 @@ impl Agent {
             }
         }
         let timeout = self.config.confirm_timeout_ms;
-        let now = self.now();
+        let now = self.mono();
         if let Some(rec) = self.record_mut(&i.update_id) {
             rec.attempts += 1;
             rec.activations = 0;
@@ -176,7 +176,7 @@ impl Agent {
         let target = rec.target.clone().ok();
         match (&rec.stage, target) {
             (Stage::AwaitingConfirm, _) => {
-                if rec.confirm_deadline_ms.is_some_and(|d| self.now() >= d) {
+                if rec.confirm_deadline_ms.is_some_and(|d| self.mono() >= d) {
                     let f = failure(
                         ErrorClass::Retryable,
                         FailureCode::Timeout,

@@ -3,7 +3,7 @@
 //! The host feeds it verified messages ([`Agent::handle`]), lets it work
 //! ([`Agent::poll`] while [`Output::poll`] is set, and at
 //! [`Output::deadline_ms`]), and sends the [`Output::messages`] it returns.
-//! The current time is passed in; the device, the journal store, the
+//! The current time is passed in (two clocks: [`Now`]); the device, the journal store, the
 //! metadata verifier, the patch applier and the consent policy are passed in
 //! at each step as a [`Context`] of trait objects and called synchronously.
 //! The Agent itself opens no file or socket, reads no clock and starts no
@@ -107,7 +107,7 @@ pub struct Output {
     pub messages: Vec<Outgoing>,
     /// Call [`Agent::poll`] again now (work is pending).
     pub poll: bool,
-    /// Call [`Agent::poll`] at this time (ms since the Unix epoch) if
+    /// Call [`Agent::poll`] at this monotonic time ([`Now::mono_ms`]) if
     /// nothing else happens before.
     pub deadline_ms: Option<u64>,
     /// Set when the input was ignored, with the reason.
@@ -180,6 +180,32 @@ fn failure(class: ErrorClass, code: FailureCode, message: impl Into<String>) -> 
     }
 }
 
+/// The host's two clocks, passed in at every call.
+///
+/// - `mono_ms`: a monotonic clock (any origin; it never goes backwards
+///   while the Agent runs, and restarts when the host restarts). Deadlines
+///   ([`Output::deadline_ms`], the confirm timeout) run on it, so a jump of
+///   the real-time clock neither fires nor stalls them.
+/// - `wall_ms`: real time, ms since the Unix epoch (it may jump either
+///   way). Metadata expiry, consent postponement, version reports and
+///   envelope timestamps use it.
+///
+/// The Agent keeps a wall-time floor in its journal
+/// ([`JournalState::clock_ms`]) so that metadata once seen expired stays
+/// expired when the clock is set back. The floor only rises up to the
+/// signed expiry of the verified metadata the Agent holds
+/// (`floor = max(floor, min(wall_ms, expires_ms))`): a wall time beyond
+/// every signed expiry is used for that call only and never persisted, so
+/// one bogus future time cannot stay in the journal and expire all
+/// future metadata.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Now {
+    /// Monotonic ms (deadlines).
+    pub mono_ms: u64,
+    /// Real time, ms since the Unix epoch (expiry).
+    pub wall_ms: u64,
+}
+
 /// The Agent state machine. See the module docs.
 #[derive(Debug)]
 pub struct Agent {
@@ -192,6 +218,8 @@ pub struct Agent {
     /// Write position in the inactive slot (restarted on recovery).
     write_offset: u64,
     slot_begun: bool,
+    /// The clocks of the current call.
+    clock: Now,
 }
 
 /// Why a step of an update did not complete. `?` converts both a
@@ -242,7 +270,7 @@ impl Agent {
     /// finishing a rollback) and re-emits every unsent final report.
     pub fn recover(
         config: AgentConfig,
-        now_ms: u64,
+        now: Now,
         ctx: &mut Context<'_>,
     ) -> Result<(Agent, Output), AgentError> {
         config.validate()?;
@@ -257,8 +285,20 @@ impl Agent {
             journaled_next_chunk: 0,
             write_offset: 0,
             slot_begun: false,
+            clock: now,
         };
-        agent.tick(now_ms);
+        agent.tick(now);
+        // A deadline journaled in the monotonic time of an earlier run
+        // means nothing now: a pending confirm deadline restarts with the
+        // full timeout (a restart never shortens the window to confirm; a
+        // trial image that does not survive restarts falls back through the
+        // bootloader, which `check_trial_survived` detects).
+        let timeout = agent.config.confirm_timeout_ms;
+        if let Some(u) = &mut agent.j.update {
+            if u.confirm_deadline_ms.is_some() {
+                u.confirm_deadline_ms = timeout.map(|t| now.mono_ms.saturating_add(t));
+            }
+        }
         let mut out = Output::default();
         agent.resume_transfer(ctx)?;
         if let Some(rec) = &agent.j.update {
@@ -289,11 +329,11 @@ impl Agent {
     /// Handles one verified message from the Client.
     pub fn handle(
         &mut self,
-        now_ms: u64,
+        now: Now,
         msg: &Verified,
         ctx: &mut Context<'_>,
     ) -> Result<Output, AgentError> {
-        self.tick(now_ms);
+        self.tick(now);
         let mut out = Output::default();
         let corr = msg.header.correlation;
         if msg.header.sender != Participant::Client {
@@ -328,8 +368,8 @@ impl Agent {
 
     /// Does the next piece of pending work (one device step, or one write
     /// quantum), and handles deadlines.
-    pub fn poll(&mut self, now_ms: u64, ctx: &mut Context<'_>) -> Result<Output, AgentError> {
-        self.tick(now_ms);
+    pub fn poll(&mut self, now: Now, ctx: &mut Context<'_>) -> Result<Output, AgentError> {
+        self.tick(now);
         let mut out = Output::default();
         self.step(ctx, &mut out)?;
         self.finish(&mut out);
@@ -364,12 +404,30 @@ impl Agent {
         Ok(())
     }
 
-    fn tick(&mut self, now_ms: u64) {
-        self.j.clock_ms = self.j.clock_ms.max(now_ms);
+    /// Takes the clocks of a call; raises the wall-time floor up to the
+    /// signed expiry of the current target (see [`Now`]).
+    fn tick(&mut self, now: Now) {
+        self.clock = now;
+        if let Some(Ok(t)) = self.j.update.as_ref().map(|u| &u.target) {
+            let expires = t.expires_ms;
+            self.raise_floor(expires);
+        }
     }
 
+    /// Raises the wall-time floor to the current wall time, at most to
+    /// `cap` (a signed expiry).
+    fn raise_floor(&mut self, cap: u64) {
+        self.j.clock_ms = self.j.clock_ms.max(self.clock.wall_ms.min(cap));
+    }
+
+    /// Wall time for expiry checks: never below the floor.
     fn now(&self) -> u64 {
-        self.j.clock_ms
+        self.j.clock_ms.max(self.clock.wall_ms)
+    }
+
+    /// Monotonic time for deadlines.
+    fn mono(&self) -> u64 {
+        self.clock.mono_ms
     }
 
     fn persist(&mut self, ctx: &mut Context<'_>) -> Result<(), AgentError> {

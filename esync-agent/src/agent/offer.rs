@@ -48,10 +48,12 @@ impl Agent {
             hardware_id: self.config.hardware_id.clone(),
             installed_release_counter: installed.release_counter,
         };
-        let target = ctx
-            .verifier
-            .verify(m, &ecu, self.now())
-            .and_then(|t| self.check_target(&t, &installed).map(|()| t));
+        let target = ctx.verifier.verify(m, &ecu, self.now());
+        if let Ok(t) = &target {
+            // Verified metadata vouches for wall times up to its expiry.
+            self.raise_floor(t.expires_ms);
+        }
+        let target = target.and_then(|t| self.check_target(&t, &installed).map(|()| t));
         self.j.update = Some(UpdateRecord {
             update_id: m.update_id,
             target,

@@ -16,7 +16,7 @@ use esync_agent::patch::PatchApplier;
 use esync_agent::policy::{AlwaysConsent, ConsentPolicy};
 use esync_agent::target::{DeltaEntry, DirectedTarget, MetadataVerifier};
 use esync_agent::testing::{dangerous_unsigned_metadata, DangerousUnverifiedMetadata};
-use esync_agent::{Agent, AgentConfig, AgentError, Context, Output};
+use esync_agent::{Agent, AgentConfig, AgentError, Context, Now, Output};
 use esync_proto::envelope::{Header, Recipient, Verified, PROTOCOL_VERSION};
 use esync_proto::id::{
     DevicePath, EcuSerial, HardwareId, Id128, ReleaseCounter, Sha256Digest, SoftwareVersion,
@@ -252,7 +252,10 @@ pub struct Rig<D: TestDev, J: JournalStore> {
     pub reporter: Option<Box<dyn esync_agent::VersionReporter>>,
     pub config: AgentConfig,
     pub agent: Option<Agent>,
+    /// Wall time.
     pub now: u64,
+    /// Monotonic time (restarts at 0 after a crash, like a host's).
+    pub mono: u64,
     seq: u64,
     /// Every message the Agent sent.
     pub log: Vec<Payload>,
@@ -293,6 +296,7 @@ impl<D: TestDev, J: JournalStore> Rig<D, J> {
             config,
             agent: None,
             now: T0,
+            mono: 0,
             seq: 0,
             log: vec![],
             crashes: 0,
@@ -301,7 +305,22 @@ impl<D: TestDev, J: JournalStore> Rig<D, J> {
         rig
     }
 
-    fn with<R>(&mut self, f: impl FnOnce(&mut Agent, &mut Context<'_>, u64) -> R) -> R {
+    /// Both clocks now.
+    pub fn clocks(&self) -> Now {
+        Now {
+            mono_ms: self.mono,
+            wall_ms: self.now,
+        }
+    }
+
+    /// Lets `ms` pass on both clocks.
+    pub fn advance(&mut self, ms: u64) {
+        self.now += ms;
+        self.mono += ms;
+    }
+
+    fn with<R>(&mut self, f: impl FnOnce(&mut Agent, &mut Context<'_>, Now) -> R) -> R {
+        let now = self.clocks();
         let agent = self.agent.as_mut().expect("agent running");
         let mut ctx = Context {
             device: &mut self.dev,
@@ -314,11 +333,12 @@ impl<D: TestDev, J: JournalStore> Rig<D, J> {
                 None => None,
             },
         };
-        f(agent, &mut ctx, self.now)
+        f(agent, &mut ctx, now)
     }
 
     /// Starts the Agent from the journal (after a restart).
     pub fn boot(&mut self) -> Result<Vec<Payload>, AgentError> {
+        let now = self.clocks();
         let mut ctx = Context {
             device: &mut self.dev,
             journal: &mut self.journal,
@@ -330,7 +350,7 @@ impl<D: TestDev, J: JournalStore> Rig<D, J> {
                 None => None,
             },
         };
-        let (agent, out) = Agent::recover(self.config.clone(), self.now, &mut ctx)?;
+        let (agent, out) = Agent::recover(self.config.clone(), now, &mut ctx)?;
         self.agent = Some(agent);
         let poll = out.poll;
         let mut msgs = self.deliver(out)?;
@@ -343,6 +363,7 @@ impl<D: TestDev, J: JournalStore> Rig<D, J> {
     /// Power cut: drop every in-memory state of the Agent, restart the device.
     pub fn crash(&mut self) {
         self.agent = None;
+        self.mono = 0;
         self.switch.power_on();
         self.dev.inner_mut().restart();
         self.crashes += 1;
