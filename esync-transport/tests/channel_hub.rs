@@ -35,9 +35,9 @@ async fn next(t: &mut Transport) -> Incoming {
 #[tokio::test]
 async fn hub_checks_sender_bounds_queues_and_routes_prefixes() {
     let hub = ChannelHub::new(4, FrameLimits::default());
-    let mut client = Transport::Channel(hub.connect(Participant::Client));
-    let info = Transport::Channel(hub.connect(dev("/body/infotainment")));
-    let mut ecm = Transport::Channel(hub.connect(dev("/powertrain/ecm")));
+    let mut client = Transport::boxed(hub.connect(Participant::Client));
+    let info = Transport::boxed(hub.connect(dev("/body/infotainment")));
+    let mut ecm = Transport::boxed(hub.connect(dev("/powertrain/ecm")));
     for _ in 0..2 {
         assert!(
             matches!(next(&mut client).await, Incoming::Presence(p) if p.state == PresenceState::Connected)
