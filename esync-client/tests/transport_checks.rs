@@ -439,3 +439,109 @@ async fn broker_presence_envelopes_use_the_configured_clock() {
         Payload::Presence(p) if p.subject == ecm && p.state == PresenceState::Connected
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_presence_markers_use_the_configured_clock() {
+    if !mosquitto_reachable().await {
+        println!("SKIPPED: mosquitto not reachable at 127.0.0.1:1883");
+        return;
+    }
+    const FIXED: u64 = 1_600_000_000_456;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let root = format!("esync-test/clock-{}-{nanos}", std::process::id());
+    let key = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let who = Participant::Device(dev("/powertrain/ecm"));
+    let topic = Topics::new(&root, &vin()).unwrap().presence(&who).unwrap();
+
+    let mut o = rumqttc::MqttOptions::new(format!("esync-test-watch-{nanos}"), "127.0.0.1", 1883);
+    o.set_clean_session(true);
+    let (raw, mut ev) = rumqttc::AsyncClient::new(o, 32);
+    raw.subscribe(topic.clone(), rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    // Wait for the SUBACK so the marker published later reaches us.
+    tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) = ev.poll().await.unwrap() {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    let agent_signer = shared(signer(who.clone(), &key));
+    let agent = Transport::new(
+        MqttTransport::connect(
+            MqttConfig::new(
+                "127.0.0.1",
+                1883,
+                vin(),
+                who.clone(),
+                MqttPresence::Announce(agent_signer),
+            )
+            .with_topic_root(&root)
+            .with_clock(WallClock::new(|| FIXED)),
+        )
+        .unwrap(),
+    );
+    agent.inner().wait_connections(1).await.unwrap();
+    let marker = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev.poll().await.unwrap()
+            {
+                if p.topic == topic && !p.payload.is_empty() {
+                    return p.payload.to_vec();
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let env = SignedEnvelope::from_frame(&marker, FrameLimits::default())
+        .unwrap()
+        .verify_signature(&key.verifying_key())
+        .unwrap();
+    assert_eq!(env.header.timestamp_ms, FIXED);
+    let Payload::EventReport(r) = env.payload else {
+        panic!("a presence marker is an event report");
+    };
+    assert_eq!(r.events[0].time_ms, FIXED);
+    assert_eq!(r.events[0].code, esync_transport::mqtt::PRESENCE_CONNECTED);
+
+    // The will ("disconnected", signed at connection time with the same
+    // clock) follows the drop; then leave no retained marker behind.
+    drop(agent);
+    let will = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) = ev.poll().await.unwrap()
+            {
+                if p.topic == topic && !p.payload.is_empty() {
+                    return p.payload.to_vec();
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let env = SignedEnvelope::from_frame(&will, FrameLimits::default())
+        .unwrap()
+        .verify_signature(&key.verifying_key())
+        .unwrap();
+    assert_eq!(env.header.timestamp_ms, FIXED);
+    raw.publish(topic, rumqttc::QoS::AtLeastOnce, true, Vec::<u8>::new())
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match ev.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}

@@ -16,7 +16,7 @@
 //! - drop an inbound frame that fails the same check and count it
 //!   ([`CheckStats::rejected_in`]): the receiver's `Verifier` only ever sees
 //!   frames within the limits;
-//! - refuse more than [`MAX_GROUPS`](crate::MAX_GROUPS) group subscriptions.
+//! - refuse more than [`MAX_GROUPS`] group subscriptions.
 //!
 //! What stays with each implementation is what only it can do: bounding the
 //! length of what it reads before allocating for it (the broker link and a
@@ -163,7 +163,7 @@ pub trait FrameTransport: Send + Sync {
     fn recv_raw(&mut self) -> BoxFuture<'_, Option<Incoming>>;
 
     /// Replaces this connection's group subscriptions (at most
-    /// [`MAX_GROUPS`](crate::MAX_GROUPS), checked by [`Transport`]), to be
+    /// [`MAX_GROUPS`], checked by [`Transport`]), to be
     /// restored after a reconnection.
     fn set_groups(&self, groups: Vec<GroupName>) -> BoxFuture<'_, Result<(), TransportError>>;
 }
@@ -262,7 +262,7 @@ impl<T: ?Sized + FrameTransport> Transport<T> {
     }
 
     /// Replaces this connection's group subscriptions (at most
-    /// [`MAX_GROUPS`](crate::MAX_GROUPS)). They are restored automatically
+    /// [`MAX_GROUPS`]). They are restored automatically
     /// after a reconnection.
     pub async fn subscribe(&self, groups: Vec<GroupName>) -> Result<(), TransportError> {
         check_groups(&groups)?;
