@@ -76,12 +76,18 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // A loopback bus: what it sends comes back.
 //! let (tx, rx) = mpsc::channel(8);
-//! let t = Transport::boxed(Bus { out: Arc::new(BusOut(tx)), rx });
-//! // An oversized frame is refused before the bus sees it.
+//! let mut t = Transport::boxed(Bus { out: Arc::new(BusOut(tx)), rx });
+//! // A frame declaring a 4 GiB body is refused before the bus sees it.
 //! let mut big = vec![1u8, 0xff, 0xff, 0xff, 0xff];
 //! big.extend_from_slice(&[0; 8]);
 //! assert!(matches!(t.send(big).await, Err(TransportError::Frame(_))));
+//! assert_eq!(t.check_stats().rejected_out, 1);
+//! // A valid frame goes through.
+//! let ok = esync_proto::frame::wrap(b"body", FrameLimits::default()).unwrap();
+//! t.send(ok.clone()).await.unwrap();
+//! assert_eq!(t.recv().await, Some(Incoming::Frame(ok)));
 //! # }
 //! ```
 
