@@ -79,7 +79,7 @@ async fn lifecycle_over_the_channel_transport() {
 
     let mut client_t = hub.connect(Participant::Client);
     let _ = &mut client_t;
-    let mut agent_t = Transport::Channel(hub.connect(Participant::Device(dev_path.clone())));
+    let mut agent_t = Transport::boxed(hub.connect(Participant::Device(dev_path.clone())));
     let (o, n) = (image(1, 9_000), image(2, 11_000));
     let mut host = AgentHost {
         config: config(),
@@ -124,7 +124,7 @@ async fn lifecycle_over_the_channel_transport() {
         agent_key.verifying_key(),
     );
     let mut client = Client {
-        t: Transport::Channel(client_t),
+        t: Transport::boxed(client_t),
         signer: EnvelopeSigner::new(Participant::Client, client_key, 1, FrameLimits::default()),
         verifier: Verifier::new(
             ReceiverIdentity {

@@ -138,7 +138,7 @@ async fn broker_fleet(n: usize) -> Fleet {
     cfg.queue_frames = 1 << 14;
     cfg.queue_bytes = 256 << 20;
     let (broker, client) = Broker::start(cfg).await.expect("broker starts");
-    let mut client = Transport::Channel(client);
+    let mut client = Transport::boxed(client);
     let mut agents = Vec::new();
     for i in 0..n {
         let path = device(i);
@@ -154,7 +154,7 @@ async fn broker_fleet(n: usize) -> Fleet {
             Participant::Device(path.clone()),
         );
         lc.queue = 4096;
-        let t = Transport::Broker(BrokerTransport::connect(lc));
+        let t = Transport::boxed(BrokerTransport::connect(lc));
         let signer = EnvelopeSigner::new(
             Participant::Device(path.clone()),
             id.signing_key.clone(),
@@ -220,13 +220,13 @@ async fn mosquitto_fleet(n: usize) -> Fleet {
         let key = ed25519_dalek::SigningKey::from_bytes(&[(i % 250) as u8 + 1; 32]);
         agents.push((
             path,
-            Transport::Mqtt(t),
+            Transport::boxed(t),
             EnvelopeSigner::new(who, key, 1, FrameLimits::default()),
         ));
     }
     let key = ed25519_dalek::SigningKey::from_bytes(&[255; 32]);
     Fleet {
-        client: Transport::Mqtt(client),
+        client: Transport::boxed(client),
         client_signer: EnvelopeSigner::new(Participant::Client, key, 1, FrameLimits::default()),
         agents,
         _broker: None,

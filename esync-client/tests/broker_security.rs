@@ -59,8 +59,8 @@ async fn agent_cannot_send_as_another_device_a17() {
     let brake = Participant::Device(dev("/chassis/brake"));
     let info_id = pki.agent("/body/infotainment");
     let brake_id = pki.agent("/chassis/brake");
-    let info_link = Transport::Broker(pki.link(&broker, info.clone(), &info_id));
-    let mut brake_link = Transport::Broker(pki.link(&broker, brake.clone(), &brake_id));
+    let info_link = Transport::boxed(pki.link(&broker, info.clone(), &info_id));
+    let mut brake_link = Transport::boxed(pki.link(&broker, brake.clone(), &brake_id));
     wait_all_connected(&mut client, &[info.clone(), brake.clone()]).await;
 
     // 1. The infotainment Agent claims to be the brake controller, signing
@@ -144,8 +144,8 @@ async fn a_command_not_signed_by_the_client_is_refused() {
     let brake = Participant::Device(dev("/chassis/brake"));
     let info_id = pki.agent("/body/infotainment");
     let brake_id = pki.agent("/chassis/brake");
-    let info_link = Transport::Broker(pki.link(&broker, info.clone(), &info_id));
-    let mut brake_link = Transport::Broker(pki.link(&broker, brake.clone(), &brake_id));
+    let info_link = Transport::boxed(pki.link(&broker, info.clone(), &info_id));
+    let mut brake_link = Transport::boxed(pki.link(&broker, brake.clone(), &brake_id));
     wait_all_connected(&mut client, &[info.clone(), brake.clone()]).await;
 
     // The infotainment Agent, honestly named and signed, commands the brake:
@@ -204,7 +204,7 @@ async fn replayed_frames_are_dropped_by_the_receiver() {
     let (broker, mut client) = start_broker(pki.broker_config()).await;
     let ecm = Participant::Device(dev("/powertrain/ecm"));
     let id = pki.agent("/powertrain/ecm");
-    let mut agent = Transport::Broker(pki.link(&broker, ecm.clone(), &id));
+    let mut agent = Transport::new(pki.link(&broker, ecm.clone(), &id));
     wait_presence(&mut client, &ecm, PresenceState::Connected).await;
 
     let client_signer = pki.client_signer();
@@ -287,8 +287,7 @@ async fn slow_consumer_does_not_grow_broker_memory_beyond_its_bound() {
         BrokerLinkConfig::new(broker.local_addr(), "vehicle.invalid", tls, slow.clone());
     slow_cfg.queue = 1;
     let _slow_link = BrokerTransport::connect(slow_cfg);
-    let mut fast_link =
-        Transport::Broker(pki.link(&broker, fast.clone(), &pki.agent("/body/fast")));
+    let mut fast_link = Transport::boxed(pki.link(&broker, fast.clone(), &pki.agent("/body/fast")));
     wait_all_connected(&mut client, &[slow.clone(), fast.clone()]).await;
 
     // One 32 KiB chunk, sent 1500 times (48 MiB in all; the broker does not
@@ -372,11 +371,11 @@ async fn reconnecting_agent_resumes() {
     let presence = group("presence");
     // An HMI listener watches presence through signed envelopes.
     let hmi = Participant::Listener(ListenerName::new("hmi").unwrap());
-    let mut hmi_link = Transport::Broker(pki.link(&broker, hmi.clone(), &pki.listener("hmi")));
+    let mut hmi_link = Transport::boxed(pki.link(&broker, hmi.clone(), &pki.listener("hmi")));
     hmi_link.subscribe(vec![presence.clone()]).await.unwrap();
     wait_presence(&mut client, &hmi, PresenceState::Connected).await;
 
-    let mut agent = Transport::Broker(pki.link(&broker, ecm.clone(), &id));
+    let mut agent = Transport::new(pki.link(&broker, ecm.clone(), &id));
     agent.subscribe(vec![updates.clone()]).await.unwrap();
     wait_presence(&mut client, &ecm, PresenceState::Connected).await;
     assert!(eventually("the subscription", || broker.connected().contains(&ecm)).await);
@@ -421,10 +420,7 @@ async fn reconnecting_agent_resumes() {
         }
     }
     wait_presence(&mut client, &ecm, PresenceState::Connected).await;
-    let Transport::Broker(l) = &agent else {
-        unreachable!()
-    };
-    assert_eq!(l.stats().connections, 2);
+    assert_eq!(agent.inner().stats().connections, 2);
 
     // Subscriptions were restored: a group message arrives, and the same
     // Verifier accepts it (sequence numbers simply continue).
@@ -487,7 +483,7 @@ async fn reconnecting_agent_resumes() {
     let tls = esync_identity::vehicle_client_tls_config(&id, &pki.anchors, &vin()).unwrap();
     let c2 = BrokerLinkConfig::new(broker.local_addr(), "vehicle.invalid", tls, ecm.clone());
     drop(agent);
-    let mut replacement = Transport::Broker(BrokerTransport::connect(c2));
+    let mut replacement = Transport::boxed(BrokerTransport::connect(c2));
     wait_presence(&mut client, &ecm, PresenceState::Connected).await;
     let f = seal(
         &client_signer,
@@ -515,7 +511,7 @@ async fn a_newer_connection_with_the_same_identity_replaces_the_old() {
     };
     let old = slow_link(&pki);
     wait_presence(&mut client, &ecm, PresenceState::Connected).await;
-    let mut new = Transport::Broker(slow_link(&pki));
+    let mut new = Transport::boxed(slow_link(&pki));
     wait_presence(&mut client, &ecm, PresenceState::Connected).await;
     assert!(
         eventually("replacement", || broker.stats().connections_replaced == 1).await,

@@ -69,8 +69,8 @@ async fn lifecycle_over_in_process_channels() {
     let client_key = SigningKey::from_bytes(&[1; 32]);
     let agent_key = SigningKey::from_bytes(&[2; 32]);
     let ecm = dev("/powertrain/ecm");
-    let mut client = Transport::Channel(hub.connect(Participant::Client));
-    let agent = Transport::Channel(hub.connect(Participant::Device(ecm.clone())));
+    let mut client = Transport::boxed(hub.connect(Participant::Client));
+    let agent = Transport::boxed(hub.connect(Participant::Device(ecm.clone())));
     wait_presence(
         &mut client,
         &Participant::Device(ecm.clone()),
@@ -127,7 +127,7 @@ async fn lifecycle_over_embedded_broker_with_mutual_tls() {
 
     let agent_signer = shared(signer(Participant::Device(ecm.clone()), &id.signing_key));
     let task = tokio::spawn(scripted_agent(
-        Transport::Broker(link),
+        Transport::boxed(link),
         ecm.clone(),
         agent_signer,
         pki.vehicle.signing_key.verifying_key(),
@@ -201,12 +201,12 @@ async fn lifecycle_over_mosquitto() {
     )
     .unwrap();
     agent_t.wait_connections(1).await.unwrap();
-    let mut client = Transport::Mqtt(client_t);
+    let mut client = Transport::new(client_t);
     // Presence arrives as a signed, verified marker.
     wait_presence(&mut client, &who, PresenceState::Connected).await;
 
     let task = tokio::spawn(scripted_agent(
-        Transport::Mqtt(agent_t),
+        Transport::boxed(agent_t),
         ecm.clone(),
         agent_signer,
         client_key.verifying_key(),
@@ -219,9 +219,7 @@ async fn lifecycle_over_mosquitto() {
     // The agent's transport was dropped without DISCONNECT: Mosquitto
     // publishes its signed "disconnected" will.
     wait_presence(&mut client, &who, PresenceState::Disconnected).await;
-    let Transport::Mqtt(c) = &client else {
-        unreachable!()
-    };
+    let c = client.inner();
     let s = c.stats();
     assert_eq!(s.presence_accepted, 2);
     assert_eq!((s.presence_rejected, s.dropped_full), (0, 0));
@@ -303,11 +301,9 @@ async fn mqtt_presence_markers_are_verified() {
     raw.publish(&topic, rumqttc::QoS::AtLeastOnce, false, genuine)
         .await
         .unwrap();
-    let mut client = Transport::Mqtt(client_t);
+    let mut client = Transport::new(client_t);
     wait_presence(&mut client, &brake, PresenceState::Connected).await;
-    let Transport::Mqtt(c) = &client else {
-        unreachable!()
-    };
+    let c = client.inner();
     // Messages on one topic arrive in order: the replay follows the genuine one.
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     while c.stats().presence_rejected < 2 && tokio::time::Instant::now() < deadline {

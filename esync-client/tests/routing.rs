@@ -25,10 +25,10 @@ async fn routes_by_path_prefix_group_and_listener() {
     ];
     let mut links: Vec<Transport> = paths
         .iter()
-        .map(|p| Transport::Broker(pki.link(&broker, Participant::Device(dev(p)), &pki.agent(p))))
+        .map(|p| Transport::boxed(pki.link(&broker, Participant::Device(dev(p)), &pki.agent(p))))
         .collect();
     let hmi = Participant::Listener(ListenerName::new("hmi").unwrap());
-    let mut hmi_link = Transport::Broker(pki.link(&broker, hmi.clone(), &pki.listener("hmi")));
+    let mut hmi_link = Transport::boxed(pki.link(&broker, hmi.clone(), &pki.listener("hmi")));
     let mut all: Vec<Participant> = paths.iter().map(|p| Participant::Device(dev(p))).collect();
     all.push(hmi.clone());
     wait_all_connected(&mut client, &all).await;

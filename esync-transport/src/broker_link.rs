@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use esync_proto::frame::{self, FrameDecoder, FrameLimits};
+use esync_proto::frame::{FrameDecoder, FrameLimits};
 use esync_proto::id::GroupName;
 use esync_proto::message::Participant;
 use rustls_pki_types::ServerName;
@@ -33,8 +33,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
+use crate::channel::QueueSink;
 use crate::link::{self, LinkMessage};
-use crate::{FrameSender, Incoming, Outbound, SenderInner, TransportError};
+use crate::{BoxFuture, FrameSink, FrameTransport, Incoming, Outbound, TransportError};
 
 /// Configuration of a [`BrokerTransport`].
 #[derive(Clone, Debug)]
@@ -105,7 +106,8 @@ pub struct LinkStats {
     /// Received link frames that were not understood.
     pub malformed_in: u64,
     /// Outgoing frames dropped because they could not be put on the link
-    /// (handed to a [`FrameSender`], which does not check them itself).
+    /// (none: every frame was checked by the [`Transport`](crate::Transport)
+    /// against the same limits; counted as a guard).
     pub dropped_out: u64,
 }
 
@@ -119,11 +121,12 @@ struct Counters {
     dropped_out: AtomicU64,
 }
 
-/// Link to the embedded broker; see the module docs.
+/// Link to the embedded broker; see the module docs. Use it through a
+/// [`Transport`](crate::Transport).
 pub struct BrokerTransport {
     me: Participant,
     limits: FrameLimits,
-    tx: mpsc::Sender<Outbound>,
+    tx: Arc<QueueSink>,
     rx: mpsc::Receiver<Incoming>,
     connections: watch::Receiver<u64>,
     counters: Arc<Counters>,
@@ -167,7 +170,7 @@ impl BrokerTransport {
         BrokerTransport {
             me,
             limits,
-            tx: out_tx,
+            tx: Arc::new(QueueSink(out_tx)),
             rx: in_rx,
             connections: conn_rx,
             counters,
@@ -178,38 +181,6 @@ impl BrokerTransport {
     /// Whom this link speaks for.
     pub fn participant(&self) -> &Participant {
         &self.me
-    }
-
-    /// Sends a frame; waits while the outbound queue is full.
-    pub async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError> {
-        check_envelope_frame(&frame, self.limits)?;
-        self.tx
-            .send(Outbound::Frame(frame))
-            .await
-            .map_err(|_| TransportError::Closed)
-    }
-
-    /// The next thing received; `None` once closed.
-    pub async fn recv(&mut self) -> Option<Incoming> {
-        self.rx.recv().await
-    }
-
-    /// Replaces the group subscriptions (restored after reconnections).
-    pub async fn subscribe(&self, groups: Vec<GroupName>) -> Result<(), TransportError> {
-        crate::check_groups(&groups)?;
-        self.tx
-            .send(Outbound::Subscribe(groups))
-            .await
-            .map_err(|_| TransportError::Closed)
-    }
-
-    /// A cloneable sending handle. Its frames are checked by the link task;
-    /// one that cannot go on the link is dropped and counted in
-    /// [`LinkStats::dropped_out`].
-    pub fn sender(&self) -> FrameSender {
-        FrameSender {
-            inner: SenderInner::Queue(self.tx.clone()),
-        }
     }
 
     /// Waits until at least `n` connections have been established since the
@@ -237,15 +208,22 @@ impl BrokerTransport {
     }
 }
 
-pub(crate) fn check_envelope_frame(
-    frame: &[u8],
-    limits: FrameLimits,
-) -> Result<(), TransportError> {
-    let (_, rest) = frame::split(frame, limits)?;
-    if !rest.is_empty() {
-        return Err(esync_proto::FrameError::Trailing(rest.len()).into());
+impl FrameTransport for BrokerTransport {
+    fn limits(&self) -> FrameLimits {
+        self.limits
     }
-    Ok(())
+
+    fn sink(&self) -> Arc<dyn FrameSink> {
+        self.tx.clone()
+    }
+
+    fn recv_raw(&mut self) -> BoxFuture<'_, Option<Incoming>> {
+        Box::pin(self.rx.recv())
+    }
+
+    fn set_groups(&self, groups: Vec<GroupName>) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(self.tx.send(Outbound::Subscribe(groups)))
+    }
 }
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
@@ -382,8 +360,9 @@ async fn run_link(
             let mut next = Some(first);
             let mut batch = 0;
             while let Some(out) = next.take() {
-                // Frames were checked by `send`; a frame that still cannot be
-                // linked (sent through a `FrameSender`) is dropped and counted.
+                // Frames were checked by the `Transport` against these
+                // limits; one that still cannot be linked is dropped and
+                // counted.
                 let bytes = match out {
                     Outbound::Frame(f) => link::envelope_to_link(&f, limits).ok(),
                     Outbound::Subscribe(g) => {

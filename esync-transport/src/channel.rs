@@ -22,7 +22,9 @@ use esync_proto::message::{Participant, PresenceState};
 use tokio::sync::mpsc;
 
 use crate::routing::RoutingTable;
-use crate::{FrameSender, Incoming, PresenceEvent, SenderInner, TransportError};
+use crate::{
+    BoxFuture, CheckedFrame, FrameSink, FrameTransport, Incoming, PresenceEvent, TransportError,
+};
 
 /// What an endpoint hands to its peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,12 +35,31 @@ pub enum Outbound {
     Subscribe(Vec<GroupName>),
 }
 
-/// One in-process endpoint.
+/// One in-process endpoint; use it through a [`Transport`](crate::Transport),
+/// which checks its frames like those of every other transport.
 #[derive(Debug)]
 pub struct ChannelTransport {
     me: Participant,
-    tx: mpsc::Sender<Outbound>,
+    limits: FrameLimits,
+    tx: Arc<QueueSink>,
     rx: mpsc::Receiver<Incoming>,
+}
+
+/// The sending half of a queue-based transport (channels, the broker link):
+/// checked frames go into the bounded outbound queue.
+#[derive(Debug)]
+pub(crate) struct QueueSink(pub(crate) mpsc::Sender<Outbound>);
+
+impl QueueSink {
+    pub(crate) async fn send(&self, out: Outbound) -> Result<(), TransportError> {
+        self.0.send(out).await.map_err(|_| TransportError::Closed)
+    }
+}
+
+impl FrameSink for QueueSink {
+    fn send_checked(&self, frame: CheckedFrame) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(self.send(Outbound::Frame(frame.into_bytes())))
+    }
 }
 
 /// The other side of a [`ChannelTransport`].
@@ -53,15 +74,21 @@ pub struct ChannelPeer {
 }
 
 /// A connected endpoint and its peer, each direction bounded by `bound`
-/// messages (at least 1).
-pub fn channel_pair(me: Participant, bound: usize) -> (ChannelTransport, ChannelPeer) {
+/// messages (at least 1); the endpoint's frames are checked against
+/// `limits`.
+pub fn channel_pair(
+    me: Participant,
+    bound: usize,
+    limits: FrameLimits,
+) -> (ChannelTransport, ChannelPeer) {
     let bound = bound.max(1);
     let (out_tx, out_rx) = mpsc::channel(bound);
     let (in_tx, in_rx) = mpsc::channel(bound);
     (
         ChannelTransport {
             me: me.clone(),
-            tx: out_tx,
+            limits,
+            tx: Arc::new(QueueSink(out_tx)),
             rx: in_rx,
         },
         ChannelPeer {
@@ -77,34 +104,23 @@ impl ChannelTransport {
     pub fn participant(&self) -> &Participant {
         &self.me
     }
+}
 
-    /// Sends a frame; waits while the queue is full.
-    pub async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError> {
-        self.tx
-            .send(Outbound::Frame(frame))
-            .await
-            .map_err(|_| TransportError::Closed)
+impl FrameTransport for ChannelTransport {
+    fn limits(&self) -> FrameLimits {
+        self.limits
     }
 
-    /// The next thing received; `None` once the peer is gone.
-    pub async fn recv(&mut self) -> Option<Incoming> {
-        self.rx.recv().await
+    fn sink(&self) -> Arc<dyn FrameSink> {
+        self.tx.clone()
     }
 
-    /// Replaces the group subscriptions.
-    pub async fn subscribe(&self, groups: Vec<GroupName>) -> Result<(), TransportError> {
-        crate::check_groups(&groups)?;
-        self.tx
-            .send(Outbound::Subscribe(groups))
-            .await
-            .map_err(|_| TransportError::Closed)
+    fn recv_raw(&mut self) -> BoxFuture<'_, Option<Incoming>> {
+        Box::pin(self.rx.recv())
     }
 
-    /// A cloneable sending handle.
-    pub fn sender(&self) -> FrameSender {
-        FrameSender {
-            inner: SenderInner::Queue(self.tx.clone()),
-        }
+    fn set_groups(&self, groups: Vec<GroupName>) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(self.tx.send(Outbound::Subscribe(groups)))
     }
 }
 
@@ -181,7 +197,7 @@ impl ChannelHub {
     /// Connects an endpoint for `me` (replacing any previous endpoint with
     /// the same identity). Must be called inside a tokio runtime.
     pub fn connect(&self, me: Participant) -> ChannelTransport {
-        let (transport, peer) = channel_pair(me.clone(), self.inner.bound);
+        let (transport, peer) = channel_pair(me.clone(), self.inner.bound, self.inner.limits);
         let generation = {
             let mut guard = lock(&self.inner.table);
             guard.1 += 1;

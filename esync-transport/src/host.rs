@@ -19,6 +19,11 @@
 //! // then: verifier.open(&frames[0], &keys, now_ms)
 //! ```
 //!
+//! A host that runs the Agent's tokio runtime over its bus implements
+//! [`FrameTransport`](crate::FrameTransport) instead (its `recv_raw` can use
+//! a reassembler like this one) and gets the same frame checks as the
+//! built-in transports through [`Transport`](crate::Transport).
+//!
 //! Outgoing frames from the Agent core (`EnvelopeSigner::seal`) are already
 //! complete frames: the host writes them as they are (segmenting as its
 //! transport requires). Memory stays bounded: a header declaring a body

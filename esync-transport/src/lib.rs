@@ -7,19 +7,27 @@
 //! with [`esync_proto::envelope::Verifier`], which they own outside the
 //! transport, so its replay state survives reconnections.
 //!
-//! [`Transport`] is the abstraction the Client and Agent runtimes use, with
-//! three implementations:
+//! [`Transport`] is what the Client and Agent runtimes use: a wrapper around
+//! any [`FrameTransport`] (the plug-in trait, in [`transport`]) that runs the
+//! checks shared by every transport in one place (every frame in and out is
+//! one esync-proto frame within the [`FrameLimits`](esync_proto::frame::FrameLimits),
+//! at most [`MAX_GROUPS`] groups). Built-in implementations:
 //!
-//! | variant | what | where |
+//! | type | what | where |
 //! | --- | --- | --- |
-//! | [`Transport::Broker`] | link to the broker embedded in the Client: TCP with mutual TLS, automatic reconnection with backoff that re-subscribes | [`broker_link`] |
-//! | [`Transport::Mqtt`] | through an existing MQTT broker (Mosquitto), QoS 1; topics and presence in [`mqtt`] | [`mqtt`] |
-//! | [`Transport::Channel`] | in-process, bounded tokio channels, for tests and for the Client's own endpoint on its embedded broker | [`channel`] |
+//! | [`BrokerTransport`] | link to the broker embedded in the Client: TCP with mutual TLS, automatic reconnection with backoff that re-subscribes | [`broker_link`] |
+//! | [`MqttTransport`] | through an existing MQTT broker (Mosquitto), QoS 1; topics and presence in [`mqtt`] | [`mqtt`] |
+//! | [`ChannelTransport`] | in-process, bounded tokio channels, for tests and for the Client's own endpoint on its embedded broker | [`channel`] |
+//!
+//! For example `Transport::boxed(BrokerTransport::connect(config))`.
 //!
 //! Common operations: [`Transport::send`] a frame (routed by the recipient in
 //! its header), [`Transport::recv`] the next [`Incoming`] (a frame, a
 //! presence change, or a notice that the link reconnected), and
 //! [`Transport::subscribe`] to groups (`Recipient::Group`).
+//!
+//! What a transport signs itself (MQTT presence markers) is stamped with the
+//! [`WallClock`] of its configuration ([`clock`]).
 //!
 //! The routing rules shared by the in-process hub and the embedded broker are
 //! sans-I/O, in [`routing`]. The link framing of the built-in broker protocol
@@ -38,21 +46,26 @@
 
 pub mod broker_link;
 pub mod channel;
+pub mod clock;
 pub mod host;
 pub mod link;
 pub mod mqtt;
 pub mod routing;
+pub mod transport;
 
 use std::sync::{Arc, Mutex};
 
 use esync_proto::envelope::EnvelopeSigner;
-use esync_proto::id::GroupName;
 use esync_proto::message::{Participant, PresenceState};
 use esync_proto::FrameError;
 
 pub use broker_link::{BrokerLinkConfig, BrokerTransport};
 pub use channel::{ChannelHub, ChannelPeer, ChannelTransport, Outbound};
+pub use clock::WallClock;
 pub use mqtt::{MqttConfig, MqttPresence, MqttTransport};
+pub use transport::{
+    BoxFuture, CheckStats, CheckedFrame, FrameSender, FrameSink, FrameTransport, Transport,
+};
 
 /// A participant's envelope signer shared between its runtime and the parts
 /// of a transport or broker that sign on its behalf (presence markers), so
@@ -92,7 +105,8 @@ pub enum TransportError {
     /// The transport was closed (its background task ended).
     #[error("transport closed")]
     Closed,
-    /// The frame to send is not a valid esync-proto envelope frame.
+    /// The frame to send is not one esync-proto frame within the limits
+    /// (or, where the transport routes by its header, not an envelope).
     #[error("invalid frame to send: {0}")]
     Frame(#[from] FrameError),
     /// The MQTT client refused a request.
@@ -113,91 +127,3 @@ pub enum TransportError {
 
 /// Maximum number of groups one connection may subscribe to.
 pub const MAX_GROUPS: usize = 32;
-
-/// The transport abstraction used by the Client and Agent runtimes.
-#[derive(Debug)]
-pub enum Transport {
-    /// Link to the broker embedded in the Client (mutual TLS).
-    Broker(BrokerTransport),
-    /// Through an MQTT broker.
-    Mqtt(MqttTransport),
-    /// In-process channels.
-    Channel(ChannelTransport),
-}
-
-impl Transport {
-    /// Sends one frame (an esync-proto frame holding a signed envelope).
-    /// Waits while the outbound queue is full (backpressure).
-    pub async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError> {
-        match self {
-            Transport::Broker(t) => t.send(frame).await,
-            Transport::Mqtt(t) => t.send(frame).await,
-            Transport::Channel(t) => t.send(frame).await,
-        }
-    }
-
-    /// The next thing received; `None` once the transport is closed.
-    pub async fn recv(&mut self) -> Option<Incoming> {
-        match self {
-            Transport::Broker(t) => t.recv().await,
-            Transport::Mqtt(t) => t.recv().await,
-            Transport::Channel(t) => t.recv().await,
-        }
-    }
-
-    /// Replaces this connection's group subscriptions. They are restored
-    /// automatically after a reconnection.
-    pub async fn subscribe(&self, groups: Vec<GroupName>) -> Result<(), TransportError> {
-        check_groups(&groups)?;
-        match self {
-            Transport::Broker(t) => t.subscribe(groups).await,
-            Transport::Mqtt(t) => t.subscribe(groups).await,
-            Transport::Channel(t) => t.subscribe(groups).await,
-        }
-    }
-
-    /// A cloneable handle that sends on this transport, for runtimes that
-    /// send from one task and receive in another.
-    pub fn sender(&self) -> FrameSender {
-        match self {
-            Transport::Broker(t) => t.sender(),
-            Transport::Mqtt(t) => t.sender(),
-            Transport::Channel(t) => t.sender(),
-        }
-    }
-}
-
-pub(crate) fn check_groups(groups: &[GroupName]) -> Result<(), TransportError> {
-    if groups.len() > MAX_GROUPS {
-        return Err(TransportError::TooManyGroups {
-            got: groups.len(),
-            max: MAX_GROUPS,
-        });
-    }
-    Ok(())
-}
-
-/// A cloneable sending handle of a [`Transport`].
-#[derive(Clone, Debug)]
-pub struct FrameSender {
-    inner: SenderInner,
-}
-
-#[derive(Clone, Debug)]
-enum SenderInner {
-    Queue(tokio::sync::mpsc::Sender<Outbound>),
-    Mqtt(mqtt::MqttSender),
-}
-
-impl FrameSender {
-    /// Sends one frame; waits while the outbound queue is full.
-    pub async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError> {
-        match &self.inner {
-            SenderInner::Queue(tx) => tx
-                .send(Outbound::Frame(frame))
-                .await
-                .map_err(|_| TransportError::Closed),
-            SenderInner::Mqtt(m) => m.send(frame).await,
-        }
-    }
-}

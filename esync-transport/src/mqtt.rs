@@ -10,7 +10,7 @@
 //! | `Client` | `root/VIN/client` | the Client |
 //! | `Device(/a/b)` | `root/VIN/device/a/b` | the Agent `/a/b` |
 //! | `DevicePrefix(/a)` | `root/VIN/prefix/a` | every Agent at or below `/a`: Agent `/a/b` subscribes `prefix/a` and `prefix/a/b` (one per leading segment run, at most 8) |
-//! | `Group(g)` | `root/VIN/group/g` | members of `g` ([`MqttTransport::subscribe`]) |
+//! | `Group(g)` | `root/VIN/group/g` | members of `g` ([`Transport::subscribe`](crate::Transport::subscribe)) |
 //! | `Listener(l)` | `root/VIN/listener/l` | the listener `l` |
 //! | presence of Agent `/a/b` | `root/VIN/presence/device/a/b` (retained) | the Client (`root/VIN/presence/#`) |
 //! | presence of listener `l` | `root/VIN/presence/listener/l` (retained) | the Client |
@@ -63,7 +63,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use esync_proto::envelope::{KeyResolver, Recipient, ReplayGuard, SignedEnvelope};
 use esync_proto::frame::FrameLimits;
@@ -73,7 +73,10 @@ use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, LastWill, MqttOptions,
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::{FrameSender, Incoming, PresenceEvent, SenderInner, SharedSigner, TransportError};
+use crate::{
+    BoxFuture, CheckedFrame, FrameSink, FrameTransport, Incoming, PresenceEvent, SharedSigner,
+    TransportError, WallClock,
+};
 
 /// Event code of a "connected" presence marker.
 pub const PRESENCE_CONNECTED: &str = "esync.presence.connected";
@@ -131,12 +134,14 @@ pub struct MqttConfig {
     pub backoff_initial: Duration,
     /// Largest reconnection delay.
     pub backoff_max: Duration,
+    /// Wall time stamped on the presence markers this transport signs.
+    pub clock: WallClock,
 }
 
 impl MqttConfig {
     /// A configuration with defaults: root `esync`, client id derived from
     /// the root, VIN and participant, 10 s keep-alive, queue of 256, 1 MiB
-    /// frames, backoff 100 ms to 5 s.
+    /// frames, backoff 100 ms to 5 s, the system clock.
     pub fn new(
         host: impl Into<String>,
         port: u16,
@@ -157,6 +162,7 @@ impl MqttConfig {
             presence,
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            clock: WallClock::system(),
         };
         c.client_id = default_client_id(&c.topic_root, &c.vin, &c.participant);
         c
@@ -166,6 +172,12 @@ impl MqttConfig {
     pub fn with_topic_root(mut self, root: impl Into<String>) -> Self {
         self.topic_root = root.into();
         self.client_id = default_client_id(&self.topic_root, &self.vin, &self.participant);
+        self
+    }
+
+    /// Sets the clock stamped on presence markers.
+    pub fn with_clock(mut self, clock: WallClock) -> Self {
+        self.clock = clock;
         self
     }
 }
@@ -301,21 +313,30 @@ pub struct MqttSender {
 }
 
 impl MqttSender {
-    /// Publishes a frame on the topic of its recipient (QoS 1).
-    pub async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError> {
-        let header = SignedEnvelope::from_frame(&frame, self.limits)?.unverified_header()?;
+    /// Publishes a checked frame on the topic of its recipient (QoS 1); the
+    /// frame must hold an envelope whose header names the recipient.
+    async fn publish(&self, frame: CheckedFrame) -> Result<(), TransportError> {
+        let header =
+            SignedEnvelope::from_frame(frame.as_bytes(), self.limits)?.unverified_header()?;
         let topic = self.topics.for_recipient(&header.recipient);
         self.client
-            .publish(topic, QoS::AtLeastOnce, false, frame)
+            .publish(topic, QoS::AtLeastOnce, false, frame.into_bytes())
             .await
             .map_err(|e| TransportError::Mqtt(e.to_string()))
     }
 }
 
-/// MQTT transport; see the module docs.
+impl FrameSink for MqttSender {
+    fn send_checked(&self, frame: CheckedFrame) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(self.publish(frame))
+    }
+}
+
+/// MQTT transport; see the module docs. Use it through a
+/// [`Transport`](crate::Transport).
 pub struct MqttTransport {
     me: Participant,
-    sender: MqttSender,
+    sender: Arc<MqttSender>,
     groups: Arc<Mutex<Vec<GroupName>>>,
     rx: mpsc::Receiver<Incoming>,
     connections: watch::Receiver<u64>,
@@ -341,22 +362,17 @@ impl Drop for MqttTransport {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Signs the (connected, disconnected) markers, consecutive sequence numbers.
+/// Signs the (connected, disconnected) markers, consecutive sequence numbers,
+/// stamped with `clock`.
 fn sign_markers(
     signer: &SharedSigner,
     limits: FrameLimits,
+    clock: &WallClock,
 ) -> Result<(Vec<u8>, Vec<u8>), TransportError> {
     let mut s = signer
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let now = now_ms();
+    let now = clock.now_ms();
     let marker = |code: &str| {
         Payload::EventReport(EventReport {
             events: vec![Event {
@@ -395,6 +411,7 @@ struct Ctx {
     counters: Arc<Counters>,
     backoff_initial: Duration,
     backoff_max: Duration,
+    clock: WallClock,
 }
 
 impl MqttTransport {
@@ -424,7 +441,7 @@ impl MqttTransport {
         options.set_max_packet_size(max_packet, max_packet);
         let mut connected_marker = None;
         if let MqttPresence::Announce(signer) = &config.presence {
-            let (up, down) = sign_markers(signer, config.limits)?;
+            let (up, down) = sign_markers(signer, config.limits, &config.clock)?;
             let topic = topics
                 .presence(&config.participant)
                 .ok_or(TransportError::Config("no presence topic"))?;
@@ -455,15 +472,16 @@ impl MqttTransport {
             counters: Arc::clone(&counters),
             backoff_initial: config.backoff_initial,
             backoff_max: config.backoff_max,
+            clock: config.clock.clone(),
         };
         let task = tokio::spawn(run(eventloop, client.clone(), ctx, connected_marker));
         Ok(MqttTransport {
             me: config.participant,
-            sender: MqttSender {
+            sender: Arc::new(MqttSender {
                 client,
                 topics,
                 limits: config.limits,
-            },
+            }),
             groups,
             rx: in_rx,
             connections: conn_rx,
@@ -478,20 +496,35 @@ impl MqttTransport {
         &self.me
     }
 
-    /// Publishes a frame on its recipient's topic (QoS 1).
-    pub async fn send(&self, frame: Vec<u8>) -> Result<(), TransportError> {
-        self.sender.send(frame).await
+    /// Waits until the broker acknowledged at least `n` connections, then
+    /// for the subscription requests made on connecting to be acknowledged
+    /// (SUBACK) so messages sent after this returns reach this transport.
+    pub async fn wait_connections(&self, n: u64) -> Result<(), TransportError> {
+        let mut rx = self.connections.clone();
+        rx.wait_for(|c| *c >= n)
+            .await
+            .map(|_| ())
+            .map_err(|_| TransportError::Closed)
     }
 
-    /// The next thing received; `None` once closed.
-    pub async fn recv(&mut self) -> Option<Incoming> {
-        self.rx.recv().await
+    /// Current counters.
+    pub fn stats(&self) -> MqttStats {
+        let c = &self.counters;
+        MqttStats {
+            connections: *self.connections.borrow(),
+            connection_errors: c.connection_errors.load(Ordering::Relaxed),
+            frames_in: c.frames_in.load(Ordering::Relaxed),
+            dropped_full: c.dropped_full.load(Ordering::Relaxed),
+            presence_accepted: c.presence_accepted.load(Ordering::Relaxed),
+            presence_rejected: c.presence_rejected.load(Ordering::Relaxed),
+        }
     }
+}
 
+impl MqttTransport {
     /// Replaces the group subscriptions (restored after reconnections) and
     /// waits (at most 10 s) for the broker to acknowledge them.
-    pub async fn subscribe(&self, groups: Vec<GroupName>) -> Result<(), TransportError> {
-        crate::check_groups(&groups)?;
+    async fn subscribe(&self, groups: Vec<GroupName>) -> Result<(), TransportError> {
         let mut subacks = self.subacks.clone();
         let before = *subacks.borrow_and_update();
         let old = {
@@ -524,36 +557,25 @@ impl MqttTransport {
             )),
         }
     }
+}
 
-    /// A cloneable sending handle.
-    pub fn sender(&self) -> FrameSender {
-        FrameSender {
-            inner: SenderInner::Mqtt(self.sender.clone()),
-        }
+impl FrameTransport for MqttTransport {
+    fn limits(&self) -> FrameLimits {
+        self.sender.limits
     }
 
-    /// Waits until the broker acknowledged at least `n` connections, then
-    /// for the subscription requests made on connecting to be acknowledged
-    /// (SUBACK) so messages sent after this returns reach this transport.
-    pub async fn wait_connections(&self, n: u64) -> Result<(), TransportError> {
-        let mut rx = self.connections.clone();
-        rx.wait_for(|c| *c >= n)
-            .await
-            .map(|_| ())
-            .map_err(|_| TransportError::Closed)
+    fn sink(&self) -> Arc<dyn FrameSink> {
+        self.sender.clone()
     }
 
-    /// Current counters.
-    pub fn stats(&self) -> MqttStats {
-        let c = &self.counters;
-        MqttStats {
-            connections: *self.connections.borrow(),
-            connection_errors: c.connection_errors.load(Ordering::Relaxed),
-            frames_in: c.frames_in.load(Ordering::Relaxed),
-            dropped_full: c.dropped_full.load(Ordering::Relaxed),
-            presence_accepted: c.presence_accepted.load(Ordering::Relaxed),
-            presence_rejected: c.presence_rejected.load(Ordering::Relaxed),
-        }
+    fn recv_raw(&mut self) -> BoxFuture<'_, Option<Incoming>> {
+        Box::pin(self.rx.recv())
+    }
+
+    /// Replaces the group subscriptions (restored after reconnections) and
+    /// waits (at most 10 s) for the broker to acknowledge them.
+    fn set_groups(&self, groups: Vec<GroupName>) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(self.subscribe(groups))
     }
 }
 
@@ -670,7 +692,7 @@ async fn run(
                 // connection: sign a fresh pair for the next one.
                 if let MqttPresence::Announce(signer) = &ctx.presence {
                     if let (Ok((up, down)), Some(topic)) = (
-                        sign_markers(signer, ctx.limits),
+                        sign_markers(signer, ctx.limits, &ctx.clock),
                         ctx.topics.presence(&ctx.me),
                     ) {
                         eventloop.mqtt_options.set_last_will(LastWill::new(
@@ -727,6 +749,40 @@ fn check_marker(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use esync_proto::envelope::EnvelopeSigner;
+
+    #[test]
+    fn presence_markers_carry_the_injected_clock() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let who = Participant::Device(DevicePath::new("/powertrain/ecm").unwrap());
+        let limits = FrameLimits::default();
+        let signer: SharedSigner = Arc::new(Mutex::new(EnvelopeSigner::new(
+            who,
+            key.clone(),
+            10,
+            limits,
+        )));
+        let fixed = 1_234_567;
+        let (up, down) = sign_markers(&signer, limits, &WallClock::new(move || fixed)).unwrap();
+        for (frame, code, seq) in [
+            (up, PRESENCE_CONNECTED, 10),
+            (down, PRESENCE_DISCONNECTED, 11),
+        ] {
+            let env = SignedEnvelope::from_frame(&frame, limits)
+                .unwrap()
+                .verify_signature(&key.verifying_key())
+                .unwrap();
+            assert_eq!((env.header.timestamp_ms, env.header.seq), (fixed, seq));
+            let Payload::EventReport(r) = env.payload else {
+                panic!("not an event report");
+            };
+            assert_eq!(r.events.len(), 1);
+            assert_eq!(
+                (r.events[0].time_ms, r.events[0].code.as_str()),
+                (fixed, code)
+            );
+        }
+    }
 
     #[test]
     fn topics_follow_the_table() {

@@ -35,9 +35,9 @@ async fn next(t: &mut Transport) -> Incoming {
 #[tokio::test]
 async fn hub_checks_sender_bounds_queues_and_routes_prefixes() {
     let hub = ChannelHub::new(4, FrameLimits::default());
-    let mut client = Transport::Channel(hub.connect(Participant::Client));
-    let info = Transport::Channel(hub.connect(dev("/body/infotainment")));
-    let mut ecm = Transport::Channel(hub.connect(dev("/powertrain/ecm")));
+    let mut client = Transport::boxed(hub.connect(Participant::Client));
+    let info = Transport::boxed(hub.connect(dev("/body/infotainment")));
+    let mut ecm = Transport::boxed(hub.connect(dev("/powertrain/ecm")));
     for _ in 0..2 {
         assert!(
             matches!(next(&mut client).await, Incoming::Presence(p) if p.state == PresenceState::Connected)
@@ -92,4 +92,37 @@ async fn hub_checks_sender_bounds_queues_and_routes_prefixes() {
             break;
         }
     }
+}
+
+/// The channel endpoint gets the shared checks of every transport: an
+/// oversized or malformed frame is refused on the way out and dropped on the
+/// way in (the full table over every transport kind is in esync-client's
+/// `tests/transport_checks.rs`).
+#[tokio::test]
+async fn channel_endpoint_refuses_malformed_and_oversized_frames() {
+    let limits = FrameLimits::new(64);
+    let (endpoint, mut peer) = esync_transport::channel::channel_pair(dev("/body/hvac"), 4, limits);
+    let mut t = Transport::boxed(endpoint);
+    let oversized = esync_proto::frame::wrap(&[0; 65], FrameLimits::new(65)).unwrap();
+    let good = esync_proto::frame::wrap(b"ok", limits).unwrap();
+    let mut trailing = good.clone();
+    trailing.push(0);
+    for bad in [oversized.clone(), trailing.clone(), vec![9, 0, 0, 0, 0]] {
+        assert!(matches!(
+            t.send(bad).await,
+            Err(esync_transport::TransportError::Frame(_))
+        ));
+    }
+    t.send(good.clone()).await.unwrap();
+    assert_eq!(
+        peer.rx.recv().await,
+        Some(esync_transport::Outbound::Frame(good.clone()))
+    );
+    for bad in [oversized, trailing] {
+        peer.tx.send(Incoming::Frame(bad)).await.unwrap();
+    }
+    peer.tx.send(Incoming::Frame(good.clone())).await.unwrap();
+    assert_eq!(next(&mut t).await, Incoming::Frame(good));
+    let s = t.check_stats();
+    assert_eq!((s.rejected_out, s.rejected_in), (3, 2));
 }

@@ -16,16 +16,16 @@ use esync_proto::frame::FrameLimits;
 use esync_proto::id::{DevicePath, GroupName, Id128, Vin};
 use esync_proto::message::{InventoryQuery, Participant, Payload, PresenceState};
 use esync_transport::mqtt::Topics;
-use esync_transport::{Incoming, MqttConfig, MqttPresence, MqttTransport};
+use esync_transport::{Incoming, MqttConfig, MqttPresence, MqttTransport, Transport};
 
-async fn next(t: &mut MqttTransport) -> Incoming {
+async fn next(t: &mut Transport<MqttTransport>) -> Incoming {
     tokio::time::timeout(Duration::from_secs(10), t.recv())
         .await
         .unwrap()
         .unwrap()
 }
 
-async fn presence(t: &mut MqttTransport, state: PresenceState) {
+async fn presence(t: &mut Transport<MqttTransport>, state: PresenceState) {
     loop {
         if let Incoming::Presence(p) = next(t).await {
             if p.state == state {
@@ -61,18 +61,20 @@ async fn mqtt_transport_reconnects_and_resumes() {
     let client_key = SigningKey::from_bytes(&[8; 32]);
     let mut presence_keys = BTreeMap::new();
     presence_keys.insert(who.clone(), agent_key.verifying_key());
-    let mut client = MqttTransport::connect(
-        MqttConfig::new(
-            "127.0.0.1",
-            1883,
-            vin.clone(),
-            Participant::Client,
-            MqttPresence::Watch(Arc::new(presence_keys)),
+    let mut client = Transport::new(
+        MqttTransport::connect(
+            MqttConfig::new(
+                "127.0.0.1",
+                1883,
+                vin.clone(),
+                Participant::Client,
+                MqttPresence::Watch(Arc::new(presence_keys)),
+            )
+            .with_topic_root(&root),
         )
-        .with_topic_root(&root),
-    )
-    .unwrap();
-    client.wait_connections(1).await.unwrap();
+        .unwrap(),
+    );
+    client.inner().wait_connections(1).await.unwrap();
     let agent_signer = Arc::new(Mutex::new(EnvelopeSigner::new(
         who.clone(),
         agent_key,
@@ -88,8 +90,8 @@ async fn mqtt_transport_reconnects_and_resumes() {
     )
     .with_topic_root(&root);
     let client_id = cfg.client_id.clone();
-    let mut agent = MqttTransport::connect(cfg).unwrap();
-    agent.wait_connections(1).await.unwrap();
+    let mut agent = Transport::new(MqttTransport::connect(cfg).unwrap());
+    agent.inner().wait_connections(1).await.unwrap();
     let g = GroupName::new("update-listeners").unwrap();
     agent.subscribe(vec![g.clone()]).await.unwrap();
     presence(&mut client, PresenceState::Connected).await;
@@ -112,7 +114,7 @@ async fn mqtt_transport_reconnects_and_resumes() {
             break;
         }
     }
-    agent.wait_connections(2).await.unwrap();
+    agent.inner().wait_connections(2).await.unwrap();
     // Fresh markers: the new "connected" is above the will's sequence number.
     presence(&mut client, PresenceState::Connected).await;
 
@@ -135,7 +137,7 @@ async fn mqtt_transport_reconnects_and_resumes() {
             }
         }
     }
-    let st = client.stats();
+    let st = client.inner().stats();
     assert_eq!(st.presence_rejected, 0, "{st:?}");
     assert!(st.presence_accepted >= 3, "{st:?}");
     // Leave no retained marker behind.

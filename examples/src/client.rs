@@ -180,7 +180,7 @@ impl Orchestrator {
         .map_err(|e| DemoError::Uptane(format!("client verifier: {e}")))?;
         let manifest_key = PrivateKey::from_seed(&vehicle_key.to_bytes());
         Ok(Orchestrator {
-            transport: Transport::Channel(endpoint),
+            transport: Transport::boxed(endpoint),
             signer: EnvelopeSigner::new(
                 Participant::Client,
                 vehicle_key,

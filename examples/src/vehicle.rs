@@ -227,7 +227,7 @@ pub fn start_agent(
     let mut link = BrokerLinkConfig::new(broker, "vehicle.invalid", tls, me);
     link.backoff_initial = Duration::from_millis(20);
     link.backoff_max = Duration::from_millis(500);
-    let mut transport = Transport::Broker(BrokerTransport::connect(link));
+    let mut transport = Transport::boxed(BrokerTransport::connect(link));
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

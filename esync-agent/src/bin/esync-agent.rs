@@ -316,7 +316,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
         MqttPresence::Announce(signer.clone()),
     ))
     .map_err(|e| e.to_string())?;
-    let mut transport = Transport::Mqtt(mqtt);
+    let mut transport = Transport::boxed(mqtt);
 
     let mut host = AgentHost {
         config,

@@ -5,7 +5,9 @@
 //! vehicle's certificate, and requires a client certificate chaining to the
 //! fleet CA). The broker listens on a configurable address, loopback by
 //! default. The Client itself talks to the broker in-process through the
-//! [`ChannelTransport`] returned by [`Broker::start`].
+//! [`ChannelTransport`] returned by [`Broker::start`] (wrap it in an
+//! `esync_transport::Transport`, which checks its frames as on every other
+//! transport).
 //!
 //! # Security: route, never forge
 //!
@@ -35,7 +37,8 @@
 //! signature). If a [`SharedSigner`] of the Client is configured, members of
 //! the `presence` group also receive a `Presence` envelope signed with the
 //! Client's key, from the Client's own sequence space (the signer is shared
-//! with the Client runtime).
+//! with the Client runtime), stamped with the configured
+//! [`BrokerConfig::clock`] (the broker never reads the system clock itself).
 //!
 //! # Backpressure policy
 //!
@@ -64,7 +67,7 @@ mod queue;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use esync_identity::PeerIdentity;
 use esync_proto::envelope::{Recipient, SignedEnvelope};
@@ -75,7 +78,7 @@ use esync_transport::channel::{channel_pair, ChannelPeer};
 use esync_transport::link::{self, LinkMessage};
 use esync_transport::routing::{RoutingTable, PRESENCE_GROUP};
 use esync_transport::{
-    ChannelTransport, Incoming, Outbound, PresenceEvent, SharedSigner, MAX_GROUPS,
+    ChannelTransport, Incoming, Outbound, PresenceEvent, SharedSigner, WallClock, MAX_GROUPS,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -114,6 +117,8 @@ pub struct BrokerConfig {
     /// The Client's signer, to sign presence envelopes for the `presence`
     /// group (`None`: no presence envelopes, only the Client's events).
     pub presence_signer: Option<SharedSigner>,
+    /// Wall time stamped on the presence envelopes the broker signs.
+    pub clock: WallClock,
 }
 
 impl core::fmt::Debug for BrokerConfig {
@@ -127,6 +132,7 @@ impl core::fmt::Debug for BrokerConfig {
             .field("client_queue", &self.client_queue)
             .field("max_connections", &self.max_connections)
             .field("presence_signer", &self.presence_signer.is_some())
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }
@@ -134,7 +140,7 @@ impl core::fmt::Debug for BrokerConfig {
 impl BrokerConfig {
     /// Defaults: loopback, 1 MiB frames, 256 frames / 4 MiB per connection,
     /// 1024 messages for the Client, 5 s handshakes, 256 connections, no
-    /// presence signer.
+    /// presence signer, the system clock.
     pub fn new(tls: Arc<rustls::ServerConfig>, vin: Vin) -> Self {
         BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -147,6 +153,7 @@ impl BrokerConfig {
             handshake_timeout: Duration::from_secs(5),
             max_connections: 256,
             presence_signer: None,
+            clock: WallClock::system(),
         }
     }
 }
@@ -251,7 +258,7 @@ impl Broker {
         let local_addr = listener.local_addr()?;
         let presence_group = GroupName::new(PRESENCE_GROUP)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let (client, peer) = channel_pair(Participant::Client, config.client_queue);
+        let (client, peer) = channel_pair(Participant::Client, config.client_queue, config.limits);
         let mut table = RoutingTable::new();
         table.insert(Participant::Client, Sink::Local(peer.tx.clone()));
         let shared = Arc::new(Shared {
@@ -392,13 +399,6 @@ impl BrokerHandle {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Delivers an envelope frame to the routed recipients.
 fn deliver(shared: &Shared, targets: Vec<(Participant, Sink)>, frame: &[u8]) {
     let c = &shared.counters;
@@ -471,7 +471,7 @@ fn announce(shared: &Shared, table: &RoutingTable<Sink>, who: &Participant, stat
                 subject: who.clone(),
                 state,
             }),
-            now_ms(),
+            shared.config.clock.now_ms(),
         )
     };
     match frame {

@@ -18,7 +18,9 @@ use esync_proto::id::{
     Sha256Digest, SoftwareVersion, Vin,
 };
 use esync_proto::message::*;
-use esync_transport::{BrokerLinkConfig, BrokerTransport, Incoming, SharedSigner, Transport};
+use esync_transport::{
+    BrokerLinkConfig, BrokerTransport, FrameTransport, Incoming, SharedSigner, Transport,
+};
 use sha2::{Digest, Sha256};
 
 pub const VIN: &str = "WVWZZZ1JZXW000001";
@@ -122,11 +124,11 @@ impl Pki {
 
 pub async fn start_broker(cfg: BrokerConfig) -> (BrokerHandle, Transport) {
     let (h, c) = Broker::start(cfg).await.expect("broker starts");
-    (h, Transport::Channel(c))
+    (h, Transport::boxed(c))
 }
 
 /// Next frame from `t`, skipping presence and reconnection notices.
-pub async fn next_frame(t: &mut Transport) -> Vec<u8> {
+pub async fn next_frame<T: FrameTransport + ?Sized>(t: &mut Transport<T>) -> Vec<u8> {
     loop {
         match tokio::time::timeout(TIMEOUT, t.recv()).await {
             Ok(Some(Incoming::Frame(f))) => return f,
@@ -138,7 +140,11 @@ pub async fn next_frame(t: &mut Transport) -> Vec<u8> {
 }
 
 /// Waits for a presence event about `who` in `state` (other items skipped).
-pub async fn wait_presence(t: &mut Transport, who: &Participant, state: PresenceState) {
+pub async fn wait_presence<T: FrameTransport + ?Sized>(
+    t: &mut Transport<T>,
+    who: &Participant,
+    state: PresenceState,
+) {
     loop {
         match tokio::time::timeout(TIMEOUT, t.recv()).await {
             Ok(Some(Incoming::Presence(p))) if &p.participant == who && p.state == state => return,
@@ -150,7 +156,10 @@ pub async fn wait_presence(t: &mut Transport, who: &Participant, state: Presence
 }
 
 /// Waits until every one of `who` is reported connected (any order).
-pub async fn wait_all_connected(t: &mut Transport, who: &[Participant]) {
+pub async fn wait_all_connected<T: FrameTransport + ?Sized>(
+    t: &mut Transport<T>,
+    who: &[Participant],
+) {
     let mut missing: Vec<Participant> = who.to_vec();
     while !missing.is_empty() {
         match tokio::time::timeout(TIMEOUT, t.recv()).await {
@@ -165,7 +174,7 @@ pub async fn wait_all_connected(t: &mut Transport, who: &[Participant]) {
 }
 
 /// Asserts nothing but presence/reconnect notices arrive within `wait`.
-pub async fn assert_no_frame(t: &mut Transport, wait: Duration) {
+pub async fn assert_no_frame<T: FrameTransport + ?Sized>(t: &mut Transport<T>, wait: Duration) {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match tokio::time::timeout_at(deadline, t.recv()).await {
@@ -345,8 +354,8 @@ pub async fn scripted_agent(
 }
 
 /// Receives the next verified message from the Agent.
-async fn client_expect(
-    t: &mut Transport,
+async fn client_expect<T: FrameTransport + ?Sized>(
+    t: &mut Transport<T>,
     v: &mut Verifier,
     keys: &BTreeMap<Participant, VerifyingKey>,
 ) -> Payload {
@@ -358,8 +367,8 @@ async fn client_expect(
 
 /// Drives one full lifecycle from the Client side against the Agent at
 /// `agent`, verifying every answer; returns the kinds received, in order.
-pub async fn lifecycle_client(
-    t: &mut Transport,
+pub async fn lifecycle_client<T: FrameTransport + ?Sized>(
+    t: &mut Transport<T>,
     signer: &SharedSigner,
     agent: &DevicePath,
     agent_key: VerifyingKey,
