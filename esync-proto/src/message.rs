@@ -903,7 +903,8 @@ pub enum Trigger {
     Immediate,
     /// When an event with this code occurs.
     OnEvent(String),
-    /// When a signal expression becomes true (e.g. `speed > 120`).
+    /// When a signal expression becomes true (e.g. `speed > 120`), in the
+    /// language of [`crate::precondition`].
     Expression(String),
 }
 

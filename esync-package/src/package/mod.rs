@@ -40,7 +40,7 @@ use thiserror::Error;
 /// A component's install precondition, in the one precondition language of
 /// every side ([`esync_proto::precondition`]); it is parsed when the package
 /// is built and again when a description is decoded.
-pub use esync_proto::precondition::{Precondition, PreconditionError};
+pub use esync_proto::precondition::Precondition;
 
 use crate::chunk::{ChunkError, ChunkPlan};
 use crate::digest::{hex_digest, sha256, to_hex};
