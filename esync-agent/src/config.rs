@@ -2,9 +2,8 @@
 
 use esync_proto::id::{DevicePath, EcuSerial, HardwareId};
 use esync_proto::message::Criticality;
+use esync_proto::precondition::{Precondition, PreconditionError};
 use thiserror::Error;
-
-use crate::expr::{Expr, ExprError};
 
 /// The configuration is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -15,7 +14,7 @@ pub enum ConfigError {
     MissingPrecondition,
     /// The precondition does not parse.
     #[error("install precondition: {0}")]
-    Precondition(#[from] ExprError),
+    Precondition(#[from] PreconditionError),
     /// A limit is zero or out of range.
     #[error("configuration limit {0} is out of range")]
     Limit(&'static str),
@@ -34,7 +33,9 @@ pub struct AgentConfig {
     pub criticality: Criticality,
     /// Vehicle-state precondition the Agent checks itself before installing,
     /// whatever the Client says. Mandatory for safety-critical Agents.
-    pub install_precondition: Option<Expr>,
+    /// Evaluated against the device's signals; an evaluation error counts
+    /// as "not met".
+    pub install_precondition: Option<Precondition>,
     /// Memory the Agent gives to patching (advertised, and passed to the
     /// patch applier).
     pub max_patch_memory: u64,
@@ -83,11 +84,12 @@ impl AgentConfig {
         }
     }
 
-    /// Makes the Agent safety-critical with `precondition` (e.g.
+    /// Makes the Agent safety-critical with `precondition`, in the language
+    /// of [`esync_proto::precondition`] (e.g.
     /// `speed == 0 && gear == "P" && battery_soc >= 40`).
     pub fn safety_critical(mut self, precondition: &str) -> Result<Self, ConfigError> {
         self.criticality = Criticality::SafetyCritical;
-        self.install_precondition = Some(Expr::parse(precondition)?);
+        self.install_precondition = Some(Precondition::parse(precondition)?);
         Ok(self)
     }
 

@@ -20,8 +20,11 @@
 //!   ([`device::mem::MemDevice`]); [`fault`] injects failures and power cuts.
 //! - [`journal`]: the crash-safe journal (atomic replace through a
 //!   [`journal::JournalStore`]).
-//! - [`expr`]: the precondition language the Agent evaluates itself
-//!   (safety-critical Agents refuse to install when it does not hold).
+//! - [`config::AgentConfig::install_precondition`] and
+//!   [`policy::PreconditionConsent`]: conditions over the vehicle signals the
+//!   Agent evaluates itself (safety-critical Agents refuse to install when
+//!   the precondition does not hold), in the one precondition language of
+//!   every side, [`esync_proto::precondition`].
 //! - `runtime` (feature `runtime`): a tokio loop connecting the Agent to a
 //!   frame transport.
 //!
@@ -51,8 +54,8 @@
 //! | `runtime` | yes | [`runtime`]: tokio loop over esync-transport; the `esync-agent` binary |
 //!
 //! Firmware builds take `default-features = false` and plug in their own
-//! traits; the core, the devices, the journal and the expression evaluator
-//! need none of the features.
+//! traits; the core, the devices and the journal need none of the features
+//! (nor does the precondition evaluator, which is in `esync-proto`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -64,7 +67,6 @@ pub mod delta;
 pub mod device;
 pub mod endpoint;
 pub mod error;
-pub mod expr;
 pub mod fault;
 pub mod fsutil;
 pub mod journal;

@@ -1,8 +1,8 @@
 //! The download-consent hook.
 
 use esync_proto::message::{Decision, DownloadOffer, Signal};
+use esync_proto::precondition::Precondition;
 
-use crate::expr::Expr;
 use crate::target::DirectedTarget;
 
 /// Decides whether this Agent consents to download an offered update.
@@ -28,20 +28,21 @@ impl ConsentPolicy for AlwaysConsent {
     }
 }
 
-/// Consents while an expression over the vehicle signals holds (e.g.
-/// `battery_soc >= 30`), postpones by `postpone_ms` otherwise, and denies
-/// offers larger than `max_bytes`.
+/// Consents while a precondition over the vehicle signals holds (e.g.
+/// `battery_soc >= 30`), postpones by `postpone_ms` otherwise (also when it
+/// cannot be evaluated: a missing or mistyped signal), and denies offers
+/// larger than `max_bytes`.
 #[derive(Clone, Debug)]
-pub struct ExprConsent {
+pub struct PreconditionConsent {
     /// Condition for consent.
-    pub condition: Expr,
+    pub condition: Precondition,
     /// How long to postpone when it does not hold.
     pub postpone_ms: u64,
     /// Largest download consented to.
     pub max_bytes: u64,
 }
 
-impl ConsentPolicy for ExprConsent {
+impl ConsentPolicy for PreconditionConsent {
     fn decide(
         &mut self,
         offer: &DownloadOffer,

@@ -8,12 +8,12 @@ mod common;
 use common::*;
 use esync_agent::device::mem::MemDevice;
 use esync_agent::device::{sha256, SelfTest};
-use esync_agent::expr::Expr;
 use esync_agent::journal::MemJournal;
-use esync_agent::policy::ExprConsent;
+use esync_agent::policy::PreconditionConsent;
 use esync_package::delta::generate::{generate_patch, GenerateOptions};
 use esync_proto::id::HardwareId;
 use esync_proto::message::*;
+use esync_proto::precondition::Precondition;
 
 fn old() -> Vec<u8> {
     image(1, 20_000)
@@ -148,8 +148,8 @@ fn consent_denied() {
 #[test]
 fn consent_postponed_then_given() {
     let mut rig = mem_rig(&old());
-    rig.policy = Box::new(ExprConsent {
-        condition: Expr::parse("battery_soc >= 30").unwrap(),
+    rig.policy = Box::new(PreconditionConsent {
+        condition: Precondition::parse("battery_soc >= 30").unwrap(),
         postpone_ms: 60_000,
         max_bytes: 1 << 20,
     });

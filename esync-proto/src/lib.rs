@@ -1,8 +1,9 @@
 //! # esync-proto
 //!
 //! The wire protocol of esync-rs: validated identities ([`id`]), the
-//! in-vehicle message set ([`message`]), signed envelopes ([`envelope`]) and
-//! the frame format ([`frame`]).
+//! in-vehicle message set ([`message`]), signed envelopes ([`envelope`]),
+//! the frame format ([`frame`]) and the one precondition language of every
+//! side ([`precondition`]: parsed and evaluated against [`message::Signal`]s).
 //!
 //! This crate is **sans-I/O**: it never opens a socket or a file, never reads
 //! a clock and never spawns a thread. Callers hand it bytes and the current
@@ -46,8 +47,10 @@ pub mod error;
 pub mod frame;
 pub mod id;
 pub mod message;
+pub mod precondition;
 
 pub use envelope::{Envelope, EnvelopeSigner, Header, Recipient, SignedEnvelope, Verifier};
 pub use error::{EnvelopeError, FrameError, IdError};
 pub use frame::FrameLimits;
 pub use message::{Participant, Payload};
+pub use precondition::Precondition;

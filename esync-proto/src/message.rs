@@ -795,7 +795,7 @@ pub struct BulkUploadStart {
     pub upload_id: TransferId,
     /// Job that produced it, if any.
     pub job_id: Option<JobId>,
-    /// Name of the artefact, e.g. `ecm-crash-2026-11-21.dump`.
+    /// Name of the artifact, e.g. `ecm-crash-2026-11-21.dump`.
     pub name: String,
     /// Length in bytes after compression.
     pub total_length: u64,
@@ -889,8 +889,8 @@ pub enum CollectItem {
     TroubleCodes,
     /// Log records at or above a severity.
     Logs(Severity),
-    /// A named artefact (a dump, a log file) uploaded in bulk.
-    Artefact(String),
+    /// A named artifact (a dump, a log file) uploaded in bulk.
+    Artifact(String),
     /// A named stream.
     Stream(String),
 }
@@ -903,7 +903,8 @@ pub enum Trigger {
     Immediate,
     /// When an event with this code occurs.
     OnEvent(String),
-    /// When a signal expression becomes true (e.g. `speed > 120`).
+    /// When a signal expression becomes true (e.g. `speed > 120`), in the
+    /// language of [`crate::precondition`].
     Expression(String),
 }
 

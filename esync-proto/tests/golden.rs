@@ -83,3 +83,17 @@ fn every_vector_file_is_checked() {
         assert!(names.contains(&file), "stale vector file {file}");
     }
 }
+
+/// `CollectItem::Artifact` (spelt `Artefact` before the one-name rename)
+/// keeps its wire index: postcard encodes the variant by position.
+#[test]
+fn collect_item_artifact_keeps_its_wire_index() {
+    use esync_proto::message::CollectItem;
+    let item = CollectItem::Artifact("ecm.dump".into());
+    let bytes = postcard::to_allocvec(&item).expect("encodes");
+    assert_eq!(bytes, b"\x03\x08ecm.dump");
+    assert_eq!(
+        postcard::from_bytes::<CollectItem>(&bytes).expect("decodes"),
+        item
+    );
+}

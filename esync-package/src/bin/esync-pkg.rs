@@ -14,7 +14,8 @@
 //!
 //! Component keys (comma-separated, values without commas): `device`, `hw`,
 //! `version`, `counter`, `image`, `delta-from=VERSION:PATH` (repeatable),
-//! `depends=/a;/b`, `stage`, `precondition`, `consent=true|false`,
+//! `depends=/a;/b`, `stage`, `precondition` (an `esync_proto::precondition`
+//! expression, text quoted: `gear == "P"`), `consent=true|false`,
 //! `rollback=switch-slot|restore-backup|none`, `retries`.
 
 use std::path::PathBuf;

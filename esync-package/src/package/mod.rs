@@ -30,8 +30,6 @@
 //! entries with [`Package::from_target_descriptions`], and refuses it if a
 //! component is missing (partial bundle).
 
-mod precondition;
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use esync_proto::id::{DevicePath, HardwareId, ReleaseCounter, Sha256Digest, SoftwareVersion};
@@ -39,7 +37,10 @@ use esync_proto::message::PatchFormat;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use precondition::{CmpOp, Expr, Precondition, PreconditionError, SignalValue};
+/// A component's install precondition, in the one precondition language of
+/// every side ([`esync_proto::precondition`]); it is parsed when the package
+/// is built and again when a description is decoded.
+pub use esync_proto::precondition::Precondition;
 
 use crate::chunk::{ChunkError, ChunkPlan};
 use crate::digest::{hex_digest, sha256, to_hex};
