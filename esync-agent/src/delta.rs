@@ -64,12 +64,10 @@ pub fn limits_for(max_memory: u64, max_target: u64) -> ApplyLimits {
 
 fn map(e: DeltaError) -> PatchError {
     match e {
-        DeltaError::SourceMismatch => {
-            PatchError::Mismatch("source image is not the patch's source".into())
-        }
+        DeltaError::SourceMismatch => PatchError::SourceMismatch,
         DeltaError::LimitExceeded { limit, .. } => PatchError::Memory(limit),
         DeltaError::OutputTooLong(n) => PatchError::TooLong(n),
-        DeltaError::TargetHashMismatch => PatchError::Mismatch("reconstructed image hash".into()),
+        DeltaError::TargetHashMismatch => PatchError::OutputMismatch,
         DeltaError::SourceRead(e) | DeltaError::Write(e) => PatchError::Io(e.to_string()),
         other => PatchError::Corrupt(other.to_string()),
     }
@@ -110,5 +108,19 @@ impl PatchApplier for PackageApplier {
         )
         .map(|_| ())
         .map_err(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mismatches_map_to_typed_variants() {
+        assert_eq!(map(DeltaError::SourceMismatch), PatchError::SourceMismatch);
+        assert_eq!(
+            map(DeltaError::TargetHashMismatch),
+            PatchError::OutputMismatch
+        );
     }
 }

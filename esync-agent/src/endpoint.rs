@@ -11,7 +11,7 @@
 //! [`Step::deadline_ms`]. Every call takes both clocks ([`Now`]): envelope
 //! timestamps and the verifier's window use wall time, deadlines monotonic
 //! time. No async, no I/O, no clock, no thread: the tokio
-//! runtime ([`crate::runtime`]) is a loop over this, and so are a C ABI or a
+//! runtime (`crate::runtime`, feature `runtime`) is a loop over this, and so are a C ABI or a
 //! test harness.
 
 use std::sync::Mutex;

@@ -23,11 +23,20 @@ pub enum AgentError {
     JournalCorrupt(#[from] SealError),
     /// The journal could not be encoded.
     #[error("journal encoding: {0}")]
-    Encode(String),
+    Encode(#[source] postcard::Error),
+    /// The encoded journal exceeds what a journal may hold.
+    #[error("journal of {len} bytes exceeds {max}")]
+    JournalTooLarge {
+        /// Encoded length.
+        len: usize,
+        /// The maximum ([`crate::journal::MAX_JOURNAL_BYTES`]).
+        max: usize,
+    },
     /// The configuration is invalid.
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
-    /// The device is in a state the Agent cannot work from.
-    #[error("device: {0}")]
-    Device(String),
+    /// The device reports no running image, and the Agent recorded none
+    /// to report a failed attempt against.
+    #[error("device: the device reports no running image")]
+    NoRunningImage,
 }

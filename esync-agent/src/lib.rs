@@ -16,8 +16,9 @@
 //! - [`device::Device`]: what the host implements (running image and
 //!   positioned reads of it, staging, inactive-slot writes, activate,
 //!   self-test, commit, roll back, backups, vehicle signals), with an A/B
-//!   file-backed reference ([`device::file::FileDevice`]) and an in-memory one
-//!   ([`device::mem::MemDevice`]); [`fault`] injects failures and power cuts.
+//!   file-backed reference (`device::file::FileDevice`, feature
+//!   `file-device`) and an in-memory one ([`device::mem::MemDevice`]);
+//!   `fault` (feature `fault`) injects failures and power cuts.
 //! - [`journal`]: the crash-safe journal (atomic replace through a
 //!   [`journal::JournalStore`]).
 //! - [`config::AgentConfig::install_precondition`] and
@@ -51,7 +52,10 @@
 //! | --- | --- | --- |
 //! | `delta` | yes | [`delta::PackageApplier`]: esync-package's bsdiff-family applier |
 //! | `uptane` | yes | [`uptane`]: Uptane partial and full verification, signed version reports |
-//! | `runtime` | yes | [`runtime`]: tokio loop over esync-transport; the `esync-agent` binary |
+//! | `runtime` | yes | [`runtime`]: tokio loop over esync-transport; the `esync-agent` binary (with `file-device`) |
+//! | `file-device` | no | `device::file::FileDevice`: the A/B file-backed reference device |
+//! | `fault` | no | `fault`: fault and power-cut injection (tests) |
+//! | `testing` | no | `testing`: test doubles that verify nothing (tests, benchmarks) |
 //!
 //! Firmware builds take `default-features = false` and plug in their own
 //! traits; the core, the devices and the journal need none of the features
@@ -67,6 +71,7 @@ pub mod delta;
 pub mod device;
 pub mod endpoint;
 pub mod error;
+#[cfg(feature = "fault")]
 pub mod fault;
 pub mod fsutil;
 pub mod journal;
@@ -77,6 +82,7 @@ pub mod runtime;
 pub mod seal;
 pub mod state;
 pub mod target;
+#[cfg(feature = "testing")]
 pub mod testing;
 #[cfg(feature = "uptane")]
 pub mod uptane;

@@ -48,9 +48,13 @@ pub enum PatchError {
     /// The output would exceed the expected length.
     #[error("patch output exceeds the expected {0} bytes")]
     TooLong(u64),
+    /// The source image is not the patch's source (the applier checked
+    /// it against the patch's own record of its source).
+    #[error("source image is not the patch's source")]
+    SourceMismatch,
     /// The output does not match the expected length or hash.
-    #[error("patch output does not match the expected image: {0}")]
-    Mismatch(String),
+    #[error("patch output does not match the expected image")]
+    OutputMismatch,
     /// Reading the source or patch, or writing the output, failed.
     #[error("patch I/O: {0}")]
     Io(String),

@@ -531,9 +531,7 @@ impl Agent {
             .map(|r| r.version)
             .or_else(|| rec.from.as_ref().map(|f| f.version.clone()));
         let Some(running_version) = running_version else {
-            return Err(AgentError::Device(
-                "the device reports no running image".into(),
-            ));
+            return Err(AgentError::NoRunningImage);
         };
         let (report, stage) = if rec.attempts >= self.config.max_install_attempts {
             let term = failure(

@@ -222,12 +222,13 @@ pub struct Agent {
     clock: Now,
 }
 
-/// Why a step of an update did not complete. `?` converts both a
-/// [`Failure`] and an [`AgentError`] into it.
+/// Why a step of an update did not complete: `F` (a [`Failure`] to
+/// report, or a refusal such as `offer::OfferRefusal`), or a halt. `?`
+/// converts both `F` and an [`AgentError`] into it.
 #[derive(Debug)]
-enum StepError {
+enum StepError<F = Failure> {
     /// The update failed: the Client is told, the Agent goes on.
-    Fail(Failure),
+    Fail(F),
     /// The Agent cannot continue (see [`AgentError`]).
     Halt(AgentError),
 }
@@ -238,15 +239,15 @@ impl From<Failure> for StepError {
     }
 }
 
-impl From<AgentError> for StepError {
+impl<F> From<AgentError> for StepError<F> {
     fn from(e: AgentError) -> Self {
         StepError::Halt(e)
     }
 }
 
-impl StepError {
+impl<F> StepError<F> {
     /// The failure to report, or the halt to propagate with `?`.
-    fn into_failure(self) -> Result<Failure, AgentError> {
+    fn into_failure(self) -> Result<F, AgentError> {
         match self {
             StepError::Fail(f) => Ok(f),
             StepError::Halt(e) => Err(e),
@@ -435,13 +436,12 @@ impl Agent {
         if let Some(t) = self.j.update.as_ref().and_then(|u| u.transfer.as_ref()) {
             self.journaled_next_chunk = t.next_chunk;
         }
-        let bytes =
-            seal::seal(JOURNAL_MAGIC, &self.j).map_err(|e| AgentError::Encode(e.to_string()))?;
+        let bytes = seal::seal(JOURNAL_MAGIC, &self.j).map_err(AgentError::Encode)?;
         if bytes.len() > MAX_JOURNAL_BYTES {
-            return Err(AgentError::Encode(format!(
-                "journal of {} bytes too large",
-                bytes.len()
-            )));
+            return Err(AgentError::JournalTooLarge {
+                len: bytes.len(),
+                max: MAX_JOURNAL_BYTES,
+            });
         }
         ctx.journal.store(&bytes).map_err(|e| match e {
             StoreError::PowerLoss => AgentError::PowerLoss("journal"),

@@ -1,16 +1,53 @@
 //! Update metadata verification and download offers (consent).
 
-use esync_proto::id::{CorrelationId, Id128};
+use esync_proto::id::{CorrelationId, Id128, SoftwareVersion};
 use esync_proto::message::{
     BusyReason, Decision, DoNotDisturb, DownloadDecision, DownloadOffer, ImageEncoding,
-    UpdateMetadata,
+    PatchFormat, UpdateMetadata,
 };
 
+use crate::device::DeviceError;
 use crate::error::AgentError;
 use crate::state::{Stage, UpdateRecord};
 use crate::target::{DeltaEntry, DirectedTarget, EcuIdentity};
 
-use super::{dev, Agent, Context, Ignored, Output};
+use super::{dev, Agent, Context, Ignored, Output, StepError};
+
+/// Why an offer is denied before the consent policy is asked (the text
+/// is the denial's reason on the wire).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum OfferRefusal {
+    /// Version, release counter, length, hash or name differ from the
+    /// verified target.
+    #[error("offer does not match the verified metadata")]
+    NotTheVerifiedTarget,
+    /// The patch format is not one the applier supports.
+    #[error("patch format {0:?} not supported")]
+    UnsupportedFormat(PatchFormat),
+    /// The patch is longer than any image this Agent accepts.
+    #[error("patch too large")]
+    PatchTooLarge,
+    /// The device cannot report the image a delta would apply to.
+    #[error("{0}")]
+    Device(DeviceError),
+    /// The delta applies to another image than the installed one.
+    #[error("delta applies to {from_version}, installed is {installed}")]
+    WrongSource {
+        /// The delta's source version.
+        from_version: SoftwareVersion,
+        /// The installed version.
+        installed: SoftwareVersion,
+    },
+    /// The signed metadata does not list this delta.
+    #[error("delta not listed in the verified metadata")]
+    DeltaNotListed,
+}
+
+impl From<OfferRefusal> for StepError<OfferRefusal> {
+    fn from(r: OfferRefusal) -> Self {
+        StepError::Fail(r)
+    }
+}
 
 impl Agent {
     pub(super) fn on_metadata(
@@ -79,14 +116,15 @@ impl Agent {
         o: &DownloadOffer,
         t: &DirectedTarget,
         ctx: &Context<'_>,
-    ) -> Result<Result<(), String>, AgentError> {
+    ) -> Result<(), StepError<OfferRefusal>> {
+        use OfferRefusal as R;
         if o.version != t.version
             || o.release_counter != t.release_counter
             || o.length != t.length
             || o.sha256 != t.sha256
             || o.target_name != t.target_name
         {
-            return Ok(Err("offer does not match the verified metadata".into()));
+            return Err(R::NotTheVerifiedTarget.into());
         }
         if let ImageEncoding::Delta {
             format,
@@ -97,28 +135,26 @@ impl Agent {
         } = &o.encoding
         {
             if !ctx.patcher.formats().contains(format) {
-                return Ok(Err(format!("patch format {format:?} not supported")));
+                return Err(R::UnsupportedFormat(*format).into());
             }
             if *patch_length > self.config.max_image_len {
-                return Ok(Err("patch too large".into()));
+                return Err(R::PatchTooLarge.into());
             }
-            let installed = match self.running(ctx)? {
-                Ok(i) => i,
-                Err(e) => return Ok(Err(e.to_string())),
-            };
+            let installed = self.running(ctx)?.map_err(R::Device)?;
             if from_version != &installed.version || source_sha256 != &installed.sha256 {
-                return Ok(Err(format!(
-                    "delta applies to {from_version}, installed is {}",
-                    installed.version
-                )));
+                return Err(R::WrongSource {
+                    from_version: from_version.clone(),
+                    installed: installed.version,
+                }
+                .into());
             }
             // Only a patch the signed metadata lists may be applied (an
             // empty list means: full images only).
             if !t.deltas.iter().any(|d| Self::delta_matches(d, &o.encoding)) {
-                return Ok(Err("delta not listed in the verified metadata".into()));
+                return Err(R::DeltaNotListed.into());
             }
         }
-        Ok(Ok(()))
+        Ok(())
     }
 
     pub(super) fn delta_matches(d: &DeltaEntry, enc: &ImageEncoding) -> bool {
@@ -170,8 +206,8 @@ impl Agent {
             }
             return Ok(());
         }
-        if let Err(reason) = self.check_offer(o, &target, ctx)? {
-            out.send(corr, deny(reason));
+        if let Err(e) = self.check_offer(o, &target, ctx) {
+            out.send(corr, deny(e.into_failure()?.to_string()));
             return Ok(());
         }
         let signals = dev(ctx.device.signals())?.unwrap_or_default();

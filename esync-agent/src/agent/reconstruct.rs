@@ -106,7 +106,12 @@ fn patch_failure(e: &PatchError) -> Failure {
             FailureCode::LengthMismatch,
             e.to_string(),
         ),
-        PatchError::Mismatch(_) => failure(
+        PatchError::SourceMismatch => failure(
+            ErrorClass::UpdateIncapable,
+            FailureCode::DeltaSourceMismatch,
+            e.to_string(),
+        ),
+        PatchError::OutputMismatch => failure(
             ErrorClass::UpdateIncapable,
             FailureCode::HashMismatch,
             e.to_string(),
@@ -185,5 +190,20 @@ impl Agent {
             .into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_source_is_reported_as_such_not_as_a_bad_hash() {
+        let f = patch_failure(&PatchError::SourceMismatch);
+        assert_eq!(f.code, FailureCode::DeltaSourceMismatch);
+        assert_eq!(f.class, ErrorClass::UpdateIncapable);
+        let f = patch_failure(&PatchError::OutputMismatch);
+        assert_eq!(f.code, FailureCode::HashMismatch);
+        assert_eq!(f.class, ErrorClass::UpdateIncapable);
     }
 }

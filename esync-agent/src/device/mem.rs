@@ -2,9 +2,9 @@
 //!
 //! Its fields play the part of flash: they survive when the Agent (all its
 //! in-memory state) is dropped, and [`MemDevice::power_cycle`] runs the
-//! bootloader's decision as a restart would. Wrap it in
-//! [`FaultyDevice`](crate::fault::FaultyDevice) to inject failures and power
-//! cuts at every operation.
+//! bootloader's decision as a restart would. Wrap it in `FaultyDevice`
+//! (`crate::fault`, feature `fault`) to inject failures and power cuts at
+//! every operation.
 
 use core::cell::Cell;
 

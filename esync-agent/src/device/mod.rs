@@ -1,7 +1,7 @@
 //! The device an Agent updates, as a trait the host implements, and two
-//! reference implementations: an A/B device backed by files ([`mod@file`]) and
-//! an in-memory one for tests ([`mem`]), plus fault injection for both
-//! ([`crate::fault`]).
+//! reference implementations: an A/B device backed by files (`file`, feature
+//! `file-device`) and an in-memory one for tests ([`mem`]), plus fault
+//! injection for both (`crate::fault`, feature `fault`).
 //!
 //! # Contract
 //!
@@ -28,6 +28,7 @@
 //! at the right step whether the call returned or not.
 
 pub mod boot;
+#[cfg(feature = "file-device")]
 pub mod file;
 pub mod mem;
 
