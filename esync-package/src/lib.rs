@@ -5,7 +5,10 @@
 //!
 //! * [`package`]: multi-component update packages (validated on
 //!   construction and on decoding), their mapping onto Uptane targets entries
-//!   (`custom.esync`), and [`package::PackageBuilder`].
+//!   (`custom.esync`): the model, with no knowledge of how patches are made.
+//! * [`build`]: [`build::PackageBuilder`], packages built from images (with
+//!   feature `generate`, generating their deltas), and its own
+//!   [`build::BuildError`].
 //! * [`delta`]: patch headers and the application interface; with feature
 //!   `apply` (default), device-side patch application (`delta::apply_patch`,
 //!   stepwise `delta::PatchApplication`) with bounded memory and bounded
@@ -190,6 +193,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod chunk;
 pub mod delta;
 pub mod digest;

@@ -104,9 +104,6 @@ pub enum GenerateError {
     /// Encoding failed.
     #[error("patch encoding failed: {0}")]
     Io(#[from] io::Error),
-    /// The package built from the generated patches is invalid.
-    #[error(transparent)]
-    Package(#[from] crate::package::PackageError),
     /// qbsdiff's output could not be read back (a bug).
     #[error("internal bsdiff output invalid: {0}")]
     Internal(String),
