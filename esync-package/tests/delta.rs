@@ -407,15 +407,8 @@ fn empty_controls_count_against_the_step_budget() {
     // step of budget 240 (ten triples) must not run through all of them.
     let old = b"abcdefgh".to_vec();
     let new = old.clone();
-    let mut ctrl = Vec::new();
-    for _ in 0..20_000 {
-        for v in [0i64, 0, 0] {
-            ctrl.extend_from_slice(&format::encode_int(v));
-        }
-    }
-    for v in [8i64, 0, 0] {
-        ctrl.extend_from_slice(&format::encode_int(v));
-    }
+    let mut ctrl = format::encode_control([0, 0, 0]).repeat(20_000);
+    ctrl.extend_from_slice(&format::encode_control([8, 0, 0]));
     let (c, d, e) = (zstd_frame(&ctrl), zstd_frame(&[0; 8]), zstd_frame(&[]));
     let mut patch = format::container_header(
         PatchFormat::BsdiffZstd,

@@ -11,7 +11,7 @@ use esync_proto::id::Sha256Digest;
 use esync_proto::message::PatchFormat;
 use sha2::{Digest, Sha256};
 
-use super::format::{decode_int, parse_header, PatchHeader, CONTROL_LEN, MAX_HEADER_LEN};
+use super::format::{decode_control, parse_header, PatchHeader, CONTROL_LEN, MAX_HEADER_LEN};
 use super::zero_run::ZeroRunDecoder;
 use super::{ApplyLimits, ApplyReport, DeltaError, SlotWriter, SourceImage, Stream, TargetSpec};
 
@@ -520,12 +520,8 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
         let mut triple = [0u8; CONTROL_LEN as usize];
         fill(&mut st.ctrl, &mut triple, Stream::Control)?;
         st.controls += 1;
-        let field = |i: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&triple[8 * i..8 * i + 8]);
-            decode_int(&a)
-        };
-        let (add, copy, seek) = (field(0), field(1), field(2));
+        let [add, copy, seek] =
+            decode_control(&triple).ok_or(DeltaError::Truncated(Stream::Control))?;
         let add = u64::try_from(add).map_err(|_| DeltaError::Corrupt("negative add length"))?;
         let copy = u64::try_from(copy).map_err(|_| DeltaError::Corrupt("negative copy length"))?;
         if self.written + add > new_len || self.written + add + copy > new_len {

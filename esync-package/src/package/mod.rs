@@ -515,15 +515,7 @@ impl TargetDescription {
     pub fn artifact(&self) -> Option<&Artifact> {
         match &self.artifact {
             ArtifactRef::Full => Some(&self.component.image),
-            ArtifactRef::Delta {
-                format,
-                from_version,
-            } => self
-                .component
-                .deltas
-                .iter()
-                .find(|d| d.format == *format && d.from_version == *from_version)
-                .map(|d| &d.patch),
+            ArtifactRef::Delta { .. } => self.delta().map(|d| &d.patch),
         }
     }
 
