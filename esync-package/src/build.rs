@@ -4,8 +4,8 @@
 //!
 //! This is the layer above the model: [`crate::package`] knows nothing of
 //! how patches are made, and with feature `generate` this module also
-//! generates them ([`PackageBuilder::component_with_deltas`], through
-//! [`crate::delta::generate`] and optionally [`crate::delta::cache`]). Its
+//! generates them (`PackageBuilder::component_with_deltas`, through
+//! `delta::generate` and optionally `delta::cache`). Its
 //! error, [`BuildError`], wraps the model's [`PackageError`] and the
 //! generator's `GenerateError`; neither of those names the other, so the
 //! module graph has no cycle (model ← generator ← builder).

@@ -144,7 +144,7 @@
 //! [`delta::zero_run`]); its declared uncompressed length is then the
 //! *decoded* length. Appliers read both versions; the generator writes
 //! version 2 with the flag unless
-//! [`GenerateOptions::zero_run_diff`](delta::generate::GenerateOptions) is
+//! `delta::generate::GenerateOptions::zero_run_diff` is
 //! off.
 //! Each stream is exactly one zstd frame (window ≤ 2^window_log, content
 //! size and checksum included) or one `.xz` stream (LZMA2, CRC32 check,
