@@ -435,6 +435,39 @@ fn empty_controls_count_against_the_step_budget() {
     assert!(steps >= 20_000 / 10, "{steps} steps for 20 001 controls");
 }
 
+#[test]
+fn an_application_can_move_between_threads() {
+    // An Agent holding an application between polls may live in a
+    // multi-threaded runtime: with `Send` inputs the state is `Send`.
+    fn send<T: Send>(t: T) -> T {
+        t
+    }
+    let (old, new) = images(20_000, 47);
+    let patch = generate_patch(&old, &new, &GenerateOptions::new(PatchFormat::BsdiffXz)).unwrap();
+    let (old_a, patch_a) = (std::sync::Arc::new(old.clone()), std::sync::Arc::new(patch));
+    let mut app = send(PatchApplication::new(
+        PatchFormat::BsdiffXz,
+        old_a,
+        sha256(&old),
+        patch_a,
+        spec(&new),
+        ApplyLimits::default(),
+    ));
+    let mut slot = Recorder::default();
+    // Start here, finish on another thread.
+    assert!(matches!(
+        app.step(&mut slot, 1000).unwrap(),
+        ApplyStep::Pending { .. }
+    ));
+    let slot = std::thread::spawn(move || {
+        while let ApplyStep::Pending { .. } = app.step(&mut slot, 4096).unwrap() {}
+        slot
+    })
+    .join()
+    .unwrap();
+    assert!(slot.bytes == new);
+}
+
 /// A slot writer that records whether it was touched.
 #[derive(Default)]
 struct Recorder {
