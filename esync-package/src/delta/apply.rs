@@ -292,7 +292,7 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
         let mut work = 0u64;
         while work < budget {
             match self.unit(out) {
-                Ok(Some(n)) => work += n,
+                Ok(Some(n)) => work = work.saturating_add(n),
                 // `finish` ends the application whatever its verdict.
                 Ok(None) => return self.finish(),
                 Err(e) => {
