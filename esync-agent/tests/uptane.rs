@@ -10,10 +10,9 @@ use std::collections::BTreeMap;
 use common::*;
 use esync_agent::device::sha256;
 use esync_agent::uptane::{UptaneFull, UptanePartial};
+use esync_package::build::{ComponentInput, PackageBuilder};
 use esync_package::delta::generate::{generate_patch, GenerateOptions};
-use esync_package::package::{
-    ArtifactRef, ComponentInput, ComponentPolicy, PackageBuilder, PackageId, TargetDescription,
-};
+use esync_package::package::{ArtifactRef, ComponentPolicy, PackageId, TargetDescription};
 use esync_proto::id::{EcuSerial, HardwareId, ReleaseCounter, Vin};
 use esync_proto::message::*;
 use esync_uptane::builder::{RepositoryBuilder, RoleSetup};

@@ -5,26 +5,41 @@
 //!
 //! * [`package`]: multi-component update packages (validated on
 //!   construction and on decoding), their mapping onto Uptane targets entries
-//!   (`custom.esync`), and [`package::PackageBuilder`].
-//! * [`delta`]: device-side patch application ([`delta::apply_patch`]) with
-//!   bounded memory; with feature `generate`, server-side generation
-//!   ([`delta::generate`]) and a delta cache ([`delta::cache`]).
+//!   (`custom.esync`): the model, with no knowledge of how patches are made.
+//! * [`build`]: [`build::PackageBuilder`], packages built from images (with
+//!   feature `generate`, generating their deltas), and its own
+//!   [`build::BuildError`].
+//! * [`delta`]: patch headers and the application interface; with feature
+//!   `apply` (default), device-side patch application (`delta::apply_patch`,
+//!   stepwise `delta::PatchApplication`) with bounded memory and bounded
+//!   work per step; with feature `generate`, server-side generation
+//!   (`delta::generate`) and a delta cache (`delta::cache`).
 //! * [`chunk`]: chunk lists in signed metadata, the receiver-side
 //!   [`chunk::ChunkAssembler`] and sender-side [`chunk::ChunkSender`]
 //!   (sans-I/O).
 //!
-//! Default features carry no C code except the zstd and xz decoders (bzip2
-//! is the pure-Rust `libbz2-rs-sys`). Feature `generate` adds qbsdiff (C
-//! `divsufsort`), the `esync-pkg` CLI and the file-system cache.
+//! ## Features: a pure model and two layers on it
 //!
-//! ## Applying a patch (the Agent's API)
+//! | feature | adds | C code | compression crates |
+//! | --- | --- | --- | --- |
+//! | none (`default-features = false`) | the model: [`package`] (packages, components, artifacts, delta descriptions, target descriptions, validation), [`chunk`], [`digest`], [`delta::format`], [`delta::zero_run`], the application interface types | none | none |
+//! | `apply` (default) | the device-side applier | zstd and xz decoders | zstd, xz2, bzip2 (pure-Rust `libbz2-rs-sys`) |
+//! | `generate` (implies `apply`) | qbsdiff generation, the delta cache, `build::PackageBuilder::component_with_deltas`, the `esync-pkg` CLI | qbsdiff's `divsufsort` | as `apply`, plus zstd multithreading |
+//!
+//! The Agent's core needs only the model; `.ci/run` checks with `cargo tree`
+//! that the model pulls in no zstd, xz2, bzip2 or `cc`.
+//!
+//! ## Applying a patch (the Agent's API, feature `apply`)
 //!
 //! ```
-//! use esync_package::delta::{apply_patch, ApplyLimits, SourceImage, TargetSpec};
-//! use esync_proto::message::PatchFormat;
-//! # fn demo(installed: &dyn SourceImage, stored_patch: &dyn SourceImage,
-//! #         installed_sha: esync_proto::id::Sha256Digest, target: TargetSpec)
+//! # #[cfg(feature = "apply")]
+//! # fn demo(installed: &dyn esync_package::delta::SourceImage,
+//! #         stored_patch: &dyn esync_package::delta::SourceImage,
+//! #         installed_sha: esync_proto::id::Sha256Digest,
+//! #         target: esync_package::delta::TargetSpec)
 //! #         -> Result<(), esync_package::delta::DeltaError> {
+//! use esync_package::delta::{apply_patch, ApplyLimits, ApplyStep, PatchApplication};
+//! use esync_proto::message::PatchFormat;
 //! let mut slot: Vec<u8> = Vec::new(); // anything implementing `SlotWriter` (every `io::Write` does)
 //! let report = apply_patch(
 //!     PatchFormat::BsdiffZstd,
@@ -35,6 +50,21 @@
 //!     &mut slot,
 //!     &ApplyLimits::default(),
 //! )?;
+//! assert_eq!(report.written, target.length);
+//!
+//! // The same, a bounded quantum per call (e.g. one per `Agent::poll`):
+//! let mut app = PatchApplication::new(
+//!     PatchFormat::BsdiffZstd, installed, installed_sha, stored_patch, target,
+//!     ApplyLimits::default(),
+//! );
+//! let mut slot: Vec<u8> = Vec::new();
+//! let report = loop {
+//!     // At most 256 KiB of work, plus one 64 KiB block, per step.
+//!     match app.step(&mut slot, 256 << 10)? {
+//!         ApplyStep::Pending { written, total } => assert!(written <= total),
+//!         ApplyStep::Done(report) => break report,
+//!     }
+//! };
 //! assert_eq!(report.written, target.length);
 //! # Ok(()) }
 //! ```
@@ -48,6 +78,19 @@
 //! The patch is taken by positioned reads rather than as an `io::Read`
 //! because the three bsdiff streams are consumed side by side.
 //!
+//! ### Bounded work per step
+//!
+//! `delta::PatchApplication` holds one application in memory; each `step`
+//! does at most its byte budget of work plus one internal block
+//! ([`delta::ApplyLimits::block`]), where a byte of work is a source byte
+//! hashed, an output byte written or a control-stream byte decoded (so a
+//! patch of empty controls cannot stall one step either). The first steps
+//! only hash the source; nothing is written before it matches. The state is
+//! resumable across calls while it is held, not across a power cut: after a
+//! restart the reconstruction begins again (the Agent restarts it from its
+//! journal). `apply_patch` is the same state stepped to the end in one call,
+//! so both give the same output, report and errors.
+
 //! ## Memory bound of application
 //!
 //! The source and the patch are read with positioned reads (`pread`), so
@@ -101,7 +144,7 @@
 //! [`delta::zero_run`]); its declared uncompressed length is then the
 //! *decoded* length. Appliers read both versions; the generator writes
 //! version 2 with the flag unless
-//! [`GenerateOptions::zero_run_diff`](delta::generate::GenerateOptions) is
+//! `delta::generate::GenerateOptions::zero_run_diff` is
 //! off.
 //! Each stream is exactly one zstd frame (window ≤ 2^window_log, content
 //! size and checksum included) or one `.xz` stream (LZMA2, CRC32 check,
@@ -150,6 +193,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod build;
 pub mod chunk;
 pub mod delta;
 pub mod digest;

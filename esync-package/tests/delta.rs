@@ -9,7 +9,8 @@ use std::process::Command;
 
 use esync_package::delta::generate::{generate_patch, GenerateOptions};
 use esync_package::delta::{
-    apply_patch, format, ApplyLimits, DeltaError, SlotWriter, Stream, TargetSpec,
+    apply_patch, format, ApplyLimits, ApplyStep, DeltaError, PatchApplication, SlotWriter, Stream,
+    TargetSpec,
 };
 use esync_package::digest::sha256;
 use esync_proto::message::{FailureCode, PatchFormat};
@@ -224,6 +225,247 @@ fn malformed_zero_run_streams_give_typed_errors() {
     }
     // The well-formed stream for the same images applies.
     assert_eq!(apply(f, &old, &handmade_v2(8, &[8, 0]), &new).unwrap(), new);
+}
+
+/// The five patch encodings: `BSDIFF40` and both container versions of
+/// zstd and xz.
+fn every_encoding(old: &[u8], new: &[u8]) -> Vec<(&'static str, PatchFormat, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (name, f, zero_run) in [
+        ("bsdiff40", PatchFormat::Bsdiff40, false),
+        ("zstd v1", PatchFormat::BsdiffZstd, false),
+        ("zstd v2", PatchFormat::BsdiffZstd, true),
+        ("xz v1", PatchFormat::BsdiffXz, false),
+        ("xz v2", PatchFormat::BsdiffXz, true),
+    ] {
+        let opts = GenerateOptions {
+            zero_run_diff: zero_run,
+            ..GenerateOptions::new(f)
+        };
+        let patch = generate_patch(old, new, &opts).unwrap();
+        if f != PatchFormat::Bsdiff40 {
+            let v = if zero_run { b'2' } else { b'1' };
+            assert_eq!(patch[7], v, "{name}: container version");
+        }
+        out.push((name, f, patch));
+    }
+    out
+}
+
+/// Steps `app` to the end with the budgets `budgets` (cycled), checking after
+/// every step that it wrote at most `budget + block` bytes and that the
+/// reported progress is what reached the slot.
+fn step_to_end<S, P>(
+    app: &mut PatchApplication<S, P>,
+    budgets: &[u64],
+    slot: &mut Recorder,
+    total: u64,
+) -> (esync_package::delta::ApplyReport, usize)
+where
+    S: esync_package::delta::SourceImage,
+    P: esync_package::delta::SourceImage + Clone,
+{
+    let block = app.block() as u64;
+    for (steps, budget) in budgets.iter().copied().cycle().enumerate() {
+        let before = slot.bytes.len() as u64;
+        let r = app.step(slot, budget).unwrap();
+        let wrote = slot.bytes.len() as u64 - before;
+        assert!(
+            wrote <= budget + block,
+            "step {steps} wrote {wrote} > budget {budget} + block {block}"
+        );
+        match r {
+            ApplyStep::Pending { written, total: t } => {
+                assert_eq!(written, slot.bytes.len() as u64);
+                assert_eq!(t, total);
+                // All bytes may be written while the stream ends are checked.
+                assert!(written <= total, "{written} of {total} bytes");
+            }
+            ApplyStep::Done(report) => return (report, steps + 1),
+        }
+    }
+    unreachable!("cycle() never ends")
+}
+
+#[test]
+fn stepwise_application_respects_the_budget_and_equals_one_shot() {
+    let (old, new) = images(120_000, 31);
+    let limits = ApplyLimits {
+        block: 4096,
+        ..ApplyLimits::default()
+    };
+    for (name, f, patch) in every_encoding(&old, &new) {
+        let mut one_shot = Recorder::default();
+        let expected = apply_patch(
+            f,
+            &old,
+            &sha256(&old),
+            &patch,
+            &spec(&new),
+            &mut one_shot,
+            &limits,
+        )
+        .unwrap();
+        assert!(one_shot.bytes == new, "{name}: one-shot output");
+        for budgets in [
+            &[1u64][..],
+            &[1000],
+            &[3 * 4096 + 7],
+            &[1, 50_000, 10, 4096, 333],
+        ] {
+            let mut app =
+                PatchApplication::new(f, &old[..], sha256(&old), &patch[..], spec(&new), limits);
+            let mut slot = Recorder::default();
+            let (report, steps) = step_to_end(&mut app, budgets, &mut slot, new.len() as u64);
+            assert!(slot.bytes == one_shot.bytes, "{name} {budgets:?}: output");
+            assert_eq!(report, expected, "{name} {budgets:?}: report");
+            // Hashing the source and writing the target each take their
+            // share of steps: the work really is spread out.
+            let budget_max = budgets.iter().max().copied().unwrap();
+            let least = (old.len() + new.len()) as u64 / (budget_max + 4096);
+            assert!(steps as u64 >= least, "{name} {budgets:?}: {steps} steps");
+            // A finished application refuses further steps.
+            assert!(matches!(app.step(&mut slot, 1), Err(DeltaError::Ended)));
+        }
+    }
+}
+
+#[test]
+fn interleaved_applications_give_the_one_shot_output() {
+    // Two applications held at once (as an Agent holds one per component
+    // between polls), stepped alternately with changing budgets.
+    let (old, new) = images(80_000, 41);
+    let encodings = every_encoding(&old, &new);
+    let limits = ApplyLimits {
+        block: 1024,
+        ..ApplyLimits::default()
+    };
+    for pair in encodings.windows(2) {
+        let [(na, fa, pa), (nb, fb, pb)] = pair else {
+            unreachable!("windows(2)")
+        };
+        let mut a = PatchApplication::new(*fa, &old[..], sha256(&old), &pa[..], spec(&new), limits);
+        let mut b = PatchApplication::new(*fb, &old[..], sha256(&old), &pb[..], spec(&new), limits);
+        let (mut sa, mut sb) = (Recorder::default(), Recorder::default());
+        let (mut done_a, mut done_b) = (None, None);
+        let mut budget = 7u64;
+        while done_a.is_none() || done_b.is_none() {
+            budget = budget * 31 % 20_011 + 1;
+            if done_a.is_none() {
+                if let ApplyStep::Done(r) = a.step(&mut sa, budget).unwrap() {
+                    done_a = Some(r);
+                }
+            }
+            if done_b.is_none() {
+                if let ApplyStep::Done(r) = b.step(&mut sb, budget / 2).unwrap() {
+                    done_b = Some(r);
+                }
+            }
+        }
+        assert!(sa.bytes == new, "{na}: interleaved output");
+        assert!(sb.bytes == new, "{nb}: interleaved output");
+        assert_eq!(done_a.unwrap().sha256, sha256(&new));
+        assert_eq!(done_b.unwrap().sha256, sha256(&new));
+    }
+}
+
+#[test]
+fn stepwise_source_check_comes_before_any_write_and_ends_the_application() {
+    let (old, new) = images(60_000, 43);
+    let mut wrong = old.clone();
+    wrong[59_000] ^= 1;
+    let limits = ApplyLimits {
+        block: 512,
+        ..ApplyLimits::default()
+    };
+    for (name, f, patch) in every_encoding(&old, &new) {
+        let mut app =
+            PatchApplication::new(f, &wrong[..], sha256(&old), &patch[..], spec(&new), limits);
+        let mut slot = Recorder::default();
+        let mut steps = 0u64;
+        let err = loop {
+            match app.step(&mut slot, 1000) {
+                Ok(ApplyStep::Pending { written, .. }) => {
+                    assert_eq!(written, 0, "{name}: nothing written while hashing");
+                    steps += 1;
+                }
+                Ok(ApplyStep::Done(_)) => panic!("{name}: wrong source accepted"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, DeltaError::SourceMismatch), "{name}: {err:?}");
+        // Hashing 60 000 bytes at about 1000 a step takes many steps.
+        assert!(steps >= 50, "{name}: hashed in {steps} steps");
+        assert_eq!(slot.writes, 0, "{name}: slot untouched");
+        assert!(matches!(app.step(&mut slot, 1000), Err(DeltaError::Ended)));
+    }
+}
+
+#[test]
+fn empty_controls_count_against_the_step_budget() {
+    // 20 000 controls that produce nothing, then one that adds 8 bytes: a
+    // step of budget 240 (ten triples) must not run through all of them.
+    let old = b"abcdefgh".to_vec();
+    let new = old.clone();
+    let mut ctrl = format::encode_control([0, 0, 0]).repeat(20_000);
+    ctrl.extend_from_slice(&format::encode_control([8, 0, 0]));
+    let (c, d, e) = (zstd_frame(&ctrl), zstd_frame(&[0; 8]), zstd_frame(&[]));
+    let mut patch = format::container_header(
+        PatchFormat::BsdiffZstd,
+        8,
+        [c.len() as u64, d.len() as u64, e.len() as u64],
+        [ctrl.len() as u64, 8, 0],
+    )
+    .to_vec();
+    patch.extend_from_slice(&c);
+    patch.extend_from_slice(&d);
+    patch.extend_from_slice(&e);
+    let mut app = PatchApplication::new(
+        PatchFormat::BsdiffZstd,
+        &old[..],
+        sha256(&old),
+        &patch[..],
+        spec(&new),
+        ApplyLimits::default(),
+    );
+    let mut slot = Recorder::default();
+    let (report, steps) = step_to_end(&mut app, &[240], &mut slot, 8);
+    assert_eq!(slot.bytes, new);
+    assert_eq!(report.controls, 20_001);
+    assert!(steps >= 20_000 / 10, "{steps} steps for 20 001 controls");
+}
+
+#[test]
+fn an_application_can_move_between_threads() {
+    // An Agent holding an application between polls may live in a
+    // multi-threaded runtime: with `Send` inputs the state is `Send`.
+    fn send<T: Send>(t: T) -> T {
+        t
+    }
+    let (old, new) = images(20_000, 47);
+    let patch = generate_patch(&old, &new, &GenerateOptions::new(PatchFormat::BsdiffXz)).unwrap();
+    let (old_a, patch_a) = (std::sync::Arc::new(old.clone()), std::sync::Arc::new(patch));
+    let mut app = send(PatchApplication::new(
+        PatchFormat::BsdiffXz,
+        old_a,
+        sha256(&old),
+        patch_a,
+        spec(&new),
+        ApplyLimits::default(),
+    ));
+    let mut slot = Recorder::default();
+    // Start here, finish on another thread.
+    assert!(matches!(
+        app.step(&mut slot, 1000).unwrap(),
+        ApplyStep::Pending { .. }
+    ));
+    let slot = std::thread::spawn(move || {
+        while let ApplyStep::Pending { .. } = app.step(&mut slot, 4096).unwrap() {}
+        slot
+    })
+    .join()
+    .unwrap();
+    assert!(slot.bytes == new);
 }
 
 /// A slot writer that records whether it was touched.

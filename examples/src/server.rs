@@ -7,9 +7,8 @@
 use std::collections::BTreeMap;
 
 use esync_identity::{FleetCa, IssuedIdentity, TrustAnchors, Validity};
-use esync_package::package::{
-    ArtifactRef, ComponentInput, Package, PackageBuilder, PackageId, TargetDescription,
-};
+use esync_package::build::{ComponentInput, PackageBuilder};
+use esync_package::package::{ArtifactRef, Package, PackageId, TargetDescription};
 use esync_package::DEFAULT_FORMAT;
 use esync_proto::id::{DevicePath, EcuSerial, HardwareId, ReleaseCounter, SoftwareVersion, Vin};
 use esync_proto::message::RoleBytes;

@@ -22,10 +22,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use esync_package::build::{blob_name, ComponentInput, PackageBuilder};
 use esync_package::delta::cache::FsDeltaCache;
 use esync_package::package::{
-    blob_name, ComponentInput, ComponentPolicy, DownloadPolicy, NetworkKind, Package,
-    PackageBuilder, PackageId, Precondition, RollbackBehaviour, TimeWindow,
+    ComponentPolicy, DownloadPolicy, NetworkKind, Package, PackageId, Precondition,
+    RollbackBehaviour, TimeWindow,
 };
 use esync_proto::id::{DevicePath, HardwareId, ReleaseCounter, SoftwareVersion};
 use esync_proto::message::PatchFormat;

@@ -1,4 +1,9 @@
-//! Device-side patch application with bounded memory.
+//! Device-side patch application with bounded memory and bounded work per
+//! step.
+//!
+//! [`PatchApplication`] is the state of one application; each
+//! [`PatchApplication::step`] does at most a byte budget of work (plus one
+//! internal block) and returns. [`apply_patch`] is a loop over it.
 
 use std::io::{self, BufReader, Read};
 
@@ -6,7 +11,7 @@ use esync_proto::id::Sha256Digest;
 use esync_proto::message::PatchFormat;
 use sha2::{Digest, Sha256};
 
-use super::format::{decode_int, parse_header, CONTROL_LEN, MAX_HEADER_LEN};
+use super::format::{decode_control, parse_header, PatchHeader, CONTROL_LEN, MAX_HEADER_LEN};
 use super::zero_run::ZeroRunDecoder;
 use super::{ApplyLimits, ApplyReport, DeltaError, SlotWriter, SourceImage, Stream, TargetSpec};
 
@@ -20,14 +25,17 @@ const STREAM_BUF: usize = 32 << 10;
 /// Buffer between the diff stream's decompressor and its zero-run decoder.
 const ZERO_RUN_BUF: usize = 16 << 10;
 
+/// Smallest working block, whatever [`ApplyLimits::block`] says.
+const MIN_BLOCK: usize = 512;
+
 /// Reads `offset..offset + len` of a [`SourceImage`] sequentially.
-struct Section<'a> {
-    src: &'a dyn SourceImage,
+struct Section<P> {
+    src: P,
     pos: u64,
     end: u64,
 }
 
-impl Read for Section<'_> {
+impl<P: SourceImage> Read for Section<P> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.end - self.pos;
         let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
@@ -40,20 +48,37 @@ impl Read for Section<'_> {
     }
 }
 
-fn open_stream<'a>(
+/// The decompressor of one bsdiff stream, reading its section of the patch.
+enum Decoder<P: SourceImage> {
+    Bzip2(bzip2::read::BzDecoder<Section<P>>),
+    Zstd(zstd::stream::read::Decoder<'static, BufReader<Section<P>>>),
+    Xz(xz2::bufread::XzDecoder<BufReader<Section<P>>>),
+}
+
+impl<P: SourceImage> Read for Decoder<P> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Decoder::Bzip2(d) => d.read(buf),
+            Decoder::Zstd(d) => d.read(buf),
+            Decoder::Xz(d) => d.read(buf),
+        }
+    }
+}
+
+fn open_stream<P: SourceImage>(
     format: PatchFormat,
-    patch: &'a dyn SourceImage,
+    patch: P,
     (offset, len): (u64, u64),
     limits: &ApplyLimits,
     stream: Stream,
-) -> Result<Box<dyn Read + 'a>, DeltaError> {
+) -> Result<Decoder<P>, DeltaError> {
     let section = Section {
         src: patch,
         pos: offset,
         end: offset + len,
     };
     Ok(match format {
-        PatchFormat::Bsdiff40 => Box::new(bzip2::read::BzDecoder::new(section)),
+        PatchFormat::Bsdiff40 => Decoder::Bzip2(bzip2::read::BzDecoder::new(section)),
         PatchFormat::BsdiffZstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
                 STREAM_BUF, section,
@@ -62,7 +87,7 @@ fn open_stream<'a>(
             .single_frame();
             d.window_log_max(limits.max_window_log)
                 .map_err(|source| DeltaError::Decompress { stream, source })?;
-            Box::new(d)
+            Decoder::Zstd(d)
         }
         PatchFormat::BsdiffXz => {
             let s =
@@ -72,12 +97,28 @@ fn open_stream<'a>(
                         source: e.into(),
                     }
                 })?;
-            Box::new(xz2::bufread::XzDecoder::new_stream(
+            Decoder::Xz(xz2::bufread::XzDecoder::new_stream(
                 BufReader::with_capacity(STREAM_BUF, section),
                 s,
             ))
         }
     })
+}
+
+/// The diff stream: decompressed, and zero-run decoded when the container
+/// says so.
+enum DiffStream<P: SourceImage> {
+    Plain(Decoder<P>),
+    ZeroRun(ZeroRunDecoder<BufReader<Decoder<P>>>),
+}
+
+impl<P: SourceImage> Read for DiffStream<P> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            DiffStream::Plain(d) => d.read(buf),
+            DiffStream::ZeroRun(d) => d.read(buf),
+        }
+    }
 }
 
 /// Reads exactly `buf.len()` bytes of a decompressed stream.
@@ -88,41 +129,469 @@ fn fill(r: &mut dyn Read, buf: &mut [u8], stream: Stream) -> Result<(), DeltaErr
     })
 }
 
-/// Hashes the whole source with positioned reads of `block` bytes.
-fn hash_source(source: &dyn SourceImage, buf: &mut [u8]) -> Result<Sha256Digest, DeltaError> {
-    let mut h = Sha256::new();
-    let len = source.len();
-    let mut pos = 0u64;
-    while pos < len {
-        let n = usize::try_from(len - pos)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        source
-            .read_exact_at(pos, &mut buf[..n])
-            .map_err(DeltaError::SourceRead)?;
-        h.update(&buf[..n]);
-        pos += n as u64;
-    }
-    Ok(Sha256Digest(h.finalize().into()))
+/// The three open streams and the position in the control sequence.
+struct Streams<P: SourceImage> {
+    header: PatchHeader,
+    ctrl: Decoder<P>,
+    diff: DiffStream<P>,
+    extra: Decoder<P>,
+    /// Position in the source (may be outside it, as in bspatch).
+    old_pos: i64,
+    /// Length of the source as a signed position.
+    old_len: i64,
+    /// Diff bytes of the current control still to write.
+    add_left: u64,
+    /// Extra bytes of the current control still to write.
+    copy_left: u64,
+    /// Seek of the current control, applied after its add and copy.
+    seek: Option<i64>,
+    controls: u64,
+    source_read: u64,
+    diff_total: u64,
+    extra_total: u64,
 }
 
-struct Output<'a> {
-    out: &'a mut dyn SlotWriter,
+/// Where an application is.
+enum Phase<P: SourceImage> {
+    /// Hashing the source: `pos` bytes hashed so far.
+    HashSource { pos: u64, hash: Sha256 },
+    /// Source verified; the header is parsed and the streams opened next.
+    Open,
+    /// Writing the output.
+    Patch(Box<Streams<P>>),
+    /// Output complete; `left` bytes of the control stream may still follow.
+    Drain { streams: Box<Streams<P>>, left: u64 },
+    /// Finished (successfully or not): further steps are refused.
+    Ended,
+}
+
+/// Progress after one [`PatchApplication::step`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum ApplyStep {
+    /// More steps are needed.
+    Pending {
+        /// Bytes written to the slot so far (0 while the source is being
+        /// hashed).
+        written: u64,
+        /// Bytes the complete output will have (the signed target length).
+        total: u64,
+    },
+    /// The output is complete and hashes to the target digest.
+    Done(ApplyReport),
+}
+
+/// One patch application, done a bounded quantum at a time.
+///
+/// Created from the source image, its expected digest, the patch, the signed
+/// target and the limits; nothing is read until the first
+/// [`step`](Self::step). Each step does at most `budget` bytes of work plus
+/// one internal block ([`ApplyLimits::block`], at least 512 bytes), where
+/// work is a byte of the source hashed, a byte written to the slot, or a
+/// byte of control triples or trailing control stream decoded. So a step
+/// never writes more than `budget + block` bytes, and a patch of empty
+/// controls cannot keep one step busy either.
+///
+/// The guarantees of [`apply_patch`] hold step by step: the whole source is
+/// hashed and compared before the first byte is written (the first steps
+/// only hash), output never goes past the signed length, every stream must
+/// end exactly where the output does, and the last step checks the result's
+/// digest. Any error ends the application: later steps return
+/// [`DeltaError::Ended`], and the slot holds a prefix the caller must not
+/// activate.
+///
+/// Resumable only in memory: the state (decompressor windows, stream
+/// positions, running hash) lives in this value, so an Agent can keep it
+/// between its `poll` calls, but it cannot be persisted. After a power cut
+/// the caller restarts the reconstruction from the beginning (the Agent does
+/// so from its journal).
+///
+/// The source and the patch are read by positioned reads and owned by the
+/// application: pass references (`&[u8]`, `&FileSource`, `&dyn SourceImage`)
+/// or an owning handle such as `Arc<FileSource>`. The patch is cloned once
+/// per stream, so it must be cheap to clone.
+///
+/// Peak memory: see the crate documentation ("Memory bound of
+/// application"); it is the same as [`apply_patch`]'s.
+pub struct PatchApplication<S, P: SourceImage> {
+    format: PatchFormat,
+    source: S,
+    source_sha256: Sha256Digest,
+    patch: P,
+    target: TargetSpec,
+    limits: ApplyLimits,
+    block: usize,
+    src_buf: Vec<u8>,
+    data: Vec<u8>,
     hash: Sha256,
     written: u64,
-    limit: u64,
+    phase: Phase<P>,
 }
 
-impl Output<'_> {
-    fn write(&mut self, data: &[u8]) -> Result<(), DeltaError> {
-        let end = self.written + data.len() as u64;
-        if end > self.limit {
-            return Err(DeltaError::OutputTooLong(self.limit));
+impl<S, P: SourceImage> std::fmt::Debug for PatchApplication<S, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let phase = match &self.phase {
+            Phase::HashSource { pos, .. } => format!("hashing source ({pos} bytes)"),
+            Phase::Open => "opening streams".into(),
+            Phase::Patch(_) => "patching".into(),
+            Phase::Drain { left, .. } => format!("draining ({left} control bytes)"),
+            Phase::Ended => "ended".into(),
+        };
+        f.debug_struct("PatchApplication")
+            .field("format", &self.format)
+            .field("target", &self.target)
+            .field("written", &self.written)
+            .field("phase", &phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
+    /// Prepares applying `patch` (in `format`) to `source`, whose SHA-256
+    /// must be `source_sha256`, to produce `target`. Allocates the two
+    /// working blocks; reads nothing.
+    pub fn new(
+        format: PatchFormat,
+        source: S,
+        source_sha256: Sha256Digest,
+        patch: P,
+        target: TargetSpec,
+        limits: ApplyLimits,
+    ) -> Self {
+        let block = limits.block.max(MIN_BLOCK);
+        Self {
+            format,
+            source,
+            source_sha256,
+            patch,
+            target,
+            limits,
+            block,
+            src_buf: vec![0u8; block],
+            data: vec![0u8; block],
+            hash: Sha256::new(),
+            written: 0,
+            phase: Phase::HashSource {
+                pos: 0,
+                hash: Sha256::new(),
+            },
         }
-        self.out.write_slot(data).map_err(DeltaError::Write)?;
-        self.hash.update(data);
+    }
+
+    /// Size of the working block: the most one unit of work inside a step
+    /// may exceed its budget by.
+    pub fn block(&self) -> usize {
+        self.block
+    }
+
+    /// Does at most `budget` bytes of work (at least one unit; see the type
+    /// docs) and says whether the output is complete. On `Err` the
+    /// application has ended.
+    pub fn step(&mut self, out: &mut dyn SlotWriter, budget: u64) -> Result<ApplyStep, DeltaError> {
+        let budget = budget.max(1);
+        let mut work = 0u64;
+        while work < budget {
+            match self.unit(out) {
+                Ok(Some(n)) => work = work.saturating_add(n),
+                // `finish` ends the application whatever its verdict.
+                Ok(None) => return self.finish(),
+                Err(e) => {
+                    self.phase = Phase::Ended;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(ApplyStep::Pending {
+            written: self.written,
+            total: self.target.length,
+        })
+    }
+
+    /// Writes `data` to the slot, never past the target length.
+    fn write(&mut self, out: &mut dyn SlotWriter, k: usize) -> Result<(), DeltaError> {
+        let end = self.written + k as u64;
+        if end > self.target.length {
+            return Err(DeltaError::OutputTooLong(self.target.length));
+        }
+        out.write_slot(&self.data[..k]).map_err(DeltaError::Write)?;
+        self.hash.update(&self.data[..k]);
         self.written = end;
         Ok(())
+    }
+
+    /// One unit of work: returns the bytes of work done, or `None` when only
+    /// the final checks are left.
+    fn unit(&mut self, out: &mut dyn SlotWriter) -> Result<Option<u64>, DeltaError> {
+        match std::mem::replace(&mut self.phase, Phase::Ended) {
+            Phase::HashSource { mut pos, mut hash } => {
+                let len = self.source.len();
+                if pos < len {
+                    let n = usize::try_from(len - pos)
+                        .unwrap_or(usize::MAX)
+                        .min(self.block);
+                    self.source
+                        .read_exact_at(pos, &mut self.src_buf[..n])
+                        .map_err(DeltaError::SourceRead)?;
+                    hash.update(&self.src_buf[..n]);
+                    pos += n as u64;
+                    self.phase = Phase::HashSource { pos, hash };
+                    return Ok(Some(n as u64));
+                }
+                // 1. The source must be the patch's source.
+                if Sha256Digest(hash.finalize().into()) != self.source_sha256 {
+                    return Err(DeltaError::SourceMismatch);
+                }
+                self.phase = Phase::Open;
+                Ok(Some(0))
+            }
+            Phase::Open => {
+                self.phase = Phase::Patch(Box::new(self.open()?));
+                Ok(Some(0))
+            }
+            Phase::Patch(mut st) => {
+                let n = self.patch_unit(&mut st, out)?;
+                self.phase = match n {
+                    Some(_) => Phase::Patch(st),
+                    None => {
+                        let left = drain_length(&st)?;
+                        Phase::Drain { streams: st, left }
+                    }
+                };
+                Ok(Some(n.unwrap_or(0)))
+            }
+            Phase::Drain { mut streams, left } => {
+                if left == 0 {
+                    self.phase = Phase::Drain { streams, left };
+                    return Ok(None);
+                }
+                let k = usize::try_from(left).unwrap_or(usize::MAX).min(self.block);
+                let bsdiff40 = streams.header.raw_lengths.is_none();
+                let left = match streams.ctrl.read(&mut self.data[..k]) {
+                    Ok(0) if bsdiff40 => 0,
+                    Ok(0) => return Err(DeltaError::Truncated(Stream::Control)),
+                    Ok(n) => left - n as u64,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Err(DeltaError::Truncated(Stream::Control))
+                    }
+                    Err(source) => {
+                        return Err(DeltaError::Decompress {
+                            stream: Stream::Control,
+                            source,
+                        })
+                    }
+                };
+                self.phase = Phase::Drain { streams, left };
+                Ok(Some(k as u64))
+            }
+            Phase::Ended => Err(DeltaError::Ended),
+        }
+    }
+
+    /// 2. Parses the header and opens the three streams.
+    fn open(&mut self) -> Result<Streams<P>, DeltaError> {
+        let (format, limits) = (self.format, &self.limits);
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let plen = self.patch.len();
+        let hlen = usize::try_from(plen.min(MAX_HEADER_LEN as u64)).unwrap_or(MAX_HEADER_LEN);
+        self.patch
+            .read_exact_at(0, &mut head[..hlen])
+            .map_err(DeltaError::PatchRead)?;
+        let header = parse_header(format, &head[..hlen], plen)?;
+        if header.target_length > limits.max_target_length {
+            return Err(DeltaError::LimitExceeded {
+                what: "target length",
+                limit: limits.max_target_length,
+                got: header.target_length,
+            });
+        }
+        if header.target_length != self.target.length {
+            return Err(DeltaError::TargetLengthMismatch {
+                declared: header.target_length,
+                expected: self.target.length,
+            });
+        }
+        let patch = &self.patch;
+        let ctrl = open_stream(
+            format,
+            patch.clone(),
+            header.sections[0],
+            limits,
+            Stream::Control,
+        )?;
+        let diff = open_stream(
+            format,
+            patch.clone(),
+            header.sections[1],
+            limits,
+            Stream::Diff,
+        )?;
+        let diff = if header.zero_run_diff {
+            // Varints are read byte by byte: buffer the decompressed stream.
+            DiffStream::ZeroRun(ZeroRunDecoder::new(BufReader::with_capacity(
+                ZERO_RUN_BUF,
+                diff,
+            )))
+        } else {
+            DiffStream::Plain(diff)
+        };
+        let extra = open_stream(
+            format,
+            patch.clone(),
+            header.sections[2],
+            limits,
+            Stream::Extra,
+        )?;
+        let old_len = i64::try_from(self.source.len())
+            .map_err(|_| DeltaError::Corrupt("source too large"))?;
+        Ok(Streams {
+            header,
+            ctrl,
+            diff,
+            extra,
+            old_pos: 0,
+            old_len,
+            add_left: 0,
+            copy_left: 0,
+            seek: None,
+            controls: 0,
+            source_read: 0,
+            diff_total: 0,
+            extra_total: 0,
+        })
+    }
+
+    /// One block of diff or extra output, or one control triple. `None` when
+    /// the output is complete.
+    fn patch_unit(
+        &mut self,
+        st: &mut Streams<P>,
+        out: &mut dyn SlotWriter,
+    ) -> Result<Option<u64>, DeltaError> {
+        if st.add_left > 0 {
+            // Diff: new[i] = diff[i] + old[old_pos + i] (old bytes outside the
+            // source count as 0, as in bspatch).
+            let k = usize::try_from(st.add_left)
+                .unwrap_or(usize::MAX)
+                .min(self.block);
+            fill(&mut st.diff, &mut self.data[..k], Stream::Diff)?;
+            let start = st.old_pos;
+            let end = start
+                .checked_add(k as i64)
+                .ok_or(DeltaError::Corrupt("source position overflow"))?;
+            let lo = start.clamp(0, st.old_len);
+            let hi = end.clamp(0, st.old_len);
+            if lo < hi {
+                // Both differences are within 0..=k, checked by the clamps.
+                let a = (lo - start) as usize;
+                let b = (hi - start) as usize;
+                self.source
+                    .read_exact_at(lo as u64, &mut self.src_buf[a..b])
+                    .map_err(DeltaError::SourceRead)?;
+                st.source_read += (b - a) as u64;
+                for (d, s) in self.data[a..b].iter_mut().zip(&self.src_buf[a..b]) {
+                    *d = d.wrapping_add(*s);
+                }
+            }
+            self.write(out, k)?;
+            st.old_pos = end;
+            st.add_left -= k as u64;
+            return Ok(Some(k as u64));
+        }
+        if st.copy_left > 0 {
+            // Extra: new bytes copied verbatim.
+            let k = usize::try_from(st.copy_left)
+                .unwrap_or(usize::MAX)
+                .min(self.block);
+            fill(&mut st.extra, &mut self.data[..k], Stream::Extra)?;
+            self.write(out, k)?;
+            st.copy_left -= k as u64;
+            return Ok(Some(k as u64));
+        }
+        if let Some(seek) = st.seek.take() {
+            st.old_pos = st
+                .old_pos
+                .checked_add(seek)
+                .ok_or(DeltaError::Corrupt("source position overflow"))?;
+        }
+        let new_len = self.target.length;
+        if self.written >= new_len {
+            return Ok(None);
+        }
+        let mut triple = [0u8; CONTROL_LEN as usize];
+        fill(&mut st.ctrl, &mut triple, Stream::Control)?;
+        st.controls += 1;
+        let [add, copy, seek] =
+            decode_control(&triple).ok_or(DeltaError::Truncated(Stream::Control))?;
+        let add = u64::try_from(add).map_err(|_| DeltaError::Corrupt("negative add length"))?;
+        let copy = u64::try_from(copy).map_err(|_| DeltaError::Corrupt("negative copy length"))?;
+        if self.written + add > new_len || self.written + add + copy > new_len {
+            return Err(DeltaError::OutputTooLong(new_len));
+        }
+        st.add_left = add;
+        st.copy_left = copy;
+        st.seek = Some(seek);
+        st.diff_total += add;
+        st.extra_total += copy;
+        Ok(Some(CONTROL_LEN))
+    }
+
+    /// The final checks: every stream ends exactly here, and the output has
+    /// the target digest.
+    fn finish(&mut self) -> Result<ApplyStep, DeltaError> {
+        let Phase::Drain { mut streams, .. } = std::mem::replace(&mut self.phase, Phase::Ended)
+        else {
+            return Err(DeltaError::Ended);
+        };
+        let st = &mut *streams;
+        let readers: [(&mut dyn Read, Stream); 3] = [
+            (&mut st.ctrl, Stream::Control),
+            (&mut st.diff, Stream::Diff),
+            (&mut st.extra, Stream::Extra),
+        ];
+        for (r, s) in readers {
+            let mut one = [0u8; 1];
+            match r.read(&mut one) {
+                Ok(0) => {}
+                Ok(_) => return Err(DeltaError::Corrupt("trailing data in a stream")),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(DeltaError::Truncated(s))
+                }
+                Err(source) => return Err(DeltaError::Decompress { stream: s, source }),
+            }
+        }
+        let digest = Sha256Digest(std::mem::take(&mut self.hash).finalize().into());
+        if digest != self.target.sha256 {
+            return Err(DeltaError::TargetHashMismatch);
+        }
+        Ok(ApplyStep::Done(ApplyReport {
+            written: self.written,
+            sha256: digest,
+            controls: st.controls,
+            source_read: st.source_read,
+        }))
+    }
+}
+
+/// Bytes of control stream that may follow the last control once the output
+/// is complete (after checking the container's declared stream lengths).
+fn drain_length<P: SourceImage>(st: &Streams<P>) -> Result<u64, DeltaError> {
+    // Every stream must end exactly here: a patch whose tail is missing or
+    // damaged is refused even when the bytes produced so far are right.
+    match st.header.raw_lengths {
+        Some(raw) => {
+            // The container declares its stream lengths: they must match.
+            if st.diff_total != raw[1] || st.extra_total != raw[2] {
+                return Err(DeltaError::Corrupt("stream lengths differ from the header"));
+            }
+            raw[0]
+                .checked_sub(st.controls * CONTROL_LEN)
+                .ok_or(DeltaError::Corrupt(
+                    "more controls than the header declares",
+                ))
+        }
+        // BSDIFF40 (qbsdiff) may end with pure seek controls; allow a bounded
+        // number of them.
+        None => Ok(MAX_TRAILING_CONTROLS * CONTROL_LEN),
     }
 }
 
@@ -144,6 +613,9 @@ impl Output<'_> {
 /// consumed concurrently; store the received patch (e.g. in the transfer's
 /// chunk store) and pass it here, or pass a `&[u8]`.
 ///
+/// This is [`PatchApplication`] stepped to the end in one call; use that type
+/// to spread the work over several calls.
+///
 /// Peak memory: see the crate documentation ("Memory bound of application").
 pub fn apply_patch(
     format: PatchFormat,
@@ -154,184 +626,10 @@ pub fn apply_patch(
     out: &mut dyn SlotWriter,
     limits: &ApplyLimits,
 ) -> Result<ApplyReport, DeltaError> {
-    let block = limits.block.max(512);
-    let mut src_buf = vec![0u8; block];
-
-    // 1. The source must be the patch's source.
-    if hash_source(source, &mut src_buf)? != *source_sha256 {
-        return Err(DeltaError::SourceMismatch);
-    }
-
-    // 2. Header.
-    let mut head = [0u8; MAX_HEADER_LEN];
-    let plen = patch.len();
-    let hlen = usize::try_from(plen.min(MAX_HEADER_LEN as u64)).unwrap_or(MAX_HEADER_LEN);
-    patch
-        .read_exact_at(0, &mut head[..hlen])
-        .map_err(DeltaError::PatchRead)?;
-    let header = parse_header(format, &head[..hlen], plen)?;
-    if header.target_length > limits.max_target_length {
-        return Err(DeltaError::LimitExceeded {
-            what: "target length",
-            limit: limits.max_target_length,
-            got: header.target_length,
-        });
-    }
-    if header.target_length != target.length {
-        return Err(DeltaError::TargetLengthMismatch {
-            declared: header.target_length,
-            expected: target.length,
-        });
-    }
-
-    let mut ctrl = open_stream(format, patch, header.sections[0], limits, Stream::Control)?;
-    let mut diff = open_stream(format, patch, header.sections[1], limits, Stream::Diff)?;
-    if header.zero_run_diff {
-        // Varints are read byte by byte: buffer the decompressed stream.
-        diff = Box::new(ZeroRunDecoder::new(BufReader::with_capacity(
-            ZERO_RUN_BUF,
-            diff,
-        )));
-    }
-    let mut extra = open_stream(format, patch, header.sections[2], limits, Stream::Extra)?;
-
-    let mut data = vec![0u8; block];
-    let mut output = Output {
-        out,
-        hash: Sha256::new(),
-        written: 0,
-        limit: target.length,
-    };
-    let old_len =
-        i64::try_from(source.len()).map_err(|_| DeltaError::Corrupt("source too large"))?;
-    let new_len = target.length;
-    let mut old_pos: i64 = 0;
-    let mut controls = 0u64;
-    let mut source_read = 0u64;
-    let mut diff_total = 0u64;
-    let mut extra_total = 0u64;
-    let mut triple = [0u8; CONTROL_LEN as usize];
-
-    while output.written < new_len {
-        fill(&mut *ctrl, &mut triple, Stream::Control)?;
-        controls += 1;
-        let field = |i: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&triple[8 * i..8 * i + 8]);
-            decode_int(&a)
-        };
-        let (add, copy, seek) = (field(0), field(1), field(2));
-        let add = u64::try_from(add).map_err(|_| DeltaError::Corrupt("negative add length"))?;
-        let copy = u64::try_from(copy).map_err(|_| DeltaError::Corrupt("negative copy length"))?;
-        if output.written + add > new_len || output.written + add + copy > new_len {
-            return Err(DeltaError::OutputTooLong(new_len));
-        }
-
-        // Diff: new[i] = diff[i] + old[old_pos + i] (old bytes outside the
-        // source count as 0, as in bspatch).
-        let mut left = add;
-        while left > 0 {
-            let k = usize::try_from(left).unwrap_or(usize::MAX).min(block);
-            fill(&mut *diff, &mut data[..k], Stream::Diff)?;
-            let start = old_pos;
-            let end = old_pos
-                .checked_add(k as i64)
-                .ok_or(DeltaError::Corrupt("source position overflow"))?;
-            let lo = start.clamp(0, old_len);
-            let hi = end.clamp(0, old_len);
-            if lo < hi {
-                // Both differences are within 0..=k, checked by the clamps.
-                let a = (lo - start) as usize;
-                let b = (hi - start) as usize;
-                source
-                    .read_exact_at(lo as u64, &mut src_buf[a..b])
-                    .map_err(DeltaError::SourceRead)?;
-                source_read += (b - a) as u64;
-                for (d, s) in data[a..b].iter_mut().zip(&src_buf[a..b]) {
-                    *d = d.wrapping_add(*s);
-                }
-            }
-            output.write(&data[..k])?;
-            old_pos = end;
-            left -= k as u64;
-        }
-        diff_total += add;
-
-        // Extra: new bytes copied verbatim.
-        let mut left = copy;
-        while left > 0 {
-            let k = usize::try_from(left).unwrap_or(usize::MAX).min(block);
-            fill(&mut *extra, &mut data[..k], Stream::Extra)?;
-            output.write(&data[..k])?;
-            left -= k as u64;
-        }
-        extra_total += copy;
-
-        old_pos = old_pos
-            .checked_add(seek)
-            .ok_or(DeltaError::Corrupt("source position overflow"))?;
-    }
-
-    // Every stream must end exactly here: a patch whose tail is missing or
-    // damaged is refused even when the bytes produced so far are right.
-    let ctrl_left = match header.raw_lengths {
-        Some(raw) => {
-            // The container declares its stream lengths: they must match.
-            if diff_total != raw[1] || extra_total != raw[2] {
-                return Err(DeltaError::Corrupt("stream lengths differ from the header"));
-            }
-            raw[0]
-                .checked_sub(controls * CONTROL_LEN)
-                .ok_or(DeltaError::Corrupt(
-                    "more controls than the header declares",
-                ))?
-        }
-        // BSDIFF40 (qbsdiff) may end with pure seek controls; allow a bounded
-        // number of them.
-        None => MAX_TRAILING_CONTROLS * CONTROL_LEN,
-    };
-    let mut left = ctrl_left;
-    while left > 0 {
-        let k = usize::try_from(left).unwrap_or(usize::MAX).min(data.len());
-        match ctrl.read(&mut data[..k]) {
-            Ok(0) if header.raw_lengths.is_none() => break,
-            Ok(0) => return Err(DeltaError::Truncated(Stream::Control)),
-            Ok(n) => left -= n as u64,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(DeltaError::Truncated(Stream::Control))
-            }
-            Err(source) => {
-                return Err(DeltaError::Decompress {
-                    stream: Stream::Control,
-                    source,
-                })
-            }
+    let mut app = PatchApplication::new(format, source, *source_sha256, patch, *target, *limits);
+    loop {
+        if let ApplyStep::Done(report) = app.step(out, u64::MAX)? {
+            return Ok(report);
         }
     }
-    for (r, s) in [
-        (&mut ctrl, Stream::Control),
-        (&mut diff, Stream::Diff),
-        (&mut extra, Stream::Extra),
-    ] {
-        let mut one = [0u8; 1];
-        match r.read(&mut one) {
-            Ok(0) => {}
-            Ok(_) => return Err(DeltaError::Corrupt("trailing data in a stream")),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(DeltaError::Truncated(s))
-            }
-            Err(source) => return Err(DeltaError::Decompress { stream: s, source }),
-        }
-    }
-
-    let digest = Sha256Digest(output.hash.finalize().into());
-    if digest != target.sha256 {
-        return Err(DeltaError::TargetHashMismatch);
-    }
-    Ok(ApplyReport {
-        written: output.written,
-        sha256: digest,
-        controls,
-        source_read,
-    })
 }

@@ -72,6 +72,26 @@ pub fn encode_int(v: i64) -> [u8; 8] {
     b
 }
 
+/// Decodes one control triple `[add, copy, seek]` from the first
+/// [`CONTROL_LEN`] bytes of `triple` (`None` if it is shorter).
+pub fn decode_control(triple: &[u8]) -> Option<[i64; 3]> {
+    let t = triple.get(..CONTROL_LEN as usize)?;
+    Some(std::array::from_fn(|i| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&t[8 * i..8 * i + 8]);
+        decode_int(&a)
+    }))
+}
+
+/// Encodes one control triple `[add, copy, seek]`.
+pub fn encode_control(control: [i64; 3]) -> [u8; CONTROL_LEN as usize] {
+    let mut t = [0u8; CONTROL_LEN as usize];
+    for (out, v) in t.chunks_exact_mut(8).zip(control) {
+        out.copy_from_slice(&encode_int(v));
+    }
+    t
+}
+
 fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
@@ -252,6 +272,16 @@ mod tests {
         let mut nz = [0u8; 8];
         nz[7] = 0x80;
         assert_eq!(decode_int(&nz), 0);
+    }
+
+    #[test]
+    fn control_roundtrip() {
+        let c = [5i64, 0, -77];
+        let t = encode_control(c);
+        assert_eq!(&t[..8], &encode_int(5));
+        assert_eq!(&t[16..], &encode_int(-77));
+        assert_eq!(decode_control(&t), Some(c));
+        assert_eq!(decode_control(&t[..23]), None);
     }
 
     #[test]

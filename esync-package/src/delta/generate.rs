@@ -35,8 +35,8 @@ use qbsdiff::{Bsdiff, ParallelScheme};
 use thiserror::Error;
 
 use super::format::{
-    container_header, container_header_v2, encode_int, parse_header, CONTROL_LEN,
-    FLAG_ZERO_RUN_DIFF,
+    container_header, container_header_v2, decode_control, encode_control, encode_int,
+    parse_header, CONTROL_LEN, FLAG_ZERO_RUN_DIFF,
 };
 
 /// Smallest target chunk searched by one parallel qbsdiff job.
@@ -104,9 +104,6 @@ pub enum GenerateError {
     /// Encoding failed.
     #[error("patch encoding failed: {0}")]
     Io(#[from] io::Error),
-    /// The package built from the generated patches is invalid.
-    #[error(transparent)]
-    Package(#[from] crate::package::PackageError),
     /// qbsdiff's output could not be read back (a bug).
     #[error("internal bsdiff output invalid: {0}")]
     Internal(String),
@@ -155,17 +152,13 @@ pub fn generate_patch(
         let win = &source[s0..s0 + window];
         let part = rebuild_streams(control_stream(&qbsdiff_run(win, piece, 1)?)?, win, piece)?;
         let start = s0 as i64;
-        raw.ctrl.extend_from_slice(&encode_int(0));
-        raw.ctrl.extend_from_slice(&encode_int(0));
-        raw.ctrl.extend_from_slice(&encode_int(start - old_pos));
+        raw.ctrl
+            .extend_from_slice(&encode_control([0, 0, start - old_pos]));
         old_pos = start;
         for c in part.ctrl.chunks_exact(CONTROL_LEN as usize) {
-            let f = |k: usize| {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(&c[8 * k..8 * k + 8]);
-                super::format::decode_int(&a)
-            };
-            old_pos += f(0) + f(2);
+            if let Some([add, _, seek]) = decode_control(c) {
+                old_pos += add + seek;
+            }
         }
         raw.ctrl.extend_from_slice(&part.ctrl);
         raw.diff.extend_from_slice(&part.diff);
@@ -211,13 +204,9 @@ fn rebuild_streams(
     let (mut old_pos, mut new_pos) = (0i64, 0usize);
     let n = source.len() as i64;
     for c in ctrl.chunks_exact(CONTROL_LEN as usize) {
-        let f = |k: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&c[8 * k..8 * k + 8]);
-            super::format::decode_int(&a)
-        };
-        let add = usize::try_from(f(0)).map_err(|_| bad("negative add"))?;
-        let copy = usize::try_from(f(1)).map_err(|_| bad("negative copy"))?;
+        let [add, copy, seek] = decode_control(c).ok_or_else(|| bad("cut"))?;
+        let add = usize::try_from(add).map_err(|_| bad("negative add"))?;
+        let copy = usize::try_from(copy).map_err(|_| bad("negative copy"))?;
         let new_add = target
             .get(new_pos..new_pos.checked_add(add).ok_or_else(|| bad("overflow"))?)
             .ok_or_else(|| bad("add past the target"))?;
@@ -245,7 +234,7 @@ fn rebuild_streams(
         );
         new_pos += copy;
         old_pos = old_pos
-            .checked_add(f(2))
+            .checked_add(seek)
             .ok_or_else(|| bad("seek overflow"))?;
     }
     if new_pos != target.len() {

@@ -1,8 +1,10 @@
-//! Delta patches: formats, device-side application, and (feature `generate`)
-//! server-side generation and caching.
+//! Delta patches: formats and the application interface (always), device-side
+//! application (feature `apply`), and (feature `generate`) server-side
+//! generation and caching.
 //!
 //! See the crate documentation for the container format and the memory bound.
 
+#[cfg(feature = "apply")]
 mod apply;
 #[cfg(feature = "generate")]
 pub mod cache;
@@ -17,7 +19,8 @@ use esync_proto::id::Sha256Digest;
 use esync_proto::message::{FailureCode, PatchFormat};
 use thiserror::Error;
 
-pub use apply::apply_patch;
+#[cfg(feature = "apply")]
+pub use apply::{apply_patch, ApplyStep, PatchApplication};
 
 /// Random-access, read-only bytes: the installed (source) image, or a stored
 /// patch. Reads are positioned, so the applier never needs the whole image in
@@ -54,6 +57,16 @@ impl SourceImage for [u8] {
 }
 
 impl<T: SourceImage + ?Sized> SourceImage for &T {
+    fn len(&self) -> u64 {
+        (**self).len()
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        (**self).read_exact_at(offset, buf)
+    }
+}
+
+impl<T: SourceImage + ?Sized> SourceImage for std::sync::Arc<T> {
     fn len(&self) -> u64 {
         (**self).len()
     }
@@ -267,6 +280,10 @@ pub enum DeltaError {
     /// Writing the slot failed.
     #[error("writing the slot failed: {0}")]
     Write(#[source] io::Error),
+    /// A step of a patch application (`PatchApplication`, feature `apply`)
+    /// that has already finished or failed.
+    #[error("the patch application has already ended")]
+    Ended,
 }
 
 impl DeltaError {
@@ -274,7 +291,7 @@ impl DeltaError {
     pub fn failure_code(&self) -> FailureCode {
         match self {
             DeltaError::SourceMismatch => FailureCode::DeltaSourceMismatch,
-            DeltaError::SourceRead(_) => FailureCode::Internal,
+            DeltaError::SourceRead(_) | DeltaError::Ended => FailureCode::Internal,
             DeltaError::Write(_) => FailureCode::WriteFailed,
             DeltaError::LimitExceeded { .. } => FailureCode::InsufficientResources,
             DeltaError::TargetHashMismatch => FailureCode::HashMismatch,

@@ -43,7 +43,7 @@ use thiserror::Error;
 pub use esync_proto::precondition::Precondition;
 
 use crate::chunk::{ChunkError, ChunkPlan};
-use crate::digest::{hex_digest, sha256, to_hex};
+use crate::digest::{hex_digest, sha256};
 
 /// Largest number of components in one package.
 pub const MAX_COMPONENTS: usize = 256;
@@ -516,15 +516,7 @@ impl TargetDescription {
     pub fn artifact(&self) -> Option<&Artifact> {
         match &self.artifact {
             ArtifactRef::Full => Some(&self.component.image),
-            ArtifactRef::Delta {
-                format,
-                from_version,
-            } => self
-                .component
-                .deltas
-                .iter()
-                .find(|d| d.format == *format && d.from_version == *from_version)
-                .map(|d| &d.patch),
+            ArtifactRef::Delta { .. } => self.delta().map(|d| &d.patch),
         }
     }
 
@@ -721,156 +713,6 @@ impl Package {
             components: comps.into_values().cloned().collect(),
         })
     }
-}
-
-/// Builds a [`Package`] and keeps the artifact bytes, content-addressed by
-/// their SHA-256.
-#[derive(Debug)]
-pub struct PackageBuilder {
-    id: PackageId,
-    download: DownloadPolicy,
-    chunk_size: u32,
-    components: Vec<Component>,
-    blobs: BTreeMap<Sha256Digest, Vec<u8>>,
-}
-
-/// Input for one component built from images.
-#[derive(Clone, Debug)]
-pub struct ComponentInput {
-    /// Target device.
-    pub device: DevicePath,
-    /// Hardware id.
-    pub hardware_id: HardwareId,
-    /// New version.
-    pub version: SoftwareVersion,
-    /// Release counter.
-    pub release_counter: ReleaseCounter,
-    /// New image bytes.
-    pub image: Vec<u8>,
-    /// Dependencies.
-    pub depends_on: Vec<DevicePath>,
-    /// Install stage.
-    pub stage: u16,
-    /// Policy.
-    pub policy: ComponentPolicy,
-}
-
-/// A built package and its artifact bytes.
-#[derive(Debug)]
-pub struct BuiltPackage {
-    /// The validated package.
-    pub package: Package,
-    /// Artifacts by SHA-256 (file name: lower-case hex).
-    pub blobs: BTreeMap<Sha256Digest, Vec<u8>>,
-}
-
-impl PackageBuilder {
-    /// A new builder with the default chunk size.
-    pub fn new(id: PackageId) -> Self {
-        Self {
-            id,
-            download: DownloadPolicy::default(),
-            chunk_size: crate::chunk::DEFAULT_CHUNK_SIZE,
-            components: Vec::new(),
-            blobs: BTreeMap::new(),
-        }
-    }
-
-    /// Sets the download policy.
-    pub fn download_policy(mut self, p: DownloadPolicy) -> Self {
-        self.download = p;
-        self
-    }
-
-    /// Sets the transfer chunk size of the artifacts added from now on.
-    pub fn chunk_size(mut self, n: u32) -> Self {
-        self.chunk_size = n;
-        self
-    }
-
-    /// Adds a component whose artifacts are already described (no bytes kept).
-    pub fn component(mut self, c: Component) -> Self {
-        self.components.push(c);
-        self
-    }
-
-    /// Adds a component from its image; `patches` are ready-made patches
-    /// `(format, from_version, source image, patch bytes)`.
-    pub fn component_from_image(
-        mut self,
-        input: ComponentInput,
-        patches: Vec<(PatchFormat, SoftwareVersion, &[u8], Vec<u8>)>,
-    ) -> Result<Self, PackageError> {
-        let image = Artifact::describe(&input.image, self.chunk_size)?;
-        let mut deltas = Vec::new();
-        for (format, from_version, source, patch) in patches {
-            deltas.push(Delta {
-                format,
-                from_version,
-                source_length: source.len() as u64,
-                source_sha256: sha256(source),
-                patch: Artifact::describe(&patch, self.chunk_size)?,
-            });
-            self.blobs.insert(sha256(&patch), patch);
-        }
-        self.blobs.insert(image.sha256, input.image);
-        self.components.push(Component {
-            device: input.device,
-            hardware_id: input.hardware_id,
-            version: input.version,
-            release_counter: input.release_counter,
-            image,
-            deltas,
-            depends_on: input.depends_on,
-            stage: input.stage,
-            policy: input.policy,
-        });
-        Ok(self)
-    }
-
-    /// Adds a component from its image and older images, generating a patch
-    /// from each older image in each of `formats` (through `cache` when
-    /// given). Feature `generate`.
-    #[cfg(feature = "generate")]
-    pub fn component_with_deltas(
-        self,
-        input: ComponentInput,
-        sources: &[(SoftwareVersion, Vec<u8>)],
-        formats: &[PatchFormat],
-        cache: Option<&dyn crate::delta::cache::DeltaCache>,
-    ) -> Result<Self, crate::delta::generate::GenerateError> {
-        use crate::delta::generate::{generate_patch, GenerateOptions};
-        let mut patches = Vec::new();
-        for (v, src) in sources {
-            for &f in formats {
-                let opts = GenerateOptions::new(f);
-                let p = match cache {
-                    Some(c) => crate::delta::cache::cached_patch(c, src, &input.image, &opts)?.0,
-                    None => generate_patch(src, &input.image, &opts)?,
-                };
-                patches.push((f, v.clone(), src.as_slice(), p));
-            }
-        }
-        Ok(self.component_from_image(input, patches)?)
-    }
-
-    /// Validates and returns the package with its artifact bytes.
-    pub fn build(self) -> Result<BuiltPackage, PackageError> {
-        let package = Package::new(PackageSpec {
-            id: self.id,
-            download: self.download,
-            components: self.components,
-        })?;
-        Ok(BuiltPackage {
-            package,
-            blobs: self.blobs,
-        })
-    }
-}
-
-/// File name of a content-addressed blob.
-pub fn blob_name(d: &Sha256Digest) -> String {
-    to_hex(d)
 }
 
 #[cfg(test)]
