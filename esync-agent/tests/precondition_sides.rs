@@ -12,9 +12,8 @@
 use esync_agent::config::AgentConfig;
 use esync_agent::policy::{ConsentPolicy, PreconditionConsent};
 use esync_agent::target::DirectedTarget;
-use esync_package::package::{
-    ComponentInput, ComponentPolicy, PackageBuilder, PackageId, Precondition, TargetDescription,
-};
+use esync_package::build::{ComponentInput, PackageBuilder};
+use esync_package::package::{ComponentPolicy, PackageId, Precondition, TargetDescription};
 use esync_proto::id::{
     DevicePath, EcuSerial, HardwareId, Id128, ReleaseCounter, Sha256Digest, SoftwareVersion,
 };
