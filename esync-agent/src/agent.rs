@@ -31,10 +31,9 @@ use sha2::Digest as _;
 use crate::config::AgentConfig;
 use crate::device::{hash_with, Device, DeviceError, SelfTest};
 use crate::error::AgentError;
-use crate::journal::{JournalStore, StoreError, JOURNAL_MAGIC, MAX_JOURNAL_BYTES};
+use crate::journal::{self, JournalStore, StoreError, MAX_JOURNAL_BYTES};
 use crate::patch::{ExpectedImage, ImageRead, ImageSink, PatchApplier, PatchError};
 use crate::policy::ConsentPolicy;
-use crate::seal;
 use crate::state::{JournalState, OutboxEntry, Stage, TransferRecord, UpdateRecord};
 use crate::target::{DeltaEntry, DirectedTarget, EcuIdentity, MetadataVerifier};
 
@@ -261,7 +260,7 @@ impl Agent {
         config.validate()?;
         let j = match ctx.journal.load().map_err(AgentError::Journal)? {
             None => JournalState::default(),
-            Some(bytes) => seal::open("journal", JOURNAL_MAGIC, &bytes, MAX_JOURNAL_BYTES)?,
+            Some(bytes) => journal::decode_state(&bytes).map_err(AgentError::Journal)?,
         };
         let mut agent = Agent {
             config,
@@ -385,7 +384,7 @@ impl Agent {
             self.journaled_next_chunk = t.next_chunk;
         }
         let bytes =
-            seal::seal(JOURNAL_MAGIC, &self.j).map_err(|e| AgentError::Encode(e.to_string()))?;
+            journal::encode_state(&self.j).map_err(|e| AgentError::Encode(e.to_string()))?;
         if bytes.len() > MAX_JOURNAL_BYTES {
             return Err(AgentError::Encode(format!(
                 "journal of {} bytes too large",

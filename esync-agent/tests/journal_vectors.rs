@@ -9,8 +9,9 @@ mod common;
 
 use common::*;
 
+use esync_agent::journal::{decode_state, Corruption, StoreError, JOURNAL_FORMAT, JOURNAL_MAGIC};
 use esync_agent::state::Stage;
-use esync_agent::{Context, Outgoing, Output};
+use esync_agent::{AgentError, Context, Outgoing, Output};
 use esync_proto::message::*;
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors");
@@ -96,7 +97,8 @@ fn scripted_rig() -> MemRig {
 fn write_vectors() {
     let rig = scripted_rig();
     let bytes = rig.journal.inner().record().unwrap().to_vec();
-    std::fs::write(format!("{VECTORS}/journal-legacy-unversioned.bin"), bytes).unwrap();
+    assert_eq!(&bytes[..7], b"ESAJ\x02\x01\x00", "format 1");
+    std::fs::write(format!("{VECTORS}/journal-format-1.bin"), bytes).unwrap();
 }
 
 fn vector(name: &str) -> Vec<u8> {
@@ -154,4 +156,63 @@ fn check_recovered(record: &[u8]) {
 #[test]
 fn legacy_unversioned_record_recovers() {
     check_recovered(&vector("journal-legacy-unversioned.bin"));
+}
+
+/// A journal record of format 1 recovers.
+#[test]
+fn format_1_record_recovers() {
+    check_recovered(&vector("journal-format-1.bin"));
+}
+
+/// This build writes exactly the format 1 vector for the scripted state: a
+/// change to the journal's encoding (of the Agent's state or of a wire type
+/// it holds) fails here and needs a new format version.
+#[test]
+fn this_build_writes_the_format_1_vector() {
+    let rig = scripted_rig();
+    assert_eq!(
+        rig.journal.inner().record().unwrap(),
+        vector("journal-format-1.bin").as_slice()
+    );
+}
+
+/// The legacy record and the format 1 record hold the same state; only the
+/// header differs.
+#[test]
+fn legacy_and_format_1_vectors_hold_the_same_state() {
+    let legacy = decode_state(&vector("journal-legacy-unversioned.bin")).unwrap();
+    let v1 = decode_state(&vector("journal-format-1.bin")).unwrap();
+    assert_eq!(legacy, v1);
+    assert_eq!(v1.outbox.len(), 1);
+    assert!(v1.clock_ms > T0 && v1.generation > 10);
+}
+
+/// A record of a future format (as a newer Agent would write) is refused
+/// with a typed error, by the decoder and by `Agent::recover`; it is never
+/// read as an empty journal.
+#[test]
+fn unknown_future_format_is_refused() {
+    let v1 = vector("journal-format-1.bin");
+    let body = &v1[7..v1.len() - 32];
+    let future = esync_store::record::seal(JOURNAL_MAGIC, JOURNAL_FORMAT + 1, body);
+    let unknown = |e: &StoreError| {
+        matches!(
+            e,
+            StoreError::Corrupt {
+                reason: Corruption::UnknownVersion { found, .. },
+                ..
+            } if *found == JOURNAL_FORMAT + 1
+        )
+    };
+    let e = decode_state(&future).unwrap_err();
+    assert!(unknown(&e), "{e}");
+    assert!(e.to_string().contains("format version 2"), "{e}");
+    let mut rig = mem_rig(&old_img());
+    rig.agent = None;
+    esync_agent::journal::JournalStore::store(&mut rig.journal, &future).unwrap();
+    match rig.boot() {
+        Err(AgentError::Journal(e)) => assert!(unknown(&e), "{e}"),
+        other => panic!("expected the journal refused, got {other:?}"),
+    }
+    assert!(rig.agent.is_none());
 }

@@ -181,7 +181,10 @@ pub enum Error {
     State(&'static str),
     /// The trust store failed.
     #[error("trust store: {0}")]
-    Store(String),
+    Store(#[from] crate::store::StoreError),
+    /// The trust store holds no root (not provisioned).
+    #[error("trust store: no trusted root provisioned")]
+    NotProvisioned,
     /// The caller's fetch failed.
     #[error("fetching {file}: {reason}")]
     Fetch {

@@ -489,7 +489,7 @@ impl<S: TrustStore> PartialVerifier<S> {
         hardware_id: HardwareId,
         limits: Limits,
     ) -> Result<Self> {
-        let state = store.load().map_err(|e| Error::Store(e.0))?;
+        let state = store.load().map_err(Error::Store)?;
         let raw = RawSigned::from_slice("root", &state.root)?;
         let root: Root = decode_signed("root", &raw)?;
         root.verify_role("root", &raw)?;
@@ -535,9 +535,7 @@ impl<S: TrustStore> PartialVerifier<S> {
                 got: new.version,
             });
         }
-        self.store
-            .store_role("root", bytes)
-            .map_err(|e| Error::Store(e.0))?;
+        self.store.store_role("root", bytes).map_err(Error::Store)?;
         self.root = new;
         Ok(self.root.version)
     }
@@ -575,7 +573,7 @@ impl<S: TrustStore> PartialVerifier<S> {
                 });
             }
         }
-        self.store.store_time(now).map_err(|e| Error::Store(e.0))?;
+        self.store.store_time(now).map_err(Error::Store)?;
         self.last_time = Some(now);
         if bytes.len() as u64 > self.max_size {
             return Err(Error::TooLong {
@@ -609,7 +607,7 @@ impl<S: TrustStore> PartialVerifier<S> {
         }
         self.store
             .store_role("targets", bytes)
-            .map_err(|e| Error::Store(e.0))?;
+            .map_err(Error::Store)?;
         self.last_version = Some(targets.version);
         Ok(mine)
     }
