@@ -41,11 +41,14 @@ fn classify(e: &Error) -> Failure {
     let code = match e {
         Error::Expired { .. } => FailureCode::MetadataExpired,
         Error::TooLong { .. } => FailureCode::InsufficientResources,
-        Error::Store(_) | Error::State(_) => {
+        Error::Store(_) | Error::NotProvisioned | Error::State(_) => {
             return fail(ErrorClass::Retryable, FailureCode::Internal, msg);
         }
         Error::HardwareMismatch { .. } => FailureCode::HardwareMismatch,
         Error::ReleaseCounterRollback { .. } => FailureCode::ReleaseCounterRollback,
+        // Metadata directed at another vehicle or at an ECU it does not
+        // have is not an update for this ECU.
+        Error::NotForVehicle { .. } | Error::UnknownEcu { .. } => FailureCode::NotDirected,
         _ => FailureCode::MetadataInvalid,
     };
     fail(U, code, msg)

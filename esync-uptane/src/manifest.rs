@@ -170,14 +170,14 @@ pub fn verify_vehicle_manifest(
     }
     let raw = RawSigned::from_slice("vehicle manifest", bytes)?;
     verify_single("vehicle manifest", &raw, primary_key)
-        .map_err(|e| Error::Manifest(format!("signature: {e}")))?;
+        .map_err(|e| Error::ManifestSignature(Box::new(e)))?;
     let m: VehicleManifest =
         serde_json::from_value(raw.signed).map_err(|e| Error::json("vehicle manifest", e))?;
     if &m.vin != vin {
-        return Err(Error::Manifest(format!(
-            "manifest is for vehicle {}, expected {vin}",
-            m.vin
-        )));
+        return Err(Error::ManifestForOtherVehicle {
+            vin: m.vin.to_string(),
+            expected: vin.to_string(),
+        });
     }
     let mut reports = Vec::new();
     let mut dropped = Vec::new();
