@@ -355,17 +355,14 @@ impl crate::VersionReporter for UptaneReporter {
         attacks_detected: &str,
         now_ms: u64,
     ) -> Option<Vec<u8>> {
-        use esync_uptane::manifest::{EcuVersionReport, InstalledImage};
+        use esync_uptane::manifest::{EcuVersionReport, ReportedImage};
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        let mut hashes = std::collections::BTreeMap::new();
-        hashes.insert("sha256".to_string(), hex(&installed.sha256.0));
         let report = EcuVersionReport {
             ecu_serial: self.serial.clone(),
-            installed_image: InstalledImage {
-                filename: target_name.map_or_else(|| installed.version.to_string(), str::to_string),
-                length: installed.length,
-                hashes,
-            },
+            installed_image: ReportedImage::from_installed(
+                installed,
+                target_name.map_or_else(|| installed.version.to_string(), str::to_string),
+            ),
             release_counter: installed.release_counter.0,
             nonce: hex(&nonce),
             attacks_detected: attacks_detected
