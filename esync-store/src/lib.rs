@@ -6,18 +6,16 @@
 //!   (`MAGIC || layout || format version || body || SHA-256`), so a torn or
 //!   corrupted record is detected and a record of an unknown format version
 //!   is refused. No I/O.
-//! - [`file`]: the file I/O adapters: [`FileJournal`], and the atomic
+//! - [`file`](mod@file): the file I/O adapters: [`FileJournal`], and the atomic
 //!   replace ([`file::atomic_write`]) and bounded read they use.
-//! - `trust` (feature `trust`): [`trust::DirTrustStore`], the file-backed
+//! - `trust` (feature `trust`): `trust::DirTrustStore`, the file-backed
 //!   `esync_uptane::store::TrustStore` of the Agent binary and the TUF
 //!   client.
 //!
-//! The Agent's journal ([`esync-agent`'s `journal` module]) and the Client's
-//! campaign journal are the consumers of the journal store; each gives its
-//! records its own magic and format version (separate from the wire
-//! protocol's version).
-//!
-//! [`esync-agent`'s `journal` module]: https://example.invalid/esync-rs
+//! The Agent's journal (`esync_agent::journal`) and the Client's campaign
+//! journal are the consumers of the journal store; each gives its records
+//! its own magic and format version (separate from the wire protocol's
+//! version).
 #![forbid(unsafe_code)]
 
 pub mod error;
