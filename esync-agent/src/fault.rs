@@ -340,7 +340,10 @@ impl<S: JournalStore> JournalStore for FaultyStore<S> {
     fn store(&mut self, record: &[u8]) -> Result<(), StoreError> {
         match self.switch.gate("journal") {
             Gate::Go => self.inner.store(record),
-            Gate::Fail => Err(StoreError::Io("injected fault".into())),
+            Gate::Fail => Err(StoreError::unwritable(
+                "journal",
+                &std::io::Error::other("injected fault"),
+            )),
             Gate::CutBefore | Gate::CutTorn => Err(StoreError::PowerLoss),
             Gate::CutAfter => {
                 let _ = self.inner.store(record);

@@ -41,11 +41,14 @@ fn classify(e: &Error) -> Failure {
     let code = match e {
         Error::Expired { .. } => FailureCode::MetadataExpired,
         Error::TooLong { .. } => FailureCode::InsufficientResources,
-        Error::Store(_) | Error::State(_) => {
+        Error::Store(_) | Error::NotProvisioned | Error::State(_) => {
             return fail(ErrorClass::Retryable, FailureCode::Internal, msg);
         }
         Error::HardwareMismatch { .. } => FailureCode::HardwareMismatch,
         Error::ReleaseCounterRollback { .. } => FailureCode::ReleaseCounterRollback,
+        // Metadata directed at another vehicle or at an ECU it does not
+        // have is not an update for this ECU.
+        Error::NotForVehicle { .. } | Error::UnknownEcu { .. } => FailureCode::NotDirected,
         _ => FailureCode::MetadataInvalid,
     };
     fail(U, code, msg)
@@ -352,17 +355,14 @@ impl crate::VersionReporter for UptaneReporter {
         attacks_detected: &str,
         now_ms: u64,
     ) -> Option<Vec<u8>> {
-        use esync_uptane::manifest::{EcuVersionReport, InstalledImage};
+        use esync_uptane::manifest::{EcuVersionReport, ReportedImage};
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        let mut hashes = std::collections::BTreeMap::new();
-        hashes.insert("sha256".to_string(), hex(&installed.sha256.0));
         let report = EcuVersionReport {
             ecu_serial: self.serial.clone(),
-            installed_image: InstalledImage {
-                filename: target_name.map_or_else(|| installed.version.to_string(), str::to_string),
-                length: installed.length,
-                hashes,
-            },
+            installed_image: ReportedImage::from_installed(
+                installed,
+                target_name.map_or_else(|| installed.version.to_string(), str::to_string),
+            ),
             release_counter: installed.release_counter.0,
             nonce: hex(&nonce),
             attacks_detected: attacks_detected

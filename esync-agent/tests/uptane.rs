@@ -48,6 +48,11 @@ struct World {
 }
 
 fn world(hw: &str, ecu: &str, expires_in_s: i64) -> World {
+    world_for(&vin(), hw, ecu, expires_in_s)
+}
+
+/// A world whose Director directs its target at vehicle `target_vin`.
+fn world_for(target_vin: &Vin, hw: &str, ecu: &str, expires_in_s: i64) -> World {
     let (o, n) = (old(), new_img());
     let patch = generate_patch(&o, &n, &GenerateOptions::new(PatchFormat::BsdiffZstd)).unwrap();
     let cfg = config();
@@ -88,7 +93,7 @@ fn world(hw: &str, ecu: &str, expires_in_s: i64) -> World {
     let mut director = RepositoryBuilder::generate(expires).unwrap();
     director.set_expires("targets", UnixTime(NOW_S + expires_in_s));
     let custom = director_custom(
-        &vin(),
+        target_vin,
         &EcuSerial::new(ecu).unwrap(),
         &HardwareId::new(hw).unwrap(),
         ReleaseCounter(2),
@@ -266,6 +271,24 @@ fn signed_but_wrong_hardware_expired_or_not_directed() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// Director metadata signed by the right keys but directed at another
+/// vehicle is "not directed" at this ECU, not "metadata invalid".
+#[test]
+fn signed_for_another_vehicle_is_not_directed() {
+    let other = Vin::new("WVWZZZ1JZXW000002").unwrap();
+    let w = world_for(&other, "ecm-hw-1", "ECM0001", 3600);
+    let mut rig = partial_rig(&w);
+    let u = update(&w, 1);
+    match prepare_outcome(&mut rig, &u) {
+        PrepareOutcome::Failed(f) => {
+            assert_eq!(f.code, FailureCode::NotDirected, "{f:?}");
+            assert!(f.message.contains("WVWZZZ1JZXW000002"), "{f:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sha256(rig.dev.inner().running_bytes()), sha256(&old()));
 }
 
 #[test]

@@ -27,9 +27,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+use esync_store::trust::DirTrustStore;
 use esync_uptane::builder::hash_prefixed_path;
 use esync_uptane::metadata::{percent_encode, TargetInfo};
-use esync_uptane::store::{StoreError, StoredState, TrustStore};
 use esync_uptane::target::{verify_target, TargetVerifier};
 use esync_uptane::{Limits, MemoryStore, Need, Repository, UnixTime};
 
@@ -160,8 +160,15 @@ fn fetch(agent: &ureq::Agent, url: &str, max: u64) -> Result<Option<Vec<u8>>, St
     }
 }
 
-fn refresh(dir: &Path, url: &str) -> AnyResult<(Repository<FileStore>, ureq::Agent)> {
-    let mut repo = Repository::open(FileStore::new(dir), Limits::default())?;
+/// The trusted metadata in DIR (`esync_store::trust::DirTrustStore`: role
+/// names percent-encoded, atomic writes, unreadable files refused). Without
+/// its time floor: the contract allows only role files in DIR.
+fn trust_store(dir: &Path) -> DirTrustStore {
+    DirTrustStore::new(dir).without_time_floor()
+}
+
+fn refresh(dir: &Path, url: &str) -> AnyResult<(Repository<DirTrustStore>, ureq::Agent)> {
+    let mut repo = Repository::open(trust_store(dir), Limits::default())?;
     let agent = agent();
     repo.refresh_with(now()?, |need: &Need| {
         fetch(&agent, &join(url, &need.path()), need.max_length())
@@ -170,7 +177,7 @@ fn refresh(dir: &Path, url: &str) -> AnyResult<(Repository<FileStore>, ureq::Age
 }
 
 fn download(
-    repo: &mut Repository<FileStore>,
+    repo: &mut Repository<DirTrustStore>,
     agent: &ureq::Agent,
     metadata_url: &str,
     base: &str,
@@ -243,89 +250,4 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
     }
     fs::rename(&tmp, path)
-}
-
-/// Trusted metadata as files `DIR/ROLE.json` (role names percent-encoded).
-struct FileStore {
-    dir: PathBuf,
-}
-
-impl FileStore {
-    fn new(dir: &Path) -> Self {
-        FileStore {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn path(&self, role: &str) -> PathBuf {
-        self.dir.join(format!("{}.json", percent_encode(role)))
-    }
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
-    StoreError(format!("{what} {}: {e}", path.display()))
-}
-
-impl TrustStore for FileStore {
-    fn load(&mut self) -> Result<StoredState, StoreError> {
-        let root_path = self.path("root");
-        let root = fs::read(&root_path).map_err(|e| io_err("reading", &root_path, e))?;
-        let mut state = StoredState {
-            root,
-            ..StoredState::default()
-        };
-        let entries = fs::read_dir(&self.dir).map_err(|e| io_err("listing", &self.dir, e))?;
-        for entry in entries.flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = file.strip_suffix(".json") else {
-                continue;
-            };
-            let Some(role) = percent_decode(stem) else {
-                continue;
-            };
-            if role == "root" || stem.starts_with('.') || stem.contains('.') {
-                continue;
-            }
-            if let Ok(bytes) = fs::read(entry.path()) {
-                state.roles.insert(role, bytes);
-            }
-        }
-        Ok(state)
-    }
-
-    fn store_role(&mut self, role: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let p = self.path(role);
-        write_atomic(&p, bytes).map_err(|e| io_err("writing", &p, e))
-    }
-
-    fn remove_role(&mut self, role: &str) -> Result<(), StoreError> {
-        let p = self.path(role);
-        match fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("removing", &p, e)),
-        }
-    }
-
-    fn store_time(&mut self, _now: UnixTime) -> Result<(), StoreError> {
-        // Not persisted: the contract allows only role files in DIR.
-        Ok(())
-    }
 }

@@ -170,18 +170,77 @@ pub enum Error {
         /// Release counter of the installed image.
         installed: u64,
     },
-    /// Another Uptane check failed (Director/Image mismatch, ECU checks...).
-    #[error("uptane: {0}")]
-    Uptane(String),
-    /// A version report or manifest was refused.
-    #[error("manifest: {0}")]
-    Manifest(String),
+    /// The Director's targets role delegates (it must not).
+    #[error("uptane: Director targets must not delegate")]
+    DirectorDelegates,
+    /// A Director target's `custom` lacks a field or holds an invalid one.
+    #[error("uptane: target {target}: {reason}")]
+    TargetCustom {
+        /// Target name.
+        target: String,
+        /// What is missing or invalid.
+        reason: String,
+    },
+    /// A Director target is for another vehicle (the whole Director
+    /// metadata is not directed at this one).
+    #[error("uptane: target {target} is for vehicle {vin}, not {expected}")]
+    NotForVehicle {
+        /// Target name.
+        target: String,
+        /// The VIN the target is for.
+        vin: String,
+        /// This vehicle's VIN.
+        expected: String,
+    },
+    /// A Director target is for an ECU the vehicle does not have.
+    #[error("uptane: target {target}: ECU {ecu} is not in the vehicle")]
+    UnknownEcu {
+        /// Target name.
+        target: String,
+        /// The ECU serial it is for.
+        ecu: String,
+    },
+    /// The Director lists more than one target for one ECU.
+    #[error("uptane: ECU {ecu} has more than one Director target")]
+    DuplicateEcuTarget {
+        /// The ECU serial.
+        ecu: String,
+    },
+    /// A Director target is not listed by the Image repository.
+    #[error("uptane: Director target {target} is not in the Image repository")]
+    NotInImageRepository {
+        /// Target name.
+        target: String,
+    },
+    /// A Director target differs from the Image repository's entry of the
+    /// same name (length, hashes, hardware ids, release counter).
+    #[error("uptane: target {target}: {reason}")]
+    ImageMismatch {
+        /// Target name.
+        target: String,
+        /// What differs.
+        reason: String,
+    },
+    /// A vehicle manifest's signature by the Primary does not verify.
+    #[error("manifest: signature: {0}")]
+    ManifestSignature(Box<Error>),
+    /// A vehicle manifest is for another vehicle.
+    #[error("manifest: manifest is for vehicle {vin}, expected {expected}")]
+    ManifestForOtherVehicle {
+        /// The VIN in the manifest.
+        vin: String,
+        /// The VIN expected.
+        expected: String,
+    },
     /// The verifier was driven out of order.
     #[error("verifier misuse: {0}")]
     State(&'static str),
     /// The trust store failed.
     #[error("trust store: {0}")]
-    Store(String),
+    Store(#[from] crate::store::StoreError),
+    /// The trust store holds no root (not provisioned).
+    #[error("trust store: no trusted root provisioned")]
+    NotProvisioned,
     /// The caller's fetch failed.
     #[error("fetching {file}: {reason}")]
     Fetch {

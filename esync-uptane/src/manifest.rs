@@ -18,9 +18,17 @@ pub const MAX_NONCE_LEN: usize = 128;
 /// Longest attack-indicator string accepted.
 pub const MAX_ATTACK_LEN: usize = 1024;
 
-/// The image an ECU runs.
+/// The image an ECU version report names, in the Uptane standard's form:
+/// target file name, length and hashes (the report's signed
+/// `installed_image` JSON object).
+///
+/// A different concept from `esync_proto::message::InstalledImage`, the
+/// running image as the esync wire protocol names it (software version,
+/// release counter, SHA-256): this one is keyed by the Uptane target file
+/// name and open to any hash algorithm, as the Director compares it with its
+/// targets. [`ReportedImage::from_installed`] maps one to the other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstalledImage {
+pub struct ReportedImage {
     /// Target name of the image.
     pub filename: String,
     /// Length in bytes.
@@ -29,13 +37,31 @@ pub struct InstalledImage {
     pub hashes: BTreeMap<String, String>,
 }
 
+impl ReportedImage {
+    /// The report's view of `installed`, known by the target file name
+    /// `filename`: its length and its SHA-256 (as lowercase hex under
+    /// `sha256`).
+    pub fn from_installed(
+        installed: &esync_proto::message::InstalledImage,
+        filename: String,
+    ) -> Self {
+        let mut hashes = BTreeMap::new();
+        hashes.insert("sha256".to_string(), hex::encode(installed.sha256.0));
+        ReportedImage {
+            filename,
+            length: installed.length,
+            hashes,
+        }
+    }
+}
+
 /// What one ECU reports, signed by its own key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EcuVersionReport {
     /// ECU serial (Uptane ECU identifier).
     pub ecu_serial: EcuSerial,
     /// Installed image.
-    pub installed_image: InstalledImage,
+    pub installed_image: ReportedImage,
     /// Release counter of the installed image.
     pub release_counter: u64,
     /// Fresh nonce (never reused for this ECU).
@@ -170,14 +196,14 @@ pub fn verify_vehicle_manifest(
     }
     let raw = RawSigned::from_slice("vehicle manifest", bytes)?;
     verify_single("vehicle manifest", &raw, primary_key)
-        .map_err(|e| Error::Manifest(format!("signature: {e}")))?;
+        .map_err(|e| Error::ManifestSignature(Box::new(e)))?;
     let m: VehicleManifest =
         serde_json::from_value(raw.signed).map_err(|e| Error::json("vehicle manifest", e))?;
     if &m.vin != vin {
-        return Err(Error::Manifest(format!(
-            "manifest is for vehicle {}, expected {vin}",
-            m.vin
-        )));
+        return Err(Error::ManifestForOtherVehicle {
+            vin: m.vin.to_string(),
+            expected: vin.to_string(),
+        });
     }
     let mut reports = Vec::new();
     let mut dropped = Vec::new();
@@ -214,4 +240,36 @@ pub fn verify_vehicle_manifest(
         reports,
         dropped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use esync_proto::id::{ReleaseCounter, Sha256Digest, SoftwareVersion};
+
+    use super::*;
+
+    #[test]
+    fn reported_image_from_the_running_image() {
+        let installed = esync_proto::message::InstalledImage {
+            version: SoftwareVersion::new("2.1.0").expect("version"),
+            release_counter: ReleaseCounter(4),
+            length: 1234,
+            sha256: Sha256Digest([0xab; 32]),
+        };
+        let r = ReportedImage::from_installed(&installed, "ecm-2.1.0.bin".into());
+        assert_eq!(r.filename, "ecm-2.1.0.bin");
+        assert_eq!(r.length, 1234);
+        assert_eq!(r.hashes.len(), 1);
+        assert_eq!(r.hashes["sha256"], "ab".repeat(32));
+        // The signed JSON keeps the Uptane field names.
+        let v = serde_json::to_value(&r).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "filename": "ecm-2.1.0.bin",
+                "length": 1234,
+                "hashes": { "sha256": "ab".repeat(32) },
+            })
+        );
+    }
 }

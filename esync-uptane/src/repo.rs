@@ -220,7 +220,7 @@ pub struct Repository<S: TrustStore> {
 }
 
 fn store_err(e: crate::store::StoreError) -> Error {
-    Error::Store(e.0)
+    Error::Store(e)
 }
 
 fn check_expiry(role: &str, expires: UnixTime, now: UnixTime) -> Result<()> {
@@ -242,7 +242,7 @@ impl<S: TrustStore> Repository<S> {
     pub fn open(mut store: S, limits: Limits) -> Result<Self> {
         let state = store.load().map_err(store_err)?;
         if state.root.is_empty() {
-            return Err(Error::Store("no trusted root provisioned".into()));
+            return Err(Error::NotProvisioned);
         }
         let root: Trusted<Root> = parse("root", &state.root)?;
         root.meta.verify_role("root", &root.raw)?;

@@ -8,10 +8,43 @@ use std::collections::BTreeMap;
 
 use crate::time::UnixTime;
 
-/// A trust store failure, with a message naming what failed.
+/// A trust store failure. "Not found" is not one: a store that holds
+/// nothing loads as an empty [`StoredState`] (not provisioned). A store that
+/// exists but cannot be read, or holds bytes that do not parse, is an error,
+/// so the verifier never opens without the version and time floors it
+/// persisted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
+#[non_exhaustive]
+pub enum StoreError {
+    /// The stored state exists but cannot be read.
+    #[error("{what}: cannot read: {message}")]
+    Unreadable {
+        /// What was read (a path, or a store's name).
+        what: String,
+        /// The I/O error's kind.
+        kind: std::io::ErrorKind,
+        /// The I/O error's message.
+        message: String,
+    },
+    /// The state could not be written.
+    #[error("{what}: cannot write: {message}")]
+    Unwritable {
+        /// What was written.
+        what: String,
+        /// The I/O error's kind.
+        kind: std::io::ErrorKind,
+        /// The I/O error's message.
+        message: String,
+    },
+    /// The stored bytes are corrupt (e.g. an unparsable time floor).
+    #[error("{what}: corrupt: {reason}")]
+    Corrupt {
+        /// What was read.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
 
 /// What a trust store holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

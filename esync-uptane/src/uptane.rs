@@ -132,16 +132,25 @@ pub struct DirectedTarget {
     pub image_custom: Option<Value>,
 }
 
-fn uptane(msg: String) -> Error {
-    Error::Uptane(msg)
+fn bad_custom(target: &str, reason: impl Display) -> Error {
+    Error::TargetCustom {
+        target: target.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn image_mismatch(target: &str, reason: String) -> Error {
+    Error::ImageMismatch {
+        target: target.to_string(),
+        reason,
+    }
 }
 
 fn str_field<'a>(name: &str, custom: &'a Value, field: &str) -> Result<&'a str> {
-    custom.get(field).and_then(Value::as_str).ok_or_else(|| {
-        uptane(format!(
-            "target {name}: custom.{field} missing or not a string"
-        ))
-    })
+    custom
+        .get(field)
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad_custom(name, format!("custom.{field} missing or not a string")))
 }
 
 /// Decodes and checks the Director targets role for `vin`: no delegations,
@@ -153,7 +162,7 @@ pub fn director_entries(targets: &Targets, vin: &Vin) -> Result<Vec<DirectedTarg
         .as_ref()
         .is_some_and(|d| !d.roles.is_empty())
     {
-        return Err(uptane("Director targets must not delegate".into()));
+        return Err(Error::DirectorDelegates);
     }
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
@@ -162,26 +171,28 @@ pub fn director_entries(targets: &Targets, vin: &Vin) -> Result<Vec<DirectedTarg
         let custom = info
             .custom
             .as_ref()
-            .ok_or_else(|| uptane(format!("target {name}: no custom")))?;
-        let target_vin = Vin::new(str_field(name, custom, VIN)?)
-            .map_err(|e| uptane(format!("target {name}: {e}")))?;
+            .ok_or_else(|| bad_custom(name, "no custom"))?;
+        let target_vin =
+            Vin::new(str_field(name, custom, VIN)?).map_err(|e| bad_custom(name, e))?;
         if &target_vin != vin {
-            return Err(uptane(format!(
-                "target {name} is for vehicle {target_vin}, not {vin}"
-            )));
+            return Err(Error::NotForVehicle {
+                target: name.clone(),
+                vin: target_vin.to_string(),
+                expected: vin.to_string(),
+            });
         }
         let ecu = EcuSerial::new(str_field(name, custom, ECU_IDENTIFIER)?)
-            .map_err(|e| uptane(format!("target {name}: {e}")))?;
+            .map_err(|e| bad_custom(name, e))?;
         let hardware_id = HardwareId::new(str_field(name, custom, HARDWARE_ID)?)
-            .map_err(|e| uptane(format!("target {name}: {e}")))?;
+            .map_err(|e| bad_custom(name, e))?;
         let rc = custom
             .get(RELEASE_COUNTER)
             .and_then(Value::as_u64)
-            .ok_or_else(|| uptane(format!("target {name}: custom.{RELEASE_COUNTER} missing")))?;
+            .ok_or_else(|| bad_custom(name, format!("custom.{RELEASE_COUNTER} missing")))?;
         if !seen.insert(ecu.clone()) {
-            return Err(uptane(format!(
-                "ECU {ecu} has more than one Director target"
-            )));
+            return Err(Error::DuplicateEcuTarget {
+                ecu: ecu.to_string(),
+            });
         }
         out.push(DirectedTarget {
             name: name.clone(),
@@ -224,11 +235,9 @@ fn check_for_ecu(
 pub fn check_director_targets(targets: &Targets, vehicle: &Vehicle) -> Result<Vec<DirectedTarget>> {
     let entries = director_entries(targets, &vehicle.vin)?;
     for t in &entries {
-        let ecu = vehicle.ecus.get(&t.ecu).ok_or_else(|| {
-            uptane(format!(
-                "target {}: ECU {} is not in the vehicle",
-                t.name, t.ecu
-            ))
+        let ecu = vehicle.ecus.get(&t.ecu).ok_or_else(|| Error::UnknownEcu {
+            target: t.name.clone(),
+            ecu: t.ecu.to_string(),
         })?;
         check_for_ecu(t, &ecu.hardware_id, ecu.installed_release_counter)?;
     }
@@ -241,56 +250,59 @@ pub fn check_director_targets(targets: &Targets, vehicle: &Vehicle) -> Result<Ve
 pub fn match_image(directed: &DirectedTarget, image: &TargetInfo) -> Result<()> {
     let n = &directed.name;
     if directed.info.length != image.length {
-        return Err(uptane(format!(
-            "target {n}: Director length {} differs from Image length {}",
-            directed.info.length, image.length
-        )));
+        return Err(image_mismatch(
+            n,
+            format!(
+                "Director length {} differs from Image length {}",
+                directed.info.length, image.length
+            ),
+        ));
     }
     if directed.info.hashes.is_empty() {
-        return Err(uptane(format!("target {n}: Director lists no hash")));
+        return Err(image_mismatch(n, "Director lists no hash".into()));
     }
     for (alg, h) in &directed.info.hashes {
         match image.hashes.get(alg) {
             Some(ih) if ih.eq_ignore_ascii_case(h) => {}
             Some(_) => {
-                return Err(uptane(format!(
-                    "target {n}: {alg} differs between Director and Image"
-                )))
+                return Err(image_mismatch(
+                    n,
+                    format!("{alg} differs between Director and Image"),
+                ))
             }
-            None => return Err(uptane(format!("target {n}: Image lists no {alg} hash"))),
+            None => return Err(image_mismatch(n, format!("Image lists no {alg} hash"))),
         }
     }
     let custom = image.custom.as_ref();
     let ids = custom
         .and_then(|c| c.get(HARDWARE_IDS))
         .and_then(Value::as_array)
-        .ok_or_else(|| {
-            uptane(format!(
-                "target {n}: Image entry has no custom.{HARDWARE_IDS}"
-            ))
-        })?;
+        .ok_or_else(|| image_mismatch(n, format!("Image entry has no custom.{HARDWARE_IDS}")))?;
     if !ids
         .iter()
         .any(|v| v.as_str() == Some(directed.hardware_id.as_str()))
     {
-        return Err(uptane(format!(
-            "target {n}: hardware id {} not among the Image's",
-            directed.hardware_id
-        )));
+        return Err(image_mismatch(
+            n,
+            format!("hardware id {} not among the Image's", directed.hardware_id),
+        ));
     }
     let image_rc = custom
         .and_then(|c| c.get(RELEASE_COUNTER))
         .map(|v| {
             v.as_u64()
-                .ok_or_else(|| uptane(format!("target {n}: bad Image release counter")))
+                .ok_or_else(|| image_mismatch(n, "bad Image release counter".into()))
         })
         .transpose()?
         .unwrap_or(0);
     if image_rc != directed.release_counter.0 {
-        return Err(uptane(format!(
-            "target {n}: Director release counter {} differs from Image's {image_rc}",
-            directed.release_counter
-        )));
+        return Err(image_mismatch(
+            n,
+            format!(
+                "Director release counter {} differs from Image's {image_rc}",
+                directed.release_counter
+            ),
+        ));
     }
     Ok(())
 }
@@ -454,10 +466,9 @@ impl<SD: TrustStore, SI: TrustStore> FullVerifier<SD, SI> {
                     self.stage = Stage::Lookup(directed, next);
                 }
                 (Stage::Lookup(directed, i), Progress::NotFound) => {
-                    return Err(uptane(format!(
-                        "Director target {} is not in the Image repository",
-                        directed[i].name
-                    )));
+                    return Err(Error::NotInImageRepository {
+                        target: directed[i].name.clone(),
+                    });
                 }
                 _ => return Err(Error::State("unexpected verifier progress")),
             }
@@ -489,7 +500,7 @@ impl<S: TrustStore> PartialVerifier<S> {
         hardware_id: HardwareId,
         limits: Limits,
     ) -> Result<Self> {
-        let state = store.load().map_err(|e| Error::Store(e.0))?;
+        let state = store.load().map_err(Error::Store)?;
         let raw = RawSigned::from_slice("root", &state.root)?;
         let root: Root = decode_signed("root", &raw)?;
         root.verify_role("root", &raw)?;
@@ -535,9 +546,7 @@ impl<S: TrustStore> PartialVerifier<S> {
                 got: new.version,
             });
         }
-        self.store
-            .store_role("root", bytes)
-            .map_err(|e| Error::Store(e.0))?;
+        self.store.store_role("root", bytes).map_err(Error::Store)?;
         self.root = new;
         Ok(self.root.version)
     }
@@ -575,7 +584,7 @@ impl<S: TrustStore> PartialVerifier<S> {
                 });
             }
         }
-        self.store.store_time(now).map_err(|e| Error::Store(e.0))?;
+        self.store.store_time(now).map_err(Error::Store)?;
         self.last_time = Some(now);
         if bytes.len() as u64 > self.max_size {
             return Err(Error::TooLong {
@@ -609,7 +618,7 @@ impl<S: TrustStore> PartialVerifier<S> {
         }
         self.store
             .store_role("targets", bytes)
-            .map_err(|e| Error::Store(e.0))?;
+            .map_err(Error::Store)?;
         self.last_version = Some(targets.version);
         Ok(mine)
     }

@@ -275,7 +275,7 @@ fn a4_image_changed_without_director_not_installed() {
     w.image.publish().unwrap();
     w.serve();
     let err = w.verify(&mut fv, NOW).unwrap_err();
-    assert!(matches!(err, Error::Uptane(_)), "{err}");
+    assert!(matches!(err, Error::ImageMismatch { .. }), "{err}");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use esync_proto::id::{EcuSerial, Vin};
 use esync_uptane::crypto::hashes_of;
 use esync_uptane::manifest::{
-    verify_vehicle_manifest, DropReason, EcuVersionReport, InstalledImage, NonceTracker,
+    verify_vehicle_manifest, DropReason, EcuVersionReport, NonceTracker, ReportedImage,
     VehicleManifest,
 };
 use esync_uptane::{PrivateKey, UnixTime};
@@ -15,7 +15,7 @@ use esync_uptane::{PrivateKey, UnixTime};
 fn report(ecu: &str, nonce: &str) -> EcuVersionReport {
     EcuVersionReport {
         ecu_serial: EcuSerial::new(ecu).unwrap(),
-        installed_image: InstalledImage {
+        installed_image: ReportedImage {
             filename: "fw.bin".into(),
             length: 3,
             hashes: hashes_of(b"abc"),

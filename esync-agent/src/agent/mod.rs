@@ -35,10 +35,9 @@ use esync_proto::message::{
 use crate::config::AgentConfig;
 use crate::device::{Device, DeviceError};
 use crate::error::AgentError;
-use crate::journal::{JournalStore, StoreError, JOURNAL_MAGIC, MAX_JOURNAL_BYTES};
+use crate::journal::{self, JournalStore, StoreError, MAX_JOURNAL_BYTES};
 use crate::patch::PatchApplier;
 use crate::policy::ConsentPolicy;
-use crate::seal;
 use crate::state::{JournalState, Stage, UpdateRecord};
 use crate::target::{DirectedTarget, MetadataVerifier};
 
@@ -277,7 +276,7 @@ impl Agent {
         config.validate()?;
         let j = match ctx.journal.load().map_err(AgentError::Journal)? {
             None => JournalState::default(),
-            Some(bytes) => seal::open("journal", JOURNAL_MAGIC, &bytes, MAX_JOURNAL_BYTES)?,
+            Some(bytes) => journal::decode_state(&bytes).map_err(AgentError::Journal)?,
         };
         let mut agent = Agent {
             config,
@@ -436,7 +435,7 @@ impl Agent {
         if let Some(t) = self.j.update.as_ref().and_then(|u| u.transfer.as_ref()) {
             self.journaled_next_chunk = t.next_chunk;
         }
-        let bytes = seal::seal(JOURNAL_MAGIC, &self.j).map_err(AgentError::Encode)?;
+        let bytes = journal::encode_state(&self.j).map_err(AgentError::Encode)?;
         if bytes.len() > MAX_JOURNAL_BYTES {
             return Err(AgentError::JournalTooLarge {
                 len: bytes.len(),

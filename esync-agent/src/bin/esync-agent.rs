@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use esync_agent::device::file::FileDevice;
 use esync_agent::device::Device as _;
-use esync_agent::journal::{FileJournal, JournalStore as _, JOURNAL_MAGIC, MAX_JOURNAL_BYTES};
+use esync_agent::journal::{decode_state, FileJournal, JournalStore as _};
 use esync_agent::policy::AlwaysConsent;
 use esync_agent::runtime::{run_agent, AgentHost, Security};
 use esync_agent::state::JournalState;
@@ -36,11 +36,11 @@ use esync_proto::envelope::{EnvelopeSigner, ReceiverIdentity, Verifier};
 use esync_proto::frame::FrameLimits;
 use esync_proto::id::{DevicePath, EcuSerial, HardwareId, SoftwareVersion, Vin};
 use esync_proto::message::{Participant, Signal, SignalValue};
+use esync_store::trust::DirTrustStore;
 use esync_transport::{MqttConfig, MqttPresence, MqttTransport, Transport};
 use esync_uptane::repo::Limits;
-use esync_uptane::store::{StoreError, StoredState, TrustStore};
+use esync_uptane::store::TrustStore as _;
 use esync_uptane::uptane::PartialVerifier;
-use esync_uptane::UnixTime;
 
 #[derive(Parser)]
 #[command(name = "esync-agent", about = "File-backed A/B esync Agent")]
@@ -162,71 +162,6 @@ fn parse_signal(s: &str) -> Result<Signal, String> {
     })
 }
 
-/// The Uptane trusted state in a directory: `root.json`, `ROLE.json`,
-/// `time` (seconds), each replaced atomically.
-struct DirTrustStore {
-    dir: PathBuf,
-}
-
-impl DirTrustStore {
-    fn err(e: std::io::Error) -> StoreError {
-        StoreError(e.to_string())
-    }
-
-    fn role_file(role: &str) -> String {
-        let safe: String = role
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!("{safe}.json")
-    }
-}
-
-impl TrustStore for DirTrustStore {
-    fn load(&mut self) -> Result<StoredState, StoreError> {
-        let mut st = StoredState {
-            root: std::fs::read(self.dir.join("root.json")).map_err(Self::err)?,
-            ..StoredState::default()
-        };
-        for role in ["targets", "snapshot", "timestamp"] {
-            if let Ok(b) = std::fs::read(self.dir.join(Self::role_file(role))) {
-                st.roles.insert(role.to_string(), b);
-            }
-        }
-        if let Ok(t) = std::fs::read_to_string(self.dir.join("time")) {
-            st.last_time = t.trim().parse().ok().map(UnixTime);
-        }
-        Ok(st)
-    }
-
-    fn store_role(&mut self, role: &str, bytes: &[u8]) -> Result<(), StoreError> {
-        let name = if role == "root" {
-            "root.json".to_string()
-        } else {
-            Self::role_file(role)
-        };
-        esync_agent::fsutil::atomic_write(&self.dir, &name, bytes).map_err(Self::err)
-    }
-
-    fn remove_role(&mut self, role: &str) -> Result<(), StoreError> {
-        match std::fs::remove_file(self.dir.join(Self::role_file(role))) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Self::err(e)),
-            _ => Ok(()),
-        }
-    }
-
-    fn store_time(&mut self, now: UnixTime) -> Result<(), StoreError> {
-        esync_agent::fsutil::atomic_write(&self.dir, "time", now.0.to_string().as_bytes())
-            .map_err(Self::err)
-    }
-}
-
 fn dev_dir(dir: &Path) -> PathBuf {
     dir.join("device")
 }
@@ -238,9 +173,7 @@ fn status(dir: &Path, capacity: u64) -> Result<(), String> {
     match j.load().map_err(|e| e.to_string())? {
         None => println!("journal: empty"),
         Some(b) => {
-            let st: JournalState =
-                esync_agent::seal::open("journal", JOURNAL_MAGIC, &b, MAX_JOURNAL_BYTES)
-                    .map_err(|e| e.to_string())?;
+            let st: JournalState = decode_state(&b).map_err(|e| e.to_string())?;
             println!(
                 "journal generation {}: {:#?}",
                 st.generation,
@@ -274,14 +207,23 @@ async fn run(a: RunArgs) -> Result<(), String> {
         running.version, running.release_counter
     );
 
-    let trust = a.dir.join("trust");
-    std::fs::create_dir_all(&trust).map_err(|e| e.to_string())?;
-    if !trust.join("root.json").exists() {
+    // The trusted state: unreadable or corrupt state (e.g. a time floor
+    // that does not parse) stops the Agent here rather than dropping the
+    // rollback and freeze floors.
+    let mut trust = DirTrustStore::new(&a.dir.join("trust"));
+    if trust
+        .load()
+        .map_err(|e| format!("uptane trust store: {e}"))?
+        .root
+        .is_empty()
+    {
         let root = std::fs::read(&a.director_root).map_err(|e| format!("director root: {e}"))?;
-        esync_agent::fsutil::atomic_write(&trust, "root.json", &root).map_err(|e| e.to_string())?;
+        trust
+            .store_role("root", &root)
+            .map_err(|e| format!("uptane trust store: {e}"))?;
     }
     let pv = PartialVerifier::open(
-        DirTrustStore { dir: trust },
+        trust,
         a.vin.clone(),
         a.serial.clone(),
         a.hardware_id.clone(),
