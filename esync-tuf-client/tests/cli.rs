@@ -123,19 +123,39 @@ fn read(dir: &Path, file: &str) -> Vec<u8> {
 }
 
 #[test]
-fn init_refuses_a_bad_root() {
+fn init_stores_the_root_and_refresh_refuses_a_bad_one() {
+    // The contract: init stores the trusted root it is given ("no checks are
+    // expected", no request); verification happens at refresh.
+    let http = Http::start();
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("bad.json");
-    std::fs::write(&bad, b"{\"signatures\":[],\"signed\":{}}").unwrap();
+    let bytes = b"{\"signatures\":[],\"signed\":{}}";
+    std::fs::write(&bad, bytes).unwrap();
+    let dir = tmp.path().join("m");
     let out = Command::new(env!("CARGO_BIN_EXE_esync-tuf-client"))
         .arg("--metadata-dir")
-        .arg(tmp.path().join("m"))
+        .arg(&dir)
         .arg("init")
         .arg(&bad)
         .output()
         .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(read(&dir, "root.json"), bytes);
+    assert!(http.log.lock().unwrap().is_empty());
+    // refresh refuses the root before fetching anything and trusts nothing.
+    assert!(!client(&dir, &http, &["refresh"]));
+    assert!(http.log.lock().unwrap().is_empty());
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1);
+    // A missing root file is still a failure of init.
+    let out = Command::new(env!("CARGO_BIN_EXE_esync-tuf-client"))
+        .arg("--metadata-dir")
+        .arg(tmp.path().join("n"))
+        .arg("init")
+        .arg(tmp.path().join("missing.json"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(!tmp.path().join("m/root.json").exists());
 }
 
 #[test]

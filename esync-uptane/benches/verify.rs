@@ -1,11 +1,14 @@
 //! Benchmarks of esync-uptane (a plain bench binary, `harness = false`):
 //!
-//! 1. ed25519 `verify_strict` verifications per second, beside
-//!    `openssl speed -seconds 3 ed25519` run on the same machine (skipped
-//!    with a message if `openssl` is missing), and their ratio;
+//! 1. signature verifications per second for each key scheme (ed25519
+//!    `verify_strict`, ECDSA P-256 and P-384 with DER signatures, RSA-PSS
+//!    2048 with SHA-256), beside `openssl speed -seconds 3` for the same
+//!    algorithms on the same machine (skipped with a message if `openssl` is
+//!    missing; its RSA figure is PKCS#1 v1.5, the same public-key operation);
 //! 2. the time of a full Uptane verification (Director and Image
 //!    repositories, all roles, 50 targets of which 25 through a delegation),
-//!    from the provisioned roots, files served from memory.
+//!    from the provisioned roots, files served from memory, with ed25519
+//!    keys and with ECDSA P-256 keys.
 //!
 //! Run: `cargo bench -p esync-uptane --bench verify`. Without `--bench`
 //! (as `cargo test --all-targets` runs it) it does one short smoke pass.
@@ -18,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use esync_proto::id::{EcuSerial, HardwareId, ReleaseCounter, Vin};
 use esync_uptane::builder::{RepositoryBuilder, RoleSetup};
+use esync_uptane::crypto::Scheme;
 use esync_uptane::uptane::{
     director_custom, image_custom, EcuInfo, FullVerifier, RepoKind, Vehicle,
 };
@@ -25,50 +29,80 @@ use esync_uptane::{Limits, MemoryStore, PrivateKey, UnixTime};
 
 const NOW: UnixTime = UnixTime(1_893_456_000);
 const TARGETS: usize = 50;
+const RSA_KEY: &str = include_str!("../tests/data/rsa-2048-test-keys.pem");
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let secs = if full { 3.0 } else { 0.05 };
-    let dalek = dalek_verifies_per_second(secs);
-    println!("ed25519-dalek verify_strict: {dalek:.0} verifications/s (64-byte message)");
-    if full {
-        match openssl_verifies_per_second() {
-            Some(o) => {
-                println!("openssl speed -seconds 3 ed25519: {o:.0} verifications/s");
-                println!("ratio dalek/openssl: {:.2}", dalek / o);
+    for scheme in Scheme::ALL {
+        let ours = verifies_per_second(scheme, secs);
+        print!("{scheme}: {ours:.0} verifications/s (64-byte message)");
+        if full {
+            match openssl_verifies_per_second(scheme) {
+                Some((what, o)) => print!(
+                    "; openssl speed -seconds 3 {what}: {o:.0} verify/s; ratio {:.2}",
+                    ours / o
+                ),
+                None => print!("; openssl: not available or output not understood"),
             }
-            None => println!("openssl: not available or output not understood; comparison skipped"),
         }
+        println!();
     }
     let iters = if full { 30 } else { 1 };
-    full_verification(iters);
+    full_verification(Scheme::Ed25519, iters);
+    full_verification(Scheme::EcdsaP256Sha256, iters);
 }
 
-fn dalek_verifies_per_second(secs: f64) -> f64 {
-    let key = PrivateKey::from_seed(&[7; 32]);
+fn key(scheme: Scheme) -> PrivateKey {
+    match scheme {
+        Scheme::RsaPssSha256 => {
+            let first = RSA_KEY
+                .split_inclusive("-----END PRIVATE KEY-----\n")
+                .next()
+                .expect("a test RSA key");
+            PrivateKey::from_pem(first).expect("test RSA key")
+        }
+        Scheme::Ed25519 => PrivateKey::from_seed(&[7; 32]),
+        s => PrivateKey::generate_for(s).expect("key generation"),
+    }
+}
+
+fn verifies_per_second(scheme: Scheme, secs: f64) -> f64 {
+    let key = key(scheme);
     let public = key.public_key();
     let msg = [0x5a_u8; 64];
-    let sig = key.sign(&msg);
+    let sig = key.sign(&msg).expect("sign");
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed().as_secs_f64() < secs {
-        for _ in 0..100 {
+        for _ in 0..20 {
             assert!(black_box(&public).verify(black_box(&msg), black_box(&sig)));
         }
-        n += 100;
+        n += 20;
     }
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Parses the `verify/s` column of the Ed25519 line of `openssl speed`.
-fn openssl_verifies_per_second() -> Option<f64> {
+/// Runs `openssl speed` for the algorithm of `scheme` and parses the last
+/// (verify/s) column of its result line.
+fn openssl_verifies_per_second(scheme: Scheme) -> Option<(&'static str, f64)> {
+    let (alg, marker) = match scheme {
+        Scheme::Ed25519 => ("ed25519", "Ed25519"),
+        Scheme::EcdsaP256Sha256 => ("ecdsap256", "nistp256"),
+        Scheme::EcdsaP384Sha384 => ("ecdsap384", "nistp384"),
+        Scheme::RsaPssSha256 => ("rsa2048", "rsa 2048 bits"),
+        _ => return None,
+    };
     let out = Command::new("openssl")
-        .args(["speed", "-seconds", "3", "ed25519"])
+        .args(["speed", "-seconds", "3", alg])
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().rev().find(|l| l.contains("Ed25519"))?;
-    line.split_whitespace().last()?.parse().ok()
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains(marker) && !l.contains("Doing"))?;
+    Some((alg, line.split_whitespace().last()?.parse().ok()?))
 }
 
 fn ids() -> (Vin, Vec<(EcuSerial, HardwareId)>) {
@@ -84,14 +118,15 @@ fn ids() -> (Vin, Vec<(EcuSerial, HardwareId)>) {
     (vin, ecus)
 }
 
-fn full_verification(iters: u32) {
+fn full_verification(scheme: Scheme, iters: u32) {
     let expires = NOW.plus_seconds(365 * 86_400);
     let (vin, ecus) = ids();
+    let keys = |n, t| RoleSetup::generate_for(scheme, n, t).expect("keys");
     let mut image = RepositoryBuilder::new(
-        RoleSetup::generate(2, 2),
-        RoleSetup::generate(2, 2),
-        RoleSetup::generate(1, 1),
-        RoleSetup::generate(1, 1),
+        keys(2, 2),
+        keys(2, 2),
+        keys(1, 1),
+        keys(1, 1),
         expires,
         true,
     )
@@ -100,12 +135,20 @@ fn full_verification(iters: u32) {
         .add_delegation(
             "targets",
             "suppliers",
-            RoleSetup::generate(1, 1),
+            keys(1, 1),
             vec!["supplier/*".into()],
             false,
         )
         .expect("delegation");
-    let mut director = RepositoryBuilder::generate(expires).expect("director repository");
+    let mut director = RepositoryBuilder::new(
+        keys(1, 1),
+        keys(1, 1),
+        keys(1, 1),
+        keys(1, 1),
+        expires,
+        true,
+    )
+    .expect("director repository");
     let mut vehicle_ecus = BTreeMap::new();
     for (i, (ecu, hw)) in ecus.iter().enumerate() {
         let name = if i % 2 == 0 {
@@ -175,8 +218,8 @@ fn full_verification(iters: u32) {
     let median = times[times.len() / 2];
     let mean: Duration = times.iter().sum::<Duration>() / iters;
     println!(
-        "full Uptane verification, {TARGETS} targets (25 delegated), both repositories from root v1: \
-         median {:.2} ms, mean {:.2} ms over {iters} runs",
+        "full Uptane verification, {scheme} keys, {TARGETS} targets (25 delegated), \
+         both repositories from root v1: median {:.2} ms, mean {:.2} ms over {iters} runs",
         median.as_secs_f64() * 1e3,
         mean.as_secs_f64() * 1e3
     );

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use esync_proto::message::{MetadataRole, RoleBytes};
 use serde_json::Value;
 
-use crate::crypto::{hashes_of, PrivateKey, RawSigned};
+use crate::crypto::{hashes_of, PrivateKey, RawSigned, Scheme};
 use crate::error::{Error, Result};
 use crate::metadata::{
     check_target_name, percent_encode, DelegatedRole, Delegations, MetaFile, RoleKeys, Root,
@@ -37,6 +37,24 @@ impl RoleSetup {
             keys: (0..n).map(|_| PrivateKey::generate()).collect(),
             threshold,
         }
+    }
+
+    /// `n` fresh keys of `scheme` with threshold `threshold` (ed25519 and
+    /// ECDSA; RSA keys are loaded, see [`PrivateKey::from_pem`], and given
+    /// with [`RoleSetup::keys`]).
+    pub fn generate_for(scheme: Scheme, n: usize, threshold: u64) -> Result<Self> {
+        Ok(RoleSetup {
+            keys: (0..n)
+                .map(|_| PrivateKey::generate_for(scheme))
+                .collect::<Result<_>>()?,
+            threshold,
+        })
+    }
+
+    /// The given keys with threshold `threshold` (keys may be of different
+    /// schemes: a threshold counts distinct keys of any type).
+    pub fn keys(keys: Vec<PrivateKey>, threshold: u64) -> Self {
+        RoleSetup { keys, threshold }
     }
 
     /// One key, threshold 1.

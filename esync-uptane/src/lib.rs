@@ -4,7 +4,8 @@
 //! 2.1.0) over TUF 1.0 metadata:
 //!
 //! - [`canonical`]: OLPC canonical JSON, the bytes that are signed;
-//! - [`crypto`]: ed25519 keys in TUF form, key ids, thresholds, hashes;
+//! - [`crypto`]: TUF keys (ed25519, ECDSA P-256 / P-384, RSA-PSS) as
+//!   python-tuf writes them, key ids, thresholds, hashes;
 //! - [`metadata`]: root, targets (with delegations), snapshot, timestamp;
 //! - [`repo`]: the sans-I/O verifier of one repository (TUF client workflow),
 //!   with size caps on every fetch and state kept in a [`store::TrustStore`];

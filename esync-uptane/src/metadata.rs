@@ -175,9 +175,10 @@ pub struct Targets {
     pub delegations: Option<Delegations>,
 }
 
-/// Decodes a `keys` object, leaving out keys this crate cannot use (other
-/// key types or schemes, invalid points): they can never count towards a
-/// threshold, and other roles' ed25519 keys stay usable.
+/// Decodes a `keys` object, leaving out keys this crate cannot use (key
+/// types or schemes outside [`crate::crypto::Scheme`], invalid points or
+/// PEM): they can never count towards a threshold, and the other keys stay
+/// usable. The TUF specification requires unknown key types to be ignored.
 fn lenient_keys<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<BTreeMap<String, PublicKey>, D::Error> {
@@ -278,12 +279,13 @@ impl Root {
 
     /// Whether `role`'s key set or threshold differs between `self` and `other`.
     pub fn role_keys_changed(&self, other: &Root, role: &str) -> bool {
-        let ids = |r: &Root| -> Option<(Vec<[u8; 32]>, u64)> {
+        type KeySet = Vec<(crate::crypto::Scheme, Vec<u8>)>;
+        let ids = |r: &Root| -> Option<(KeySet, u64)> {
             let rk = r.roles.get(role)?;
-            let mut ks: Vec<[u8; 32]> = rk
+            let mut ks: KeySet = rk
                 .keyids
                 .iter()
-                .filter_map(|id| r.keys.get(id).map(|k| *k.as_bytes()))
+                .filter_map(|id| r.keys.get(id).map(|k| (k.scheme(), k.material().to_vec())))
                 .collect();
             ks.sort_unstable();
             Some((ks, rk.threshold))

@@ -9,8 +9,8 @@ use std::io::Read;
 
 use common::*;
 use esync_proto::id::ReleaseCounter;
-use esync_uptane::builder::{hash_prefixed_path, RepositoryBuilder, RoleSetup};
-use esync_uptane::crypto::RawSigned;
+use esync_uptane::builder::{hash_prefixed_path, RepositoryBuilder};
+use esync_uptane::crypto::{RawSigned, Scheme};
 use esync_uptane::metadata::TargetInfo;
 use esync_uptane::repo::Repository;
 use esync_uptane::store::MemoryStore;
@@ -24,23 +24,17 @@ use serde_json::json;
 fn simple(consistent: bool) -> (Http, RepositoryBuilder) {
     let http = Http::start();
     let mut b = RepositoryBuilder::new(
-        RoleSetup::generate(1, 1),
-        RoleSetup::generate(2, 2),
-        RoleSetup::generate(1, 1),
-        RoleSetup::generate(1, 1),
+        keys(1, 1),
+        keys(2, 2),
+        keys(1, 1),
+        keys(1, 1),
         expires(),
         consistent,
     )
     .unwrap();
     b.add_target("a.bin", b"aaaa", None).unwrap();
-    b.add_delegation(
-        "targets",
-        "team",
-        RoleSetup::generate(1, 1),
-        vec!["team/*".into()],
-        false,
-    )
-    .unwrap();
+    b.add_delegation("targets", "team", keys(1, 1), vec!["team/*".into()], false)
+        .unwrap();
     b.add_target_to("team", "team/b.bin", b"bbbb", None)
         .unwrap();
     b.publish().unwrap();
@@ -109,6 +103,8 @@ fn a1_threshold_not_met() {
 
 #[test]
 fn a1_duplicate_key_signature() {
+    // The same signature twice is one keyid twice in the array: malformed
+    // (TUF: the keyid MUST be unique), refused before any counting.
     let (http, b) = simple(true);
     let p = "/r/metadata/1.targets.json";
     let dup = edit_json(&http.get(p), |v| {
@@ -119,7 +115,36 @@ fn a1_duplicate_key_signature() {
     http.put(p, dup);
     let mut repo = open_repo(&b);
     let err = refresh(&mut repo, &http, NOW).unwrap_err();
-    assert!(matches!(&err, Error::Threshold { valid: 1, .. }), "{err}");
+    assert!(
+        matches!(&err, Error::Field { what, field: "signatures", .. } if what == "targets"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a1_duplicate_keyid_refused_even_when_threshold_met() {
+    // A third entry repeating a valid signature: two distinct keys signed
+    // (the threshold is met), yet the array is malformed.
+    let (http, b) = simple(true);
+    let p = "/r/metadata/1.targets.json";
+    let dup = edit_json(&http.get(p), |v| {
+        let sigs = v["signatures"].as_array_mut().unwrap();
+        let first = sigs[0].clone();
+        sigs.push(first);
+    });
+    http.put(p, dup);
+    let mut repo = open_repo(&b);
+    let err = refresh(&mut repo, &http, NOW).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Field {
+                field: "signatures",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -300,9 +325,8 @@ fn a4_undirected_image_is_not_installed() {
 #[test]
 fn a5_valid_root_rotation_is_followed() {
     let (http, mut b) = simple(true);
-    b.rotate_keys("root", RoleSetup::generate(3, 2)).unwrap();
-    b.rotate_keys("timestamp", RoleSetup::generate(1, 1))
-        .unwrap();
+    b.rotate_keys("root", keys(3, 2)).unwrap();
+    b.rotate_keys("timestamp", keys(1, 1)).unwrap();
     b.publish().unwrap();
     http.publish("r", b.files());
     let mut repo = open_repo(&b);
@@ -313,7 +337,7 @@ fn a5_valid_root_rotation_is_followed() {
 #[test]
 fn a5_new_root_missing_old_threshold() {
     let (http, mut b) = simple(true);
-    let new = RoleSetup::generate(1, 1);
+    let new = keys(1, 1);
     let signers = new.keys.clone();
     b.rotate_keys_signed_by("root", new, &signers).unwrap();
     http.publish("r", b.files());
@@ -330,8 +354,7 @@ fn a5_new_root_missing_old_threshold() {
 fn a5_new_root_missing_new_threshold() {
     let (http, mut b) = simple(true);
     let old = b.keys("root").unwrap().keys.clone();
-    b.rotate_keys_signed_by("root", RoleSetup::generate(2, 2), &old)
-        .unwrap();
+    b.rotate_keys_signed_by("root", keys(2, 2), &old).unwrap();
     http.publish("r", b.files());
     let mut repo = open_repo(&b);
     let err = refresh(&mut repo, &http, NOW).unwrap_err();
@@ -569,7 +592,14 @@ fn a9_snapshot_bytes_do_not_match_timestamp_hash() {
     let v: serde_json::Value = serde_json::from_slice(&http.get(p)).unwrap();
     let mut signed = v["signed"].clone();
     signed["meta"]["team.json"]["version"] = json!(9);
-    http.put(p, b.sign_as("snapshot", &signed).unwrap());
+    // ECDSA (DER) signatures vary in length: sign again until the file has
+    // the declared length, so that only the hash can tell.
+    let declared = http.get(p).len();
+    let forged = (0..64)
+        .map(|_| b.sign_as("snapshot", &signed).unwrap())
+        .find(|f| f.len() == declared)
+        .unwrap();
+    http.put(p, forged);
     let mut repo = open_repo(&b);
     let err = refresh(&mut repo, &http, NOW).unwrap_err();
     assert!(
@@ -790,8 +820,7 @@ fn a18_timestamp_key_rotation_recovers_from_fast_forward() {
         Err(Error::Rollback { .. })
     ));
     // ...until the timestamp key is rotated.
-    b.rotate_keys("timestamp", RoleSetup::generate(1, 1))
-        .unwrap();
+    b.rotate_keys("timestamp", keys(1, 1)).unwrap();
     b.publish().unwrap();
     http.publish("r", b.files());
     refresh(&mut repo, &http, NOW).unwrap();
@@ -827,10 +856,8 @@ fn a18_snapshot_key_rotation_recovers_from_fast_forward() {
     refresh(&mut repo, &http, NOW).unwrap();
     assert_eq!(repo.snapshot().unwrap().meta.version, 1000);
     // Recovery: both keys rotated by root, new snapshot/timestamp published.
-    b.rotate_keys("snapshot", RoleSetup::generate(1, 1))
-        .unwrap();
-    b.rotate_keys("timestamp", RoleSetup::generate(1, 1))
-        .unwrap();
+    b.rotate_keys("snapshot", keys(1, 1)).unwrap();
+    b.rotate_keys("timestamp", keys(1, 1)).unwrap();
     b.publish().unwrap();
     http.publish("r", b.files());
     refresh(&mut repo, &http, NOW).unwrap();
@@ -957,39 +984,15 @@ fn partial_verification_refuses_older_director_targets() {
 #[test]
 fn delegations_are_prioritised_and_terminating() {
     let http = Http::start();
-    let mut b = RepositoryBuilder::generate(expires()).unwrap();
-    b.add_delegation(
-        "targets",
-        "first",
-        RoleSetup::generate(1, 1),
-        vec!["x/*".into()],
-        false,
-    )
-    .unwrap();
-    b.add_delegation(
-        "targets",
-        "second",
-        RoleSetup::generate(1, 1),
-        vec!["x/*".into()],
-        false,
-    )
-    .unwrap();
-    b.add_delegation(
-        "targets",
-        "stop",
-        RoleSetup::generate(1, 1),
-        vec!["y/*".into()],
-        true,
-    )
-    .unwrap();
-    b.add_delegation(
-        "targets",
-        "after",
-        RoleSetup::generate(1, 1),
-        vec!["y/*".into()],
-        false,
-    )
-    .unwrap();
+    let mut b = generate_repo(expires());
+    b.add_delegation("targets", "first", keys(1, 1), vec!["x/*".into()], false)
+        .unwrap();
+    b.add_delegation("targets", "second", keys(1, 1), vec!["x/*".into()], false)
+        .unwrap();
+    b.add_delegation("targets", "stop", keys(1, 1), vec!["y/*".into()], true)
+        .unwrap();
+    b.add_delegation("targets", "after", keys(1, 1), vec!["y/*".into()], false)
+        .unwrap();
     b.add_target_to("first", "x/f", b"from first", None)
         .unwrap();
     b.add_target_to("second", "x/f", b"from second", None)
@@ -1014,8 +1017,8 @@ fn a5_partial_verifier_follows_director_root_rotation_only_when_signed() {
     let mut w = World::new();
     let mut agent = partial(&w, "tcu-1", "tcu-hw");
     // A root v2 signed only by its own new keys is refused.
-    let rogue = RoleSetup::generate(1, 1);
-    let mut rogue_builder = RepositoryBuilder::generate(expires()).unwrap();
+    let rogue = keys(1, 1);
+    let mut rogue_builder = generate_repo(expires());
     let signers = rogue.keys.clone();
     rogue_builder
         .rotate_keys_signed_by("root", rogue, &signers)
@@ -1025,9 +1028,7 @@ fn a5_partial_verifier_follows_director_root_rotation_only_when_signed() {
         .unwrap_err();
     assert!(matches!(err, Error::Threshold { .. }), "{err}");
     // The Director rotates its targets key properly: the Agent follows.
-    w.director
-        .rotate_keys("targets", RoleSetup::generate(1, 1))
-        .unwrap();
+    w.director.rotate_keys("targets", keys(1, 1)).unwrap();
     w.director.publish().unwrap();
     w.serve();
     let bytes = w.director_targets_bytes();
@@ -1063,3 +1064,82 @@ fn timestamp_only_refresh_reuses_snapshot_and_targets() {
     );
     assert_eq!(repo.timestamp().unwrap().meta.version, 2);
 }
+
+// ------------------------------------------------- every key type
+
+/// Runs each listed test again with every key of the suite (all roles,
+/// delegations, strangers) of another scheme: the `#[test]` functions above
+/// run with ed25519, these modules with ECDSA P-256, ECDSA P-384 and
+/// RSA-PSS.
+macro_rules! with_each_key_type {
+    ($($name:ident),* $(,)?) => {
+        mod ecdsa_p256 {
+            $(#[test] fn $name() { super::with_scheme(super::Scheme::EcdsaP256Sha256, super::$name) })*
+        }
+        mod ecdsa_p384 {
+            $(#[test] fn $name() { super::with_scheme(super::Scheme::EcdsaP384Sha384, super::$name) })*
+        }
+        mod rsa_pss {
+            $(#[test] fn $name() { super::with_scheme(super::Scheme::RsaPssSha256, super::$name) })*
+        }
+        /// Fails when a `#[test]` of this file is missing from the list.
+        #[test]
+        fn every_attack_test_runs_with_each_key_type() {
+            let listed = [$(stringify!($name)),*];
+            let src = include_str!("attacks.rs");
+            let defined = src.matches("#[test]\nfn ").count();
+            assert_eq!(listed.len(), defined, "update the with_each_key_type! list");
+        }
+    };
+}
+
+with_each_key_type!(
+    a1_threshold_not_met,
+    a1_duplicate_key_signature,
+    a1_duplicate_keyid_refused_even_when_threshold_met,
+    a1_signed_by_wrong_keys,
+    a1_delegated_role_signed_by_wrong_key,
+    a2_image_hash_mismatch_keeps_old_state,
+    a3_director_target_missing_from_image,
+    a3_director_length_differs_from_image,
+    a3_director_hash_differs_from_image,
+    a3_director_hardware_id_differs_from_image,
+    a4_image_changed_without_director_not_installed,
+    a4_undirected_image_is_not_installed,
+    a5_valid_root_rotation_is_followed,
+    a5_new_root_missing_old_threshold,
+    a5_new_root_missing_new_threshold,
+    a6_timestamp_version_rollback,
+    a6_rollback_refused_across_restart,
+    a6_snapshot_version_rollback,
+    a6_targets_version_rollback,
+    a6_role_dropped_from_snapshot,
+    a7_release_counter_lower_than_installed_full,
+    a7_release_counter_lower_than_installed_partial,
+    a8_expired_timestamp,
+    a8_expired_targets_under_injected_time,
+    a8_clock_moved_backwards,
+    a8_partial_expired_and_clock_backwards,
+    a9_snapshot_version_does_not_match_timestamp,
+    a9_snapshot_bytes_do_not_match_timestamp_hash,
+    a9_targets_version_does_not_match_snapshot,
+    a9_delegated_version_does_not_match_snapshot,
+    a10_duplicate_ecu_in_director_targets,
+    a10_ecu_not_in_vehicle,
+    a10_director_targets_replayed_to_another_vehicle,
+    a11_metadata_over_its_cap,
+    a11_snapshot_longer_than_timestamp_declares,
+    a11_image_longer_than_declared,
+    a16_hardware_id_mismatch_full,
+    a16_hardware_id_mismatch_partial,
+    a18_timestamp_key_rotation_recovers_from_fast_forward,
+    a18_snapshot_key_rotation_recovers_from_fast_forward,
+    a19_target_name_traversal_refused,
+    a19_director_target_with_traversal_refused,
+    full_verification_of_a_vehicle,
+    partial_verification_of_an_agent,
+    partial_verification_refuses_older_director_targets,
+    delegations_are_prioritised_and_terminating,
+    a5_partial_verifier_follows_director_root_rotation_only_when_signed,
+    timestamp_only_refresh_reuses_snapshot_and_targets,
+);

@@ -2,6 +2,7 @@
 //! that drives the sans-I/O verifiers.
 #![allow(dead_code, clippy::unwrap_used, reason = "test code")]
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -9,12 +10,88 @@ use std::thread;
 
 use esync_proto::id::{EcuSerial, HardwareId, ReleaseCounter, Vin};
 use esync_uptane::builder::{RepoFiles, RepositoryBuilder, RoleSetup};
+use esync_uptane::crypto::Scheme;
 use esync_uptane::repo::{Limits, Need, Repository};
 use esync_uptane::store::MemoryStore;
 use esync_uptane::uptane::{
     director_custom, image_custom, EcuInfo, FullVerifier, RepoKind, Vehicle,
 };
 use esync_uptane::{PrivateKey, UnixTime};
+
+thread_local! {
+    /// Key scheme of the test running on this thread (libtest runs each
+    /// test on its own thread).
+    static SCHEME: Cell<Scheme> = const { Cell::new(Scheme::Ed25519) };
+    /// Next fixture RSA key to hand out on this thread.
+    static NEXT_RSA: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Test-only RSA-2048 keys (`openssl genpkey -algorithm RSA`): ring cannot
+/// generate RSA keys, so the suite draws distinct ones from this file.
+const RSA_KEYS: &str = include_str!("../data/rsa-2048-test-keys.pem");
+
+/// Runs `test` with every key the suite makes being of `scheme`.
+pub fn with_scheme(scheme: Scheme, test: fn()) {
+    SCHEME.with(|s| s.set(scheme));
+    NEXT_RSA.with(|n| n.set(0));
+    test();
+}
+
+/// The scheme of the running test.
+pub fn scheme() -> Scheme {
+    SCHEME.with(Cell::get)
+}
+
+fn rsa_ders() -> &'static [Vec<u8>] {
+    static DERS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    DERS.get_or_init(|| {
+        pem::parse_many(RSA_KEYS)
+            .unwrap()
+            .into_iter()
+            .map(pem::Pem::into_contents)
+            .collect()
+    })
+}
+
+fn rsa_key(i: usize) -> PrivateKey {
+    PrivateKey::from_pkcs8_der(&rsa_ders()[i]).unwrap()
+}
+
+/// A fresh key of the running test's scheme (RSA: the next fixture key;
+/// the last one is kept for [`stranger`]).
+pub fn key() -> PrivateKey {
+    match scheme() {
+        Scheme::RsaPssSha256 => {
+            let i = NEXT_RSA.with(|n| {
+                let i = n.get();
+                n.set(i + 1);
+                i
+            });
+            let count = rsa_ders().len();
+            assert!(i + 1 < count, "the test needs more than {count} RSA keys");
+            rsa_key(i)
+        }
+        s => PrivateKey::generate_for(s).unwrap(),
+    }
+}
+
+/// `n` fresh keys of the running test's scheme, threshold `threshold`.
+pub fn keys(n: usize, threshold: u64) -> RoleSetup {
+    RoleSetup::keys((0..n).map(|_| key()).collect(), threshold)
+}
+
+/// A repository with one fresh key per role (the running test's scheme).
+pub fn generate_repo(expires: UnixTime) -> RepositoryBuilder {
+    RepositoryBuilder::new(
+        keys(1, 1),
+        keys(1, 1),
+        keys(1, 1),
+        keys(1, 1),
+        expires,
+        true,
+    )
+    .unwrap()
+}
 
 /// "Now" of the tests: 2030-01-01T00:00:00Z.
 pub const NOW: UnixTime = UnixTime(1_893_456_000);
@@ -164,10 +241,10 @@ impl World {
     pub fn new() -> World {
         let http = Http::start();
         let mut image = RepositoryBuilder::new(
-            RoleSetup::generate(2, 2),
-            RoleSetup::generate(1, 1),
-            RoleSetup::generate(1, 1),
-            RoleSetup::generate(1, 1),
+            keys(2, 2),
+            keys(1, 1),
+            keys(1, 1),
+            keys(1, 1),
             expires(),
             true,
         )
@@ -187,7 +264,7 @@ impl World {
             .add_delegation(
                 "targets",
                 "tcu-team",
-                RoleSetup::generate(1, 1),
+                keys(1, 1),
                 vec!["tcu-*".into()],
                 true,
             )
@@ -201,7 +278,7 @@ impl World {
             )
             .unwrap();
         image.publish().unwrap();
-        let mut director = RepositoryBuilder::generate(expires()).unwrap();
+        let mut director = generate_repo(expires());
         director
             .add_target(
                 "ecm-fw-2.0.bin",
@@ -304,7 +381,11 @@ pub fn keep_signatures(bytes: &[u8], keep: usize) -> Vec<u8> {
     })
 }
 
-/// A key nobody trusts.
+/// A key nobody trusts (of the running test's scheme).
 pub fn stranger() -> PrivateKey {
-    PrivateKey::from_seed(&[0xAB; 32])
+    match scheme() {
+        Scheme::Ed25519 => PrivateKey::from_seed(&[0xAB; 32]),
+        Scheme::RsaPssSha256 => rsa_key(rsa_ders().len() - 1),
+        s => PrivateKey::generate_for(s).unwrap(),
+    }
 }
