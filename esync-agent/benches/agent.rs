@@ -1,6 +1,9 @@
 //! Agent state machine benchmark: heap and size of the Agent (excluding
 //! image buffers, which live in the device) measured with a counting global
-//! allocator, and CPU time per handled message.
+//! allocator, CPU time per handled message, and the peak heap of a delta
+//! Prepare and install (the Agent, the patch applier and its decoders; the
+//! in-memory device's buffers are sized by an earlier install, so they do
+//! not grow).
 //!
 //! Run: `cargo bench -p esync-agent --bench agent`.
 
@@ -9,13 +12,17 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
 
+use esync_agent::delta::PackageApplier;
 use esync_agent::device::mem::MemDevice;
 use esync_agent::device::sha256;
 use esync_agent::journal::MemJournal;
 use esync_agent::policy::AlwaysConsent;
+use esync_agent::target::DeltaEntry;
 use esync_agent::target::DirectedTarget;
 use esync_agent::testing::{dangerous_unsigned_metadata, DangerousUnverifiedMetadata};
 use esync_agent::{Agent, AgentConfig, Context};
+use esync_package::chunk::ChunkPlan;
+use esync_package::delta::generate::{generate_patch, GenerateOptions};
 use esync_proto::envelope::{Header, Recipient, Verified, PROTOCOL_VERSION};
 use esync_proto::id::{DevicePath, EcuSerial, HardwareId, Id128, ReleaseCounter, SoftwareVersion};
 use esync_proto::message::*;
@@ -23,6 +30,12 @@ use esync_proto::message::*;
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+
+fn grew(by: isize) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
 
 // SAFETY: forwards to the system allocator and only counts sizes.
 #[allow(
@@ -31,7 +44,7 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 )]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        grew(l.size() as isize);
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(l) }
     }
@@ -41,7 +54,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        grew(new as isize - l.size() as isize);
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(p, l, new) }
     }
@@ -52,6 +65,14 @@ static GLOBAL: Counting = Counting;
 
 fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
+}
+
+/// Runs `f` and returns how far the heap rose above its level at the start.
+fn peak_during(f: impl FnOnce()) -> isize {
+    let base = live();
+    PEAK.store(base, Ordering::Relaxed);
+    f();
+    PEAK.load(Ordering::Relaxed) - base
 }
 
 const T0: u64 = 1_800_000_000_000;
@@ -79,7 +100,7 @@ struct World {
     dev: MemDevice,
     journal: MemJournal,
     verifier: DangerousUnverifiedMetadata,
-    patcher: esync_agent::patch::NoDeltas,
+    patcher: PackageApplier,
     policy: AlwaysConsent,
     seq: u64,
 }
@@ -192,7 +213,7 @@ fn main() {
         ),
         journal: MemJournal::new(),
         verifier: DangerousUnverifiedMetadata,
-        patcher: esync_agent::patch::NoDeltas,
+        patcher: PackageApplier,
         policy: AlwaysConsent,
         seq: 0,
     };
@@ -211,7 +232,7 @@ fn main() {
             ),
             journal: MemJournal::new(),
             verifier: DangerousUnverifiedMetadata,
-            patcher: esync_agent::patch::NoDeltas,
+            patcher: PackageApplier,
             policy: AlwaysConsent,
             seq: 0,
         };
@@ -271,7 +292,7 @@ fn main() {
             ),
             journal: w.journal.clone(),
             verifier: DangerousUnverifiedMetadata,
-            patcher: esync_agent::patch::NoDeltas,
+            patcher: PackageApplier,
             policy: AlwaysConsent,
             seq: 0,
         };
@@ -402,4 +423,102 @@ fn main() {
         }),
     );
     println!("| InstallStart → Installed, 1 MiB (write, verify, activate, self-test, commit) | {:.0} µs | |", t.elapsed().as_secs_f64() * 1e6);
+
+    // Delta 2.0.0 -> 3.0.0 of the 1 MiB image (slot and staging buffers of
+    // the in-memory device already hold 1 MiB, so they do not grow).
+    let mut v3 = new.clone();
+    for k in 0..64 {
+        let at = k * (IMAGE / 64);
+        v3[at..at + 512].copy_from_slice(&image(3 + k as u8, 512));
+    }
+    let patch = generate_patch(&new, &v3, &GenerateOptions::new(PatchFormat::BsdiffZstd))
+        .expect("patch generated");
+    let pplan = ChunkPlan::compute(&patch, CHUNK).expect("chunk plan");
+    let v3_plan = ChunkPlan::compute(&v3, CHUNK).expect("chunk plan");
+    let (did, dtid) = (Id128([40; 16]), Id128([41; 16]));
+    let delta_target = DirectedTarget {
+        target_name: "ecm-3.0.0.bin".into(),
+        version: SoftwareVersion::new("3.0.0").expect("valid"),
+        release_counter: ReleaseCounter(3),
+        length: v3.len() as u64,
+        sha256: sha256(&v3),
+        chunk_list_digest: Some(v3_plan.list_digest()),
+        deltas: vec![DeltaEntry {
+            format: PatchFormat::BsdiffZstd,
+            from_version: SoftwareVersion::new("2.0.0").expect("valid"),
+            source_sha256: sha256(&new),
+            patch_length: patch.len() as u64,
+            patch_sha256: sha256(&patch),
+            chunk_list_digest: Some(pplan.list_digest()),
+        }],
+        ..target.clone()
+    };
+    handle(
+        &mut agent,
+        &mut w,
+        Payload::UpdateMetadata(dangerous_unsigned_metadata(did, &delta_target)),
+    );
+    handle(
+        &mut agent,
+        &mut w,
+        Payload::DownloadOffer(DownloadOffer {
+            update_id: did,
+            target_name: delta_target.target_name.clone(),
+            version: delta_target.version.clone(),
+            release_counter: delta_target.release_counter,
+            length: delta_target.length,
+            sha256: delta_target.sha256,
+            encoding: ImageEncoding::Delta {
+                format: PatchFormat::BsdiffZstd,
+                from_version: SoftwareVersion::new("2.0.0").expect("valid"),
+                source_sha256: sha256(&new),
+                patch_length: patch.len() as u64,
+                patch_sha256: sha256(&patch),
+            },
+            consent_required: false,
+        }),
+    );
+    handle(
+        &mut agent,
+        &mut w,
+        Payload::TransferStart(pplan.transfer_start(dtid, did)),
+    );
+    for i in 0..pplan.count() {
+        let c = pplan.chunk(dtid, i, &patch.as_slice()).expect("chunk");
+        handle(&mut agent, &mut w, Payload::TransferChunk(c));
+    }
+    let mut polls = 0u32;
+    let prepare = peak_during(|| {
+        handle(
+            &mut agent,
+            &mut w,
+            Payload::Prepare(Prepare {
+                update_id: did,
+                transfer_id: dtid,
+            }),
+        )
+    });
+    let install = peak_during(|| {
+        let m = w.msg(Payload::InstallStart(InstallStart {
+            update_id: did,
+            stage: 0,
+            await_confirm: false,
+        }));
+        let mut out = agent.handle(NOW, &m, &mut w.ctx()).expect("ok");
+        while out.poll {
+            polls += 1;
+            out = agent.poll(NOW, &mut w.ctx()).expect("ok");
+        }
+    });
+    assert_eq!(
+        agent.state().update.as_ref().map(|u| &u.stage),
+        Some(&esync_agent::state::Stage::Settled),
+        "delta installed"
+    );
+    println!(
+        "\n| delta install, 1 MiB image, {} B zstd patch | peak heap above idle |\n| --- | --- |",
+        patch.len()
+    );
+    println!("| Prepare (verify patch and source, dry-run reconstruction) | {prepare} B |");
+    println!("| InstallStart → Installed ({polls} polls) | {install} B |");
 }

@@ -5,6 +5,8 @@ use esync_proto::message::Criticality;
 use esync_proto::precondition::{Precondition, PreconditionError};
 use thiserror::Error;
 
+use esync_package::chunk::ChunkLimits;
+
 /// The configuration is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -44,9 +46,12 @@ pub struct AgentConfig {
     pub max_install_attempts: u32,
     /// Largest image (or patch) accepted.
     pub max_image_len: u64,
-    /// Largest transfer chunk accepted.
+    /// Largest transfer chunk accepted (at most
+    /// [`esync_package::chunk::MAX_CHUNK_SIZE`], at least
+    /// [`esync_package::chunk::MIN_CHUNK_SIZE`], the smallest chunk accepted).
     pub max_chunk_size: u32,
-    /// Most chunks in one transfer (bounds the journaled chunk list).
+    /// Most chunks in one transfer (bounds the journaled chunk list; at most
+    /// [`esync_package::chunk::MAX_CHUNKS`]).
     pub max_chunks: u32,
     /// The transfer position is journaled at least every this many chunks
     /// (chunks after it are re-verified from staging on recovery).
@@ -93,6 +98,15 @@ impl AgentConfig {
         Ok(self)
     }
 
+    /// The transfer limits: [`AgentConfig::max_chunk_size`] and
+    /// [`AgentConfig::max_chunks`] narrow the protocol's bounds
+    /// ([`esync_package::chunk`]; chunks are at least
+    /// [`esync_package::chunk::MIN_CHUNK_SIZE`]) and may not widen them.
+    pub fn chunk_limits(&self) -> Result<ChunkLimits, ConfigError> {
+        ChunkLimits::new(self.max_chunk_size, u64::from(self.max_chunks))
+            .map_err(|_| ConfigError::Limit("max_chunk_size/max_chunks"))
+    }
+
     /// Checks the configuration.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.criticality == Criticality::SafetyCritical && self.install_precondition.is_none() {
@@ -101,9 +115,7 @@ impl AgentConfig {
         if self.max_install_attempts == 0 {
             return Err(ConfigError::Limit("max_install_attempts"));
         }
-        if self.max_chunk_size == 0 || self.max_chunks == 0 {
-            return Err(ConfigError::Limit("max_chunk_size/max_chunks"));
-        }
+        self.chunk_limits()?;
         if self.journal_every_chunks == 0 || self.progress_every_chunks == 0 {
             return Err(ConfigError::Limit(
                 "journal_every_chunks/progress_every_chunks",

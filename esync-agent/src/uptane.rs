@@ -24,7 +24,7 @@ use esync_uptane::uptane::{
 };
 use esync_uptane::{Error, UnixTime};
 
-use crate::target::{DeltaEntry, DirectedTarget, EcuIdentity, MetadataVerifier};
+use crate::target::{DirectedTarget, EcuIdentity, MetadataVerifier};
 
 fn fail(class: ErrorClass, code: FailureCode, message: impl Into<String>) -> Failure {
     Failure {
@@ -110,29 +110,13 @@ pub fn directed_from_uptane(t: &UptaneTarget, expires_ms: u64) -> Result<Directe
             "package release counter differs from the Director's".into()
         ));
     }
-    Ok(DirectedTarget {
-        target_name: t.name.clone(),
-        version: c.version.clone(),
-        release_counter: c.release_counter,
-        length: c.image.length,
-        sha256: c.image.sha256,
-        hardware_id: t.hardware_id.clone(),
-        ecu_serial: t.ecu.clone(),
-        chunk_list_digest: Some(c.image.chunk_list_sha256),
-        deltas: c
-            .deltas
-            .iter()
-            .map(|d| DeltaEntry {
-                format: d.format,
-                from_version: d.from_version.clone(),
-                source_sha256: d.source_sha256,
-                patch_length: d.patch.length,
-                patch_sha256: d.patch.sha256,
-                chunk_list_digest: Some(d.patch.chunk_list_sha256),
-            })
-            .collect(),
+    Ok(DirectedTarget::from_component(
+        t.name.clone(),
+        t.ecu.clone(),
+        t.hardware_id.clone(),
+        c,
         expires_ms,
-    })
+    ))
 }
 
 fn unix(now_ms: u64) -> UnixTime {

@@ -242,7 +242,7 @@ fn delta_update() -> Update {
         &n,
         PatchFormat::BsdiffZstd,
         patch,
-        256,
+        1024,
     )
 }
 

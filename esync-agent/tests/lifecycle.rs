@@ -406,7 +406,7 @@ fn delta_not_listed_in_verified_metadata_is_denied() {
         &n,
         PatchFormat::BsdiffZstd,
         patch,
-        512,
+        1024,
     );
     u.target.deltas.clear();
     let mut rig = mem_rig(&o);
@@ -427,7 +427,7 @@ fn delta_install_and_modified_source_refused() {
         PatchFormat::BsdiffXz,
     ] {
         let patch = generate_patch(&o, &n, &GenerateOptions::new(format)).unwrap();
-        let u = Update::delta(1, "2.0.0", 2, "1.0.0", &o, &n, format, patch.clone(), 512);
+        let u = Update::delta(1, "2.0.0", 2, "1.0.0", &o, &n, format, patch.clone(), 1024);
         let mut rig = mem_rig(&o);
         assert!(
             matches!(up_to_prepare(&mut rig, &u), PrepareOutcome::Ready { .. }),
@@ -455,7 +455,7 @@ fn delta_install_and_modified_source_refused() {
         &n,
         PatchFormat::BsdiffZstd,
         patch,
-        512,
+        1024,
     );
     let mut rig = mem_rig(&o);
     rig.dev.inner_mut().corrupt_running(1234);
@@ -478,7 +478,7 @@ fn delta_install_and_modified_source_refused() {
         &n,
         PatchFormat::BsdiffZstd,
         generate_patch(&o, &n, &GenerateOptions::new(PatchFormat::BsdiffZstd)).unwrap(),
-        512,
+        1024,
     );
     bad.payload[20] ^= 0xff;
     bad.target.deltas[0].chunk_list_digest = None;

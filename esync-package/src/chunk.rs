@@ -14,8 +14,26 @@
 //!   lists chunks that failed their hash;
 //! * [`ChunkSender`] (sender) sends rejected chunks again, alone, and
 //!   otherwise carries on where it was.
+//!
+//! This is the one implementation of chunk reception: the Agent receives
+//! into its device's staging area through a [`ChunkStore`] adapter, keeping
+//! the assembler between messages with the store detached
+//! ([`ChunkAssembler::replace_store`]).
+//!
+//! # Limits
+//!
+//! Chunks are [`MIN_CHUNK_SIZE`] (1 KiB) to [`MAX_CHUNK_SIZE`] (16 MiB), at
+//! most [`MAX_CHUNKS`] per transfer; a receiver may narrow the upper bounds
+//! with [`ChunkLimits`] but never widen them. The 1 KiB minimum is chosen
+//! because every chunk costs a 32-byte hash in the chunk list (which the
+//! Agent journals), one signed envelope and one acknowledgement: at 1 KiB
+//! the list is at most 1/32 of the artifact, below that the per-chunk
+//! overhead outweighs the payload, and a 1-byte chunk would turn an image
+//! into a chunk list 32 times its size. Package building uses the same
+//! bounds, so no signed package announces smaller chunks.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
 use std::io;
 
 use esync_proto::id::{Sha256Digest, TransferId, UpdateId};
@@ -35,6 +53,32 @@ pub const MAX_CHUNKS: u64 = 1 << 20;
 /// Default chunk size (64 KiB).
 pub const DEFAULT_CHUNK_SIZE: u32 = 64 << 10;
 
+/// Which part of a [`TransferStart`] disagrees with what the receiver
+/// expects from signed metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartMismatch {
+    /// The total length is not the signed artifact length.
+    TotalLength,
+    /// The chunk size is not the signed chunk size.
+    ChunkSize,
+    /// The number of chunk hashes does not fit the length and chunk size.
+    ChunkCount,
+    /// The chunk hashes do not hash to the signed chunk-list digest.
+    ChunkListDigest,
+}
+
+impl fmt::Display for StartMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StartMismatch::TotalLength => "total length",
+            StartMismatch::ChunkSize => "chunk size",
+            StartMismatch::ChunkCount => "chunk count",
+            StartMismatch::ChunkListDigest => "chunk-list digest",
+        })
+    }
+}
+
 /// A chunk-level failure.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -47,7 +91,7 @@ pub enum ChunkError {
     TooManyChunks(u64),
     /// The announced transfer does not match the signed metadata.
     #[error("transfer does not match signed metadata: {0}")]
-    MetadataMismatch(&'static str),
+    MetadataMismatch(StartMismatch),
     /// A chunk for another transfer.
     #[error("chunk belongs to another transfer")]
     WrongTransfer,
@@ -67,6 +111,78 @@ pub enum ChunkError {
     Store(#[source] io::Error),
 }
 
+/// The bounds a receiver puts on one transfer: the protocol's bounds
+/// ([`MIN_CHUNK_SIZE`]..=[`MAX_CHUNK_SIZE`], [`MAX_CHUNKS`]) or narrower.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkLimits {
+    max_chunk_size: u32,
+    max_chunks: u64,
+}
+
+impl Default for ChunkLimits {
+    /// The protocol's bounds.
+    fn default() -> Self {
+        Self {
+            max_chunk_size: MAX_CHUNK_SIZE,
+            max_chunks: MAX_CHUNKS,
+        }
+    }
+}
+
+impl ChunkLimits {
+    /// Limits of at most `max_chunk_size` bytes per chunk and `max_chunks`
+    /// chunks: refused unless `max_chunk_size` is within
+    /// [`MIN_CHUNK_SIZE`]..=[`MAX_CHUNK_SIZE`] and `max_chunks` within
+    /// `1..=`[`MAX_CHUNKS`].
+    pub fn new(max_chunk_size: u32, max_chunks: u64) -> Result<Self, ChunkError> {
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&max_chunk_size) {
+            return Err(ChunkError::ChunkSize(max_chunk_size));
+        }
+        if !(1..=MAX_CHUNKS).contains(&max_chunks) {
+            return Err(ChunkError::TooManyChunks(max_chunks));
+        }
+        Ok(Self {
+            max_chunk_size,
+            max_chunks,
+        })
+    }
+
+    /// Largest chunk accepted.
+    pub fn max_chunk_size(&self) -> u32 {
+        self.max_chunk_size
+    }
+
+    /// Most chunks accepted in one transfer.
+    pub fn max_chunks(&self) -> u64 {
+        self.max_chunks
+    }
+
+    fn chunk_count(&self, total_length: u64, chunk_size: u32) -> Result<u64, ChunkError> {
+        if !(MIN_CHUNK_SIZE..=self.max_chunk_size).contains(&chunk_size) {
+            return Err(ChunkError::ChunkSize(chunk_size));
+        }
+        let n = total_length.div_ceil(u64::from(chunk_size));
+        if n > self.max_chunks {
+            return Err(ChunkError::TooManyChunks(n));
+        }
+        Ok(n)
+    }
+}
+
+/// What the receiver knows, from signed metadata, about the artifact a
+/// [`TransferStart`] announces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectedTransfer {
+    /// The signed artifact length.
+    pub length: u64,
+    /// The signed chunk size, if the metadata pins it.
+    pub chunk_size: Option<u32>,
+    /// The signed chunk-list digest, if the metadata pins the chunking.
+    /// Without it the chunk hashes are only as good as their sender: the
+    /// receiver must check the assembled artifact's own signed hash.
+    pub chunk_list_digest: Option<Sha256Digest>,
+}
+
 /// A verified list of chunk hashes for an artifact of known length.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkPlan {
@@ -76,14 +192,7 @@ pub struct ChunkPlan {
 }
 
 fn chunk_count(total_length: u64, chunk_size: u32) -> Result<u64, ChunkError> {
-    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) {
-        return Err(ChunkError::ChunkSize(chunk_size));
-    }
-    let n = total_length.div_ceil(u64::from(chunk_size));
-    if n > MAX_CHUNKS {
-        return Err(ChunkError::TooManyChunks(n));
-    }
-    Ok(n)
+    ChunkLimits::default().chunk_count(total_length, chunk_size)
 }
 
 /// SHA-256 of the concatenated chunk hashes.
@@ -115,23 +224,60 @@ impl ChunkPlan {
         signed_chunk_size: u32,
         signed_chunk_list: &Sha256Digest,
     ) -> Result<Self, ChunkError> {
-        if start.total_length != signed_length {
-            return Err(ChunkError::MetadataMismatch("total length"));
+        let expected = ExpectedTransfer {
+            length: signed_length,
+            chunk_size: Some(signed_chunk_size),
+            chunk_list_digest: Some(*signed_chunk_list),
+        };
+        Self::check_start(start, &expected, &ChunkLimits::default())
+    }
+
+    /// Accepts a [`TransferStart`] only if it is within `limits` and matches
+    /// what `expected` pins (receiver side, when the metadata pins only part
+    /// of the chunking).
+    pub fn check_start(
+        start: &TransferStart,
+        expected: &ExpectedTransfer,
+        limits: &ChunkLimits,
+    ) -> Result<Self, ChunkError> {
+        if start.total_length != expected.length {
+            return Err(ChunkError::MetadataMismatch(StartMismatch::TotalLength));
         }
-        if start.chunk_size != signed_chunk_size {
-            return Err(ChunkError::MetadataMismatch("chunk size"));
+        if expected.chunk_size.is_some_and(|c| c != start.chunk_size) {
+            return Err(ChunkError::MetadataMismatch(StartMismatch::ChunkSize));
         }
-        let n = chunk_count(start.total_length, start.chunk_size)?;
-        if start.chunk_hashes.len() as u64 != n {
-            return Err(ChunkError::MetadataMismatch("chunk count"));
+        let plan = Self::new(
+            start.total_length,
+            start.chunk_size,
+            start.chunk_hashes.clone(),
+            limits,
+        )?;
+        if expected
+            .chunk_list_digest
+            .is_some_and(|d| plan.list_digest() != d)
+        {
+            return Err(ChunkError::MetadataMismatch(StartMismatch::ChunkListDigest));
         }
-        if chunk_list_digest(&start.chunk_hashes) != *signed_chunk_list {
-            return Err(ChunkError::MetadataMismatch("chunk-list digest"));
+        Ok(plan)
+    }
+
+    /// A plan from a chunk list trusted already (for example one a receiver
+    /// journaled after [`ChunkPlan::check_start`]), checked against `limits`
+    /// and for a hash count that fits the length and chunk size.
+    pub fn new(
+        total_length: u64,
+        chunk_size: u32,
+        hashes: Vec<Sha256Digest>,
+        limits: &ChunkLimits,
+    ) -> Result<Self, ChunkError> {
+        let n = limits.chunk_count(total_length, chunk_size)?;
+        if hashes.len() as u64 != n {
+            return Err(ChunkError::MetadataMismatch(StartMismatch::ChunkCount));
         }
         Ok(Self {
-            total_length: start.total_length,
-            chunk_size: start.chunk_size,
-            hashes: start.chunk_hashes.clone(),
+            total_length,
+            chunk_size,
+            hashes,
         })
     }
 
@@ -215,9 +361,9 @@ pub trait ChunkStore {
 
 /// An in-memory [`ChunkStore`] (tests, small images).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MemoryStore(pub Vec<u8>);
+pub struct MemoryChunkStore(pub Vec<u8>);
 
-impl ChunkStore for MemoryStore {
+impl ChunkStore for MemoryChunkStore {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let off = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
         let end = off + data.len();
@@ -252,11 +398,13 @@ pub struct ChunkAssembler<S> {
     plan: ChunkPlan,
     verified: Vec<bool>,
     verified_count: u32,
+    /// No chunk below it is unverified.
+    first_unverified: u32,
     rejected: BTreeSet<u32>,
     store: S,
 }
 
-impl<S: ChunkStore> ChunkAssembler<S> {
+impl<S> ChunkAssembler<S> {
     /// A fresh transfer into `store`.
     pub fn new(transfer_id: TransferId, plan: ChunkPlan, store: S) -> Self {
         let n = plan.count() as usize;
@@ -265,67 +413,39 @@ impl<S: ChunkStore> ChunkAssembler<S> {
             plan,
             verified: vec![false; n],
             verified_count: 0,
+            first_unverified: 0,
             rejected: BTreeSet::new(),
             store,
         }
     }
 
-    /// Resumes after a restart: every chunk already in `store` is hashed again
-    /// and counts as verified only if it matches.
-    pub fn resume(transfer_id: TransferId, plan: ChunkPlan, store: S) -> Self {
-        let mut me = Self::new(transfer_id, plan, store);
-        let mut buf = vec![0u8; me.plan.chunk_size as usize];
-        for i in 0..me.plan.count() {
-            if let Some((off, len)) = me.plan.range(i) {
-                if me.store.read_at(off, &mut buf[..len]).is_ok()
-                    && sha256(&buf[..len]) == me.plan.hashes[i as usize]
-                {
-                    me.verified[i as usize] = true;
-                    me.verified_count += 1;
-                }
-            }
-        }
-        me
-    }
-
-    /// Verifies one chunk and stores it if it is good.
-    pub fn accept(&mut self, chunk: &TransferChunk) -> Result<ChunkOutcome, ChunkError> {
-        if chunk.transfer_id != self.transfer_id {
-            return Err(ChunkError::WrongTransfer);
-        }
-        let (offset, len) = self
-            .plan
-            .range(chunk.index)
-            .ok_or(ChunkError::IndexOutOfRange(chunk.index))?;
-        if chunk.offset != offset {
-            return Err(ChunkError::BadOffset {
-                index: chunk.index,
-                offset: chunk.offset,
-            });
-        }
-        let i = chunk.index as usize;
-        if self.verified[i] {
-            return Ok(ChunkOutcome::Duplicate);
-        }
-        if chunk.data.len() != len || sha256(&chunk.data) != self.plan.hashes[i] {
-            self.rejected.insert(chunk.index);
-            return Ok(ChunkOutcome::Rejected);
-        }
-        self.store
-            .write_at(offset, &chunk.data)
-            .map_err(ChunkError::Store)?;
-        self.verified[i] = true;
+    fn mark_verified(&mut self, index: u32) {
+        self.verified[index as usize] = true;
         self.verified_count += 1;
-        self.rejected.remove(&chunk.index);
-        Ok(ChunkOutcome::Verified)
+        while self
+            .verified
+            .get(self.first_unverified as usize)
+            .is_some_and(|v| *v)
+        {
+            self.first_unverified += 1;
+        }
     }
 
     /// Index of the first unverified chunk (the chunk count when complete).
     pub fn next_chunk(&self) -> u32 {
-        self.verified
-            .iter()
-            .position(|v| !v)
-            .map_or(self.plan.count(), |p| p as u32)
+        self.first_unverified
+    }
+
+    /// The transfer id chunks must carry.
+    pub fn transfer_id(&self) -> TransferId {
+        self.transfer_id
+    }
+
+    /// Takes the same content announced again under a new transfer id (a
+    /// sender that reconnected): progress is kept, chunks must now carry
+    /// `transfer_id`.
+    pub fn set_transfer_id(&mut self, transfer_id: TransferId) {
+        self.transfer_id = transfer_id;
     }
 
     /// Chunks not yet verified, in order.
@@ -366,9 +486,109 @@ impl<S: ChunkStore> ChunkAssembler<S> {
         &self.store
     }
 
+    /// The store, mutably.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     /// Gives the store back.
     pub fn into_store(self) -> S {
         self.store
+    }
+
+    /// Swaps the store, keeping the progress: a receiver whose store
+    /// borrows a device only for one step keeps the assembler with a
+    /// placeholder store (`()`) between steps.
+    pub fn replace_store<T>(self, store: T) -> (ChunkAssembler<T>, S) {
+        let ChunkAssembler {
+            transfer_id,
+            plan,
+            verified,
+            verified_count,
+            first_unverified,
+            rejected,
+            store: old,
+        } = self;
+        (
+            ChunkAssembler {
+                transfer_id,
+                plan,
+                verified,
+                verified_count,
+                first_unverified,
+                rejected,
+                store,
+            },
+            old,
+        )
+    }
+}
+
+impl<S: ChunkStore> ChunkAssembler<S> {
+    /// Resumes after a restart: every chunk already in `store` is hashed again
+    /// and counts as verified only if it matches.
+    pub fn resume(transfer_id: TransferId, plan: ChunkPlan, store: S) -> Self {
+        Self::resume_from(transfer_id, plan, store, 0)
+    }
+
+    /// Resumes after a restart when chunks `0..verified_prefix` are known to
+    /// be durably stored and verified (the receiver journaled that): those
+    /// are not read again, every later chunk in `store` is hashed again and
+    /// counts as verified only if it matches. A chunk the store cannot read
+    /// counts as missing.
+    pub fn resume_from(
+        transfer_id: TransferId,
+        plan: ChunkPlan,
+        store: S,
+        verified_prefix: u32,
+    ) -> Self {
+        let mut me = Self::new(transfer_id, plan, store);
+        let prefix = verified_prefix.min(me.plan.count());
+        me.verified[..prefix as usize].fill(true);
+        me.verified_count = prefix;
+        me.first_unverified = prefix;
+        let mut buf = vec![0u8; me.plan.chunk_size as usize];
+        for i in prefix..me.plan.count() {
+            if let Some((off, len)) = me.plan.range(i) {
+                if me.store.read_at(off, &mut buf[..len]).is_ok()
+                    && sha256(&buf[..len]) == me.plan.hashes[i as usize]
+                {
+                    me.mark_verified(i);
+                }
+            }
+        }
+        me
+    }
+
+    /// Verifies one chunk and stores it if it is good.
+    pub fn accept(&mut self, chunk: &TransferChunk) -> Result<ChunkOutcome, ChunkError> {
+        if chunk.transfer_id != self.transfer_id {
+            return Err(ChunkError::WrongTransfer);
+        }
+        let (offset, len) = self
+            .plan
+            .range(chunk.index)
+            .ok_or(ChunkError::IndexOutOfRange(chunk.index))?;
+        if chunk.offset != offset {
+            return Err(ChunkError::BadOffset {
+                index: chunk.index,
+                offset: chunk.offset,
+            });
+        }
+        let i = chunk.index as usize;
+        if self.verified[i] {
+            return Ok(ChunkOutcome::Duplicate);
+        }
+        if chunk.data.len() != len || sha256(&chunk.data) != self.plan.hashes[i] {
+            self.rejected.insert(chunk.index);
+            return Ok(ChunkOutcome::Rejected);
+        }
+        self.store
+            .write_at(offset, &chunk.data)
+            .map_err(ChunkError::Store)?;
+        self.mark_verified(chunk.index);
+        self.rejected.remove(&chunk.index);
+        Ok(ChunkOutcome::Verified)
     }
 }
 
@@ -437,7 +657,7 @@ mod tests {
         let rplan =
             ChunkPlan::from_transfer_start(&start, data.len() as u64, 1024, &plan.list_digest())
                 .unwrap();
-        let mut rx = ChunkAssembler::new(t, rplan, MemoryStore::default());
+        let mut rx = ChunkAssembler::new(t, rplan, MemoryChunkStore::default());
         let mut tx = ChunkSender::new(&plan, 0);
         let mut sent = Vec::new();
         while let Some(i) = tx.next_index() {
@@ -464,7 +684,7 @@ mod tests {
         let data = image(8 * 1024);
         let plan = ChunkPlan::compute(&data, 1024).unwrap();
         let t = Id128([3; 16]);
-        let mut rx = ChunkAssembler::new(t, plan.clone(), MemoryStore::default());
+        let mut rx = ChunkAssembler::new(t, plan.clone(), MemoryChunkStore::default());
         for i in [0, 1, 2, 5] {
             assert_eq!(
                 rx.accept(&plan.chunk(t, i, &data).unwrap()).unwrap(),
@@ -496,7 +716,7 @@ mod tests {
         start.chunk_hashes[1].0[0] ^= 1;
         assert!(matches!(
             ChunkPlan::from_transfer_start(&start, 4096, 1024, &d),
-            Err(ChunkError::MetadataMismatch("chunk-list digest"))
+            Err(ChunkError::MetadataMismatch(StartMismatch::ChunkListDigest))
         ));
         start.chunk_hashes.pop();
         assert!(ChunkPlan::from_transfer_start(&start, 4096, 1024, &d).is_err());
@@ -507,7 +727,7 @@ mod tests {
         let data = image(3000);
         let plan = ChunkPlan::compute(&data, 1024).unwrap();
         let t = Id128([1; 16]);
-        let mut rx = ChunkAssembler::new(t, plan.clone(), MemoryStore::default());
+        let mut rx = ChunkAssembler::new(t, plan.clone(), MemoryChunkStore::default());
         let mut c = plan.chunk(t, 2, &data).unwrap();
         assert_eq!(c.data.len(), 3000 - 2048);
         c.data.push(0);
@@ -522,5 +742,108 @@ mod tests {
         assert!(matches!(rx.accept(&c), Err(ChunkError::WrongTransfer)));
         assert_eq!(rx.ack().rejected, vec![2]);
         assert!(rx.store().0.is_empty(), "nothing unverified is stored");
+    }
+
+    /// A store that fails every read (proves that a prefix is not read).
+    #[derive(Default)]
+    struct NoReads(MemoryChunkStore);
+
+    impl ChunkStore for NoReads {
+        fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.0.write_at(offset, data)
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            if offset < 2 * 1024 {
+                return Err(io::ErrorKind::Other.into());
+            }
+            self.0.read_at(offset, buf)
+        }
+    }
+
+    #[test]
+    fn resume_from_trusts_the_prefix_and_rehashes_the_rest() {
+        let data = image(6 * 1024);
+        let plan = ChunkPlan::compute(&data, 1024).unwrap();
+        let t = Id128([4; 16]);
+        let mut store = NoReads::default();
+        store.0 .0 = data.clone();
+        store.0 .0[3 * 1024] ^= 1; // chunk 3 is damaged
+        let rx = ChunkAssembler::resume_from(t, plan.clone(), store, 2);
+        assert_eq!(rx.next_chunk(), 3);
+        assert_eq!(rx.missing().collect::<Vec<_>>(), vec![3]);
+        assert_eq!(rx.verified_count(), 5);
+        // Without the prefix the unreadable chunks count as missing.
+        let rx = ChunkAssembler::resume(t, plan, rx.into_store());
+        assert_eq!(rx.missing().collect::<Vec<_>>(), vec![0, 1, 3]);
+    }
+
+    #[test]
+    fn a_detached_assembler_keeps_its_progress() {
+        let data = image(4 * 1024);
+        let plan = ChunkPlan::compute(&data, 1024).unwrap();
+        let t = Id128([5; 16]);
+        let rx = ChunkAssembler::new(t, plan.clone(), ());
+        let (mut rx, ()) = rx.replace_store(MemoryChunkStore::default());
+        rx.accept(&plan.chunk(t, 0, &data).unwrap()).unwrap();
+        rx.accept(&plan.chunk(t, 2, &data).unwrap()).unwrap();
+        let (rx, store) = rx.replace_store(());
+        assert_eq!(rx.next_chunk(), 1);
+        let (mut rx, _) = rx.replace_store(store);
+        rx.set_transfer_id(Id128([6; 16]));
+        assert!(matches!(
+            rx.accept(&plan.chunk(t, 1, &data).unwrap()),
+            Err(ChunkError::WrongTransfer)
+        ));
+        rx.accept(&plan.chunk(Id128([6; 16]), 1, &data).unwrap())
+            .unwrap();
+        assert_eq!(rx.next_chunk(), 3);
+        rx.accept(&plan.chunk(Id128([6; 16]), 3, &data).unwrap())
+            .unwrap();
+        assert!(rx.is_complete());
+        assert_eq!(rx.store().0, data);
+    }
+
+    #[test]
+    fn limits_narrow_but_never_widen_the_protocol_bounds() {
+        assert!(ChunkLimits::new(MIN_CHUNK_SIZE - 1, 10).is_err());
+        assert!(ChunkLimits::new(MAX_CHUNK_SIZE + 1, 10).is_err());
+        assert!(ChunkLimits::new(4096, 0).is_err());
+        assert!(ChunkLimits::new(4096, MAX_CHUNKS + 1).is_err());
+        let data = image(8 * 1024);
+        let t = Id128([1; 16]);
+        let start = ChunkPlan::compute(&data, 2048)
+            .unwrap()
+            .transfer_start(t, t);
+        let unpinned = ExpectedTransfer {
+            length: data.len() as u64,
+            chunk_size: None,
+            chunk_list_digest: None,
+        };
+        let ok = ChunkLimits::new(2048, 4).unwrap();
+        assert!(ChunkPlan::check_start(&start, &unpinned, &ok).is_ok());
+        let small = ChunkLimits::new(1024, 4).unwrap();
+        assert!(matches!(
+            ChunkPlan::check_start(&start, &unpinned, &small),
+            Err(ChunkError::ChunkSize(2048))
+        ));
+        let few = ChunkLimits::new(2048, 3).unwrap();
+        assert!(matches!(
+            ChunkPlan::check_start(&start, &unpinned, &few),
+            Err(ChunkError::TooManyChunks(4))
+        ));
+        let pinned = ExpectedTransfer {
+            chunk_list_digest: Some(Sha256Digest([0; 32])),
+            ..unpinned
+        };
+        assert!(matches!(
+            ChunkPlan::check_start(&start, &pinned, &ok),
+            Err(ChunkError::MetadataMismatch(StartMismatch::ChunkListDigest))
+        ));
+        let mut tiny = start.clone();
+        tiny.chunk_size = MIN_CHUNK_SIZE - 1;
+        assert!(matches!(
+            ChunkPlan::check_start(&tiny, &unpinned, &ChunkLimits::default()),
+            Err(ChunkError::ChunkSize(_))
+        ));
     }
 }

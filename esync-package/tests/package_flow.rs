@@ -6,7 +6,9 @@
 
 use std::process::Command;
 
-use esync_package::chunk::{ChunkAssembler, ChunkOutcome, ChunkPlan, ChunkSender, MemoryStore};
+use esync_package::chunk::{
+    ChunkAssembler, ChunkOutcome, ChunkPlan, ChunkSender, MemoryChunkStore,
+};
 use esync_package::delta::{apply_patch, ApplyLimits, TargetSpec};
 use esync_package::digest::{from_hex, sha256};
 use esync_package::package::{Package, TargetDescription};
@@ -87,7 +89,7 @@ fn cli_builds_a_package_that_an_agent_can_use() {
         &delta.patch.chunk_list_sha256,
     )
     .unwrap();
-    let mut rx = ChunkAssembler::new(t, plan, MemoryStore::default());
+    let mut rx = ChunkAssembler::new(t, plan, MemoryChunkStore::default());
     let mut tx = ChunkSender::new(&send_plan, 0);
     let mut sends = 0;
     let mut corrupted = false;

@@ -25,6 +25,7 @@
 //! plumbing. A step that can fail an update returns a `StepError`: the
 //! update failed (reported to the Client), or the Agent halts.
 
+use esync_package::chunk::{ChunkAssembler, ChunkLimits};
 use esync_proto::envelope::{Recipient, Verified};
 use esync_proto::id::{CorrelationId, UpdateId};
 use esync_proto::message::{
@@ -210,8 +211,12 @@ pub struct Now {
 pub struct Agent {
     config: AgentConfig,
     j: JournalState,
-    /// Chunks received out of order (not journaled; re-verified on recovery).
-    received: Vec<bool>,
+    /// Transfer limits (from the configuration, validated at recovery).
+    chunk_limits: ChunkLimits,
+    /// Reception of the transfer in progress, its store (the device's
+    /// staging) detached between messages. Chunks received out of order are
+    /// not journaled; they are re-verified from staging on recovery.
+    chunks: Option<ChunkAssembler<()>>,
     /// `next_chunk` value last journaled.
     journaled_next_chunk: u32,
     /// Write position in the inactive slot (restarted on recovery).
@@ -274,6 +279,7 @@ impl Agent {
         ctx: &mut Context<'_>,
     ) -> Result<(Agent, Output), AgentError> {
         config.validate()?;
+        let chunk_limits = config.chunk_limits()?;
         let j = match ctx.journal.load().map_err(AgentError::Journal)? {
             None => JournalState::default(),
             Some(bytes) => journal::decode_state(&bytes).map_err(AgentError::Journal)?,
@@ -281,7 +287,8 @@ impl Agent {
         let mut agent = Agent {
             config,
             j,
-            received: Vec::new(),
+            chunk_limits,
+            chunks: None,
             journaled_next_chunk: 0,
             write_offset: 0,
             slot_begun: false,

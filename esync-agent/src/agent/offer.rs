@@ -107,7 +107,7 @@ impl Agent {
             from: None,
             last_report: None,
         });
-        self.received.clear();
+        self.chunks = None;
         self.persist(ctx)
     }
 

@@ -1,19 +1,103 @@
 //! Chunked transfer into staging: start, chunks, query, abort, and re-
 //! verification on recovery.
+//!
+//! Reception is [`esync_package::chunk`]'s: the start is checked by
+//! [`ChunkPlan::check_start`] (signed length and chunk-list digest, the
+//! configured [`esync_package::chunk::ChunkLimits`]), chunks by
+//! [`ChunkAssembler::accept`] into the device's staging area (through
+//! [`Staging`]), and recovery re-verifies with
+//! [`ChunkAssembler::resume_from`] after the journaled position.
 
-use esync_proto::id::{CorrelationId, Sha256Digest, UpdateId};
+use core::cell::Cell;
+use std::io;
+
+use esync_package::chunk::{
+    ChunkAssembler, ChunkError, ChunkOutcome, ChunkPlan, ChunkStore, ExpectedTransfer,
+    StartMismatch,
+};
+use esync_proto::id::{CorrelationId, UpdateId};
 use esync_proto::message::{
     Decision, DownloadDecision, ErrorClass, Failure, FailureCode, ImageEncoding, Phase,
     PrepareOutcome, PrepareResult, Progress, TransferAbort, TransferAck, TransferChunk,
     TransferQuery, TransferStart,
 };
-use sha2::Digest as _;
 
-use crate::device::hash_with;
+use crate::device::{Device, DeviceError};
 use crate::error::AgentError;
 use crate::state::{Stage, TransferRecord};
 
 use super::{dev, failure, Agent, Context, Ignored, Output};
+
+/// The device's staging area as a [`ChunkStore`], for one step. A power
+/// loss is remembered so that the Agent halts (the assembler only sees an
+/// I/O error).
+struct Staging<'a> {
+    device: &'a mut dyn Device,
+    power_lost: Cell<Option<&'static str>>,
+}
+
+impl<'a> Staging<'a> {
+    fn new(device: &'a mut dyn Device) -> Self {
+        Staging {
+            device,
+            power_lost: Cell::new(None),
+        }
+    }
+
+    fn note(&self, e: DeviceError) -> io::Error {
+        if let DeviceError::PowerLoss(op) = e {
+            self.power_lost.set(Some(op));
+        }
+        io::Error::other(e)
+    }
+
+    /// `Err` if power was lost during the step.
+    fn check(&self) -> Result<(), AgentError> {
+        match self.power_lost.get() {
+            Some(op) => Err(AgentError::PowerLoss(op)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ChunkStore for Staging<'_> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.device
+            .staging_write(offset, data)
+            .map_err(|e| self.note(e))
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self
+                .device
+                .staging_read(offset + done as u64, &mut buf[done..])
+                .map_err(|e| self.note(e))?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// The failure to report for a transfer start the plan refuses.
+fn start_failure(e: &ChunkError) -> Failure {
+    match e {
+        ChunkError::MetadataMismatch(StartMismatch::ChunkListDigest) => failure(
+            ErrorClass::Retryable,
+            FailureCode::HashMismatch,
+            "chunk list does not match the signed chunk-list digest",
+        ),
+        other => failure(
+            ErrorClass::Retryable,
+            FailureCode::LengthMismatch,
+            format!("transfer refused: {other}"),
+        ),
+    }
+}
 
 impl Agent {
     pub(super) fn transfer_failed(
@@ -97,64 +181,31 @@ impl Agent {
                     .and_then(|d| d.chunk_list_digest),
             ),
         };
-        let bad = |m: String| failure(ErrorClass::Retryable, FailureCode::LengthMismatch, m);
-        if s.total_length != expected_len || s.total_length == 0 {
+        if s.total_length == 0 {
             Self::transfer_failed(
                 out,
                 corr,
                 s.update_id,
-                bad(format!(
-                    "transfer of {} bytes, expected {expected_len}",
-                    s.total_length
-                )),
+                failure(
+                    ErrorClass::Retryable,
+                    FailureCode::LengthMismatch,
+                    "transfer of 0 bytes",
+                ),
             );
             return Ok(());
         }
-        if s.chunk_size == 0 || s.chunk_size > self.config.max_chunk_size {
-            Self::transfer_failed(
-                out,
-                corr,
-                s.update_id,
-                bad(format!(
-                    "chunk size {} outside 1..={}",
-                    s.chunk_size, self.config.max_chunk_size
-                )),
-            );
-            return Ok(());
-        }
-        let chunks = s.total_length.div_ceil(u64::from(s.chunk_size));
-        if chunks != s.chunk_hashes.len() as u64 || chunks > u64::from(self.config.max_chunks) {
-            Self::transfer_failed(
-                out,
-                corr,
-                s.update_id,
-                bad(format!(
-                    "{} chunk hashes for {chunks} chunks (max {})",
-                    s.chunk_hashes.len(),
-                    self.config.max_chunks
-                )),
-            );
-            return Ok(());
-        }
-        if let Some(d) = digest {
-            let mut h = sha2::Sha256::new();
-            for c in &s.chunk_hashes {
-                h.update(c.0);
-            }
-            if Sha256Digest(h.finalize().into()) != d {
-                Self::transfer_failed(
-                    out,
-                    corr,
-                    s.update_id,
-                    failure(
-                        ErrorClass::Retryable,
-                        FailureCode::HashMismatch,
-                        "chunk list does not match the signed chunk-list digest",
-                    ),
-                );
+        let expected = ExpectedTransfer {
+            length: expected_len,
+            chunk_size: None,
+            chunk_list_digest: digest,
+        };
+        let plan = match ChunkPlan::check_start(s, &expected, &self.chunk_limits) {
+            Ok(plan) => plan,
+            Err(e) => {
+                Self::transfer_failed(out, corr, s.update_id, start_failure(&e));
                 return Ok(());
             }
-        }
+        };
         if s.total_length > ctx.device.staging_capacity() {
             Self::transfer_failed(
                 out,
@@ -179,10 +230,15 @@ impl Agent {
                 && t.chunk_size == s.chunk_size
             {
                 let next = t.next_chunk;
+                let id = t.transfer_id;
                 if let Some(rec) = self.record_mut(&s.update_id) {
                     if let Some(t) = &mut rec.transfer {
                         t.transfer_id = s.transfer_id;
                     }
+                }
+                match &mut self.chunks {
+                    Some(a) if a.transfer_id() == id => a.set_transfer_id(s.transfer_id),
+                    _ => self.chunks = None,
                 }
                 self.persist(ctx)?;
                 out.send(
@@ -219,7 +275,7 @@ impl Agent {
             });
             rec.stage = Stage::Receiving;
         }
-        self.received = vec![false; chunks as usize];
+        self.chunks = Some(ChunkAssembler::new(s.transfer_id, plan, ()));
         self.persist(ctx)?;
         out.send(
             corr,
@@ -255,56 +311,52 @@ impl Agent {
             return Ok(());
         };
         let n = t.chunks();
-        if !matches!(rec.stage, Stage::Receiving)
-            || c.index >= n
-            || c.index < t.next_chunk
-            || self.received.get(c.index as usize) == Some(&true)
-        {
-            // Complete, duplicate or out of range: tell the sender where we stand.
-            out.send(
-                corr,
-                TransferAck {
-                    transfer_id: c.transfer_id,
-                    next_chunk: t.next_chunk,
-                    rejected: vec![],
-                },
-            );
+        let ack = |next_chunk, rejected| TransferAck {
+            transfer_id: c.transfer_id,
+            next_chunk,
+            rejected,
+        };
+        if !matches!(rec.stage, Stage::Receiving) {
+            // Complete: tell the sender where we stand.
+            out.send(corr, ack(t.next_chunk, vec![]));
             return Ok(());
         }
-        let (start, end) = t.chunk_range(c.index);
-        let ok = c.offset == start
-            && c.data.len() as u64 == end - start
-            && crate::device::sha256(&c.data) == t.chunk_hashes[c.index as usize];
-        if !ok {
-            out.send(
-                corr,
-                TransferAck {
-                    transfer_id: c.transfer_id,
-                    next_chunk: t.next_chunk,
-                    rejected: vec![c.index],
-                },
-            );
+        let t = t.clone();
+        let asm = match self.chunks.take() {
+            Some(a) if a.transfer_id() == c.transfer_id => a,
+            _ => match self.assembler_for(&t, ctx)? {
+                Some(a) => a,
+                None => {
+                    out.send(corr, ack(t.next_chunk, vec![c.index]));
+                    return Ok(());
+                }
+            },
+        };
+        let (mut asm, ()) = asm.replace_store(Staging::new(&mut *ctx.device));
+        let outcome = asm.accept(c);
+        let power = asm.store().check();
+        let (asm, _) = asm.replace_store(());
+        let next = asm.next_chunk();
+        self.chunks = Some(asm);
+        power?;
+        match outcome {
+            Ok(ChunkOutcome::Verified) => {}
+            // Duplicate or out of range: tell the sender where we stand.
+            Ok(ChunkOutcome::Duplicate)
+            | Err(ChunkError::IndexOutOfRange(_) | ChunkError::WrongTransfer) => {
+                out.send(corr, ack(next, vec![]));
+                return Ok(());
+            }
+            // Bad hash, length or offset, or the staging write failed: ask
+            // for this chunk again.
+            Ok(ChunkOutcome::Rejected) | Err(_) => {
+                out.send(corr, ack(next, vec![c.index]));
+                return Ok(());
+            }
+        }
+        let Some(rec) = self.j.update.as_ref() else {
             return Ok(());
-        }
-        if let Err(_e) = dev(ctx.device.staging_write(start, &c.data))? {
-            out.send(
-                corr,
-                TransferAck {
-                    transfer_id: c.transfer_id,
-                    next_chunk: t.next_chunk,
-                    rejected: vec![c.index],
-                },
-            );
-            return Ok(());
-        }
-        if self.received.len() != n as usize {
-            self.received = vec![false; n as usize];
-        }
-        self.received[c.index as usize] = true;
-        let mut next = t.next_chunk;
-        while next < n && self.received[next as usize] {
-            next += 1;
-        }
+        };
         let every = self.config.journal_every_chunks;
         let progress_every = self.config.progress_every_chunks;
         let journaled = self.journaled_next_chunk;
@@ -390,7 +442,7 @@ impl Agent {
         {
             rec.transfer = None;
             rec.stage = Stage::Consented;
-            self.received.clear();
+            self.chunks = None;
             self.persist(ctx)?;
         } else {
             out.ignored = Some(Ignored::AbortUnknownTransfer);
@@ -398,37 +450,61 @@ impl Agent {
         Ok(())
     }
 
+    /// The assembler for a journaled transfer: chunks before its
+    /// `next_chunk` count as verified, later ones are re-verified from
+    /// staging. `None` if the journaled chunk list is outside the limits
+    /// (journaled by an Agent with other limits).
+    fn assembler_for(
+        &self,
+        t: &TransferRecord,
+        ctx: &mut Context<'_>,
+    ) -> Result<Option<ChunkAssembler<()>>, AgentError> {
+        let Ok(plan) = ChunkPlan::new(
+            t.total_length,
+            t.chunk_size,
+            t.chunk_hashes.clone(),
+            &self.chunk_limits,
+        ) else {
+            return Ok(None);
+        };
+        let staging = Staging::new(&mut *ctx.device);
+        let asm = ChunkAssembler::resume_from(t.transfer_id, plan, staging, t.next_chunk);
+        asm.store().check()?;
+        Ok(Some(asm.replace_store(()).0))
+    }
+
     /// Re-verifies staged chunks after the journaled position (recovery).
     pub(super) fn resume_transfer(&mut self, ctx: &mut Context<'_>) -> Result<(), AgentError> {
-        let Some(rec) = self.j.update.as_mut() else {
+        let Some(rec) = self.j.update.as_ref() else {
             return Ok(());
         };
         if rec.stage != Stage::Receiving {
             return Ok(());
         }
-        let Some(t) = rec.transfer.as_mut() else {
+        let Some(t) = rec.transfer.clone() else {
             return Ok(());
         };
-        let start = t.next_chunk;
-        let mut buf = vec![0u8; t.chunk_size as usize];
-        while t.next_chunk < t.chunks() {
-            let (s, e) = t.chunk_range(t.next_chunk);
-            let want = (e - s) as usize;
-            let r = dev(hash_with(want as u64, &mut buf[..want.max(1)], |o, b| {
-                ctx.device.staging_read(s + o, b)
-            }))?;
-            match r {
-                Ok(h) if h == t.chunk_hashes[t.next_chunk as usize] => t.next_chunk += 1,
-                _ => break,
+        let Some(asm) = self.assembler_for(&t, ctx)? else {
+            // A chunk list this Agent no longer accepts: transfer again.
+            if let Some(rec) = self.j.update.as_mut() {
+                rec.transfer = None;
+                rec.stage = Stage::Consented;
+            }
+            self.chunks = None;
+            return self.persist(ctx);
+        };
+        let next = asm.next_chunk();
+        let complete = asm.is_complete();
+        self.chunks = Some(asm);
+        if let Some(rec) = self.j.update.as_mut() {
+            if let Some(tr) = &mut rec.transfer {
+                tr.next_chunk = next;
+            }
+            if complete {
+                rec.stage = Stage::Received;
             }
         }
-        let n = t.chunks();
-        let next = t.next_chunk;
-        self.received = (0..n).map(|i| i < next).collect();
-        if next == n {
-            rec.stage = Stage::Received;
-        }
-        if next != start {
+        if next != t.next_chunk {
             self.persist(ctx)?;
         }
         self.journaled_next_chunk = next;
