@@ -374,6 +374,14 @@ async fn reconnecting_agent_resumes() {
     let mut hmi_link = Transport::boxed(pki.link(&broker, hmi.clone(), &pki.listener("hmi")));
     hmi_link.subscribe(vec![presence.clone()]).await.unwrap();
     wait_presence(&mut client, &hmi, PresenceState::Connected).await;
+    // The broker must have processed the HMI's subscription before the
+    // Agent connects, or the first presence event is (rightly) not sent to it.
+    assert!(
+        eventually("the HMI's subscription", || broker
+            .groups(&hmi)
+            .is_some_and(|g| g.contains(&presence)))
+        .await
+    );
 
     let mut agent = Transport::new(pki.link(&broker, ecm.clone(), &id));
     agent.subscribe(vec![updates.clone()]).await.unwrap();
