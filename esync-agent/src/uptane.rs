@@ -9,6 +9,12 @@
 //! digest, and the listed deltas from it, after checking that it agrees with
 //! the signed Uptane entry (name, length, hash, hardware id, release
 //! counter).
+//!
+//! The key schemes the verifiers accept are configuration, not a limit of
+//! the code: [`UptanePartial::open`] and [`UptaneFull::open`] take them from
+//! [`AgentConfig::uptane_schemes`] (default all; an Agent with little CPU
+//! may be configured for ed25519 only, and Director keys of other schemes
+//! then never count toward a threshold).
 
 use esync_package::package::TargetDescription;
 use esync_proto::id::{Sha256Digest, Vin};
