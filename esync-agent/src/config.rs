@@ -65,6 +65,14 @@ pub struct AgentConfig {
     pub confirm_timeout_ms: Option<u64>,
     /// Suggested delay in "do not disturb" answers.
     pub busy_retry_after_ms: u32,
+    /// Key schemes the Agent's Uptane verifiers accept (default: all of
+    /// [`esync_uptane::crypto::Scheme::ALL`]). Keys of other schemes are
+    /// ignored like unknown key types, so they never count toward a
+    /// Director (or Image) threshold and their verification cost is never
+    /// paid. An ed25519-only Agent:
+    /// `config.uptane_schemes = SchemeSet::only(Scheme::Ed25519);`.
+    #[cfg(feature = "uptane")]
+    pub uptane_schemes: esync_uptane::crypto::SchemeSet,
 }
 
 impl AgentConfig {
@@ -86,6 +94,18 @@ impl AgentConfig {
             write_quantum: 64 * 1024,
             confirm_timeout_ms: Some(15 * 60 * 1000),
             busy_retry_after_ms: 5_000,
+            #[cfg(feature = "uptane")]
+            uptane_schemes: esync_uptane::crypto::SchemeSet::ALL,
+        }
+    }
+
+    /// The limits of the Uptane verifiers this Agent builds: the defaults of
+    /// [`esync_uptane::repo::Limits`] with [`AgentConfig::uptane_schemes`].
+    #[cfg(feature = "uptane")]
+    pub fn uptane_limits(&self) -> esync_uptane::repo::Limits {
+        esync_uptane::repo::Limits {
+            schemes: self.uptane_schemes,
+            ..esync_uptane::repo::Limits::default()
         }
     }
 
@@ -123,6 +143,10 @@ impl AgentConfig {
         }
         if self.write_quantum == 0 || self.write_quantum > 16 * 1024 * 1024 {
             return Err(ConfigError::Limit("write_quantum"));
+        }
+        #[cfg(feature = "uptane")]
+        if self.uptane_schemes.is_empty() {
+            return Err(ConfigError::Limit("uptane_schemes"));
         }
         Ok(())
     }

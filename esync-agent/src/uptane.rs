@@ -9,9 +9,15 @@
 //! digest, and the listed deltas from it, after checking that it agrees with
 //! the signed Uptane entry (name, length, hash, hardware id, release
 //! counter).
+//!
+//! The key schemes the verifiers accept are configuration, not a limit of
+//! the code: [`UptanePartial::open`] and [`UptaneFull::open`] take them from
+//! [`AgentConfig::uptane_schemes`] (default all; an Agent with little CPU
+//! may be configured for ed25519 only, and Director keys of other schemes
+//! then never count toward a threshold).
 
 use esync_package::package::TargetDescription;
-use esync_proto::id::Sha256Digest;
+use esync_proto::id::{Sha256Digest, Vin};
 use esync_proto::message::{
     ErrorClass, Failure, FailureCode, MetadataRole, RoleBytes, UpdateMetadata, VerificationLevel,
 };
@@ -20,10 +26,11 @@ use esync_uptane::metadata::{decode_signed, Targets};
 use esync_uptane::repo::Need;
 use esync_uptane::store::TrustStore;
 use esync_uptane::uptane::{
-    DirectedTarget as UptaneTarget, FullVerifier, PartialVerifier, RepoKind,
+    DirectedTarget as UptaneTarget, FullVerifier, PartialVerifier, RepoKind, Vehicle,
 };
 use esync_uptane::{Error, UnixTime};
 
+use crate::config::AgentConfig;
 use crate::target::{DirectedTarget, EcuIdentity, MetadataVerifier};
 
 fn fail(class: ErrorClass, code: FailureCode, message: impl Into<String>) -> Failure {
@@ -139,6 +146,21 @@ impl<S: TrustStore> UptanePartial<S> {
         UptanePartial { inner }
     }
 
+    /// Opens partial verification on `store` (holding the pinned Director
+    /// root) for the Agent of `config` in vehicle `vin`: its serial, its
+    /// hardware id and [`AgentConfig::uptane_limits`] (the key schemes it
+    /// is configured for).
+    pub fn open(store: S, vin: Vin, config: &AgentConfig) -> Result<Self, Error> {
+        PartialVerifier::open(
+            store,
+            vin,
+            config.serial.clone(),
+            config.hardware_id.clone(),
+            config.uptane_limits(),
+        )
+        .map(Self::new)
+    }
+
     /// Unwraps.
     pub fn into_inner(self) -> PartialVerifier<S> {
         self.inner
@@ -237,6 +259,18 @@ impl<SD: TrustStore, SI: TrustStore> UptaneFull<SD, SI> {
     /// Wraps an opened [`FullVerifier`].
     pub fn new(inner: FullVerifier<SD, SI>) -> Self {
         UptaneFull { inner }
+    }
+
+    /// Opens full verification on the Director and Image trust stores for
+    /// `vehicle`, with [`AgentConfig::uptane_limits`] (the key schemes the
+    /// Agent of `config` is configured for).
+    pub fn open(
+        director: SD,
+        image: SI,
+        vehicle: Vehicle,
+        config: &AgentConfig,
+    ) -> Result<Self, Error> {
+        FullVerifier::open(director, image, vehicle, config.uptane_limits()).map(Self::new)
     }
 }
 

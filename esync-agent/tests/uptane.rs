@@ -10,12 +10,14 @@ use std::collections::BTreeMap;
 use common::*;
 use esync_agent::device::sha256;
 use esync_agent::uptane::{UptaneFull, UptanePartial};
+use esync_agent::AgentConfig;
 use esync_package::build::{ComponentInput, PackageBuilder};
 use esync_package::delta::generate::{generate_patch, GenerateOptions};
 use esync_package::package::{ArtifactRef, ComponentPolicy, PackageId, TargetDescription};
 use esync_proto::id::{EcuSerial, HardwareId, ReleaseCounter, Vin};
 use esync_proto::message::*;
 use esync_uptane::builder::{RepositoryBuilder, RoleSetup};
+use esync_uptane::crypto::{Scheme, SchemeSet};
 use esync_uptane::repo::Limits;
 use esync_uptane::uptane::{
     director_custom, image_custom, EcuInfo, FullVerifier, PartialVerifier, Vehicle,
@@ -385,4 +387,100 @@ fn signed_version_report_with_nonce_and_attack_indicator() {
     let s = report(&mut rig, [0xef; 16]);
     assert_eq!(s["installed_image"]["filename"], w.full_entry.0.as_str());
     assert_eq!(s["release_counter"], 2);
+}
+
+/// Partial verification opened from an Agent configuration (its serial,
+/// hardware id and key schemes).
+fn configured_rig(w: &World, cfg: &AgentConfig) -> MemRig {
+    let mut rig = mem_rig(&old());
+    let store = MemoryStore::new(w.director.root_bytes(1).unwrap().to_vec());
+    rig.verifier = Box::new(UptanePartial::open(store, vin(), cfg).unwrap());
+    rig
+}
+
+fn ed25519_only_config() -> AgentConfig {
+    let mut cfg = config();
+    cfg.uptane_schemes = SchemeSet::only(Scheme::Ed25519);
+    cfg
+}
+
+fn refused_for_threshold(rig: &mut MemRig, u: &Update, counted: &str) {
+    match prepare_outcome(rig, u) {
+        PrepareOutcome::Failed(f) => {
+            assert_eq!(f.code, FailureCode::MetadataInvalid, "{f:?}");
+            assert!(f.message.contains(counted), "{f:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sha256(rig.dev.inner().running_bytes()), sha256(&old()));
+}
+
+#[test]
+fn agent_key_schemes_default_to_all_and_refuse_an_empty_set() {
+    let mut cfg = config();
+    assert_eq!(cfg.uptane_schemes, SchemeSet::ALL);
+    assert_eq!(cfg.uptane_limits().schemes, SchemeSet::ALL);
+    cfg.uptane_schemes = SchemeSet::only(Scheme::Ed25519);
+    assert_eq!(
+        cfg.uptane_limits().schemes,
+        SchemeSet::only(Scheme::Ed25519)
+    );
+    assert!(cfg.validate().is_ok());
+    cfg.uptane_schemes = SchemeSet::EMPTY;
+    assert_eq!(
+        cfg.validate(),
+        Err(esync_agent::config::ConfigError::Limit("uptane_schemes"))
+    );
+}
+
+/// An ed25519-only Agent installs ed25519-signed Director metadata.
+#[test]
+fn ed25519_only_agent_accepts_ed25519_director_metadata() {
+    let w = world("ecm-hw-1", "ECM0001", 3600);
+    let mut rig = configured_rig(&w, &ed25519_only_config());
+    let u = update(&w, 1);
+    assert_eq!(drive_install(&mut rig, &u, true), Round::Done);
+    assert_eq!(sha256(rig.dev.inner().running_bytes()), sha256(&new_img()));
+}
+
+/// The Director signs its targets with a P-256 key only: an ed25519-only
+/// Agent counts no valid signature and refuses; the default Agent installs.
+#[test]
+fn ed25519_only_agent_refuses_p256_only_director_targets() {
+    let mut w = world("ecm-hw-1", "ECM0001", 3600);
+    w.director
+        .rotate_keys(
+            "targets",
+            RoleSetup::generate_for(Scheme::EcdsaP256Sha256, 1, 1).unwrap(),
+        )
+        .unwrap();
+    w.director.publish().unwrap();
+    let u = update(&w, 1);
+    let mut rig = configured_rig(&w, &ed25519_only_config());
+    refused_for_threshold(&mut rig, &u, "targets: 0 valid signature(s)");
+    let mut rig = configured_rig(&w, &config());
+    assert_eq!(drive_install(&mut rig, &u, true), Round::Done);
+    assert_eq!(sha256(rig.dev.inner().running_bytes()), sha256(&new_img()));
+}
+
+/// A mixed threshold of 2 (one ed25519 and one P-256 key, both signing):
+/// an ed25519-only Agent counts 1 and refuses; the default Agent installs.
+#[test]
+fn ed25519_only_agent_counts_one_of_a_mixed_threshold_of_two() {
+    let mut w = world("ecm-hw-1", "ECM0001", 3600);
+    let mixed = RoleSetup::keys(
+        vec![
+            esync_uptane::PrivateKey::generate_for(Scheme::Ed25519).unwrap(),
+            esync_uptane::PrivateKey::generate_for(Scheme::EcdsaP256Sha256).unwrap(),
+        ],
+        2,
+    );
+    w.director.rotate_keys("targets", mixed).unwrap();
+    w.director.publish().unwrap();
+    let u = update(&w, 1);
+    let mut rig = configured_rig(&w, &ed25519_only_config());
+    refused_for_threshold(&mut rig, &u, "targets: 1 valid signature(s)");
+    let mut rig = configured_rig(&w, &config());
+    assert_eq!(drive_install(&mut rig, &u, true), Round::Done);
+    assert_eq!(sha256(rig.dev.inner().running_bytes()), sha256(&new_img()));
 }

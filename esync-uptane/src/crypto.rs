@@ -7,6 +7,10 @@
 //! for ECDSA (what `cryptography` produces), the raw RSASSA-PSS signature
 //! (SHA-256, MGF1-SHA-256, salt of the digest length) for RSA. Curve and RSA
 //! arithmetic is ring's; ed25519 is ed25519-dalek's.
+//!
+//! A verifier may be configured for a subset of the schemes
+//! ([`SchemeSet`], in [`crate::repo::Limits::schemes`]; default all): keys
+//! of the other schemes are then ignored like keys of an unknown type.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -107,6 +111,113 @@ impl Scheme {
 impl core::fmt::Display for Scheme {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A set of [`Scheme`]s: the key types a verifier is configured for
+/// ([`crate::repo::Limits::schemes`]). A key of a scheme outside the set is
+/// treated like a key of an unknown type: it never counts toward a
+/// threshold and is never used to verify, so its CPU cost is never paid.
+/// The default is [`SchemeSet::ALL`]; an ed25519-only verifier is
+/// `SchemeSet::only(Scheme::Ed25519)`.
+///
+/// Written and parsed as a comma-separated list of scheme names
+/// (`ed25519,ecdsa-sha2-nistp256`), or `all`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SchemeSet(u8);
+
+const fn scheme_bit(s: Scheme) -> u8 {
+    match s {
+        Scheme::Ed25519 => 1,
+        Scheme::EcdsaP256Sha256 => 1 << 1,
+        Scheme::EcdsaP384Sha384 => 1 << 2,
+        Scheme::RsaPssSha256 => 1 << 3,
+    }
+}
+
+impl SchemeSet {
+    /// Every scheme of [`Scheme::ALL`].
+    pub const ALL: SchemeSet = SchemeSet(
+        scheme_bit(Scheme::Ed25519)
+            | scheme_bit(Scheme::EcdsaP256Sha256)
+            | scheme_bit(Scheme::EcdsaP384Sha384)
+            | scheme_bit(Scheme::RsaPssSha256),
+    );
+    /// No scheme (nothing verifies; configurations refuse it).
+    pub const EMPTY: SchemeSet = SchemeSet(0);
+
+    /// The set holding only `scheme`.
+    pub const fn only(scheme: Scheme) -> Self {
+        SchemeSet(scheme_bit(scheme))
+    }
+
+    /// This set with `scheme` added.
+    pub const fn with(self, scheme: Scheme) -> Self {
+        SchemeSet(self.0 | scheme_bit(scheme))
+    }
+
+    /// Whether keys of `scheme` are accepted.
+    pub const fn contains(self, scheme: Scheme) -> bool {
+        self.0 & scheme_bit(scheme) != 0
+    }
+
+    /// Whether the set holds no scheme.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The schemes of the set, in the order of [`Scheme::ALL`].
+    pub fn iter(self) -> impl Iterator<Item = Scheme> {
+        Scheme::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+}
+
+impl Default for SchemeSet {
+    fn default() -> Self {
+        SchemeSet::ALL
+    }
+}
+
+impl FromIterator<Scheme> for SchemeSet {
+    fn from_iter<I: IntoIterator<Item = Scheme>>(iter: I) -> Self {
+        iter.into_iter().fold(SchemeSet::EMPTY, SchemeSet::with)
+    }
+}
+
+impl core::fmt::Display for SchemeSet {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, s) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(s.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// A scheme list that does not parse as a [`SchemeSet`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown key scheme {0:?} (known: all, ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, rsassa-pss-sha256)")]
+pub struct UnknownScheme(pub String);
+
+impl core::str::FromStr for SchemeSet {
+    type Err = UnknownScheme;
+
+    fn from_str(text: &str) -> core::result::Result<Self, UnknownScheme> {
+        let mut set = SchemeSet::EMPTY;
+        for name in text.split(',').map(str::trim) {
+            if name == "all" {
+                set = SchemeSet::ALL;
+                continue;
+            }
+            let scheme = Scheme::ALL
+                .into_iter()
+                .find(|s| s.as_str() == name)
+                .ok_or_else(|| UnknownScheme(name.to_string()))?;
+            set = set.with(scheme);
+        }
+        Ok(set)
     }
 }
 
@@ -587,13 +698,16 @@ impl RawSigned {
     /// (the TUF specification: the keyid MUST be unique). Distinct keys are
     /// counted across key types by their material, so one key listed under
     /// two key ids counts once; a threshold of 0 is refused. Signatures that
-    /// do not decode (bad hex, too long) simply do not count.
+    /// do not decode (bad hex, too long) simply do not count. Keys of a
+    /// scheme outside `schemes` are ignored like keys of an unknown type:
+    /// they do not count and their signatures are never checked.
     pub fn verify_threshold(
         &self,
         role: &str,
         keys: &BTreeMap<String, PublicKey>,
         authorised: &[String],
         threshold: u64,
+        schemes: SchemeSet,
     ) -> Result<()> {
         if threshold == 0 {
             return Err(Error::Field {
@@ -609,7 +723,10 @@ impl RawSigned {
             if !authorised.iter().any(|k| k == &entry.keyid) {
                 continue;
             }
-            let Some(key) = keys.get(&entry.keyid) else {
+            let Some(key) = keys
+                .get(&entry.keyid)
+                .filter(|k| schemes.contains(k.scheme()))
+            else {
                 continue;
             };
             let id = (key.scheme(), key.material());
@@ -843,13 +960,19 @@ mod tests {
         alias.keyid = "alias".into();
         s.signatures.push(alias);
         assert!(matches!(
-            s.verify_threshold("r", &keys, &ids, 2),
+            s.verify_threshold("r", &keys, &ids, 2, SchemeSet::ALL),
             Err(Error::Threshold { valid: 1, .. })
         ));
-        assert!(s.verify_threshold("r", &keys, &ids, 1).is_ok());
+        assert!(s
+            .verify_threshold("r", &keys, &ids, 1, SchemeSet::ALL)
+            .is_ok());
         let s2 = RawSigned::sign(json!({"x": 1}), &[&a, &b]).unwrap();
-        assert!(s2.verify_threshold("r", &keys, &ids, 2).is_ok());
-        assert!(s2.verify_threshold("r", &keys, &ids, 0).is_err());
+        assert!(s2
+            .verify_threshold("r", &keys, &ids, 2, SchemeSet::ALL)
+            .is_ok());
+        assert!(s2
+            .verify_threshold("r", &keys, &ids, 0, SchemeSet::ALL)
+            .is_err());
     }
 
     #[test]
@@ -861,11 +984,15 @@ mod tests {
             .collect();
         let ids: Vec<String> = keys.keys().cloned().collect();
         let mut s = RawSigned::sign(json!({"x": 1}), &[&a, &b]).unwrap();
-        assert!(s.verify_threshold("r", &keys, &ids, 2).is_ok());
+        assert!(s
+            .verify_threshold("r", &keys, &ids, 2, SchemeSet::ALL)
+            .is_ok());
         // The same entry again: the threshold is still met, but the array
         // names a keyid twice.
         s.signatures.push(s.signatures[0].clone());
-        let err = s.verify_threshold("r", &keys, &ids, 1).unwrap_err();
+        let err = s
+            .verify_threshold("r", &keys, &ids, 1, SchemeSet::ALL)
+            .unwrap_err();
         assert!(
             matches!(
                 &err,
@@ -882,7 +1009,9 @@ mod tests {
             keyid: a.key_id(),
             sig: "00".into(),
         });
-        assert!(s.verify_threshold("r", &keys, &ids, 1).is_err());
+        assert!(s
+            .verify_threshold("r", &keys, &ids, 1, SchemeSet::ALL)
+            .is_err());
         assert!(s.verify_with_key("r", &a.public_key()).is_err());
     }
 
@@ -937,14 +1066,73 @@ mod tests {
         let ids: Vec<String> = keys.keys().cloned().collect();
         let refs: Vec<&PrivateKey> = ks.iter().collect();
         let s = RawSigned::sign(json!({"x": [1, 2]}), &refs).unwrap();
-        assert!(s.verify_threshold("r", &keys, &ids, 4).is_ok());
+        assert!(s
+            .verify_threshold("r", &keys, &ids, 4, SchemeSet::ALL)
+            .is_ok());
         assert!(matches!(
-            s.verify_threshold("r", &keys, &ids, 5),
+            s.verify_threshold("r", &keys, &ids, 5, SchemeSet::ALL),
             Err(Error::Threshold { valid: 4, .. })
         ));
         let two = RawSigned::sign(json!({"x": [1, 2]}), &refs[1..3]).unwrap();
-        assert!(two.verify_threshold("r", &keys, &ids, 2).is_ok());
-        assert!(two.verify_threshold("r", &keys, &ids, 3).is_err());
+        assert!(two
+            .verify_threshold("r", &keys, &ids, 2, SchemeSet::ALL)
+            .is_ok());
+        assert!(two
+            .verify_threshold("r", &keys, &ids, 3, SchemeSet::ALL)
+            .is_err());
+    }
+
+    #[test]
+    fn threshold_counts_only_configured_schemes() {
+        let ks: Vec<PrivateKey> = Scheme::ALL.iter().map(|s| every_scheme_key(*s)).collect();
+        let keys: BTreeMap<_, _> = ks.iter().map(|k| (k.key_id(), k.public_key())).collect();
+        let ids: Vec<String> = keys.keys().cloned().collect();
+        let refs: Vec<&PrivateKey> = ks.iter().collect();
+        let s = RawSigned::sign(json!({"x": 1}), &refs).unwrap();
+        for scheme in Scheme::ALL {
+            let only = SchemeSet::only(scheme);
+            assert!(s.verify_threshold("r", &keys, &ids, 1, only).is_ok());
+            assert!(matches!(
+                s.verify_threshold("r", &keys, &ids, 2, only),
+                Err(Error::Threshold {
+                    valid: 1,
+                    threshold: 2,
+                    ..
+                })
+            ));
+        }
+        let ed_p256 = SchemeSet::only(Scheme::Ed25519).with(Scheme::EcdsaP256Sha256);
+        assert!(s.verify_threshold("r", &keys, &ids, 2, ed_p256).is_ok());
+        assert!(s.verify_threshold("r", &keys, &ids, 3, ed_p256).is_err());
+        assert!(matches!(
+            s.verify_threshold("r", &keys, &ids, 1, SchemeSet::EMPTY),
+            Err(Error::Threshold { valid: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn scheme_set_parses_and_prints() {
+        assert_eq!(SchemeSet::default(), SchemeSet::ALL);
+        assert_eq!("all".parse(), Ok(SchemeSet::ALL));
+        assert_eq!(
+            "ed25519".parse::<SchemeSet>(),
+            Ok(SchemeSet::only(Scheme::Ed25519))
+        );
+        let two: SchemeSet = " ecdsa-sha2-nistp256 , ed25519".parse().unwrap();
+        assert_eq!(two.to_string(), "ed25519,ecdsa-sha2-nistp256");
+        assert_eq!(two.iter().count(), 2);
+        assert!(two.contains(Scheme::EcdsaP256Sha256) && !two.contains(Scheme::RsaPssSha256));
+        assert_eq!(SchemeSet::ALL.to_string().parse(), Ok(SchemeSet::ALL));
+        assert_eq!(
+            Scheme::ALL.into_iter().collect::<SchemeSet>(),
+            SchemeSet::ALL
+        );
+        assert!(SchemeSet::EMPTY.is_empty() && !SchemeSet::ALL.is_empty());
+        assert_eq!(
+            "ed25519,rsa".parse::<SchemeSet>(),
+            Err(UnknownScheme("rsa".into()))
+        );
+        assert!("".parse::<SchemeSet>().is_err());
     }
 
     /// Keys and signatures written by securesystemslib 1.6 (python-tuf's

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::crypto::{PublicKey, RawSigned};
+use crate::crypto::{PublicKey, RawSigned, SchemeSet};
 use crate::error::{Error, Result};
 use crate::time::UnixTime;
 
@@ -271,10 +271,11 @@ impl Root {
         })
     }
 
-    /// Checks `raw` is signed by a threshold of this root's keys for `role`.
-    pub fn verify_role(&self, role: &str, raw: &RawSigned) -> Result<()> {
+    /// Checks `raw` is signed by a threshold of this root's keys for `role`,
+    /// counting only keys of a scheme in `schemes`.
+    pub fn verify_role(&self, role: &str, raw: &RawSigned, schemes: SchemeSet) -> Result<()> {
         let keys = self.role(role)?;
-        raw.verify_threshold(role, &self.keys, &keys.keyids, keys.threshold)
+        raw.verify_threshold(role, &self.keys, &keys.keyids, keys.threshold, schemes)
     }
 
     /// Whether `role`'s key set or threshold differs between `self` and `other`.

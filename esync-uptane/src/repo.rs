@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
 
-use crate::crypto::{check_length_and_hashes, RawSigned};
+use crate::crypto::{check_length_and_hashes, RawSigned, SchemeSet};
 use crate::error::{Error, Result};
 use crate::metadata::{
     check_target_name, decode_signed, percent_encode, MetaFile, Role, Root, Snapshot, TargetInfo,
@@ -52,6 +52,11 @@ pub struct Limits {
     pub max_root_rotations: u32,
     /// Most targets roles visited in one delegation search.
     pub max_delegations: usize,
+    /// Key schemes this verifier is configured for (default: all). Keys of
+    /// another scheme are ignored like keys of an unknown type: they never
+    /// count toward a threshold (root, top-level roles, delegations) and
+    /// their signatures are never checked.
+    pub schemes: SchemeSet,
 }
 
 impl Default for Limits {
@@ -63,6 +68,7 @@ impl Default for Limits {
             max_targets_size: 8 * 1024 * 1024,
             max_root_rotations: 32,
             max_delegations: 32,
+            schemes: SchemeSet::ALL,
         }
     }
 }
@@ -245,7 +251,7 @@ impl<S: TrustStore> Repository<S> {
             return Err(Error::NotProvisioned);
         }
         let root: Trusted<Root> = parse("root", &state.root)?;
-        root.meta.verify_role("root", &root.raw)?;
+        root.meta.verify_role("root", &root.raw, limits.schemes)?;
         let mut repo = Repository {
             store,
             limits,
@@ -653,7 +659,10 @@ impl<S: TrustStore> Repository<S> {
 
     fn check_targets_signature(&self, role: &str, parent: &str, raw: &RawSigned) -> Result<()> {
         if role == "targets" {
-            return self.root.meta.verify_role("targets", raw);
+            return self
+                .root
+                .meta
+                .verify_role("targets", raw, self.limits.schemes);
         }
         let p = self
             .targets
@@ -671,14 +680,17 @@ impl<S: TrustStore> Repository<S> {
                 file: format!("{role}.json"),
                 listed_in: "delegations",
             })?;
-        raw.verify_threshold(role, &d.keys, &dr.keyids, dr.threshold)
+        raw.verify_threshold(role, &d.keys, &dr.keyids, dr.threshold, self.limits.schemes)
     }
 
     fn accept_root(&mut self, bytes: &[u8]) -> Result<()> {
         let new: Trusted<Root> = parse("root", bytes)?;
         // Signed by a threshold of the trusted root's keys, and of its own.
-        self.root.meta.verify_role("root", &new.raw)?;
-        new.meta.verify_role("root", &new.raw)?;
+        self.root
+            .meta
+            .verify_role("root", &new.raw, self.limits.schemes)?;
+        new.meta
+            .verify_role("root", &new.raw, self.limits.schemes)?;
         let expected = self.root.meta.version.saturating_add(1);
         if new.meta.version != expected {
             return Err(Error::VersionMismatch {
@@ -729,24 +741,30 @@ impl<S: TrustStore> Repository<S> {
 
     /// Drops stored top-level metadata no longer signed under the trusted root.
     fn drop_unverifiable(&mut self) -> Result<()> {
-        let bad_ts = self
-            .timestamp
-            .as_ref()
-            .is_some_and(|t| self.root.meta.verify_role("timestamp", &t.raw).is_err());
+        let bad_ts = self.timestamp.as_ref().is_some_and(|t| {
+            self.root
+                .meta
+                .verify_role("timestamp", &t.raw, self.limits.schemes)
+                .is_err()
+        });
         if bad_ts {
             self.forget("timestamp")?;
         }
-        let bad_snap = self
-            .snapshot
-            .as_ref()
-            .is_some_and(|t| self.root.meta.verify_role("snapshot", &t.raw).is_err());
+        let bad_snap = self.snapshot.as_ref().is_some_and(|t| {
+            self.root
+                .meta
+                .verify_role("snapshot", &t.raw, self.limits.schemes)
+                .is_err()
+        });
         if bad_snap {
             self.forget("snapshot")?;
         }
-        let bad_targets = self
-            .targets
-            .get("targets")
-            .is_some_and(|t| self.root.meta.verify_role("targets", &t.raw).is_err());
+        let bad_targets = self.targets.get("targets").is_some_and(|t| {
+            self.root
+                .meta
+                .verify_role("targets", &t.raw, self.limits.schemes)
+                .is_err()
+        });
         if bad_targets {
             self.forget("targets")?;
         }
@@ -756,7 +774,9 @@ impl<S: TrustStore> Repository<S> {
     fn accept_timestamp(&mut self, bytes: &[u8]) -> Result<()> {
         let now = self.now_checked()?;
         let new: Trusted<Timestamp> = parse("timestamp", bytes)?;
-        self.root.meta.verify_role("timestamp", &new.raw)?;
+        self.root
+            .meta
+            .verify_role("timestamp", &new.raw, self.limits.schemes)?;
         let new_snap = new.meta.meta.get("snapshot.json").ok_or(Error::NotListed {
             file: "snapshot.json".into(),
             listed_in: "timestamp",
@@ -796,7 +816,9 @@ impl<S: TrustStore> Repository<S> {
         let m = self.snapshot_meta()?.clone();
         check_length_and_hashes("snapshot", bytes, m.length, m.hashes.as_ref())?;
         let new: Trusted<Snapshot> = parse("snapshot", bytes)?;
-        self.root.meta.verify_role("snapshot", &new.raw)?;
+        self.root
+            .meta
+            .verify_role("snapshot", &new.raw, self.limits.schemes)?;
         if new.meta.version != m.version {
             return Err(Error::VersionMismatch {
                 role: "snapshot".into(),

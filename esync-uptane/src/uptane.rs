@@ -30,7 +30,7 @@ use std::fmt::Display;
 use esync_proto::id::{EcuSerial, HardwareId, ReleaseCounter, Vin};
 use serde_json::{Map, Value};
 
-use crate::crypto::RawSigned;
+use crate::crypto::{RawSigned, SchemeSet};
 use crate::error::{Error, Result};
 use crate::metadata::{check_target_name, decode_signed, Root, TargetInfo, Targets};
 use crate::repo::{Limits, Need, Progress, Repository, Response};
@@ -488,11 +488,14 @@ pub struct PartialVerifier<S: TrustStore> {
     ecu: EcuSerial,
     hardware_id: HardwareId,
     max_size: u64,
+    schemes: SchemeSet,
 }
 
 impl<S: TrustStore> PartialVerifier<S> {
     /// Opens on `store` (pinned Director root, last accepted targets, last
     /// time) for the Agent `ecu` of hardware `hardware_id` in vehicle `vin`.
+    /// Only keys of a scheme in `limits.schemes` count toward the Director's
+    /// thresholds (an Agent with little CPU may be ed25519-only).
     pub fn open(
         mut store: S,
         vin: Vin,
@@ -503,12 +506,12 @@ impl<S: TrustStore> PartialVerifier<S> {
         let state = store.load().map_err(Error::Store)?;
         let raw = RawSigned::from_slice("root", &state.root)?;
         let root: Root = decode_signed("root", &raw)?;
-        root.verify_role("root", &raw)?;
+        root.verify_role("root", &raw, limits.schemes)?;
         let last_version = state
             .roles
             .get("targets")
             .and_then(|b| RawSigned::from_slice("targets", b).ok())
-            .filter(|raw| root.verify_role("targets", raw).is_ok())
+            .filter(|raw| root.verify_role("targets", raw, limits.schemes).is_ok())
             .and_then(|raw| decode_signed::<Targets>("targets", &raw).ok())
             .map(|t| t.version);
         Ok(PartialVerifier {
@@ -520,6 +523,7 @@ impl<S: TrustStore> PartialVerifier<S> {
             ecu,
             hardware_id,
             max_size: limits.max_targets_size,
+            schemes: limits.schemes,
         })
     }
 
@@ -535,8 +539,8 @@ impl<S: TrustStore> PartialVerifier<S> {
         }
         let raw = RawSigned::from_slice("root", bytes)?;
         let new: Root = decode_signed("root", &raw)?;
-        self.root.verify_role("root", &raw)?;
-        new.verify_role("root", &raw)?;
+        self.root.verify_role("root", &raw, self.schemes)?;
+        new.verify_role("root", &raw, self.schemes)?;
         let expected = self.root.version.saturating_add(1);
         if new.version != expected {
             return Err(Error::VersionMismatch {
@@ -594,7 +598,7 @@ impl<S: TrustStore> PartialVerifier<S> {
         }
         let raw = RawSigned::from_slice("targets", bytes)?;
         let targets: Targets = decode_signed("targets", &raw)?;
-        self.root.verify_role("targets", &raw)?;
+        self.root.verify_role("targets", &raw, self.schemes)?;
         if let Some(last) = self.last_version {
             if targets.version < last {
                 return Err(Error::Rollback {

@@ -6,7 +6,8 @@
 //! esync-agent run       --dir D --vin VIN --device-path /powertrain/ecm \
 //!                       --hardware-id ecm-hw-1 --serial ECM0001 \
 //!                       --agent-key SEED_HEX --client-key PUBKEY_HEX \
-//!                       --director-root ROOT.json [--mqtt 127.0.0.1:1883]
+//!                       --director-root ROOT.json [--mqtt 127.0.0.1:1883] \
+//!                       [--key-schemes ed25519]
 //! ```
 //!
 //! `run` restarts the device (bootloader decision: trial boot or fall
@@ -38,9 +39,8 @@ use esync_proto::id::{DevicePath, EcuSerial, HardwareId, SoftwareVersion, Vin};
 use esync_proto::message::{Participant, Signal, SignalValue};
 use esync_store::trust::DirTrustStore;
 use esync_transport::{MqttConfig, MqttPresence, MqttTransport, Transport};
-use esync_uptane::repo::Limits;
+use esync_uptane::crypto::SchemeSet;
 use esync_uptane::store::TrustStore as _;
-use esync_uptane::uptane::PartialVerifier;
 
 #[derive(Parser)]
 #[command(name = "esync-agent", about = "File-backed A/B esync Agent")]
@@ -114,6 +114,11 @@ struct RunArgs {
     /// MQTT broker (host:port).
     #[arg(long, default_value = "127.0.0.1:1883")]
     mqtt: String,
+    /// Key schemes the Director's keys may use (comma-separated: ed25519,
+    /// ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, rsassa-pss-sha256, or
+    /// all); keys of other schemes are ignored.
+    #[arg(long, default_value_t = SchemeSet::ALL)]
+    key_schemes: SchemeSet,
     /// Install precondition; makes the Agent safety-critical.
     #[arg(long)]
     safety_precondition: Option<String>,
@@ -194,6 +199,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
     if let Some(p) = &a.safety_precondition {
         config = config.safety_critical(p).map_err(|e| e.to_string())?;
     }
+    config.uptane_schemes = a.key_schemes;
     let mut device = FileDevice::boot(&dev_dir(&a.dir), a.capacity).map_err(|e| e.to_string())?;
     device.set_signals(
         a.signals
@@ -222,14 +228,8 @@ async fn run(a: RunArgs) -> Result<(), String> {
             .store_role("root", &root)
             .map_err(|e| format!("uptane trust store: {e}"))?;
     }
-    let pv = PartialVerifier::open(
-        trust,
-        a.vin.clone(),
-        a.serial.clone(),
-        a.hardware_id.clone(),
-        Limits::default(),
-    )
-    .map_err(|e| format!("uptane: {e}"))?;
+    let pv =
+        UptanePartial::open(trust, a.vin.clone(), &config).map_err(|e| format!("uptane: {e}"))?;
 
     let agent_seed = hex32(&a.agent_key, "agent key")?;
     let agent_key = SigningKey::from_bytes(&agent_seed);
@@ -264,7 +264,7 @@ async fn run(a: RunArgs) -> Result<(), String> {
         config,
         device: Box::new(device),
         journal: Box::new(FileJournal::new(&a.dir, "agent.journal")),
-        verifier: Box::new(UptanePartial::new(pv)),
+        verifier: Box::new(pv),
         patcher: Box::new(esync_agent::delta::PackageApplier),
         policy: Box::new(AlwaysConsent),
         reporter: Some(Box::new(UptaneReporter::new(
