@@ -5,7 +5,9 @@ use esync_proto::frame::{FrameDecoder, FrameLimits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&step, rest)) = data.split_first() else { return };
+    let Some((&step, rest)) = data.split_first() else {
+        return;
+    };
     let mut d = FrameDecoder::new(FrameLimits::new(4096));
     for piece in rest.chunks(usize::from(step).max(1)) {
         d.push(piece);
