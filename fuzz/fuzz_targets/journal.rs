@@ -21,7 +21,12 @@ fuzz_target!(|data: &[u8]| {
     record.extend_from_slice(data);
     record.extend_from_slice(&sha256(data).0);
     if let Ok(state) = open(&record) {
+        // Compared as bytes: a signal value may be a NaN float.
         let again = seal::seal(JOURNAL_MAGIC, &state).expect("a decoded state encodes");
-        assert_eq!(open(&again).expect("its own record opens"), state);
+        let reopened = open(&again).expect("its own record opens");
+        assert_eq!(
+            seal::seal(JOURNAL_MAGIC, &reopened).expect("encodes"),
+            again
+        );
     }
 });
