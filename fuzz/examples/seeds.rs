@@ -13,14 +13,12 @@ use std::convert::Infallible;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use esync_agent::journal::JOURNAL_MAGIC;
-use esync_agent::seal;
+use esync_agent::journal::encode_state;
 use esync_agent::state::{JournalState, OutboxEntry, Stage, TransferRecord, UpdateRecord};
 use esync_agent::target::{DeltaEntry, DirectedTarget};
+use esync_package::build::{ComponentInput, PackageBuilder};
 use esync_package::delta::generate::{generate_patch, GenerateOptions};
-use esync_package::package::{
-    ComponentInput, ComponentPolicy, PackageBuilder, PackageId, Precondition,
-};
+use esync_package::package::{ComponentPolicy, PackageId, Precondition};
 use esync_proto::envelope::{Envelope, SignedEnvelope};
 use esync_proto::frame::{self, FrameLimits};
 use esync_proto::id::{DevicePath, EcuSerial, HardwareId, Id128, ReleaseCounter, SoftwareVersion};
@@ -170,11 +168,11 @@ fn journal_states() -> Vec<JournalState> {
 fn journal() -> Seeds {
     let mut s = Seeds::new();
     for (i, state) in journal_states().iter().enumerate() {
-        let record = seal::seal(JOURNAL_MAGIC, state).expect("seal");
+        let record = encode_state(state).expect("encode");
         // The target reads its input both as a whole record and as the
         // body of one; seed both.
         s.insert(format!("record-{i}"), record.clone());
-        s.insert(format!("body-{i}"), record[5..record.len() - 32].to_vec());
+        s.insert(format!("body-{i}"), record[7..record.len() - 32].to_vec());
     }
     s
 }

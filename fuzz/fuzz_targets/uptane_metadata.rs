@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let _ = to_canonical(&raw.signed);
     if let Ok(root) = decode_signed::<Root>("root", &raw) {
-        let _ = root.verify_role("root", &raw);
+        let _ = root.verify_role("root", &raw, esync_uptane::crypto::SchemeSet::default());
         let _ = root.role_keys_changed(&root, "targets");
     }
     if let Ok(targets) = decode_signed::<Targets>("targets", &raw) {
