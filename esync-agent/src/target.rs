@@ -25,7 +25,7 @@
 //! them. The postcard layout of both types is part of the journal format
 //! (pinned by a golden test): a change needs a new journal record version.
 //!
-//! `esync_uptane::uptane::DirectedTarget` is a third concept, the raw
+//! `esync_uptane::uptane::DirectorTarget` is a third concept, the raw
 //! Director targets entry (name, ECU, `TargetInfo` with its `custom` JSON)
 //! before it is decoded into a package description.
 

@@ -26,7 +26,7 @@ use esync_uptane::metadata::{decode_signed, Targets};
 use esync_uptane::repo::Need;
 use esync_uptane::store::TrustStore;
 use esync_uptane::uptane::{
-    DirectedTarget as UptaneTarget, FullVerifier, PartialVerifier, RepoKind, Vehicle,
+    DirectorTarget as UptaneTarget, FullVerifier, PartialVerifier, RepoKind, Vehicle,
 };
 use esync_uptane::{Error, UnixTime};
 

@@ -22,7 +22,7 @@
 //! | `custom.release_counter` | integer (absent = 0) | anti-rollback counter; must equal the Director's |
 //!
 //! Any other `custom` field (e.g. `custom.esync`, owned by esync-package) is
-//! kept verbatim and handed back in [`DirectedTarget`].
+//! kept verbatim and handed back in [`DirectorTarget`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
@@ -117,7 +117,7 @@ pub struct Vehicle {
 
 /// A Director target that passed verification.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DirectedTarget {
+pub struct DirectorTarget {
     /// Target (image) name.
     pub name: String,
     /// ECU that installs it.
@@ -156,7 +156,7 @@ fn str_field<'a>(name: &str, custom: &'a Value, field: &str) -> Result<&'a str> 
 /// Decodes and checks the Director targets role for `vin`: no delegations,
 /// names safe, every entry for this vehicle, at most one entry per ECU.
 /// Returns the entries, unchecked against the vehicle's ECUs.
-pub fn director_entries(targets: &Targets, vin: &Vin) -> Result<Vec<DirectedTarget>> {
+pub fn director_entries(targets: &Targets, vin: &Vin) -> Result<Vec<DirectorTarget>> {
     if targets
         .delegations
         .as_ref()
@@ -194,7 +194,7 @@ pub fn director_entries(targets: &Targets, vin: &Vin) -> Result<Vec<DirectedTarg
                 ecu: ecu.to_string(),
             });
         }
-        out.push(DirectedTarget {
+        out.push(DirectorTarget {
             name: name.clone(),
             ecu,
             hardware_id,
@@ -207,7 +207,7 @@ pub fn director_entries(targets: &Targets, vin: &Vin) -> Result<Vec<DirectedTarg
 }
 
 fn check_for_ecu(
-    t: &DirectedTarget,
+    t: &DirectorTarget,
     hardware_id: &HardwareId,
     installed: ReleaseCounter,
 ) -> Result<()> {
@@ -232,7 +232,7 @@ fn check_for_ecu(
 /// Director checks of full verification: [`director_entries`], every ECU in
 /// the vehicle, hardware id equal to the ECU's, release counter not lower
 /// than the installed one.
-pub fn check_director_targets(targets: &Targets, vehicle: &Vehicle) -> Result<Vec<DirectedTarget>> {
+pub fn check_director_targets(targets: &Targets, vehicle: &Vehicle) -> Result<Vec<DirectorTarget>> {
     let entries = director_entries(targets, &vehicle.vin)?;
     for t in &entries {
         let ecu = vehicle.ecus.get(&t.ecu).ok_or_else(|| Error::UnknownEcu {
@@ -247,7 +247,7 @@ pub fn check_director_targets(targets: &Targets, vehicle: &Vehicle) -> Result<Ve
 /// Checks a Director target against the Image repository's entry of the same
 /// name: same length, every Director hash present and equal, hardware id in
 /// `custom.hardwareIds`, release counter equal.
-pub fn match_image(directed: &DirectedTarget, image: &TargetInfo) -> Result<()> {
+pub fn match_image(directed: &DirectorTarget, image: &TargetInfo) -> Result<()> {
     let n = &directed.name;
     if directed.info.length != image.length {
         return Err(image_mismatch(
@@ -322,14 +322,14 @@ pub enum FullProgress {
     /// Fetch this file from that repository and call [`FullVerifier::provide`].
     Need(RepoKind, Need),
     /// Verified: what each ECU must install (empty: nothing to do).
-    Done(Vec<DirectedTarget>),
+    Done(Vec<DirectorTarget>),
 }
 
 enum Stage {
     Idle,
     Director,
-    Image(Vec<DirectedTarget>),
-    Lookup(Vec<DirectedTarget>, usize),
+    Image(Vec<DirectorTarget>),
+    Lookup(Vec<DirectorTarget>, usize),
 }
 
 /// Full verification for the Client: both repositories, every Director
@@ -397,7 +397,7 @@ impl<SD: TrustStore, SI: TrustStore> FullVerifier<SD, SI> {
         &mut self,
         now: UnixTime,
         mut fetch: impl FnMut(RepoKind, &Need) -> Result<Option<Vec<u8>>, E>,
-    ) -> Result<Vec<DirectedTarget>> {
+    ) -> Result<Vec<DirectorTarget>> {
         let mut p = self.begin(now)?;
         loop {
             match p {
@@ -579,7 +579,7 @@ impl<S: TrustStore> PartialVerifier<S> {
         bytes: &[u8],
         now: UnixTime,
         installed: ReleaseCounter,
-    ) -> Result<Option<DirectedTarget>> {
+    ) -> Result<Option<DirectorTarget>> {
         if let Some(last) = self.last_time {
             if now < last {
                 return Err(Error::TimeWentBackwards {

@@ -23,7 +23,7 @@ use esync_uptane::crypto::RawSigned;
 use esync_uptane::manifest::VehicleManifest;
 use esync_uptane::repo::Limits;
 use esync_uptane::uptane::{
-    DirectedTarget as UptaneTarget, EcuInfo, FullVerifier, RepoKind, Vehicle,
+    DirectorTarget as UptaneTarget, EcuInfo, FullVerifier, RepoKind, Vehicle,
 };
 use esync_uptane::{MemoryStore, PrivateKey, UnixTime};
 

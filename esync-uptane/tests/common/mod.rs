@@ -353,7 +353,7 @@ impl World {
         &self,
         fv: &mut FullVerifier<MemoryStore, MemoryStore>,
         now: UnixTime,
-    ) -> esync_uptane::Result<Vec<esync_uptane::uptane::DirectedTarget>> {
+    ) -> esync_uptane::Result<Vec<esync_uptane::uptane::DirectorTarget>> {
         let base = self.http.base.clone();
         fv.verify_with(now, |kind, need| {
             let prefix = match kind {
