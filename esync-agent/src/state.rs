@@ -1,5 +1,7 @@
 //! The Agent's persistent state: what the journal holds.
 
+use std::sync::Arc;
+
 use esync_proto::id::{CorrelationId, Sha256Digest, TransferId, UpdateId};
 use esync_proto::message::{
     AgentState, Decision, Failure, ImageEncoding, InstalledImage, Payload, RollbackTarget,
@@ -102,8 +104,11 @@ pub struct TransferRecord {
     pub total_length: u64,
     /// Chunk size.
     pub chunk_size: u32,
-    /// Hash of every chunk.
-    pub chunk_hashes: Vec<Sha256Digest>,
+    /// Hash of every chunk. Shared with the transfer's
+    /// [`esync_package::chunk::ChunkPlan`] (one copy of the list while
+    /// receiving); serialised exactly like a `Vec` (serde's `rc` feature),
+    /// so the journal layout is the one of a plain list.
+    pub chunk_hashes: Arc<[Sha256Digest]>,
     /// Chunks `0..next_chunk` are durably staged and verified.
     pub next_chunk: u32,
 }

@@ -35,6 +35,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::io;
+use std::sync::Arc;
 
 use esync_proto::id::{Sha256Digest, TransferId, UpdateId};
 use esync_proto::message::{TransferAck, TransferChunk, TransferStart};
@@ -184,11 +185,16 @@ pub struct ExpectedTransfer {
 }
 
 /// A verified list of chunk hashes for an artifact of known length.
+///
+/// The list is shared ([`Arc`]): cloning a plan, or building one from a
+/// list the receiver also journals ([`ChunkPlan::new`] with the journal's
+/// `Arc`, [`ChunkPlan::shared_hashes`]), costs no second copy of 32 bytes
+/// per chunk.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChunkPlan {
     total_length: u64,
     chunk_size: u32,
-    hashes: Vec<Sha256Digest>,
+    hashes: Arc<[Sha256Digest]>,
 }
 
 fn chunk_count(total_length: u64, chunk_size: u32) -> Result<u64, ChunkError> {
@@ -249,7 +255,7 @@ impl ChunkPlan {
         let plan = Self::new(
             start.total_length,
             start.chunk_size,
-            start.chunk_hashes.clone(),
+            start.chunk_hashes.as_slice(),
             limits,
         )?;
         if expected
@@ -264,20 +270,24 @@ impl ChunkPlan {
     /// A plan from a chunk list trusted already (for example one a receiver
     /// journaled after [`ChunkPlan::check_start`]), checked against `limits`
     /// and for a hash count that fits the length and chunk size.
+    ///
+    /// `hashes` may be an `Arc<[Sha256Digest]>` the caller keeps (the plan
+    /// then shares it, no copy), a `Vec` (moved in) or a slice (copied).
+    /// The count is checked before a slice is copied.
     pub fn new(
         total_length: u64,
         chunk_size: u32,
-        hashes: Vec<Sha256Digest>,
+        hashes: impl Into<Arc<[Sha256Digest]>> + AsRef<[Sha256Digest]>,
         limits: &ChunkLimits,
     ) -> Result<Self, ChunkError> {
         let n = limits.chunk_count(total_length, chunk_size)?;
-        if hashes.len() as u64 != n {
+        if hashes.as_ref().len() as u64 != n {
             return Err(ChunkError::MetadataMismatch(StartMismatch::ChunkCount));
         }
         Ok(Self {
             total_length,
             chunk_size,
-            hashes,
+            hashes: hashes.into(),
         })
     }
 
@@ -299,6 +309,12 @@ impl ChunkPlan {
 
     /// The chunk hashes.
     pub fn hashes(&self) -> &[Sha256Digest] {
+        &self.hashes
+    }
+
+    /// The chunk hashes as the shared list this plan holds: clone it to keep
+    /// the list elsewhere (a journal record) without copying it.
+    pub fn shared_hashes(&self) -> &Arc<[Sha256Digest]> {
         &self.hashes
     }
 
@@ -324,7 +340,7 @@ impl ChunkPlan {
             update_id,
             total_length: self.total_length,
             chunk_size: self.chunk_size,
-            chunk_hashes: self.hashes.clone(),
+            chunk_hashes: self.hashes.to_vec(),
         }
     }
 
@@ -801,6 +817,32 @@ mod tests {
             .unwrap();
         assert!(rx.is_complete());
         assert_eq!(rx.store().0, data);
+    }
+
+    #[test]
+    fn a_plan_shares_the_chunk_list_it_is_given() {
+        let data = image(4 * 1024);
+        let list: Arc<[Sha256Digest]> = ChunkPlan::compute(&data, 1024).unwrap().hashes().into();
+        let limits = ChunkLimits::default();
+        let plan = ChunkPlan::new(data.len() as u64, 1024, Arc::clone(&list), &limits).unwrap();
+        assert!(Arc::ptr_eq(plan.shared_hashes(), &list));
+        let t = Id128([7; 16]);
+        let rx = ChunkAssembler::resume(t, plan.clone(), MemoryChunkStore(data.clone()));
+        assert!(rx.is_complete());
+        assert!(Arc::ptr_eq(rx.plan().shared_hashes(), &list));
+        let (rx, _) = rx.replace_store(());
+        assert!(Arc::ptr_eq(rx.plan().shared_hashes(), &list));
+        // A wrong count is refused before anything is copied or shared.
+        assert!(matches!(
+            ChunkPlan::new(data.len() as u64, 1024, &list[..3], &limits),
+            Err(ChunkError::MetadataMismatch(StartMismatch::ChunkCount))
+        ));
+        // A slice or a Vec is taken as a new list with the same content.
+        let copied = ChunkPlan::new(data.len() as u64, 1024, &list[..], &limits).unwrap();
+        assert!(!Arc::ptr_eq(copied.shared_hashes(), &list));
+        assert_eq!(copied, plan);
+        let start = plan.transfer_start(t, t);
+        assert_eq!(start.chunk_hashes, list.to_vec());
     }
 
     #[test]

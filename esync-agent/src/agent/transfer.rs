@@ -7,9 +7,16 @@
 //! [`ChunkAssembler::accept`] into the device's staging area (through
 //! [`Staging`]), and recovery re-verifies with
 //! [`ChunkAssembler::resume_from`] after the journaled position.
+//!
+//! The chunk list is held once: the journaled [`TransferRecord`] and the
+//! assembler's plan share one `Arc<[Sha256Digest]>` (32 B per chunk, not
+//! 64).
+//!
+//! [`Sha256Digest`]: esync_proto::id::Sha256Digest
 
 use core::cell::Cell;
 use std::io;
+use std::sync::Arc;
 
 use esync_package::chunk::{
     ChunkAssembler, ChunkError, ChunkOutcome, ChunkPlan, ChunkStore, ExpectedTransfer,
@@ -155,7 +162,7 @@ impl Agent {
             Stage::Consented | Stage::Receiving | Stage::Received
         ) {
             if let Some(t) = &rec.transfer {
-                if t.chunk_hashes == s.chunk_hashes && t.total_length == s.total_length {
+                if t.chunk_hashes[..] == s.chunk_hashes[..] && t.total_length == s.total_length {
                     out.send(
                         corr,
                         TransferAck {
@@ -225,7 +232,7 @@ impl Agent {
         }
         // Same content as the transfer in progress: resume where it stands.
         if let Some(t) = &rec.transfer {
-            if t.chunk_hashes == s.chunk_hashes
+            if t.chunk_hashes[..] == s.chunk_hashes[..]
                 && t.total_length == s.total_length
                 && t.chunk_size == s.chunk_size
             {
@@ -270,7 +277,8 @@ impl Agent {
                 transfer_id: s.transfer_id,
                 total_length: s.total_length,
                 chunk_size: s.chunk_size,
-                chunk_hashes: s.chunk_hashes.clone(),
+                // The plan's list: one copy while receiving.
+                chunk_hashes: Arc::clone(plan.shared_hashes()),
                 next_chunk: 0,
             });
             rec.stage = Stage::Receiving;
@@ -462,7 +470,7 @@ impl Agent {
         let Ok(plan) = ChunkPlan::new(
             t.total_length,
             t.chunk_size,
-            t.chunk_hashes.clone(),
+            Arc::clone(&t.chunk_hashes),
             &self.chunk_limits,
         ) else {
             return Ok(None);
