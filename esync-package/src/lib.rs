@@ -111,8 +111,11 @@
 //! * `BsdiffXz`: `3B + 3·32 KiB + Σ_streams (dict_s + ~100 KiB)` with
 //!   `dict_s ≤ min(2^window_log, ApplyLimits::xz_memlimit)` (same 4 MiB
 //!   default);
-//! * `Bsdiff40`: `3B + 3·(400 KiB · level)` for bzip2's decode tables
-//!   (≤ 3 × 3.6 MiB at level 9).
+//! * `Bsdiff40`: `3B + 3·32 KiB + 3·(400 KiB · level)` for bzip2's decode
+//!   tables (≤ 3 × 3.6 MiB at level 9).
+//!
+//! (Each stream's 32 KiB is the compressed input read from the patch and not
+//! yet decoded, kept in the application state between steps.)
 //!
 //! It does not grow with the image size.
 //!
