@@ -5,14 +5,17 @@
 use std::io;
 
 use esync_package::delta::{
-    apply_patch, ApplyLimits, DeltaError, SlotWriter, SourceImage, TargetSpec,
+    ApplyLimits, ApplyStep, DeltaError, PatchApplicationState, SlotWriter, SourceImage, TargetSpec,
 };
 use esync_proto::id::Sha256Digest;
 use esync_proto::message::PatchFormat;
 
-use crate::patch::{ExpectedImage, ImageRead, ImageSink, PatchApplier, PatchError};
+use crate::patch::{
+    ExpectedImage, ImageRead, ImageSink, PatchApplier, PatchError, PatchJob, PatchProgress,
+};
 
-/// Applies patches with [`esync_package::delta::apply_patch`].
+/// Applies patches with [`esync_package::delta::PatchApplicationState`],
+/// one bounded step at a time.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PackageApplier;
 
@@ -44,6 +47,29 @@ struct Sink<'a>(&'a mut dyn ImageSink);
 impl SlotWriter for Sink<'_> {
     fn write_slot(&mut self, data: &[u8]) -> io::Result<()> {
         self.0.write(data).map_err(io::Error::other)
+    }
+}
+
+/// A [`PatchJob`] over esync-package's reader-free application state.
+#[derive(Debug)]
+struct PackageJob(PatchApplicationState);
+
+impl PatchJob for PackageJob {
+    fn step(
+        &mut self,
+        source: &dyn ImageRead,
+        patch: &dyn ImageRead,
+        out: &mut dyn ImageSink,
+        budget: u64,
+    ) -> Result<PatchProgress, PatchError> {
+        match self
+            .0
+            .step(&Src(source), &Src(patch), &mut Sink(out), budget)
+            .map_err(map)?
+        {
+            ApplyStep::Pending { written, total } => Ok(PatchProgress::Pending { written, total }),
+            ApplyStep::Done(_) => Ok(PatchProgress::Done),
+        }
     }
 }
 
@@ -82,32 +108,24 @@ impl PatchApplier for PackageApplier {
         ]
     }
 
-    fn apply(
+    fn begin(
         &self,
         format: PatchFormat,
-        source: &dyn ImageRead,
         source_sha256: &Sha256Digest,
-        patch: &dyn ImageRead,
         expected: ExpectedImage,
-        out: &mut dyn ImageSink,
         max_memory: u64,
-    ) -> Result<(), PatchError> {
+    ) -> Result<Box<dyn PatchJob>, PatchError> {
         let target = TargetSpec {
             length: expected.len,
             sha256: expected.sha256,
         };
         let limits = limits_for(max_memory, expected.len);
-        apply_patch(
+        Ok(Box::new(PackageJob(PatchApplicationState::new(
             format,
-            &Src(source),
-            source_sha256,
-            &Src(patch),
-            &target,
-            &mut Sink(out),
-            &limits,
-        )
-        .map(|_| ())
-        .map_err(map)
+            *source_sha256,
+            target,
+            limits,
+        ))))
     }
 }
 

@@ -361,6 +361,44 @@ fn power_cut_at_every_step_of_install_and_rollback() {
     assert!(runs >= 300, "only {runs} runs");
 }
 
+/// A delta whose reconstruction spans several polls (its target is far
+/// larger than one write quantum plus one applier block), so power is also
+/// cut between two steps of the patch application held in memory.
+#[test]
+fn power_cut_at_every_step_of_a_multi_poll_delta_install() {
+    let o = old();
+    let mut n = new_img();
+    n.extend_from_slice(&image(11, 150_000));
+    let patch = generate_patch(&o, &n, &GenerateOptions::new(PatchFormat::BsdiffZstd)).unwrap();
+    let u = Update::delta(
+        1,
+        "2.0.0",
+        2,
+        "1.0.0",
+        &o,
+        &n,
+        PatchFormat::BsdiffZstd,
+        patch,
+        16 * 1024,
+    );
+    let (os, ns) = (sha256(&o), sha256(&n));
+    let mut runs = 0u64;
+    for kind in KINDS {
+        runs += every_point(|cut| {
+            install_run(
+                mem_rig(&o),
+                &u,
+                os,
+                ns,
+                &[(cut, kind)],
+                true,
+                &format!("mem multi-poll delta {kind:?} @{cut}"),
+            )
+        });
+    }
+    assert!(runs > 30, "{runs} runs");
+}
+
 #[test]
 fn injected_failures_at_every_step_end_consistent() {
     let (os, ns) = (sha256(&old()), sha256(&new_img()));

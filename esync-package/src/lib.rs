@@ -80,15 +80,18 @@
 //!
 //! ### Bounded work per step
 //!
-//! `delta::PatchApplication` holds one application in memory; each `step`
-//! does at most its byte budget of work plus one internal block
+//! `delta::PatchApplicationState` holds one application in memory and no
+//! reader: each `step` is lent the source and the patch for that call (so a
+//! caller that can only borrow them per call, like an Agent borrowing its
+//! device for one `poll`, keeps the state between calls) and does at most its byte budget of work plus one internal block
 //! ([`delta::ApplyLimits::block`]), where a byte of work is a source byte
 //! hashed, an output byte written or a control-stream byte decoded (so a
 //! patch of empty controls cannot stall one step either). The first steps
 //! only hash the source; nothing is written before it matches. The state is
 //! resumable across calls while it is held, not across a power cut: after a
 //! restart the reconstruction begins again (the Agent restarts it from its
-//! journal). `apply_patch` is the same state stepped to the end in one call,
+//! journal). `delta::PatchApplication` is the state owning its readers;
+//! `apply_patch` is the same state stepped to the end in one call,
 //! so both give the same output, report and errors.
 
 //! ## Memory bound of application
@@ -108,8 +111,11 @@
 //! * `BsdiffXz`: `3B + 3·32 KiB + Σ_streams (dict_s + ~100 KiB)` with
 //!   `dict_s ≤ min(2^window_log, ApplyLimits::xz_memlimit)` (same 4 MiB
 //!   default);
-//! * `Bsdiff40`: `3B + 3·(400 KiB · level)` for bzip2's decode tables
-//!   (≤ 3 × 3.6 MiB at level 9).
+//! * `Bsdiff40`: `3B + 3·32 KiB + 3·(400 KiB · level)` for bzip2's decode
+//!   tables (≤ 3 × 3.6 MiB at level 9).
+//!
+//! (Each stream's 32 KiB is the compressed input read from the patch and not
+//! yet decoded, kept in the application state between steps.)
 //!
 //! It does not grow with the image size.
 //!

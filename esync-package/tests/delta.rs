@@ -9,8 +9,8 @@ use std::process::Command;
 
 use esync_package::delta::generate::{generate_patch, GenerateOptions};
 use esync_package::delta::{
-    apply_patch, format, ApplyLimits, ApplyStep, DeltaError, PatchApplication, SlotWriter, Stream,
-    TargetSpec,
+    apply_patch, format, ApplyLimits, ApplyStep, DeltaError, PatchApplication,
+    PatchApplicationState, SlotWriter, Stream, TargetSpec,
 };
 use esync_package::digest::sha256;
 use esync_proto::message::{FailureCode, PatchFormat};
@@ -327,6 +327,47 @@ fn stepwise_application_respects_the_budget_and_equals_one_shot() {
             // A finished application refuses further steps.
             assert!(matches!(app.step(&mut slot, 1), Err(DeltaError::Ended)));
         }
+    }
+}
+
+#[test]
+fn reader_free_state_lent_fresh_readers_each_step_equals_one_shot() {
+    // The state holds no reader: every step gets its own copies of the
+    // source and the patch (as an Agent lends its device for one poll), and
+    // the output is the one-shot output, within the budget at every step.
+    let (old, new) = images(90_000, 37);
+    let limits = ApplyLimits {
+        block: 2048,
+        ..ApplyLimits::default()
+    };
+    for (name, f, patch) in every_encoding(&old, &new) {
+        let mut state = PatchApplicationState::new(f, sha256(&old), spec(&new), limits);
+        let mut slot = Recorder::default();
+        let budget = 10_000u64;
+        let mut steps = 0u64;
+        let report = loop {
+            let (source, lent_patch) = (old.clone(), patch.clone());
+            let before = slot.bytes.len() as u64;
+            let r = state.step(&source, &lent_patch, &mut slot, budget).unwrap();
+            drop((source, lent_patch));
+            let wrote = slot.bytes.len() as u64 - before;
+            assert!(wrote <= budget + 2048, "{name}: step wrote {wrote}");
+            assert_eq!(state.written(), slot.bytes.len() as u64);
+            steps += 1;
+            if let ApplyStep::Done(report) = r {
+                break report;
+            }
+        };
+        assert!(slot.bytes == new, "{name}: output");
+        assert_eq!(report.sha256, sha256(&new), "{name}");
+        assert!(
+            steps >= (old.len() + new.len()) as u64 / (budget + 2048),
+            "{name}: {steps}"
+        );
+        assert!(matches!(
+            state.step(&old, &patch, &mut slot, 1),
+            Err(DeltaError::Ended)
+        ));
     }
 }
 

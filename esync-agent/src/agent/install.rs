@@ -299,6 +299,8 @@ impl Agent {
             }
             self.slot_begun = true;
             self.write_offset = 0;
+            // A reconstruction of an earlier slot_begin writes nothing more.
+            self.delta = None;
         }
         let Some(enc) = &rec.encoding else {
             return self.fail_attempt(wf("no encoding recorded".into()), ctx, out);
@@ -348,17 +350,26 @@ impl Agent {
                 source_sha256,
                 ..
             } => {
+                // One bounded step per poll: at most `write_quantum` bytes
+                // of patch work plus one applier block.
                 let source_len = rec.from.as_ref().map_or(0, |f| f.length);
-                if let Err(e) = self.apply_delta(
-                    *format,
-                    source_len,
-                    *source_sha256,
-                    *patch_length,
-                    t,
-                    true,
-                    ctx,
-                ) {
-                    return self.fail_attempt(e.into_failure()?, ctx, out);
+                let mut run = match self.delta.take() {
+                    Some(run) => run,
+                    None => match self.begin_delta(*format, *source_sha256, t, ctx) {
+                        Ok(run) => run,
+                        Err(e) => return self.fail_attempt(e.into_failure()?, ctx, out),
+                    },
+                };
+                let budget = self.config.write_quantum as u64;
+                match self.step_delta(&mut run, source_len, *patch_length, t, true, budget, ctx) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.write_offset = run.written();
+                        self.delta = Some(run);
+                        self.progress(out, Phase::Write, self.write_offset, t.length);
+                        return Ok(());
+                    }
+                    Err(e) => return self.fail_attempt(e.into_failure()?, ctx, out),
                 }
                 self.write_offset = t.length;
                 self.progress(out, Phase::Write, t.length, t.length);
@@ -527,6 +538,7 @@ impl Agent {
             }
         }
         self.slot_begun = false;
+        self.delta = None;
         let running_version = running
             .map(|r| r.version)
             .or_else(|| rec.from.as_ref().map(|f| f.version.clone()));

@@ -222,6 +222,9 @@ pub struct Agent {
     /// Write position in the inactive slot (restarted on recovery).
     write_offset: u64,
     slot_begun: bool,
+    /// The delta reconstruction writing the inactive slot, between polls
+    /// (restarted with the slot).
+    delta: Option<reconstruct::DeltaRun>,
     /// The clocks of the current call.
     clock: Now,
 }
@@ -292,6 +295,7 @@ impl Agent {
             journaled_next_chunk: 0,
             write_offset: 0,
             slot_begun: false,
+            delta: None,
             clock: now,
         };
         agent.tick(now);
@@ -374,7 +378,9 @@ impl Agent {
     }
 
     /// Does the next piece of pending work (one device step, or one write
-    /// quantum), and handles deadlines.
+    /// quantum: for a delta install, one step of the patch application of
+    /// at most `write_quantum` bytes of work plus one applier block), and
+    /// handles deadlines.
     pub fn poll(&mut self, now: Now, ctx: &mut Context<'_>) -> Result<Output, AgentError> {
         self.tick(now);
         let mut out = Output::default();

@@ -200,15 +200,16 @@ impl Agent {
                 }
                 drop(buf);
                 self.progress(out, Phase::Patch, 0, target.length);
-                self.apply_delta(
-                    *format,
+                let mut run = self.begin_delta(*format, *source_sha256, target, ctx)?;
+                while !self.step_delta(
+                    &mut run,
                     installed.length,
-                    *source_sha256,
                     total,
                     target,
                     false,
+                    u64::MAX,
                     ctx,
-                )?;
+                )? {}
                 self.progress(out, Phase::Patch, target.length, target.length);
                 Ok(target.sha256)
             }

@@ -1,5 +1,11 @@
 //! Delta reconstruction through the host's patch applier, reading the running
-//! image and the staged patch from the device.
+//! image and the staged patch from the device, one bounded step at a time.
+//!
+//! A [`DeltaRun`] is an application in progress (the applier's
+//! [`PatchJob`], the running hash and length of the output); it lives in
+//! the Agent's memory between polls and is lent the device for each step.
+//! It is never journaled: after a restart the reconstruction begins again
+//! (in the Writing stage, with `slot_begin`).
 
 use core::cell::{Cell, RefCell};
 
@@ -9,7 +15,7 @@ use sha2::Digest as _;
 
 use crate::device::Device;
 use crate::error::AgentError;
-use crate::patch::{ExpectedImage, ImageRead, ImageSink, PatchError};
+use crate::patch::{ExpectedImage, ImageRead, ImageSink, PatchError, PatchJob, PatchProgress};
 use crate::target::DirectedTarget;
 
 use super::{failure, Agent, Context, StepError};
@@ -47,6 +53,21 @@ impl ImageRead for DevRead<'_, '_> {
                 PatchError::Io(e.to_string())
             }
         })
+    }
+}
+
+/// One delta reconstruction in progress.
+#[derive(Debug)]
+pub(super) struct DeltaRun {
+    job: Box<dyn PatchJob>,
+    hasher: sha2::Sha256,
+    written: u64,
+}
+
+impl DeltaRun {
+    /// Bytes of output so far.
+    pub(super) fn written(&self) -> u64 {
+        self.written
     }
 }
 
@@ -125,24 +146,53 @@ fn patch_failure(e: &PatchError) -> Failure {
 }
 
 impl Agent {
-    /// Runs the patch applier from the running image and the staged patch,
-    /// into the inactive slot (`write`) or into a hash only.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "internal helper; the pieces of one delta"
-    )]
-    pub(super) fn apply_delta(
+    /// Begins a reconstruction of `target` with the host's applier.
+    pub(super) fn begin_delta(
         &self,
         format: esync_proto::message::PatchFormat,
-        source_len: u64,
         source_sha256: Sha256Digest,
+        target: &DirectedTarget,
+        ctx: &Context<'_>,
+    ) -> Result<DeltaRun, StepError> {
+        let expected = ExpectedImage {
+            len: target.length,
+            sha256: target.sha256,
+        };
+        let job = ctx
+            .patcher
+            .begin(
+                format,
+                &source_sha256,
+                expected,
+                self.config.max_patch_memory,
+            )
+            .map_err(|e| patch_failure(&e))?;
+        Ok(DeltaRun {
+            job,
+            hasher: sha2::Sha256::new(),
+            written: 0,
+        })
+    }
+
+    /// Runs one step of `run` (at most `budget` bytes of work plus one block
+    /// of the applier) from the running image and the staged patch, into the
+    /// inactive slot (`write`) or into the hash only. `Ok(true)` when the
+    /// output is complete and has the target's length and SHA-256.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "internal helper; the pieces of one delta step"
+    )]
+    pub(super) fn step_delta(
+        &self,
+        run: &mut DeltaRun,
+        source_len: u64,
         patch_len: u64,
         target: &DirectedTarget,
         write: bool,
+        budget: u64,
         ctx: &mut Context<'_>,
-    ) -> Result<(), StepError> {
+    ) -> Result<bool, StepError> {
         let power_lost = Cell::new(false);
-        let patcher = ctx.patcher;
         let cell: RefCell<&mut dyn Device> = RefCell::new(&mut *ctx.device);
         let source = DevRead {
             dev: &cell,
@@ -158,38 +208,32 @@ impl Agent {
         };
         let mut sink = CheckedSink {
             dev: write.then_some(&cell),
-            hasher: sha2::Sha256::new(),
-            written: 0,
+            hasher: core::mem::take(&mut run.hasher),
+            written: run.written,
             max: target.length,
             power_lost: &power_lost,
         };
-        let expected = ExpectedImage {
-            len: target.length,
-            sha256: target.sha256,
-        };
-        let r = patcher.apply(
-            format,
-            &source,
-            &source_sha256,
-            &patch,
-            expected,
-            &mut sink,
-            self.config.max_patch_memory,
-        );
+        let r = run.job.step(&source, &patch, &mut sink, budget);
+        run.hasher = sink.hasher;
+        run.written = sink.written;
         if power_lost.get() || matches!(r, Err(PatchError::PowerLoss)) {
             return Err(AgentError::PowerLoss("patch").into());
         }
-        r.map_err(|e| patch_failure(&e))?;
-        let got = Sha256Digest(sink.hasher.finalize().into());
-        if sink.written != target.length || got != target.sha256 {
-            return Err(failure(
-                ErrorClass::UpdateIncapable,
-                FailureCode::HashMismatch,
-                "reconstructed image does not match the verified metadata",
-            )
-            .into());
+        match r.map_err(|e| patch_failure(&e))? {
+            PatchProgress::Pending { .. } => Ok(false),
+            PatchProgress::Done => {
+                let got = Sha256Digest(core::mem::take(&mut run.hasher).finalize().into());
+                if run.written != target.length || got != target.sha256 {
+                    return Err(failure(
+                        ErrorClass::UpdateIncapable,
+                        FailureCode::HashMismatch,
+                        "reconstructed image does not match the verified metadata",
+                    )
+                    .into());
+                }
+                Ok(true)
+            }
         }
-        Ok(())
     }
 }
 

@@ -28,6 +28,8 @@ pub struct MemStats {
     pub self_tests: Cell<u64>,
     /// Activations.
     pub activations: Cell<u64>,
+    /// Bytes written to the inactive slot.
+    pub slot_bytes_written: Cell<u64>,
 }
 
 /// An in-memory A/B device.
@@ -244,7 +246,10 @@ impl Device for MemDevice {
             });
         }
         let cap = self.slot_capacity;
-        write_into(&mut self.slots[i], cap, "slot", offset, data)
+        write_into(&mut self.slots[i], cap, "slot", offset, data)?;
+        let n = self.stats.slot_bytes_written.get() + data.len() as u64;
+        self.stats.slot_bytes_written.set(n);
+        Ok(())
     }
 
     fn slot_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, DeviceError> {

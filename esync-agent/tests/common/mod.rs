@@ -421,6 +421,13 @@ impl<D: TestDev, J: JournalStore> Rig<D, J> {
         Ok(msgs)
     }
 
+    /// One poll: its messages, and whether more work is pending.
+    pub fn poll_once(&mut self) -> Result<(Vec<Payload>, bool), AgentError> {
+        let out = self.with(|a, ctx, now| a.poll(now, ctx))?;
+        let more = out.poll;
+        Ok((self.deliver(out)?, more))
+    }
+
     /// Runs pending work (after recovery, or at a deadline).
     pub fn poll_all(&mut self) -> Result<Vec<Payload>, AgentError> {
         let mut msgs = vec![];

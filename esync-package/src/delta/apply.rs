@@ -1,18 +1,25 @@
 //! Device-side patch application with bounded memory and bounded work per
 //! step.
 //!
-//! [`PatchApplication`] is the state of one application; each
-//! [`PatchApplication::step`] does at most a byte budget of work (plus one
-//! internal block) and returns. [`apply_patch`] is a loop over it.
+//! [`PatchApplicationState`] is the state of one application, holding no
+//! reader: each [`PatchApplicationState::step`] is given the source and the
+//! patch, does at most a byte budget of work (plus one internal block) and
+//! returns. [`PatchApplication`] is that state together with its readers, and
+//! [`apply_patch`] is a loop over it.
+//!
+//! The three bsdiff streams are decoded by the compressors' buffer-in /
+//! buffer-out decoders (`bzip2::Decompress`, `zstd::stream::raw::Decoder`,
+//! `xz2::stream::Stream`), fed from positioned reads of the patch at an
+//! offset tracked here, so nothing between two steps refers to a reader.
 
-use std::io::{self, BufReader, Read};
+use std::io::{self, Read};
 
 use esync_proto::id::Sha256Digest;
 use esync_proto::message::PatchFormat;
 use sha2::{Digest, Sha256};
 
 use super::format::{decode_control, parse_header, PatchHeader, CONTROL_LEN, MAX_HEADER_LEN};
-use super::zero_run::ZeroRunDecoder;
+use super::zero_run::{ZeroRunDecoder, ZeroRunState};
 use super::{ApplyLimits, ApplyReport, DeltaError, SlotWriter, SourceImage, Stream, TargetSpec};
 
 /// Pure-seek controls a `BSDIFF40` patch may carry after its output is
@@ -28,96 +35,218 @@ const ZERO_RUN_BUF: usize = 16 << 10;
 /// Smallest working block, whatever [`ApplyLimits::block`] says.
 const MIN_BLOCK: usize = 512;
 
-/// Reads `offset..offset + len` of a [`SourceImage`] sequentially.
-struct Section<P> {
-    src: P,
-    pos: u64,
-    end: u64,
+/// A compressor's buffer-in / buffer-out decoder.
+enum Raw {
+    Bzip2(bzip2::Decompress),
+    Zstd(zstd::stream::raw::Decoder<'static>),
+    Xz(xz2::stream::Stream),
 }
 
-impl<P: SourceImage> Read for Section<P> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.end - self.pos;
-        let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-        if n == 0 {
+impl Raw {
+    /// Decodes from `input` into `out`: (input consumed, output produced,
+    /// stream ended).
+    fn run(&mut self, input: &[u8], out: &mut [u8], eof: bool) -> io::Result<(usize, usize, bool)> {
+        let bad =
+            |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
+        match self {
+            Raw::Bzip2(d) => {
+                let (i, o) = (d.total_in(), d.total_out());
+                let st = d.decompress(input, out).map_err(|e| bad(&e))?;
+                Ok((
+                    delta(d.total_in(), i),
+                    delta(d.total_out(), o),
+                    st == bzip2::Status::StreamEnd,
+                ))
+            }
+            Raw::Zstd(d) => {
+                use zstd::stream::raw::Operation;
+                let st = d.run_on_buffers(input, out)?;
+                Ok((st.bytes_read, st.bytes_written, st.remaining == 0))
+            }
+            Raw::Xz(d) => {
+                let (i, o) = (d.total_in(), d.total_out());
+                let action = if eof {
+                    xz2::stream::Action::Finish
+                } else {
+                    xz2::stream::Action::Run
+                };
+                let st = d.process(input, out, action).map_err(|e| bad(&e))?;
+                Ok((
+                    delta(d.total_in(), i),
+                    delta(d.total_out(), o),
+                    st == xz2::stream::Status::StreamEnd,
+                ))
+            }
+        }
+    }
+}
+
+/// Bytes a decoder's running total grew by in one call (at most the length
+/// of a buffer it was given, so it fits in `usize`).
+fn delta(after: u64, before: u64) -> usize {
+    usize::try_from(after - before).expect("a decoder moves at most one buffer per call")
+}
+
+/// One bsdiff stream: its decoder, its section of the patch and the input
+/// read from it but not yet decoded. Reads take the patch as an argument.
+struct RawStream {
+    raw: Raw,
+    input: Box<[u8]>,
+    lo: usize,
+    hi: usize,
+    /// Next patch offset to read.
+    pos: u64,
+    /// End of the section in the patch.
+    end: u64,
+    done: bool,
+}
+
+impl RawStream {
+    /// Reads decoded bytes (`Ok(0)` only at the end of the compressed
+    /// stream; the end of the section before it is `UnexpectedEof`).
+    fn read(&mut self, patch: &dyn SourceImage, out: &mut [u8]) -> io::Result<usize> {
+        if self.done || out.is_empty() {
             return Ok(0);
         }
-        self.src.read_exact_at(self.pos, &mut buf[..n])?;
-        self.pos += n as u64;
+        loop {
+            if self.lo == self.hi && self.pos < self.end {
+                let n = usize::try_from(self.end - self.pos)
+                    .unwrap_or(usize::MAX)
+                    .min(self.input.len());
+                patch.read_exact_at(self.pos, &mut self.input[..n])?;
+                self.pos += n as u64;
+                self.lo = 0;
+                self.hi = n;
+            }
+            let eof = self.lo == self.hi;
+            let (used, made, ended) = self.raw.run(&self.input[self.lo..self.hi], out, eof)?;
+            self.lo += used;
+            if ended {
+                self.done = true;
+            }
+            if made > 0 || ended {
+                return Ok(made);
+            }
+            if eof {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "compressed stream ends early",
+                ));
+            }
+            if used == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "decoder makes no progress",
+                ));
+            }
+        }
+    }
+}
+
+fn open_stream(
+    format: PatchFormat,
+    (offset, len): (u64, u64),
+    limits: &ApplyLimits,
+    stream: Stream,
+) -> Result<RawStream, DeltaError> {
+    let err = |source| DeltaError::Decompress { stream, source };
+    let raw = match format {
+        PatchFormat::Bsdiff40 => Raw::Bzip2(bzip2::Decompress::new(false)),
+        PatchFormat::BsdiffZstd => {
+            let mut d = zstd::stream::raw::Decoder::new().map_err(err)?;
+            d.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(
+                limits.max_window_log,
+            ))
+            .map_err(err)?;
+            Raw::Zstd(d)
+        }
+        PatchFormat::BsdiffXz => Raw::Xz(
+            xz2::stream::Stream::new_stream_decoder(limits.xz_memlimit, 0)
+                .map_err(|e| err(e.into()))?,
+        ),
+    };
+    Ok(RawStream {
+        raw,
+        input: vec![0u8; STREAM_BUF].into_boxed_slice(),
+        lo: 0,
+        hi: 0,
+        pos: offset,
+        end: offset + len,
+        done: false,
+    })
+}
+
+/// A stream lent the patch for one call, readable as `Read`.
+struct Lent<'s, 'p> {
+    s: &'s mut RawStream,
+    patch: &'p dyn SourceImage,
+}
+
+impl Read for Lent<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.s.read(self.patch, buf)
+    }
+}
+
+/// The decompressed diff stream buffered for the zero-run decoder, which
+/// reads varints byte by byte.
+struct Buffered {
+    s: RawStream,
+    buf: Box<[u8]>,
+    lo: usize,
+    hi: usize,
+}
+
+/// A buffered stream lent the patch for one call.
+struct LentBuffered<'s, 'p> {
+    b: &'s mut Buffered,
+    patch: &'p dyn SourceImage,
+}
+
+impl Read for LentBuffered<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let b = &mut *self.b;
+        if b.lo == b.hi {
+            b.hi = b.s.read(self.patch, &mut b.buf)?;
+            b.lo = 0;
+        }
+        let n = (b.hi - b.lo).min(out.len());
+        out[..n].copy_from_slice(&b.buf[b.lo..b.lo + n]);
+        b.lo += n;
         Ok(n)
     }
 }
 
-/// The decompressor of one bsdiff stream, reading its section of the patch.
-enum Decoder<P: SourceImage> {
-    Bzip2(bzip2::read::BzDecoder<Section<P>>),
-    Zstd(zstd::stream::read::Decoder<'static, BufReader<Section<P>>>),
-    Xz(xz2::bufread::XzDecoder<BufReader<Section<P>>>),
+/// The diff stream: decompressed, and zero-run decoded when the container
+/// says so.
+enum DiffStream {
+    Plain(RawStream),
+    ZeroRun(Box<Buffered>, ZeroRunState),
 }
 
-impl<P: SourceImage> Read for Decoder<P> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl DiffStream {
+    fn read(&mut self, patch: &dyn SourceImage, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Decoder::Bzip2(d) => d.read(buf),
-            Decoder::Zstd(d) => d.read(buf),
-            Decoder::Xz(d) => d.read(buf),
+            DiffStream::Plain(s) => s.read(patch, buf),
+            DiffStream::ZeroRun(b, state) => {
+                let mut d = ZeroRunDecoder::resume(LentBuffered { b, patch }, *state);
+                let r = d.read(buf);
+                *state = d.suspend();
+                r
+            }
         }
     }
 }
 
-fn open_stream<P: SourceImage>(
-    format: PatchFormat,
-    patch: P,
-    (offset, len): (u64, u64),
-    limits: &ApplyLimits,
-    stream: Stream,
-) -> Result<Decoder<P>, DeltaError> {
-    let section = Section {
-        src: patch,
-        pos: offset,
-        end: offset + len,
-    };
-    Ok(match format {
-        PatchFormat::Bsdiff40 => Decoder::Bzip2(bzip2::read::BzDecoder::new(section)),
-        PatchFormat::BsdiffZstd => {
-            let mut d = zstd::stream::read::Decoder::with_buffer(BufReader::with_capacity(
-                STREAM_BUF, section,
-            ))
-            .map_err(|source| DeltaError::Decompress { stream, source })?
-            .single_frame();
-            d.window_log_max(limits.max_window_log)
-                .map_err(|source| DeltaError::Decompress { stream, source })?;
-            Decoder::Zstd(d)
-        }
-        PatchFormat::BsdiffXz => {
-            let s =
-                xz2::stream::Stream::new_stream_decoder(limits.xz_memlimit, 0).map_err(|e| {
-                    DeltaError::Decompress {
-                        stream,
-                        source: e.into(),
-                    }
-                })?;
-            Decoder::Xz(xz2::bufread::XzDecoder::new_stream(
-                BufReader::with_capacity(STREAM_BUF, section),
-                s,
-            ))
-        }
-    })
+/// The diff stream lent the patch for one call.
+struct LentDiff<'s, 'p> {
+    s: &'s mut DiffStream,
+    patch: &'p dyn SourceImage,
 }
 
-/// The diff stream: decompressed, and zero-run decoded when the container
-/// says so.
-enum DiffStream<P: SourceImage> {
-    Plain(Decoder<P>),
-    ZeroRun(ZeroRunDecoder<BufReader<Decoder<P>>>),
-}
-
-impl<P: SourceImage> Read for DiffStream<P> {
+impl Read for LentDiff<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            DiffStream::Plain(d) => d.read(buf),
-            DiffStream::ZeroRun(d) => d.read(buf),
-        }
+        self.s.read(self.patch, buf)
     }
 }
 
@@ -130,11 +259,11 @@ fn fill(r: &mut dyn Read, buf: &mut [u8], stream: Stream) -> Result<(), DeltaErr
 }
 
 /// The three open streams and the position in the control sequence.
-struct Streams<P: SourceImage> {
+struct Streams {
     header: PatchHeader,
-    ctrl: Decoder<P>,
-    diff: DiffStream<P>,
-    extra: Decoder<P>,
+    ctrl: RawStream,
+    diff: DiffStream,
+    extra: RawStream,
     /// Position in the source (may be outside it, as in bspatch).
     old_pos: i64,
     /// Length of the source as a signed position.
@@ -152,15 +281,15 @@ struct Streams<P: SourceImage> {
 }
 
 /// Where an application is.
-enum Phase<P: SourceImage> {
+enum Phase {
     /// Hashing the source: `pos` bytes hashed so far.
     HashSource { pos: u64, hash: Sha256 },
     /// Source verified; the header is parsed and the streams opened next.
     Open,
     /// Writing the output.
-    Patch(Box<Streams<P>>),
+    Patch(Box<Streams>),
     /// Output complete; `left` bytes of the control stream may still follow.
-    Drain { streams: Box<Streams<P>>, left: u64 },
+    Drain { streams: Box<Streams>, left: u64 },
     /// Finished (successfully or not): further steps are refused.
     Ended,
 }
@@ -181,16 +310,20 @@ pub enum ApplyStep {
     Done(ApplyReport),
 }
 
-/// One patch application, done a bounded quantum at a time.
+/// The state of one patch application, done a bounded quantum at a time,
+/// holding no reader: every [`step`](Self::step) is given the source and the
+/// patch (the same bytes each time), so a caller that can only borrow them
+/// for one call (an Agent borrowing its device for one `poll`) can keep the
+/// state between calls.
 ///
-/// Created from the source image, its expected digest, the patch, the signed
-/// target and the limits; nothing is read until the first
-/// [`step`](Self::step). Each step does at most `budget` bytes of work plus
-/// one internal block ([`ApplyLimits::block`], at least 512 bytes), where
-/// work is a byte of the source hashed, a byte written to the slot, or a
-/// byte of control triples or trailing control stream decoded. So a step
-/// never writes more than `budget + block` bytes, and a patch of empty
-/// controls cannot keep one step busy either.
+/// Created from the source's expected digest, the patch format, the signed
+/// target and the limits; nothing is read until the first step. Each step
+/// does at most `budget` bytes of work plus one internal block
+/// ([`ApplyLimits::block`], at least 512 bytes), where work is a byte of the
+/// source hashed, a byte written to the slot, or a byte of control triples or
+/// trailing control stream decoded. So a step never writes more than
+/// `budget + block` bytes, and a patch of empty controls cannot keep one step
+/// busy either.
 ///
 /// The guarantees of [`apply_patch`] hold step by step: the whole source is
 /// hashed and compared before the first byte is written (the first steps
@@ -201,23 +334,15 @@ pub enum ApplyStep {
 /// activate.
 ///
 /// Resumable only in memory: the state (decompressor windows, stream
-/// positions, running hash) lives in this value, so an Agent can keep it
-/// between its `poll` calls, but it cannot be persisted. After a power cut
-/// the caller restarts the reconstruction from the beginning (the Agent does
-/// so from its journal).
-///
-/// The source and the patch are read by positioned reads and owned by the
-/// application: pass references (`&[u8]`, `&FileSource`, `&dyn SourceImage`)
-/// or an owning handle such as `Arc<FileSource>`. The patch is cloned once
-/// per stream, so it must be cheap to clone.
+/// positions, running hash) lives in this value and cannot be persisted.
+/// After a power cut the caller restarts the reconstruction from the
+/// beginning (the Agent does so from its journal).
 ///
 /// Peak memory: see the crate documentation ("Memory bound of
 /// application"); it is the same as [`apply_patch`]'s.
-pub struct PatchApplication<S, P: SourceImage> {
+pub struct PatchApplicationState {
     format: PatchFormat,
-    source: S,
     source_sha256: Sha256Digest,
-    patch: P,
     target: TargetSpec,
     limits: ApplyLimits,
     block: usize,
@@ -225,28 +350,29 @@ pub struct PatchApplication<S, P: SourceImage> {
     data: Vec<u8>,
     hash: Sha256,
     written: u64,
-    phase: Phase<P>,
+    phase: Phase,
 }
 
-impl<S, P: SourceImage> std::fmt::Debug for PatchApplication<S, P> {
+/// One patch application with its readers: a [`PatchApplicationState`] that
+/// owns the source and the patch.
+///
+/// The source and the patch are read by positioned reads: pass references
+/// (`&[u8]`, `&FileSource`, `&dyn SourceImage`) or an owning handle such as
+/// `Arc<FileSource>`. Every guarantee and bound of
+/// [`PatchApplicationState`] holds.
+pub struct PatchApplication<S, P> {
+    source: S,
+    patch: P,
+    state: PatchApplicationState,
+}
+
+impl<S, P> std::fmt::Debug for PatchApplication<S, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let phase = match &self.phase {
-            Phase::HashSource { pos, .. } => format!("hashing source ({pos} bytes)"),
-            Phase::Open => "opening streams".into(),
-            Phase::Patch(_) => "patching".into(),
-            Phase::Drain { left, .. } => format!("draining ({left} control bytes)"),
-            Phase::Ended => "ended".into(),
-        };
-        f.debug_struct("PatchApplication")
-            .field("format", &self.format)
-            .field("target", &self.target)
-            .field("written", &self.written)
-            .field("phase", &phase)
-            .finish_non_exhaustive()
+        self.state.fmt(f)
     }
 }
 
-impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
+impl<S: SourceImage, P: SourceImage> PatchApplication<S, P> {
     /// Prepares applying `patch` (in `format`) to `source`, whose SHA-256
     /// must be `source_sha256`, to produce `target`. Allocates the two
     /// working blocks; reads nothing.
@@ -258,12 +384,59 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
         target: TargetSpec,
         limits: ApplyLimits,
     ) -> Self {
+        Self {
+            source,
+            patch,
+            state: PatchApplicationState::new(format, source_sha256, target, limits),
+        }
+    }
+
+    /// Size of the working block: the most one unit of work inside a step
+    /// may exceed its budget by.
+    pub fn block(&self) -> usize {
+        self.state.block()
+    }
+
+    /// Does at most `budget` bytes of work (at least one unit; see
+    /// [`PatchApplicationState`]) and says whether the output is complete.
+    /// On `Err` the application has ended.
+    pub fn step(&mut self, out: &mut dyn SlotWriter, budget: u64) -> Result<ApplyStep, DeltaError> {
+        self.state.step(&self.source, &self.patch, out, budget)
+    }
+}
+
+impl std::fmt::Debug for PatchApplicationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let phase = match &self.phase {
+            Phase::HashSource { pos, .. } => format!("hashing source ({pos} bytes)"),
+            Phase::Open => "opening streams".into(),
+            Phase::Patch(_) => "patching".into(),
+            Phase::Drain { left, .. } => format!("draining ({left} control bytes)"),
+            Phase::Ended => "ended".into(),
+        };
+        f.debug_struct("PatchApplicationState")
+            .field("format", &self.format)
+            .field("target", &self.target)
+            .field("written", &self.written)
+            .field("phase", &phase)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PatchApplicationState {
+    /// Prepares applying a patch (in `format`) to a source whose SHA-256
+    /// must be `source_sha256`, to produce `target`. Allocates the two
+    /// working blocks; reads nothing.
+    pub fn new(
+        format: PatchFormat,
+        source_sha256: Sha256Digest,
+        target: TargetSpec,
+        limits: ApplyLimits,
+    ) -> Self {
         let block = limits.block.max(MIN_BLOCK);
         Self {
             format,
-            source,
             source_sha256,
-            patch,
             target,
             limits,
             block,
@@ -284,17 +457,29 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
         self.block
     }
 
+    /// Bytes written to the slot so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Does at most `budget` bytes of work (at least one unit; see the type
-    /// docs) and says whether the output is complete. On `Err` the
+    /// docs) reading `source` and `patch`, which must be the same bytes at
+    /// every step, and says whether the output is complete. On `Err` the
     /// application has ended.
-    pub fn step(&mut self, out: &mut dyn SlotWriter, budget: u64) -> Result<ApplyStep, DeltaError> {
+    pub fn step(
+        &mut self,
+        source: &dyn SourceImage,
+        patch: &dyn SourceImage,
+        out: &mut dyn SlotWriter,
+        budget: u64,
+    ) -> Result<ApplyStep, DeltaError> {
         let budget = budget.max(1);
         let mut work = 0u64;
         while work < budget {
-            match self.unit(out) {
+            match self.unit(source, patch, out) {
                 Ok(Some(n)) => work = work.saturating_add(n),
                 // `finish` ends the application whatever its verdict.
-                Ok(None) => return self.finish(),
+                Ok(None) => return self.finish(patch),
                 Err(e) => {
                     self.phase = Phase::Ended;
                     return Err(e);
@@ -321,15 +506,20 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
 
     /// One unit of work: returns the bytes of work done, or `None` when only
     /// the final checks are left.
-    fn unit(&mut self, out: &mut dyn SlotWriter) -> Result<Option<u64>, DeltaError> {
+    fn unit(
+        &mut self,
+        source: &dyn SourceImage,
+        patch: &dyn SourceImage,
+        out: &mut dyn SlotWriter,
+    ) -> Result<Option<u64>, DeltaError> {
         match std::mem::replace(&mut self.phase, Phase::Ended) {
             Phase::HashSource { mut pos, mut hash } => {
-                let len = self.source.len();
+                let len = source.len();
                 if pos < len {
                     let n = usize::try_from(len - pos)
                         .unwrap_or(usize::MAX)
                         .min(self.block);
-                    self.source
+                    source
                         .read_exact_at(pos, &mut self.src_buf[..n])
                         .map_err(DeltaError::SourceRead)?;
                     hash.update(&self.src_buf[..n]);
@@ -345,11 +535,11 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
                 Ok(Some(0))
             }
             Phase::Open => {
-                self.phase = Phase::Patch(Box::new(self.open()?));
+                self.phase = Phase::Patch(Box::new(self.open(source, patch)?));
                 Ok(Some(0))
             }
             Phase::Patch(mut st) => {
-                let n = self.patch_unit(&mut st, out)?;
+                let n = self.patch_unit(&mut st, source, patch, out)?;
                 self.phase = match n {
                     Some(_) => Phase::Patch(st),
                     None => {
@@ -366,7 +556,7 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
                 }
                 let k = usize::try_from(left).unwrap_or(usize::MAX).min(self.block);
                 let bsdiff40 = streams.header.raw_lengths.is_none();
-                let left = match streams.ctrl.read(&mut self.data[..k]) {
+                let left = match streams.ctrl.read(patch, &mut self.data[..k]) {
                     Ok(0) if bsdiff40 => 0,
                     Ok(0) => return Err(DeltaError::Truncated(Stream::Control)),
                     Ok(n) => left - n as u64,
@@ -388,12 +578,16 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
     }
 
     /// 2. Parses the header and opens the three streams.
-    fn open(&mut self) -> Result<Streams<P>, DeltaError> {
+    fn open(
+        &mut self,
+        source: &dyn SourceImage,
+        patch: &dyn SourceImage,
+    ) -> Result<Streams, DeltaError> {
         let (format, limits) = (self.format, &self.limits);
         let mut head = [0u8; MAX_HEADER_LEN];
-        let plen = self.patch.len();
+        let plen = patch.len();
         let hlen = usize::try_from(plen.min(MAX_HEADER_LEN as u64)).unwrap_or(MAX_HEADER_LEN);
-        self.patch
+        patch
             .read_exact_at(0, &mut head[..hlen])
             .map_err(DeltaError::PatchRead)?;
         let header = parse_header(format, &head[..hlen], plen)?;
@@ -410,39 +604,24 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
                 expected: self.target.length,
             });
         }
-        let patch = &self.patch;
-        let ctrl = open_stream(
-            format,
-            patch.clone(),
-            header.sections[0],
-            limits,
-            Stream::Control,
-        )?;
-        let diff = open_stream(
-            format,
-            patch.clone(),
-            header.sections[1],
-            limits,
-            Stream::Diff,
-        )?;
+        let ctrl = open_stream(format, header.sections[0], limits, Stream::Control)?;
+        let diff = open_stream(format, header.sections[1], limits, Stream::Diff)?;
         let diff = if header.zero_run_diff {
-            // Varints are read byte by byte: buffer the decompressed stream.
-            DiffStream::ZeroRun(ZeroRunDecoder::new(BufReader::with_capacity(
-                ZERO_RUN_BUF,
-                diff,
-            )))
+            DiffStream::ZeroRun(
+                Box::new(Buffered {
+                    s: diff,
+                    buf: vec![0u8; ZERO_RUN_BUF].into_boxed_slice(),
+                    lo: 0,
+                    hi: 0,
+                }),
+                ZeroRunState::default(),
+            )
         } else {
             DiffStream::Plain(diff)
         };
-        let extra = open_stream(
-            format,
-            patch.clone(),
-            header.sections[2],
-            limits,
-            Stream::Extra,
-        )?;
-        let old_len = i64::try_from(self.source.len())
-            .map_err(|_| DeltaError::Corrupt("source too large"))?;
+        let extra = open_stream(format, header.sections[2], limits, Stream::Extra)?;
+        let old_len =
+            i64::try_from(source.len()).map_err(|_| DeltaError::Corrupt("source too large"))?;
         Ok(Streams {
             header,
             ctrl,
@@ -464,7 +643,9 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
     /// the output is complete.
     fn patch_unit(
         &mut self,
-        st: &mut Streams<P>,
+        st: &mut Streams,
+        source: &dyn SourceImage,
+        patch: &dyn SourceImage,
         out: &mut dyn SlotWriter,
     ) -> Result<Option<u64>, DeltaError> {
         if st.add_left > 0 {
@@ -473,7 +654,11 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
             let k = usize::try_from(st.add_left)
                 .unwrap_or(usize::MAX)
                 .min(self.block);
-            fill(&mut st.diff, &mut self.data[..k], Stream::Diff)?;
+            let mut diff = LentDiff {
+                s: &mut st.diff,
+                patch,
+            };
+            fill(&mut diff, &mut self.data[..k], Stream::Diff)?;
             let start = st.old_pos;
             let end = start
                 .checked_add(k as i64)
@@ -484,7 +669,7 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
                 // Both differences are within 0..=k, checked by the clamps.
                 let a = (lo - start) as usize;
                 let b = (hi - start) as usize;
-                self.source
+                source
                     .read_exact_at(lo as u64, &mut self.src_buf[a..b])
                     .map_err(DeltaError::SourceRead)?;
                 st.source_read += (b - a) as u64;
@@ -502,7 +687,11 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
             let k = usize::try_from(st.copy_left)
                 .unwrap_or(usize::MAX)
                 .min(self.block);
-            fill(&mut st.extra, &mut self.data[..k], Stream::Extra)?;
+            let mut extra = Lent {
+                s: &mut st.extra,
+                patch,
+            };
+            fill(&mut extra, &mut self.data[..k], Stream::Extra)?;
             self.write(out, k)?;
             st.copy_left -= k as u64;
             return Ok(Some(k as u64));
@@ -518,7 +707,11 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
             return Ok(None);
         }
         let mut triple = [0u8; CONTROL_LEN as usize];
-        fill(&mut st.ctrl, &mut triple, Stream::Control)?;
+        let mut ctrl = Lent {
+            s: &mut st.ctrl,
+            patch,
+        };
+        fill(&mut ctrl, &mut triple, Stream::Control)?;
         st.controls += 1;
         let [add, copy, seek] =
             decode_control(&triple).ok_or(DeltaError::Truncated(Stream::Control))?;
@@ -537,16 +730,28 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
 
     /// The final checks: every stream ends exactly here, and the output has
     /// the target digest.
-    fn finish(&mut self) -> Result<ApplyStep, DeltaError> {
+    fn finish(&mut self, patch: &dyn SourceImage) -> Result<ApplyStep, DeltaError> {
         let Phase::Drain { mut streams, .. } = std::mem::replace(&mut self.phase, Phase::Ended)
         else {
             return Err(DeltaError::Ended);
         };
         let st = &mut *streams;
+        let mut ctrl = Lent {
+            s: &mut st.ctrl,
+            patch,
+        };
+        let mut diff = LentDiff {
+            s: &mut st.diff,
+            patch,
+        };
+        let mut extra = Lent {
+            s: &mut st.extra,
+            patch,
+        };
         let readers: [(&mut dyn Read, Stream); 3] = [
-            (&mut st.ctrl, Stream::Control),
-            (&mut st.diff, Stream::Diff),
-            (&mut st.extra, Stream::Extra),
+            (&mut ctrl, Stream::Control),
+            (&mut diff, Stream::Diff),
+            (&mut extra, Stream::Extra),
         ];
         for (r, s) in readers {
             let mut one = [0u8; 1];
@@ -574,7 +779,7 @@ impl<S: SourceImage, P: SourceImage + Clone> PatchApplication<S, P> {
 
 /// Bytes of control stream that may follow the last control once the output
 /// is complete (after checking the container's declared stream lengths).
-fn drain_length<P: SourceImage>(st: &Streams<P>) -> Result<u64, DeltaError> {
+fn drain_length(st: &Streams) -> Result<u64, DeltaError> {
     // Every stream must end exactly here: a patch whose tail is missing or
     // damaged is refused even when the bytes produced so far are right.
     match st.header.raw_lengths {

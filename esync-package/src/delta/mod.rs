@@ -20,7 +20,7 @@ use esync_proto::message::{FailureCode, PatchFormat};
 use thiserror::Error;
 
 #[cfg(feature = "apply")]
-pub use apply::{apply_patch, ApplyStep, PatchApplication};
+pub use apply::{apply_patch, ApplyStep, PatchApplication, PatchApplicationState};
 
 /// Random-access, read-only bytes: the installed (source) image, or a stored
 /// patch. Reads are positioned, so the applier never needs the whole image in

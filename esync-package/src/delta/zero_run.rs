@@ -65,13 +65,38 @@ pub struct ZeroRunDecoder<R> {
     literals: u64,
 }
 
+/// Where a [`ZeroRunDecoder`] is inside its current record: what
+/// [`ZeroRunDecoder::suspend`] keeps so that decoding can go on later over
+/// another handle to the same coded stream ([`ZeroRunDecoder::resume`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZeroRunState {
+    zeros: u64,
+    literals: u64,
+}
+
 impl<R: Read> ZeroRunDecoder<R> {
     /// Wraps the (decompressed) coded stream.
     pub fn new(inner: R) -> Self {
+        Self::resume(inner, ZeroRunState::default())
+    }
+
+    /// Goes on decoding from `state` (taken from an earlier decoder by
+    /// [`suspend`](Self::suspend)), reading the rest of the coded stream
+    /// from `inner`.
+    pub fn resume(inner: R, state: ZeroRunState) -> Self {
         Self {
             inner,
-            zeros: 0,
-            literals: 0,
+            zeros: state.zeros,
+            literals: state.literals,
+        }
+    }
+
+    /// Ends this decoder, keeping where it is inside its record; the inner
+    /// reader must not have been read other than through this decoder.
+    pub fn suspend(self) -> ZeroRunState {
+        ZeroRunState {
+            zeros: self.zeros,
+            literals: self.literals,
         }
     }
 
