@@ -19,7 +19,7 @@
 //! Every file is replaced atomically ([`crate::file::atomic_write`]).
 //! [`TrustStore::load`] distinguishes a store that is not there (a missing
 //! directory or file: fresh, empty) from one that is unreadable or corrupt
-//! (a typed [`StoreError`]: the rollback and freeze floors must never be
+//! (a typed [`TrustStoreError`]: the rollback and freeze floors must never be
 //! dropped silently, so the verifier refuses to open).
 
 use std::fs;
@@ -27,7 +27,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use esync_uptane::metadata::percent_encode;
-use esync_uptane::store::{StoreError, StoredState, TrustStore};
+use esync_uptane::store::{StoredState, TrustStore, TrustStoreError};
 use esync_uptane::UnixTime;
 
 use crate::file::{atomic_write, read_at_most};
@@ -48,24 +48,24 @@ pub struct DirTrustStore {
     max_file_bytes: u64,
 }
 
-fn unreadable(path: &Path, e: &io::Error) -> StoreError {
-    StoreError::Unreadable {
+fn unreadable(path: &Path, e: &io::Error) -> TrustStoreError {
+    TrustStoreError::Unreadable {
         what: path.display().to_string(),
         kind: e.kind(),
         message: e.to_string(),
     }
 }
 
-fn unwritable(path: &Path, e: &io::Error) -> StoreError {
-    StoreError::Unwritable {
+fn unwritable(path: &Path, e: &io::Error) -> TrustStoreError {
+    TrustStoreError::Unwritable {
         what: path.display().to_string(),
         kind: e.kind(),
         message: e.to_string(),
     }
 }
 
-fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
+fn corrupt(path: &Path, reason: impl Into<String>) -> TrustStoreError {
+    TrustStoreError::Corrupt {
         what: path.display().to_string(),
         reason: reason.into(),
     }
@@ -130,7 +130,7 @@ impl DirTrustStore {
         &self.dir
     }
 
-    fn read(&self, path: &Path, max: u64) -> Result<Option<Vec<u8>>, StoreError> {
+    fn read(&self, path: &Path, max: u64) -> Result<Option<Vec<u8>>, TrustStoreError> {
         match read_at_most(path, max) {
             Ok(Some(b)) if b.len() as u64 > max => {
                 Err(corrupt(path, format!("longer than {max} bytes")))
@@ -140,12 +140,12 @@ impl DirTrustStore {
         }
     }
 
-    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), TrustStoreError> {
         fs::create_dir_all(&self.dir).map_err(|e| unwritable(&self.dir, &e))?;
         atomic_write(&self.dir, name, bytes).map_err(|e| unwritable(&self.dir.join(name), &e))
     }
 
-    fn load_time(&self) -> Result<Option<UnixTime>, StoreError> {
+    fn load_time(&self) -> Result<Option<UnixTime>, TrustStoreError> {
         let path = self.dir.join(TIME_FILE);
         let Some(bytes) = self.read(&path, MAX_TIME_BYTES)? else {
             return Ok(None);
@@ -161,7 +161,7 @@ impl DirTrustStore {
 }
 
 impl TrustStore for DirTrustStore {
-    fn load(&mut self) -> Result<StoredState, StoreError> {
+    fn load(&mut self) -> Result<StoredState, TrustStoreError> {
         let mut state = StoredState::default();
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
@@ -190,11 +190,11 @@ impl TrustStore for DirTrustStore {
         Ok(state)
     }
 
-    fn store_role(&mut self, role: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    fn store_role(&mut self, role: &str, bytes: &[u8]) -> Result<(), TrustStoreError> {
         self.write(&role_file_name(role), bytes)
     }
 
-    fn remove_role(&mut self, role: &str) -> Result<(), StoreError> {
+    fn remove_role(&mut self, role: &str) -> Result<(), TrustStoreError> {
         let path = self.dir.join(role_file_name(role));
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -203,7 +203,7 @@ impl TrustStore for DirTrustStore {
         }
     }
 
-    fn store_time(&mut self, now: UnixTime) -> Result<(), StoreError> {
+    fn store_time(&mut self, now: UnixTime) -> Result<(), TrustStoreError> {
         if !self.time_floor {
             return Ok(());
         }
@@ -324,7 +324,7 @@ mod tests {
         for bad in [&b"soon"[..], b"", b"12x", b"\xff\xfe", &[b'9'; 40]] {
             fs::write(dir.path().join(TIME_FILE), bad).expect("write");
             assert!(
-                matches!(s.load(), Err(StoreError::Corrupt { .. })),
+                matches!(s.load(), Err(TrustStoreError::Corrupt { .. })),
                 "{bad:?}: {:?}",
                 s.load()
             );
@@ -333,7 +333,10 @@ mod tests {
         let e = Repository::open(s.clone(), Limits::default())
             .err()
             .expect("refused");
-        assert!(matches!(e, Error::Store(StoreError::Corrupt { .. })), "{e}");
+        assert!(
+            matches!(e, Error::Store(TrustStoreError::Corrupt { .. })),
+            "{e}"
+        );
         assert!(e.to_string().contains(TIME_FILE), "{e}");
         // Without the floor the file is not read.
         let mut s = s.without_time_floor();
@@ -347,7 +350,9 @@ mod tests {
         let file = base.path().join("trust");
         fs::write(&file, b"x").expect("write");
         match DirTrustStore::new(&file).load() {
-            Err(StoreError::Unreadable { kind, .. }) => assert_ne!(kind, io::ErrorKind::NotFound),
+            Err(TrustStoreError::Unreadable { kind, .. }) => {
+                assert_ne!(kind, io::ErrorKind::NotFound)
+            }
             other => panic!("expected unreadable, got {other:?}"),
         }
         // A role file that cannot be read.
@@ -355,14 +360,14 @@ mod tests {
         fs::create_dir_all(dir.join("timestamp.json")).expect("mkdir");
         assert!(matches!(
             DirTrustStore::new(&dir).load(),
-            Err(StoreError::Unreadable { .. })
+            Err(TrustStoreError::Unreadable { .. })
         ));
         // The time file that cannot be read.
         let dir = base.path().join("t");
         fs::create_dir_all(dir.join(TIME_FILE)).expect("mkdir");
         assert!(matches!(
             DirTrustStore::new(&dir).load(),
-            Err(StoreError::Unreadable { .. })
+            Err(TrustStoreError::Unreadable { .. })
         ));
     }
 
@@ -371,6 +376,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         fs::write(dir.path().join("targets.json"), [b' '; 11]).expect("write");
         let mut s = DirTrustStore::new(dir.path()).with_max_file_bytes(10);
-        assert!(matches!(s.load(), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(s.load(), Err(TrustStoreError::Corrupt { .. })));
     }
 }

@@ -237,7 +237,7 @@ pub enum Error {
     State(&'static str),
     /// The trust store failed.
     #[error("trust store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] crate::store::TrustStoreError),
     /// The trust store holds no root (not provisioned).
     #[error("trust store: no trusted root provisioned")]
     NotProvisioned,

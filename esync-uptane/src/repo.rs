@@ -225,7 +225,7 @@ pub struct Repository<S: TrustStore> {
     op: Op,
 }
 
-fn store_err(e: crate::store::StoreError) -> Error {
+fn store_err(e: crate::store::TrustStoreError) -> Error {
     Error::Store(e)
 }
 

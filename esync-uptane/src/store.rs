@@ -15,7 +15,7 @@ use crate::time::UnixTime;
 /// persisted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum StoreError {
+pub enum TrustStoreError {
     /// The stored state exists but cannot be read.
     #[error("{what}: cannot read: {message}")]
     Unreadable {
@@ -61,13 +61,13 @@ pub struct StoredState {
 /// Storage of the trusted state (files, flash, a database...).
 pub trait TrustStore {
     /// Reads the whole state. An empty `root` means "not provisioned".
-    fn load(&mut self) -> Result<StoredState, StoreError>;
+    fn load(&mut self) -> Result<StoredState, TrustStoreError>;
     /// Stores the bytes of a verified role (`root` replaces the trust anchor).
-    fn store_role(&mut self, role: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    fn store_role(&mut self, role: &str, bytes: &[u8]) -> Result<(), TrustStoreError>;
     /// Forgets a role (after a key rotation, for fast-forward recovery).
-    fn remove_role(&mut self, role: &str) -> Result<(), StoreError>;
+    fn remove_role(&mut self, role: &str) -> Result<(), TrustStoreError>;
     /// Stores the last time seen.
-    fn store_time(&mut self, now: UnixTime) -> Result<(), StoreError>;
+    fn store_time(&mut self, now: UnixTime) -> Result<(), TrustStoreError>;
 }
 
 /// An in-memory [`TrustStore`] (tests, and hosts that persist it themselves
@@ -100,10 +100,10 @@ impl MemoryStore {
 }
 
 impl TrustStore for MemoryStore {
-    fn load(&mut self) -> Result<StoredState, StoreError> {
+    fn load(&mut self) -> Result<StoredState, TrustStoreError> {
         Ok(self.state.clone())
     }
-    fn store_role(&mut self, role: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    fn store_role(&mut self, role: &str, bytes: &[u8]) -> Result<(), TrustStoreError> {
         if role == "root" {
             self.state.root = bytes.to_vec();
         } else {
@@ -111,27 +111,27 @@ impl TrustStore for MemoryStore {
         }
         Ok(())
     }
-    fn remove_role(&mut self, role: &str) -> Result<(), StoreError> {
+    fn remove_role(&mut self, role: &str) -> Result<(), TrustStoreError> {
         self.state.roles.remove(role);
         Ok(())
     }
-    fn store_time(&mut self, now: UnixTime) -> Result<(), StoreError> {
+    fn store_time(&mut self, now: UnixTime) -> Result<(), TrustStoreError> {
         self.state.last_time = Some(now);
         Ok(())
     }
 }
 
 impl<S: TrustStore + ?Sized> TrustStore for &mut S {
-    fn load(&mut self) -> Result<StoredState, StoreError> {
+    fn load(&mut self) -> Result<StoredState, TrustStoreError> {
         (**self).load()
     }
-    fn store_role(&mut self, role: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    fn store_role(&mut self, role: &str, bytes: &[u8]) -> Result<(), TrustStoreError> {
         (**self).store_role(role, bytes)
     }
-    fn remove_role(&mut self, role: &str) -> Result<(), StoreError> {
+    fn remove_role(&mut self, role: &str) -> Result<(), TrustStoreError> {
         (**self).remove_role(role)
     }
-    fn store_time(&mut self, now: UnixTime) -> Result<(), StoreError> {
+    fn store_time(&mut self, now: UnixTime) -> Result<(), TrustStoreError> {
         (**self).store_time(now)
     }
 }
