@@ -36,6 +36,6 @@ pub mod uptane;
 
 pub use crypto::{PrivateKey, PublicKey};
 pub use error::{Error, Result};
-pub use repo::{Limits, Need, Progress, Repository, Response};
+pub use repo::{Limits, Need, RepoProgress, Repository, Response};
 pub use store::{MemoryStore, TrustStore};
 pub use time::UnixTime;

@@ -190,7 +190,7 @@ fn lenient_keys<'de, D: serde::Deserializer<'de>>(
 }
 
 /// Common accessors of the four roles.
-pub trait Role: DeserializeOwned + Serialize {
+pub trait RoleMetadata: DeserializeOwned + Serialize {
     /// The `_type` value.
     const TYPE: &'static str;
     /// Version.
@@ -205,7 +205,7 @@ pub trait Role: DeserializeOwned + Serialize {
 
 macro_rules! role {
     ($t:ty, $name:literal) => {
-        impl Role for $t {
+        impl RoleMetadata for $t {
             const TYPE: &'static str = $name;
             fn version(&self) -> u64 {
                 self.version
@@ -230,7 +230,7 @@ role!(Targets, "targets");
 /// Decodes the `signed` part of `raw` as role `R`, checking `_type`,
 /// `spec_version` (major 1) and `version >= 1`. Signatures are NOT checked
 /// here.
-pub fn decode_signed<R: Role>(what: &str, raw: &RawSigned) -> Result<R> {
+pub fn decode_signed<R: RoleMetadata>(what: &str, raw: &RawSigned) -> Result<R> {
     let got = raw
         .signed
         .get("_type")

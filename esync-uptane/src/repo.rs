@@ -4,10 +4,10 @@
 //! The verifier never fetches anything itself. It says what it needs next
 //! ([`Need`]: a file name and the most bytes the caller may read), the caller
 //! fetches and hands the bytes back with [`Repository::provide`], until the
-//! operation reports [`Progress::RefreshDone`] or a lookup result:
+//! operation reports [`RepoProgress::RefreshDone`] or a lookup result:
 //!
 //! ```no_run
-//! # use esync_uptane::repo::{Repository, Progress, Response, Limits};
+//! # use esync_uptane::repo::{Repository, RepoProgress, Response, Limits};
 //! # use esync_uptane::store::MemoryStore;
 //! # use esync_uptane::time::UnixTime;
 //! # fn fetch(path: &str, max: u64) -> Option<Vec<u8>> { None }
@@ -15,7 +15,7 @@
 //! # let root_bytes = Vec::new();
 //! let mut repo = Repository::open(MemoryStore::new(root_bytes), Limits::default())?;
 //! let mut progress = repo.begin_refresh(UnixTime(1_900_000_000))?;
-//! while let Progress::Need(need) = progress {
+//! while let RepoProgress::Need(need) = progress {
 //!     let resp = fetch(&need.path(), need.max_length());
 //!     progress = repo.provide(match &resp {
 //!         Some(b) => Response::Bytes(b),
@@ -31,8 +31,8 @@ use std::fmt::Display;
 use crate::crypto::{check_length_and_hashes, RawSigned, SchemeSet};
 use crate::error::{Error, Result};
 use crate::metadata::{
-    check_target_name, decode_signed, percent_encode, MetaFile, Role, Root, Snapshot, TargetInfo,
-    Targets, Timestamp,
+    check_target_name, decode_signed, percent_encode, MetaFile, RoleMetadata, Root, Snapshot,
+    TargetInfo, Targets, Timestamp,
 };
 use crate::store::TrustStore;
 use crate::time::UnixTime;
@@ -157,7 +157,7 @@ pub enum Response<'a> {
 
 /// Where an operation stands.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Progress {
+pub enum RepoProgress {
     /// Fetch this and call [`Repository::provide`].
     Need(Need),
     /// The top-level metadata is verified and current.
@@ -180,7 +180,7 @@ pub struct Trusted<R> {
     pub meta: R,
 }
 
-fn parse<R: Role>(what: &str, bytes: &[u8]) -> Result<Trusted<R>> {
+fn parse<R: RoleMetadata>(what: &str, bytes: &[u8]) -> Result<Trusted<R>> {
     let raw = RawSigned::from_slice(what, bytes)?;
     let meta = decode_signed::<R>(what, &raw)?;
     Ok(Trusted {
@@ -326,7 +326,7 @@ impl<S: TrustStore> Repository<S> {
 
     /// Starts the refresh of the top-level metadata at time `now`
     /// (TUF 5.3-5.5). Refuses a time before the last time seen.
-    pub fn begin_refresh(&mut self, now: UnixTime) -> Result<Progress> {
+    pub fn begin_refresh(&mut self, now: UnixTime) -> Result<RepoProgress> {
         if let Some(last) = self.last_time {
             if now < last {
                 return Err(Error::TimeWentBackwards {
@@ -350,7 +350,7 @@ impl<S: TrustStore> Repository<S> {
     /// Starts the search for `target` through the targets role and its
     /// delegations (TUF 5.6.7: pre-order depth-first, in priority order,
     /// honouring terminating delegations). Needs a completed refresh.
-    pub fn begin_lookup(&mut self, target: &str) -> Result<Progress> {
+    pub fn begin_lookup(&mut self, target: &str) -> Result<RepoProgress> {
         if !self.refreshed {
             return Err(Error::State(
                 "refresh the repository before looking up targets",
@@ -366,7 +366,7 @@ impl<S: TrustStore> Repository<S> {
     }
 
     /// Hands in the answer to the last [`Need`].
-    pub fn provide(&mut self, response: Response<'_>) -> Result<Progress> {
+    pub fn provide(&mut self, response: Response<'_>) -> Result<RepoProgress> {
         self.guard(|r| r.provide_inner(response))
     }
 
@@ -379,7 +379,7 @@ impl<S: TrustStore> Repository<S> {
     ) -> Result<()> {
         let p = self.begin_refresh(now)?;
         match self.drive(p, &mut fetch)? {
-            Progress::RefreshDone => Ok(()),
+            RepoProgress::RefreshDone => Ok(()),
             _ => Err(Error::State("refresh ended unexpectedly")),
         }
     }
@@ -392,8 +392,8 @@ impl<S: TrustStore> Repository<S> {
     ) -> Result<Option<TargetInfo>> {
         let p = self.begin_lookup(target)?;
         match self.drive(p, &mut fetch)? {
-            Progress::Found(t) => Ok(Some(t)),
-            Progress::NotFound => Ok(None),
+            RepoProgress::Found(t) => Ok(Some(t)),
+            RepoProgress::NotFound => Ok(None),
             _ => Err(Error::State("lookup ended unexpectedly")),
         }
     }
@@ -401,10 +401,10 @@ impl<S: TrustStore> Repository<S> {
     /// Feeds `fetch` answers until the operation ends.
     pub fn drive<E: Display>(
         &mut self,
-        mut progress: Progress,
+        mut progress: RepoProgress,
         fetch: &mut impl FnMut(&Need) -> Result<Option<Vec<u8>>, E>,
-    ) -> Result<Progress> {
-        while let Progress::Need(need) = &progress {
+    ) -> Result<RepoProgress> {
+        while let RepoProgress::Need(need) = &progress {
             let got = match fetch(need) {
                 Ok(got) => got,
                 Err(e) => {
@@ -423,7 +423,7 @@ impl<S: TrustStore> Repository<S> {
         Ok(progress)
     }
 
-    fn guard(&mut self, f: impl FnOnce(&mut Self) -> Result<Progress>) -> Result<Progress> {
+    fn guard(&mut self, f: impl FnOnce(&mut Self) -> Result<RepoProgress>) -> Result<RepoProgress> {
         let r = f(self);
         if r.is_err() {
             self.op = Op::Idle;
@@ -492,7 +492,7 @@ impl<S: TrustStore> Repository<S> {
         })
     }
 
-    fn provide_inner(&mut self, response: Response<'_>) -> Result<Progress> {
+    fn provide_inner(&mut self, response: Response<'_>) -> Result<RepoProgress> {
         let need = self.current_need()?;
         let bytes = match response {
             Response::Bytes(b) => {
@@ -534,7 +534,7 @@ impl<S: TrustStore> Repository<S> {
                 self.keep_targets("targets", "", t)?;
                 self.refreshed = true;
                 self.op = Op::Idle;
-                return Ok(Progress::RefreshDone);
+                return Ok(RepoProgress::RefreshDone);
             }
             Op::Lookup(l) => {
                 let (role, parent) = l
@@ -550,12 +550,14 @@ impl<S: TrustStore> Repository<S> {
     }
 
     /// Runs the state machine until it needs a file or finishes.
-    fn advance(&mut self) -> Result<Progress> {
+    fn advance(&mut self) -> Result<RepoProgress> {
         let now = self.now_checked()?;
         loop {
             match &mut self.op {
                 Op::Idle => return Err(Error::State("no operation in progress")),
-                Op::Root { .. } | Op::Timestamp => return Ok(Progress::Need(self.current_need()?)),
+                Op::Root { .. } | Op::Timestamp => {
+                    return Ok(RepoProgress::Need(self.current_need()?))
+                }
                 Op::Snapshot => {
                     let m = self.snapshot_meta()?.clone();
                     let usable = self
@@ -563,7 +565,7 @@ impl<S: TrustStore> Repository<S> {
                         .as_ref()
                         .is_some_and(|s| s.meta.version == m.version && now < s.meta.expires);
                     if !usable {
-                        return Ok(Progress::Need(self.current_need()?));
+                        return Ok(RepoProgress::Need(self.current_need()?));
                     }
                     self.op = Op::TopTargets;
                 }
@@ -571,9 +573,9 @@ impl<S: TrustStore> Repository<S> {
                     if self.cached_targets_usable("targets", "", now)? {
                         self.refreshed = true;
                         self.op = Op::Idle;
-                        return Ok(Progress::RefreshDone);
+                        return Ok(RepoProgress::RefreshDone);
                     }
-                    return Ok(Progress::Need(self.current_need()?));
+                    return Ok(RepoProgress::Need(self.current_need()?));
                 }
                 Op::Lookup(_) => {
                     if let Some(p) = self.lookup_step(now)? {
@@ -585,14 +587,14 @@ impl<S: TrustStore> Repository<S> {
     }
 
     /// One step of the delegation search; `None` means "call again".
-    fn lookup_step(&mut self, now: UnixTime) -> Result<Option<Progress>> {
+    fn lookup_step(&mut self, now: UnixTime) -> Result<Option<RepoProgress>> {
         let max = self.limits.max_delegations;
         let Op::Lookup(l) = &mut self.op else {
             return Err(Error::State("not in a lookup"));
         };
         let Some((role, parent)) = l.stack.last().cloned() else {
             self.op = Op::Idle;
-            return Ok(Some(Progress::NotFound));
+            return Ok(Some(RepoProgress::NotFound));
         };
         if l.visited.contains(&role) {
             l.stack.pop();
@@ -602,7 +604,7 @@ impl<S: TrustStore> Repository<S> {
             return Err(Error::TooManyDelegations(max));
         }
         if !self.cached_targets_usable(&role, &parent, now)? {
-            return Ok(Some(Progress::Need(self.targets_need(&role)?)));
+            return Ok(Some(RepoProgress::Need(self.targets_need(&role)?)));
         }
         let t = &self
             .targets
@@ -616,7 +618,7 @@ impl<S: TrustStore> Repository<S> {
         if let Some(info) = t.targets.get(&l.target) {
             let found = info.clone();
             self.op = Op::Idle;
-            return Ok(Some(Progress::Found(found)));
+            return Ok(Some(RepoProgress::Found(found)));
         }
         l.visited.insert(role.clone());
         if let Some(d) = &t.delegations {
@@ -705,7 +707,7 @@ impl<S: TrustStore> Repository<S> {
         Ok(())
     }
 
-    fn finish_root(&mut self) -> Result<Progress> {
+    fn finish_root(&mut self) -> Result<RepoProgress> {
         let now = self.now_checked()?;
         let Op::Root { start, .. } = &self.op else {
             return Err(Error::State("not updating root"));

@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 use crate::crypto::{RawSigned, SchemeSet};
 use crate::error::{Error, Result};
 use crate::metadata::{check_target_name, decode_signed, Root, TargetInfo, Targets};
-use crate::repo::{Limits, Need, Progress, Repository, Response};
+use crate::repo::{Limits, Need, RepoProgress, Repository, Response};
 use crate::store::TrustStore;
 use crate::time::UnixTime;
 
@@ -419,7 +419,7 @@ impl<SD: TrustStore, SI: TrustStore> FullVerifier<SD, SI> {
         }
     }
 
-    fn guard(&mut self, p: Result<Progress>) -> Result<FullProgress> {
+    fn guard(&mut self, p: Result<RepoProgress>) -> Result<FullProgress> {
         let r = p.and_then(|p| self.handle(p));
         if r.is_err() {
             self.stage = Stage::Idle;
@@ -427,19 +427,19 @@ impl<SD: TrustStore, SI: TrustStore> FullVerifier<SD, SI> {
         r
     }
 
-    fn handle(&mut self, mut p: Progress) -> Result<FullProgress> {
+    fn handle(&mut self, mut p: RepoProgress) -> Result<FullProgress> {
         loop {
             let stage = std::mem::replace(&mut self.stage, Stage::Idle);
             match (stage, p) {
-                (s @ Stage::Director, Progress::Need(n)) => {
+                (s @ Stage::Director, RepoProgress::Need(n)) => {
                     self.stage = s;
                     return Ok(FullProgress::Need(RepoKind::Director, n));
                 }
-                (s @ (Stage::Image(_) | Stage::Lookup(..)), Progress::Need(n)) => {
+                (s @ (Stage::Image(_) | Stage::Lookup(..)), RepoProgress::Need(n)) => {
                     self.stage = s;
                     return Ok(FullProgress::Need(RepoKind::Image, n));
                 }
-                (Stage::Director, Progress::RefreshDone) => {
+                (Stage::Director, RepoProgress::RefreshDone) => {
                     let top = self
                         .director
                         .top_targets()
@@ -451,11 +451,11 @@ impl<SD: TrustStore, SI: TrustStore> FullVerifier<SD, SI> {
                     self.stage = Stage::Image(directed);
                     p = self.image.begin_refresh(self.now)?;
                 }
-                (Stage::Image(directed), Progress::RefreshDone) => {
+                (Stage::Image(directed), RepoProgress::RefreshDone) => {
                     p = self.image.begin_lookup(&directed[0].name)?;
                     self.stage = Stage::Lookup(directed, 0);
                 }
-                (Stage::Lookup(mut directed, i), Progress::Found(info)) => {
+                (Stage::Lookup(mut directed, i), RepoProgress::Found(info)) => {
                     match_image(&directed[i], &info)?;
                     directed[i].image_custom = info.custom;
                     let next = i + 1;
@@ -465,7 +465,7 @@ impl<SD: TrustStore, SI: TrustStore> FullVerifier<SD, SI> {
                     p = self.image.begin_lookup(&directed[next].name)?;
                     self.stage = Stage::Lookup(directed, next);
                 }
-                (Stage::Lookup(directed, i), Progress::NotFound) => {
+                (Stage::Lookup(directed, i), RepoProgress::NotFound) => {
                     return Err(Error::NotInImageRepository {
                         target: directed[i].name.clone(),
                     });

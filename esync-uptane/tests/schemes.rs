@@ -6,7 +6,7 @@
 use esync_proto::id::{EcuSerial, HardwareId, ReleaseCounter, Vin};
 use esync_uptane::builder::{RepositoryBuilder, RoleSetup};
 use esync_uptane::crypto::{PrivateKey, Scheme, SchemeSet};
-use esync_uptane::repo::{Limits, Progress, Repository, Response};
+use esync_uptane::repo::{Limits, RepoProgress, Repository, Response};
 use esync_uptane::store::MemoryStore;
 use esync_uptane::uptane::{director_custom, PartialVerifier};
 use esync_uptane::{Error, UnixTime};
@@ -164,13 +164,13 @@ fn ed25519_only_partial_verifier_refuses_a_root_rotation_to_p256() {
 fn refresh(b: &RepositoryBuilder, limits: Limits) -> esync_uptane::Result<()> {
     let mut repo = Repository::open(MemoryStore::new(b.root_bytes(1).unwrap().to_vec()), limits)?;
     let mut progress = repo.begin_refresh(NOW)?;
-    while let Progress::Need(need) = progress {
+    while let RepoProgress::Need(need) = progress {
         progress = match b.files().metadata.get(&need.path()) {
             Some(bytes) => repo.provide(Response::Bytes(bytes))?,
             None => repo.provide(Response::NotFound)?,
         };
     }
-    assert_eq!(progress, Progress::RefreshDone);
+    assert_eq!(progress, RepoProgress::RefreshDone);
     Ok(())
 }
 
@@ -221,12 +221,12 @@ fn ed25519_only_repository_verifier_ignores_p256_delegation_keys() {
         .unwrap();
     b.add_target_to("team", "x/f", b"delegated", None).unwrap();
     b.publish().unwrap();
-    let lookup = |limits: Limits| -> esync_uptane::Result<Progress> {
+    let lookup = |limits: Limits| -> esync_uptane::Result<RepoProgress> {
         let mut repo =
             Repository::open(MemoryStore::new(b.root_bytes(1).unwrap().to_vec()), limits)?;
-        let answer = |repo: &mut Repository<MemoryStore>, p: Progress| {
+        let answer = |repo: &mut Repository<MemoryStore>, p: RepoProgress| {
             let mut p = p;
-            while let Progress::Need(need) = p {
+            while let RepoProgress::Need(need) = p {
                 p = match b.files().metadata.get(&need.path()) {
                     Some(bytes) => repo.provide(Response::Bytes(bytes))?,
                     None => repo.provide(Response::NotFound)?,
@@ -241,7 +241,7 @@ fn ed25519_only_repository_verifier_ignores_p256_delegation_keys() {
     };
     assert!(matches!(
         lookup(Limits::default()).unwrap(),
-        Progress::Found(_)
+        RepoProgress::Found(_)
     ));
     let r = lookup(ed25519_only()).map(drop);
     assert_threshold(r, "team", 1, 2);
