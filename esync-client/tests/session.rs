@@ -62,20 +62,7 @@ fn metadata_is_verified_before_any_blob_and_a_bad_signature_fetches_nothing() {
     let ecus = vec![ecu(1, 5_000, vec![])];
     srv.publish(&ecus, &[], ComponentPolicy::default());
     // The Director targets altered after signing (a compromised mirror).
-    let (name, mut bytes) = srv
-        .director
-        .files()
-        .metadata
-        .iter()
-        .find(|(k, _)| k.ends_with("targets.json"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .expect("targets file");
-    let pos = bytes
-        .windows(5)
-        .position(|w| w == b"2.0.0")
-        .expect("version in targets");
-    bytes[pos] = b'9';
-    srv.faults.director_override = Some((name, bytes));
+    srv.faults.tamper_director_targets = true;
     let mut s = srv.session();
     let mut clock = Clock::new();
     let mut trace = Trace::default();

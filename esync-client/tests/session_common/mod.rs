@@ -94,8 +94,9 @@ pub struct Faults {
     pub trickle: Option<(usize, u64)>,
     /// Serve extra bytes past the end.
     pub overlong: bool,
-    /// Serve these bytes for this Director file instead.
-    pub director_override: Option<(String, Vec<u8>)>,
+    /// Alter every Director targets file after signing (one byte of the
+    /// first ECU serial).
+    pub tamper_director_targets: bool,
 }
 
 pub struct FakeServer {
@@ -298,10 +299,14 @@ pub fn serve(
         }
         Need::DirectorFile { name, max_len } => {
             srv.metadata_gets += 1;
-            let f = match &srv.faults.director_override {
-                Some((n, b)) if n == name.as_str() => Some(b.clone()),
-                _ => srv.director.files().metadata.get(name.as_str()).cloned(),
-            };
+            let mut f = srv.director.files().metadata.get(name.as_str()).cloned();
+            if srv.faults.tamper_director_targets && name.as_str().ends_with("targets.json") {
+                if let Some(b) = f.as_mut() {
+                    if let Some(pos) = b.windows(4).position(|w| w == b"SER1") {
+                        b[pos + 3] = b'9';
+                    }
+                }
+            }
             let f = f.filter(|b| b.len() as u64 <= max_len);
             s.provide(clock.now(), Answer::File(f.as_deref()))
         }
