@@ -39,16 +39,33 @@ fn happy_path_verifies_everything_and_yields_a_ready_package() {
     let Step::Ready(ready) = step else {
         panic!("not ready: {step:?}")
     };
-    assert_eq!(ready.package.as_str(), "pkg-1");
+    assert_eq!(ready.package.id().as_str(), "pkg-1");
+    assert_eq!(ready.package.components().len(), 2);
     assert_eq!(ready.components.len(), 2);
     for (c, e) in ready.components.iter().zip(&ecus) {
-        assert_eq!(c.target.ecu, e.serial);
+        assert_eq!(c.device, e.device);
         assert_eq!(c.encoding, ImageEncoding::Full);
         assert_eq!(c.artifact.sha256, sha(&e.new_image));
-    }
-    // Metadata to forward: both repositories' timestamp, snapshot, targets.
-    for list in [&ready.director_metadata, &ready.image_metadata] {
-        assert!(list.len() >= 3, "forwarded {list:?}");
+        assert_eq!(
+            c.target_name,
+            "pkg-1/".to_string() + &e.device.as_str()[1..] + "/2.0.0/full"
+        );
+        // Chunk hashes computed while streaming, matching the signed list.
+        let plan = esync_package::chunk::ChunkPlan::compute(&e.new_image, c.artifact.chunk_size)
+            .expect("plan");
+        assert_eq!(c.chunk_hashes.len() as u32, plan.count());
+        assert_eq!(
+            esync_package::chunk::chunk_list_digest(&c.chunk_hashes),
+            c.artifact.chunk_list_sha256
+        );
+        // Director timestamp, snapshot and targets to forward; partial-
+        // verification Agents get no Image metadata.
+        assert!(
+            c.metadata.director.len() >= 3,
+            "{:?}",
+            c.metadata.director.len()
+        );
+        assert!(c.metadata.image.is_empty());
     }
     // Every blob served once, in full.
     let total: u64 = ecus.iter().map(|e| e.new_image.len() as u64).sum();
@@ -145,7 +162,7 @@ fn delta_when_the_agent_can_apply_one_full_otherwise() {
     );
     assert_eq!(enc[1], &ImageEncoding::Full);
     assert_eq!(enc[2], &ImageEncoding::Full);
-    assert!(ready.components[0].artifact_name.contains("delta-1.0.0"));
+    assert!(ready.components[0].target_name.contains("delta-1.0.0"));
     assert!(ready.components[0].artifact.length < ecus[0].new_image.len() as u64);
     // A delta from another installed image is not usable: full.
     let mut moved = inventory(&ecus[0]);
@@ -341,13 +358,9 @@ fn a_dropped_connection_resumes_with_range_and_refetches_no_byte() {
 fn a_restart_rehashes_the_stored_prefix_and_fetches_only_the_rest() {
     use esync_client::core::session::download::{BlobDownload, BlobStep};
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-    let mut d = BlobDownload::resume(
-        sha(&data),
-        10_000,
-        &data[..6_000],
-        TransferLimits::default(),
-    )
-    .expect("resume");
+    let art = esync_package::package::Artifact::describe(&data, 4096).expect("describe");
+    let mut d =
+        BlobDownload::resume(&art, &data[..6_000], TransferLimits::default()).expect("resume");
     let BlobStep::Request {
         range_start,
         max_len,
@@ -358,11 +371,11 @@ fn a_restart_rehashes_the_stored_prefix_and_fetches_only_the_rest() {
     assert_eq!((range_start, max_len), (6_000, 4_000));
     assert_eq!(d.on_bytes(1, &data[6_000..]), Ok(4_000));
     assert_eq!(d.on_end(2), Ok(true));
+    assert_eq!(d.chunk_hashes().len(), 3);
     // A corrupted stored prefix fails the hash and restarts from 0.
     let mut bad = data[..6_000].to_vec();
     bad[10] ^= 1;
-    let mut d =
-        BlobDownload::resume(sha(&data), 10_000, &bad, TransferLimits::default()).expect("resume");
+    let mut d = BlobDownload::resume(&art, &bad, TransferLimits::default()).expect("resume");
     let _ = d.poll(0);
     d.on_bytes(1, &data[6_000..]).expect("bytes");
     assert!(d.on_end(2).is_err());

@@ -320,6 +320,7 @@ pub fn serve(
             sha256,
             range_start,
             max_len,
+            ..
         } => {
             srv.blob_requests.push((sha256, range_start));
             if srv.faults.always_fail {

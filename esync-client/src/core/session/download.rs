@@ -9,6 +9,8 @@
 //! bytes it stored ([`BlobDownload::resume`]) to rebuild the hasher, so no
 //! received byte is fetched twice.
 
+use esync_package::chunk::chunk_list_digest;
+use esync_package::package::Artifact;
 use esync_proto::id::Sha256Digest;
 use sha2::{Digest, Sha256};
 
@@ -77,8 +79,9 @@ pub enum AttemptFailure {
         /// Signed length.
         length: u64,
     },
-    /// The whole blob hashed to another value; the host must discard it.
-    #[error("sha256 of the whole blob differs from the signed one")]
+    /// The whole blob (or its chunk list) hashed to another value; the host
+    /// must discard it.
+    #[error("sha256 of the whole blob or its chunk list differs from the signed one")]
     HashMismatch,
     /// The host reported a transport or HTTP failure.
     #[error("transport: {0}")]
@@ -173,8 +176,12 @@ struct Running {
 pub struct BlobDownload {
     sha256: Sha256Digest,
     length: u64,
+    chunk_size: u64,
+    chunk_list_sha256: Sha256Digest,
     received: u64,
     hasher: Sha256,
+    chunk_hasher: Sha256,
+    chunk_hashes: Vec<Sha256Digest>,
     limits: TransferLimits,
     backoff: Backoff,
     state: State,
@@ -182,13 +189,18 @@ pub struct BlobDownload {
 }
 
 impl BlobDownload {
-    /// A download of `length` bytes hashing to `sha256` (both signed).
-    pub fn new(sha256: Sha256Digest, length: u64, limits: TransferLimits) -> Self {
+    /// A download of the signed `artifact` (length, SHA-256, chunk size and
+    /// chunk-list digest, all checked).
+    pub fn new(artifact: &Artifact, limits: TransferLimits) -> Self {
         BlobDownload {
-            sha256,
-            length,
+            sha256: artifact.sha256,
+            length: artifact.length,
+            chunk_size: u64::from(artifact.chunk_size.max(1)),
+            chunk_list_sha256: artifact.chunk_list_sha256,
             received: 0,
             hasher: Sha256::new(),
+            chunk_hasher: Sha256::new(),
+            chunk_hashes: Vec::new(),
             backoff: Backoff::new(&limits),
             limits,
             state: State::Ready,
@@ -200,18 +212,41 @@ impl BlobDownload {
     /// (re-hashed, never fetched again). A prefix longer than `length` is
     /// refused.
     pub fn resume(
-        sha256: Sha256Digest,
-        length: u64,
+        artifact: &Artifact,
         prefix: &[u8],
         limits: TransferLimits,
     ) -> Result<Self, AttemptFailure> {
-        if prefix.len() as u64 > length {
-            return Err(AttemptFailure::TooLong { length });
+        if prefix.len() as u64 > artifact.length {
+            return Err(AttemptFailure::TooLong {
+                length: artifact.length,
+            });
         }
-        let mut d = Self::new(sha256, length, limits);
-        d.hasher.update(prefix);
-        d.received = prefix.len() as u64;
+        let mut d = Self::new(artifact, limits);
+        d.absorb(prefix);
         Ok(d)
+    }
+
+    /// Hashes accepted bytes: the whole-blob hasher and the per-chunk one.
+    fn absorb(&mut self, mut bytes: &[u8]) {
+        self.hasher.update(bytes);
+        while !bytes.is_empty() {
+            let in_chunk = self.received % self.chunk_size;
+            let room = usize::try_from(self.chunk_size - in_chunk).unwrap_or(usize::MAX);
+            let n = room.min(bytes.len());
+            self.chunk_hasher.update(&bytes[..n]);
+            self.received += n as u64;
+            bytes = &bytes[n..];
+            if self.received % self.chunk_size == 0 || self.received == self.length {
+                let h = std::mem::take(&mut self.chunk_hasher).finalize();
+                self.chunk_hashes.push(Sha256Digest(h.into()));
+            }
+        }
+    }
+
+    /// SHA-256 of each complete chunk received so far (all of them once
+    /// [`BlobDownload::is_done`]).
+    pub fn chunk_hashes(&self) -> &[Sha256Digest] {
+        &self.chunk_hashes
     }
 
     /// The signed SHA-256.
@@ -309,8 +344,7 @@ impl BlobDownload {
         };
         let room = self.length - self.received;
         let take = usize::try_from(room).map_or(bytes.len(), |room| bytes.len().min(room));
-        self.hasher.update(&bytes[..take]);
-        self.received += take as u64;
+        self.absorb(&bytes[..take]);
         r.window_bytes += take as u64;
         if take > 0 {
             r.last_byte_ms = now_ms;
@@ -363,11 +397,13 @@ impl BlobDownload {
 
     fn finish(&mut self, now_ms: u64) {
         let got: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
-        if got == self.sha256.0 {
+        if got == self.sha256.0 && chunk_list_digest(&self.chunk_hashes) == self.chunk_list_sha256 {
             self.backoff.succeed();
             self.state = State::Done;
         } else {
             self.received = 0;
+            self.chunk_hasher = Sha256::new();
+            self.chunk_hashes.clear();
             self.fail(now_ms, AttemptFailure::HashMismatch);
         }
     }

@@ -28,13 +28,16 @@ use std::collections::BTreeMap;
 use esync_api::body::{CheckInRequest, CheckInResponse, ManifestAccepted};
 use esync_api::{MetadataFileName, ReportId};
 use esync_package::package::{
-    Artifact, ArtifactRef, Component, DownloadPolicy, PackageId, TargetDescription,
+    Artifact, ArtifactRef, Component, DownloadPolicy, Package, PackageError, PackageId,
+    TargetDescription,
 };
 use esync_proto::id::{CorrelationId, EcuSerial, Id128, Sha256Digest};
 use esync_proto::message::{
     ConsentKind, ConsentRequest, ConsentResponse, ImageEncoding, InventoryReport, MetadataRole,
-    RoleBytes,
+    RoleBytes, VerificationLevel,
 };
+
+use crate::core::plan::{BlobId, ForwardedMetadata, ReadyComponent, ReadyPackage};
 use esync_uptane::uptane::{DirectorTarget, EcuInfo, FullProgress, FullVerifier, RepoKind};
 use esync_uptane::{Limits, TrustStore, UnixTime};
 use sha2::{Digest, Sha256};
@@ -82,8 +85,12 @@ pub enum Need {
     },
     /// Publish this consent request to the HMI listener on the broker.
     Consent(ConsentRequest),
-    /// `GET /v1/blobs/{sha256}` from `range_start`, at most `max_len` bytes.
+    /// `GET /v1/blobs/{sha256}` from `range_start`, at most `max_len` bytes;
+    /// the host writes the bytes under `blob` at offset `range_start`
+    /// (`range_start == 0`: start afresh, dropping what it held).
     Blob {
+        /// The session's number for the blob ([`ReadyComponent::blob`]).
+        blob: BlobId,
         /// Blob.
         sha256: Sha256Digest,
         /// First byte (Range); 0 means no Range header.
@@ -185,42 +192,15 @@ pub enum SessionError {
     /// The answer does not fit the request.
     #[error("unexpected answer: {0}")]
     Unexpected(&'static str),
+    /// The verified targets do not form a valid package.
+    #[error("package: {0}")]
+    Package(#[from] PackageError),
     /// A body could not be encoded or a name validated.
     #[error("encoding: {0}")]
     Encoding(String),
 }
 
 type Result<T> = std::result::Result<T, SessionError>;
-
-/// One component ready for its Agent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReadyComponent {
-    /// The verified Director target (the full image's entry).
-    pub target: DirectorTarget,
-    /// The signed component description.
-    pub component: Component,
-    /// How the image travels to the Agent.
-    pub encoding: ImageEncoding,
-    /// Target name of the artifact downloaded (full image or delta).
-    pub artifact_name: String,
-    /// The artifact (its sha256 is the blob the host stored).
-    pub artifact: Artifact,
-}
-
-/// A package whose every blob is downloaded and verified.
-///
-/// Moves to `core::plan::ReadyPackage` (clientcore) when that lands.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReadyPackage {
-    /// Package.
-    pub package: PackageId,
-    /// Components, in the Director's order.
-    pub components: Vec<ReadyComponent>,
-    /// Director role files to forward to Agents (they verify again).
-    pub director_metadata: Vec<RoleBytes>,
-    /// Image repository role files to forward.
-    pub image_metadata: Vec<RoleBytes>,
-}
 
 /// Limits and policy of a session.
 #[derive(Debug, Clone, Default)]
@@ -269,7 +249,12 @@ pub fn plan_component(
 }
 
 struct Planned {
-    ready: ReadyComponent,
+    device: esync_proto::id::DevicePath,
+    description: TargetDescription,
+    target_name: String,
+    encoding: ImageEncoding,
+    artifact: Artifact,
+    verification: VerificationLevel,
     download: BlobDownload,
 }
 
@@ -512,20 +497,19 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                 .get(&t.ecu)
                 .ok_or_else(|| bad("no Agent for this ECU".into()))?;
             let (aref, artifact, encoding) = plan_component(&desc, agent);
-            let artifact_name = TargetDescription {
+            let target_name = TargetDescription {
                 artifact: aref,
                 ..desc.clone()
             }
             .target_name();
             items.push(Planned {
-                download: BlobDownload::new(artifact.sha256, artifact.length, self.config.transfer),
-                ready: ReadyComponent {
-                    target: t,
-                    component: desc.component,
-                    encoding,
-                    artifact_name,
-                    artifact,
-                },
+                download: BlobDownload::new(&artifact, self.config.transfer),
+                device: desc.component.device.clone(),
+                description: desc,
+                target_name,
+                encoding,
+                artifact,
+                verification: agent.verification,
             });
         }
         let (package, download, count) = package.ok_or(SessionError::Unexpected("no targets"))?;
@@ -545,7 +529,11 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
     }
 
     fn gate(&mut self, now: Now, plan: Plan) -> Result<Step> {
-        let comps: Vec<&Component> = plan.items.iter().map(|p| &p.ready.component).collect();
+        let comps: Vec<&Component> = plan
+            .items
+            .iter()
+            .map(|p| &p.description.component)
+            .collect();
         let verdict = self.config.policy.evaluate(
             ConsentKind::Download,
             &plan.download,
@@ -572,7 +560,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                 let deadline_wall_ms = now
                     .wall_ms
                     .saturating_add(self.config.policy.consent_timeout_ms);
-                let size_bytes = plan.items.iter().map(|p| p.ready.artifact.length).sum();
+                let size_bytes = plan.items.iter().map(|p| p.artifact.length).sum();
                 let req = ConsentRequest {
                     request_id,
                     kind: ConsentKind::Download,
@@ -643,7 +631,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
             State::Downloading(mut plan, mut i) => loop {
                 let Some(item) = plan.items.get_mut(i) else {
                     self.state = State::Done;
-                    return Ok(Step::Ready(Box::new(self.ready(plan))));
+                    return Ok(Step::Ready(Box::new(self.ready(plan)?)));
                 };
                 match item.download.poll(now.mono_ms) {
                     BlobStep::Done => i += 1,
@@ -654,6 +642,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                         let sha256 = item.download.sha256();
                         self.state = State::Downloading(plan, i);
                         return Ok(Step::Need(Need::Blob {
+                            blob: BlobId(i as u64),
                             sha256,
                             range_start,
                             max_len,
@@ -665,7 +654,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                     }
                     BlobStep::GaveUp { attempts, last } => {
                         return Err(SessionError::GaveUp {
-                            what: format!("blob {}", item.ready.artifact_name),
+                            what: format!("blob {}", item.target_name),
                             attempts,
                             last: last.to_string(),
                         })
@@ -679,14 +668,37 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
         }
     }
 
-    fn ready(&self, plan: Plan) -> ReadyPackage {
-        let list = |m: &BTreeMap<String, RoleBytes>| m.values().cloned().collect();
-        ReadyPackage {
-            package: plan.package,
-            components: plan.items.into_iter().map(|p| p.ready).collect(),
-            director_metadata: list(&self.forwarded[0]),
-            image_metadata: list(&self.forwarded[1]),
-        }
+    fn ready(&self, plan: Plan) -> Result<ReadyPackage> {
+        let list = |m: &BTreeMap<String, RoleBytes>| m.values().cloned().collect::<Vec<_>>();
+        let director = list(&self.forwarded[0]);
+        let image = list(&self.forwarded[1]);
+        let descs: Vec<TargetDescription> =
+            plan.items.iter().map(|p| p.description.clone()).collect();
+        let package = Package::from_target_descriptions(&descs)?;
+        let components = plan
+            .items
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| ReadyComponent {
+                device: p.device,
+                target_name: p.target_name,
+                encoding: p.encoding,
+                chunk_hashes: p.download.chunk_hashes().to_vec(),
+                artifact: p.artifact,
+                blob: BlobId(i as u64),
+                metadata: ForwardedMetadata {
+                    director: director.clone(),
+                    image: match p.verification {
+                        VerificationLevel::Full => image.clone(),
+                        VerificationLevel::Partial => Vec::new(),
+                    },
+                },
+            })
+            .collect();
+        Ok(ReadyPackage {
+            package,
+            components,
+        })
     }
 
     /// Bytes received so far of the blob being downloaded (the host's
