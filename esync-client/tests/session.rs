@@ -237,15 +237,25 @@ fn a12_slow_retrieval_is_abandoned_and_gives_up() {
 }
 
 #[test]
-fn a12_a_stalled_response_is_abandoned() {
+fn a12_a_stalled_response_is_abandoned_at_the_stall_deadline() {
     let mut srv = FakeServer::new();
     let ecus = vec![ecu(1, 10_000, vec![])];
     srv.publish(&ecus, &[], ComponentPolicy::default());
-    let mut s = srv.session();
+    let limits = TransferLimits {
+        min_bytes_per_s: 1,
+        window_ms: 600_000,
+        stall_ms: 5_000,
+        max_attempts: 1,
+        ..TransferLimits::default()
+    };
+    let mut s = srv.session_with(SessionConfig {
+        transfer: limits,
+        ..SessionConfig::default()
+    });
     let mut clock = Clock::new();
-    let mut trace = Trace::default();
     let mut step = start(&mut s, &clock, &ecus);
-    // Drive to the first blob request, then answer nothing.
+    // Drive to the first blob request; the server sends 100 bytes, then
+    // nothing (the response stays open).
     loop {
         step = match step {
             Step::Need(Need::Blob { .. }) => break,
@@ -253,18 +263,25 @@ fn a12_a_stalled_response_is_abandoned() {
             other => panic!("{other:?}"),
         };
     }
+    let blob = &srv.blobs[&sha(&ecus[0].new_image)];
+    clock.mono_ms += 1_000;
+    let step = s
+        .provide(clock.now(), Answer::BlobBytes(&blob[..100]))
+        .expect("bytes");
+    assert_eq!(step, Step::Continue);
     let Step::WaitUntil(t) = s.poll(clock.now()).expect("poll") else {
         panic!("expected a deadline")
     };
-    assert_eq!(t, clock.mono_ms + TransferLimits::default().window_ms);
-    clock.mono_ms = t;
-    // The window passed with no byte: slow retrieval; a retry is scheduled.
-    let step = s.poll(clock.now()).expect("poll");
-    assert!(
-        matches!(step, Step::WaitUntil(w) if w > clock.mono_ms),
-        "{step:?}"
+    assert_eq!(
+        t,
+        clock.mono_ms + 5_000,
+        "stall deadline from the last byte"
     );
-    let _ = &mut trace;
+    clock.mono_ms = t - 1;
+    assert!(matches!(s.poll(clock.now()), Ok(Step::WaitUntil(_))));
+    clock.mono_ms = t;
+    let err = s.poll(clock.now()).expect_err("stalled");
+    assert!(err.to_string().contains("stalled"), "{err}");
 }
 
 #[test]
@@ -510,4 +527,98 @@ fn rules_block_on_network_and_a_stricter_domain_rule() {
     let step = s.poll(clock.now()).expect("poll");
     let step = drive(&mut s, &mut srv, &mut clock, step, &mut trace).expect("ok");
     assert!(matches!(step, Step::Ready(_)), "{step:?}");
+}
+
+#[test]
+fn a_stricter_domain_precondition_gates_install_for_that_component_only() {
+    use esync_client::core::session::policy::{DomainRule, Policy, Verdict};
+    use esync_package::package::{Component, DownloadPolicy};
+    use esync_proto::message::{ConsentKind, Signal, SignalValue};
+    use esync_proto::precondition::Precondition;
+    let mut srv = FakeServer::new();
+    let ecus = vec![ecu(1, 1_000, vec![]), ecu(2, 1_000, vec![])];
+    let pkg = srv.publish(
+        &ecus,
+        &[],
+        ComponentPolicy {
+            precondition: Some(Precondition::parse("speed == 0").expect("parse")),
+            ..ComponentPolicy::default()
+        },
+    );
+    let mut policy = Policy::default();
+    policy.domains.insert(
+        ecus[1].device.clone(),
+        DomainRule {
+            precondition: Some(Precondition::parse("gear == \"P\"").expect("parse")),
+            consent_required: true,
+            ..DomainRule::default()
+        },
+    );
+    let comps: Vec<&Component> = pkg.components().iter().collect();
+    let sig = |speed: i64, gear: &str| {
+        vec![
+            Signal {
+                name: "speed".into(),
+                value: SignalValue::Int(speed),
+            },
+            Signal {
+                name: "gear".into(),
+                value: SignalValue::Text(gear.into()),
+            },
+        ]
+    };
+    let cond = |signals| Conditions {
+        network: Some(NetworkKind::Wifi),
+        battery_percent: Some(90),
+        signals,
+    };
+    let dl = DownloadPolicy::default();
+    let wall = NOW_S as u64 * 1000;
+    // Moving: the package precondition blocks both components.
+    let Verdict::Blocked(why) =
+        policy.evaluate(ConsentKind::Install, &dl, &comps, &cond(sig(30, "D")), wall)
+    else {
+        panic!("not blocked")
+    };
+    assert_eq!(why.len(), 3, "{why:?}");
+    // Stopped in D: only the stricter domain rule of /ecu2 blocks.
+    let Verdict::Blocked(why) =
+        policy.evaluate(ConsentKind::Install, &dl, &comps, &cond(sig(0, "D")), wall)
+    else {
+        panic!("not blocked")
+    };
+    assert_eq!(
+        why,
+        vec![Blocked::Precondition {
+            expr: "gear == \"P\"".into(),
+            device: Some(ecus[1].device.clone()),
+        }]
+    );
+    // Parked: allowed, with the consent the domain rule requires.
+    assert_eq!(
+        policy.evaluate(ConsentKind::Install, &dl, &comps, &cond(sig(0, "P")), wall),
+        Verdict::NeedsConsent
+    );
+    // Only /ecu1: no consent needed, and its download is not gated by the
+    // install precondition.
+    assert_eq!(
+        policy.evaluate(
+            ConsentKind::Install,
+            &dl,
+            &comps[..1],
+            &cond(sig(0, "D")),
+            wall
+        ),
+        Verdict::Allowed
+    );
+    assert_eq!(
+        policy.evaluate(
+            ConsentKind::Download,
+            &dl,
+            &comps[..1],
+            &cond(sig(30, "D")),
+            wall
+        ),
+        Verdict::Allowed
+    );
 }
