@@ -45,16 +45,8 @@ use sha2::{Digest, Sha256};
 use download::{AttemptFailure, Backoff, BlobDownload, BlobStep, TransferLimits};
 use policy::{Blocked, ConsentOutcome, Policy, Verdict};
 
-/// Monotonic and wall time, as the Agent core takes them
-/// (`esync_agent::agent::Now`; kept here to avoid a dependency on the Agent
-/// crate).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
-    /// Monotonic ms (deadlines, rates).
-    pub mono_ms: u64,
-    /// Wall-clock ms since the Unix epoch (metadata expiry, windows).
-    pub wall_ms: u64,
-}
+/// Both clocks (the Agent's and the orchestrator's type).
+pub use super::Now;
 
 /// A request for the host to perform.
 #[derive(Debug, Clone, PartialEq, Eq)]
