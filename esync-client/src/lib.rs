@@ -5,6 +5,10 @@
 //! TCP with mutual TLS, and the Client itself talks to it in-process through
 //! an `esync_transport::ChannelTransport`.
 //!
+//! [`http`] is the Client's HTTPS side of the device API (`esync_api`):
+//! mutual TLS with the vehicle certificate, capped bodies, timeouts and
+//! resumable, hash-checked blob downloads.
+//!
 //! The Client orchestrator (the update campaign state machine driving
 //! inventory, consent, transfer, install and confirm over this broker) comes
 //! later; it is not part of this crate yet.
@@ -12,3 +16,4 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod http;
