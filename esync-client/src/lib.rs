@@ -17,3 +17,4 @@
 
 pub mod broker;
 pub mod http;
+pub mod runtime;

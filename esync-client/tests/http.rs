@@ -15,6 +15,9 @@ use esync_api::body::{
 };
 use esync_api::{range, ApiError, BlobId, ErrorCode, MetadataFileName, ReportId, RouteMatch};
 use esync_client::http::{partial_path, DeviceHttp, DownloadLimits, HttpError, Repo};
+use esync_client::runtime::{
+    check_in, refresh, CheckInOutcome, ClientConfig, StateDir, StateError,
+};
 use esync_identity::{
     client_tls_config, peer_identity_from_certs, server_tls_config, FleetCa, IssuedIdentity, Role,
     TrustAnchors, Validity,
@@ -72,6 +75,8 @@ struct State {
     fault: Mutex<Option<Fault>>,
     log: Mutex<Vec<Served>>,
     peers: Mutex<Vec<Vin>>,
+    director_timestamp: Option<u64>,
+    metadata_gets: AtomicU64,
 }
 
 fn json(status: StatusCode, v: &impl serde::Serialize) -> hyper::Response<Body> {
@@ -121,10 +126,12 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> hyper::Response<Bo
                 return error(ApiError::new(ErrorCode::MalformedBody, "check-in"));
             };
             let known = *state.manifest.lock().expect("lock");
-            let answer = if known == Some(ci.manifest_sha256) {
-                CheckInResponse::UpToDate
-            } else {
-                CheckInResponse::ManifestWanted
+            let answer = match state.director_timestamp {
+                _ if known != Some(ci.manifest_sha256) => CheckInResponse::ManifestWanted,
+                Some(timestamp_version) => {
+                    CheckInResponse::NewDirectorMetadata { timestamp_version }
+                }
+                None => CheckInResponse::UpToDate,
             };
             json(StatusCode::OK, &answer)
         }
@@ -143,6 +150,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> hyper::Response<Bo
             )
         }
         RouteMatch::DirectorFile(f) | RouteMatch::ImageFile(f) => {
+            state.metadata_gets.fetch_add(1, Ordering::SeqCst);
             let repo = if req.uri().path().starts_with("/v1/director/") {
                 &state.director
             } else {
@@ -575,4 +583,100 @@ async fn a_blob_that_does_not_hash_to_its_address_is_refused_and_removed() {
         .expect_err("length");
     assert!(matches!(err, HttpError::LengthMismatch { .. }), "{err:?}");
     assert!(!partial_path(&dest).exists());
+}
+
+#[tokio::test]
+async fn runtime_provisions_checks_in_and_refreshes_into_the_trust_stores() {
+    let f = fleet();
+    let expires = UnixTime(now_unix() + 86_400);
+    let mut director = RepositoryBuilder::generate(expires).expect("director");
+    director
+        .add_target("ecu-1.img", b"image one", None)
+        .expect("target");
+    let mut image = RepositoryBuilder::generate(expires).expect("image");
+    image
+        .add_target("ecu-1.img", b"image one", None)
+        .expect("target");
+    let st = State {
+        director: director.publish().expect("publish").metadata.clone(),
+        image: image.publish().expect("publish").metadata.clone(),
+        director_timestamp: Some(1),
+        ..Default::default()
+    };
+    let server = start(&f.ca, st).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = StateDir::new(dir.path());
+    let config = ClientConfig {
+        server_url: format!("https://{}", server.addr),
+    };
+    let director_root = director.root_bytes(1).expect("root").to_vec();
+    let image_root = image.root_bytes(1).expect("root").to_vec();
+
+    // A certificate from another CA is refused at provisioning.
+    let other = FleetCa::new("other fleet", validity()).expect("CA");
+    let foreign = other.issue_vehicle(&vin(), validity()).expect("vehicle");
+    let err = state
+        .provision(
+            &config,
+            &foreign.chain_pem(),
+            &foreign.key_pem(),
+            &f.ca.cert_pem(),
+            &director_root,
+            &image_root,
+        )
+        .expect_err("foreign");
+    assert!(matches!(err, StateError::Invalid { .. }), "{err:?}");
+    assert!(state.config().is_err());
+
+    let got = state
+        .provision(
+            &config,
+            &f.vehicle.chain_pem(),
+            &f.vehicle.key_pem(),
+            &f.ca.cert_pem(),
+            &director_root,
+            &image_root,
+        )
+        .expect("provision");
+    assert_eq!(got, vin());
+
+    let http = state.http().expect("http");
+    let mut dir_repo = state.director().expect("director");
+    let manifest = br#"{"signatures":[],"signed":{}}"#;
+    let now = UnixTime(now_unix());
+    let first = check_in(&http, Some(manifest), &mut dir_repo, now, T)
+        .await
+        .expect("check-in");
+    match first {
+        CheckInOutcome::ManifestUploaded(inner) => match *inner {
+            CheckInOutcome::DirectorRefreshed(r) => {
+                assert_eq!(r.fetched, 4);
+                assert_eq!(r.timestamp_version, Some(1));
+            }
+            other => panic!("expected a Director refresh, got {other:?}"),
+        },
+        other => panic!("expected a manifest upload, got {other:?}"),
+    }
+    let gets = server.state.metadata_gets.load(Ordering::SeqCst);
+    // The trusted Director state is on disk: a fresh open sees version 1,
+    // and the next check-in fetches nothing.
+    let mut reopened = state.director().expect("reopen");
+    assert_eq!(reopened.timestamp().map(|t| t.meta.version), Some(1));
+    let second = check_in(&http, Some(manifest), &mut reopened, now, T)
+        .await
+        .expect("check-in");
+    assert_eq!(second, CheckInOutcome::UpToDate);
+    assert_eq!(server.state.metadata_gets.load(Ordering::SeqCst), gets);
+
+    let mut img = state.image().expect("image");
+    let r = refresh(&http, Repo::Image, &mut img, now, T)
+        .await
+        .expect("image refresh");
+    assert_eq!(r.targets_version, Some(1));
+    let reopened = state.image().expect("image");
+    assert_eq!(
+        reopened.targets("targets").map(|t| t.meta.version),
+        Some(1),
+        "targets persisted in the Image trust store"
+    );
 }
