@@ -680,3 +680,96 @@ async fn runtime_provisions_checks_in_and_refreshes_into_the_trust_stores() {
         "targets persisted in the Image trust store"
     );
 }
+
+fn cli(args: Vec<String>) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_esync-client"))
+        .args(args)
+        .output()
+        .expect("esync-client runs")
+}
+
+async fn cli_async(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || cli(args))
+        .await
+        .expect("join")
+}
+
+#[tokio::test]
+async fn binary_provisions_runs_once_and_reports_status() {
+    let f = fleet();
+    let expires = UnixTime(now_unix() + 86_400);
+    let mut director = RepositoryBuilder::generate(expires).expect("director");
+    director
+        .add_target("ecu-1.img", b"image one", None)
+        .expect("target");
+    let mut image = RepositoryBuilder::generate(expires).expect("image");
+    let st = State {
+        director: director.publish().expect("publish").metadata.clone(),
+        image: image.publish().expect("publish").metadata.clone(),
+        director_timestamp: Some(1),
+        ..Default::default()
+    };
+    let server = start(&f.ca, st).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let p = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
+    std::fs::write(p("v.pem"), f.vehicle.chain_pem()).expect("write");
+    std::fs::write(p("v.key"), f.vehicle.key_pem()).expect("write");
+    std::fs::write(p("ca.pem"), f.ca.cert_pem()).expect("write");
+    std::fs::write(p("d.json"), director.root_bytes(1).expect("root")).expect("write");
+    std::fs::write(p("i.json"), image.root_bytes(1).expect("root")).expect("write");
+    let dir = p("state");
+    let url = format!("https://{}", server.addr);
+    let out = cli_async(&[
+        "provision",
+        "--dir",
+        &dir,
+        "--server",
+        &url,
+        "--cert",
+        &p("v.pem"),
+        "--key",
+        &p("v.key"),
+        "--ca",
+        &p("ca.pem"),
+        "--director-root",
+        &p("d.json"),
+        "--image-root",
+        &p("i.json"),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(tmp.path().join("state/manifest.json"), b"{}").expect("manifest");
+
+    let out = cli_async(&["run", "--dir", &dir, "--once"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("DirectorRefreshed"), "{stdout}");
+    assert!(stdout.contains("image refresh"), "{stdout}");
+
+    let out = cli_async(&["status", "--dir", &dir]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("WVWZZZ1JZXW000001"), "{stdout}");
+    assert!(
+        stdout.contains("director: root 1 timestamp 1 snapshot 1 targets 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("image: root 1 timestamp 1"), "{stdout}");
+
+    // Not provisioned: a clear failure.
+    let out = cli_async(&["status", "--dir", &p("nothing")]).await;
+    assert!(!out.status.success());
+}
