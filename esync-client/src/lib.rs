@@ -16,5 +16,6 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod core;
 pub mod http;
 pub mod runtime;

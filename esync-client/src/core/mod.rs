@@ -1,0 +1,3 @@
+//! The Client's sans-I/O cores.
+
+pub mod session;
