@@ -295,6 +295,20 @@ impl DeviceHttp {
             .1)
     }
 
+    /// `POST /v1/checkin` with an already encoded
+    /// [`CheckInRequest`] body (as the sans-I/O session makes it).
+    pub async fn check_in_raw(
+        &self,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<CheckInResponse, HttpError> {
+        let path = Route::CheckIn.template();
+        Ok(self
+            .json_call(Route::CheckIn, path, Some(body), timeout)
+            .await?
+            .1)
+    }
+
     /// `POST /v1/manifest` with the signed manifest bytes
     /// (`esync_uptane::manifest::VehicleManifest::sign`).
     pub async fn upload_manifest(
@@ -527,6 +541,81 @@ impl DeviceHttp {
             path: dest.to_owned(),
             resumed_from,
             fetched,
+        })
+    }
+}
+
+/// A running blob response: chunks as they arrive (for a host that lets the
+/// sans-I/O session count and hash them, `core::session`).
+#[derive(Debug)]
+pub struct BlobStream {
+    body: Incoming,
+    idle_timeout: Duration,
+}
+
+impl BlobStream {
+    /// The next chunk, `Ok(None)` at the end; nothing for `idle_timeout`
+    /// is a [`HttpError::Timeout`].
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
+        loop {
+            match tokio::time::timeout(self.idle_timeout, self.body.frame()).await {
+                Err(_) => {
+                    return Err(HttpError::Timeout {
+                        what: "blob body",
+                        after: self.idle_timeout,
+                    })
+                }
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => return Err(HttpError::Transport(error_chain(&e))),
+                Ok(Some(Ok(f))) => {
+                    if let Ok(data) = f.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl DeviceHttp {
+    /// `GET /v1/blobs/{sha256}` from `range_start` (no `Range` header when
+    /// 0): a 206 must answer exactly from `range_start`; a 200 to a range
+    /// request is refused (the caller's offsets would be wrong).
+    pub async fn open_blob(
+        &self,
+        blob: &BlobId,
+        range_start: u64,
+        idle_timeout: Duration,
+    ) -> Result<BlobStream, HttpError> {
+        let mut req = self.request(Method::GET, &Route::blob(blob), None)?;
+        req.headers_mut().remove(ACCEPT);
+        if range_start > 0 {
+            req.headers_mut()
+                .insert(RANGE, range::resume_from(range_start));
+        }
+        let resp = self.send(req, "blob", idle_timeout).await?;
+        let deadline = tokio::time::Instant::now() + idle_timeout;
+        match resp.status() {
+            StatusCode::OK if range_start == 0 => {}
+            StatusCode::PARTIAL_CONTENT if range_start > 0 => {
+                range::check_partial(
+                    resp.headers().get(http::header::CONTENT_RANGE),
+                    range_start,
+                    None,
+                )?;
+            }
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {
+                return Err(HttpError::Range(RangeError::Mismatch {
+                    start: range_start,
+                    got: resp.status().to_string(),
+                    length: None,
+                }))
+            }
+            _ => return Err(error_answer(resp, deadline).await),
+        }
+        Ok(BlobStream {
+            body: resp.into_body(),
+            idle_timeout,
         })
     }
 }

@@ -773,3 +773,50 @@ async fn binary_provisions_runs_once_and_reports_status() {
     let out = cli_async(&["status", "--dir", &p("nothing")]).await;
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn runtime_drives_the_session_core_over_https() {
+    use esync_client::core::session::{Session, SessionConfig, Step};
+    use esync_client::runtime::session::{drive, SessionHost};
+    let f = fleet();
+    let expires = UnixTime(now_unix() + 86_400);
+    let mut director = RepositoryBuilder::generate(expires).expect("director");
+    let mut image = RepositoryBuilder::generate(expires).expect("image");
+    let st = State {
+        director: director.publish().expect("publish").metadata.clone(),
+        image: image.publish().expect("publish").metadata.clone(),
+        director_timestamp: Some(1),
+        ..Default::default()
+    };
+    let server = start(&f.ca, st).await;
+    let http = client(&server, &f.vehicle, &f.anchors);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = SessionHost {
+        http: &http,
+        downloads: dir.path().to_owned(),
+        request_timeout: T,
+        idle_timeout: T,
+        started: std::time::Instant::now(),
+    };
+    let mut session = Session::open(
+        MemoryStore::new(director.root_bytes(1).expect("root").to_vec()),
+        MemoryStore::new(image.root_bytes(1).expect("root").to_vec()),
+        vin(),
+        None,
+        SessionConfig::default(),
+    )
+    .expect("session");
+    let first = session
+        .check_in(host.now(), b"{\"signed\":{}}".to_vec(), Vec::new())
+        .expect("check-in");
+    let end = drive(&mut session, &host, first, |_| None)
+        .await
+        .expect("drive");
+    // Manifest uploaded, Director and Image metadata fetched and verified
+    // over mTLS, nothing directed to this vehicle.
+    assert_eq!(end, Step::UpToDate);
+    assert!(session.accepted_manifest().is_some());
+    assert!(server.state.manifest.lock().expect("lock").is_some());
+    // At least the Director: 2.root.json (404), timestamp, snapshot, targets.
+    assert!(server.state.metadata_gets.load(Ordering::SeqCst) >= 4);
+}

@@ -3,12 +3,16 @@
 //! ([`metadata`]: `esync_uptane::repo::Repository` refreshes over
 //! [`crate::http::DeviceHttp`]).
 //!
-//! Not here yet: the loop over the Client orchestrator core (inventory,
-//! consent, downloads and installs through the embedded broker); that core
-//! is being written in `core/` and this runtime will drive it the way
-//! `esync-agent`'s runtime drives the Agent endpoint.
+//! [`session`] drives the Server-facing sans-I/O session
+//! (`core::session::Session`: check-in, full Uptane verification, blob
+//! downloads) over the same client.
+//!
+//! Not here yet: the loop over the orchestrator (`core::Client`: Agents
+//! through the embedded broker, the campaign journal on `FileJournal`),
+//! and the report outbox.
 
 pub mod metadata;
+pub mod session;
 pub mod state;
 
 pub use metadata::{check_in, refresh, CheckInOutcome, RefreshOutcome, RuntimeError};
