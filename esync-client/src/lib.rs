@@ -5,16 +5,23 @@
 //! TCP with mutual TLS, and the Client itself talks to it in-process through
 //! an `esync_transport::ChannelTransport`.
 //!
-//! [`core`] is the Client's sans-I/O orchestration core: inventory of the
-//! Agents, a verified and downloaded package driven through every Agent of
-//! it in install stages (Agents of a stage in parallel, retries per
-//! component), atomically (commit or roll back every component), with the
-//! campaign journaled through `esync_store` so that a restart resumes or
-//! completes it. The Server side (check-in, Uptane verification,
-//! downloads, consent) and a tokio runtime around the core are not part
-//! of it.
+//! [`core`] is the Client's sans-I/O core: inventory of the Agents, a
+//! verified and downloaded package driven through every Agent of it in
+//! install stages (Agents of a stage in parallel, retries per component),
+//! atomically (commit or roll back every component), with the campaign
+//! journaled through `esync_store` so that a restart resumes or completes
+//! it; and [`core::session`], the Server-facing side (check-in, Uptane
+//! verification, download planning and resumable downloads, consent).
+//!
+//! [`http`] is the Client's HTTPS side of the device API (`esync_api`):
+//! mutual TLS with the vehicle certificate, capped bodies, timeouts and
+//! resumable, hash-checked blob downloads; [`runtime`] holds the state
+//! directory and the drivers of the session over it. A tokio loop over the
+//! orchestration core (Agents through the broker) is not built yet.
 
 #![forbid(unsafe_code)]
 
 pub mod broker;
 pub mod core;
+pub mod http;
+pub mod runtime;
