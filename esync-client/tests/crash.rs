@@ -75,10 +75,11 @@ fn run(failing: bool, arm: impl FnOnce(&mut Vehicle), what: &str) -> (u64, Vec<u
     )
 }
 
-#[test]
-fn power_cuts_on_client_and_agents_never_leave_a_mixed_vehicle() {
+/// The whole matrix for one package (successful or failing); returns the
+/// number of runs.
+fn matrix(failing: bool) -> u32 {
     let mut runs = 0u32;
-    for failing in [false, true] {
+    {
         let tag = if failing { "failing" } else { "success" };
         let (cpoints, apoints) = run(failing, |_| {}, &format!("{tag}: no fault"));
         assert!(
@@ -132,6 +133,25 @@ fn power_cuts_on_client_and_agents_never_leave_a_mixed_vehicle() {
             }
         }
     }
-    println!("crash matrix: {runs} runs, 0 mixed vehicles, 0 untruthful reports");
-    assert!(runs >= 1_000, "only {runs} runs");
+    runs
+}
+
+// The two packages run as two tests (in parallel on two cores); together
+// they are at least 1,000 runs (455 and 571 today: the failing package has
+// more persistence points, its rollbacks).
+
+#[test]
+fn power_cuts_during_a_successful_package_never_leave_a_mixed_vehicle() {
+    let runs = matrix(false);
+    println!(
+        "crash matrix (successful package): {runs} runs, 0 mixed vehicles, 0 untruthful reports"
+    );
+    assert!(runs >= 450, "only {runs} runs");
+}
+
+#[test]
+fn power_cuts_during_a_failing_package_never_leave_a_mixed_vehicle() {
+    let runs = matrix(true);
+    println!("crash matrix (failing package): {runs} runs, 0 mixed vehicles, 0 untruthful reports");
+    assert!(runs >= 550, "only {runs} runs");
 }

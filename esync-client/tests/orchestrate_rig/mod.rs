@@ -602,7 +602,7 @@ impl Vehicle {
         let cd = self
             .client
             .as_ref()
-            .and_then(|_| self.client_deadline)
+            .and(self.client_deadline)
             .filter(|d| *d <= self.mono);
         if cd.is_some() {
             self.client_deadline = None;
