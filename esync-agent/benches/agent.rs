@@ -519,6 +519,6 @@ fn main() {
         "\n| delta install, 1 MiB image, {} B zstd patch | peak heap above idle |\n| --- | --- |",
         patch.len()
     );
-    println!("| Prepare (verify patch and source, dry-run reconstruction) | {prepare} B |");
+    println!("| Prepare (verify patch and source, reconstruct into staging, bounded polls) | {prepare} B |");
     println!("| InstallStart → Installed ({polls} polls) | {install} B |");
 }

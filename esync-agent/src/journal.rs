@@ -25,7 +25,12 @@
 //!
 //! Formats:
 //!
-//! - **1**: body = postcard of [`JournalState`].
+//! - **2**: body = postcard of [`JournalState`], whose
+//!   [`crate::state::UpdateRecord`] ends with `staged_image_offset` (where
+//!   Prepare put a reconstructed delta image in staging).
+//! - **1**: the same without `staged_image_offset`; read into the format-1
+//!   types below and migrated with the offset unset (an Install from such a
+//!   journal reconstructs the delta itself, as the Agent that wrote it did).
 //! - Unversioned records (layout byte `0x01`, written before journal
 //!   records had their own version: `"ESAJ" || 0x01 || body || SHA-256(body)`)
 //!   are recognised by that layout byte and read as format 1, which is what
@@ -45,7 +50,7 @@ pub const MAX_JOURNAL_BYTES: usize = 4 * 1024 * 1024;
 /// Magic of the journal record.
 pub const JOURNAL_MAGIC: &[u8; 4] = b"ESAJ";
 /// Journal format version this build writes.
-pub const JOURNAL_FORMAT: u16 = 1;
+pub const JOURNAL_FORMAT: u16 = 2;
 
 const WHAT: &str = "journal";
 
@@ -65,15 +70,90 @@ pub fn decode_state(bytes: &[u8]) -> Result<JournalState, StoreError> {
     let record = esync_store::record::open(JOURNAL_MAGIC, bytes, MAX_JOURNAL_BYTES)
         .map_err(|reason| StoreError::corrupt(WHAT, reason))?;
     match record.format {
-        None | Some(1) => postcard::from_bytes(record.body)
+        None | Some(1) => postcard::from_bytes::<v1::JournalState>(record.body)
+            .map(JournalState::from)
+            .map_err(|e| StoreError::corrupt(WHAT, Corruption::Body(e.to_string()))),
+        Some(2) => postcard::from_bytes(record.body)
             .map_err(|e| StoreError::corrupt(WHAT, Corruption::Body(e.to_string()))),
         Some(found) => Err(StoreError::corrupt(
             WHAT,
             Corruption::UnknownVersion {
                 found,
-                supported: "1 (and unversioned records)".into(),
+                supported: "1, 2 (and unversioned records)".into(),
             },
         )),
+    }
+}
+
+/// The types of journal format 1 (and of unversioned records), for reading
+/// them only.
+mod v1 {
+    use esync_proto::id::{CorrelationId, UpdateId};
+    use esync_proto::message::{Decision, Failure, ImageEncoding, InstalledImage, Payload};
+    use serde::Deserialize;
+
+    use crate::state::{self, OutboxEntry, Stage, TransferRecord};
+    use crate::target::DirectedTarget;
+
+    #[derive(Deserialize)]
+    pub(super) struct UpdateRecord {
+        update_id: UpdateId,
+        target: Result<DirectedTarget, Failure>,
+        encoding: Option<ImageEncoding>,
+        decision: Option<Decision>,
+        transfer: Option<TransferRecord>,
+        stage: Stage,
+        attempts: u32,
+        activations: u32,
+        await_confirm: bool,
+        install_correlation: CorrelationId,
+        confirm_correlation: CorrelationId,
+        confirm_deadline_ms: Option<u64>,
+        from: Option<InstalledImage>,
+        last_report: Option<Payload>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct JournalState {
+        generation: u64,
+        clock_ms: u64,
+        update: Option<UpdateRecord>,
+        outbox: Vec<OutboxEntry>,
+        next_outbox_id: u64,
+    }
+
+    impl From<UpdateRecord> for state::UpdateRecord {
+        fn from(r: UpdateRecord) -> Self {
+            state::UpdateRecord {
+                update_id: r.update_id,
+                target: r.target,
+                encoding: r.encoding,
+                decision: r.decision,
+                transfer: r.transfer,
+                stage: r.stage,
+                attempts: r.attempts,
+                activations: r.activations,
+                await_confirm: r.await_confirm,
+                install_correlation: r.install_correlation,
+                confirm_correlation: r.confirm_correlation,
+                confirm_deadline_ms: r.confirm_deadline_ms,
+                from: r.from,
+                last_report: r.last_report,
+                staged_image_offset: None,
+            }
+        }
+    }
+
+    impl From<JournalState> for state::JournalState {
+        fn from(j: JournalState) -> Self {
+            state::JournalState {
+                generation: j.generation,
+                clock_ms: j.clock_ms,
+                update: j.update.map(Into::into),
+                outbox: j.outbox,
+                next_outbox_id: j.next_outbox_id,
+            }
+        }
     }
 }
 
@@ -82,14 +162,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trip_writes_format_1() {
+    fn round_trip_writes_format_2() {
         let st = JournalState {
             generation: 7,
             clock_ms: 99,
             ..JournalState::default()
         };
         let r = encode_state(&st).expect("encode");
-        assert_eq!(&r[..7], b"ESAJ\x02\x01\x00");
+        assert_eq!(&r[..7], b"ESAJ\x02\x02\x00");
         assert_eq!(decode_state(&r), Ok(st));
     }
 
@@ -100,7 +180,7 @@ mod tests {
         assert!(matches!(
             decode_state(&r),
             Err(StoreError::Corrupt {
-                reason: Corruption::UnknownVersion { found: 2, .. },
+                reason: Corruption::UnknownVersion { found: 3, .. },
                 ..
             })
         ));

@@ -38,7 +38,7 @@
 //! | `UpdateMetadata` | verifies it itself (Uptane partial/full) | errors later in `PrepareResult` |
 //! | `DownloadOffer` | checks it against the verified target, asks the policy | `DownloadDecision` |
 //! | `TransferStart`/`TransferChunk` | verifies each chunk, stages it, resumes at the first unverified chunk | `TransferAck`, `Progress` |
-//! | `Prepare` | hashes the staged image, checks a delta's source, reconstructs in a dry run | `PrepareResult` READY/FAILED (a re-sent one is answered without rework) |
+//! | `Prepare` | hashes the staged image, checks a delta's source, reconstructs it into staging over bounded polls | `PrepareResult` READY/FAILED (from the poll that finishes) (a re-sent one is answered without rework) |
 //! | `InstallStart` | local precondition, pre-install, write inactive slot, verify, activate, self-test | `Progress`, `InstallResult` |
 //! | `Confirm` | commits | `Confirmed` |
 //! | `Rollback` | previous slot, backup list, or version | `RollbackResult` |

@@ -22,7 +22,8 @@ pub enum Stage {
     Receiving,
     /// Every chunk received and verified.
     Received,
-    /// Verified and (for a delta) reconstructed in a dry run: READY.
+    /// Verified and (for a delta) reconstructed into staging, its hash
+    /// checked ([`UpdateRecord::staged_image_offset`]): READY.
     Prepared {
         /// SHA-256 of the image to install.
         sha256: Sha256Digest,
@@ -161,6 +162,12 @@ pub struct UpdateRecord {
     pub from: Option<InstalledImage>,
     /// Latest final report for this update (answers re-sent commands).
     pub last_report: Option<Payload>,
+    /// Set when Prepare reconstructed this delta's image into staging: the
+    /// image (the target's length, its SHA-256 verified) starts at this
+    /// staging offset, after the patch. Install then copies it to the slot
+    /// like a full image; nothing is reconstructed a second time. Unset for
+    /// a full image, and in journals of format 1 (their Install reconstructs).
+    pub staged_image_offset: Option<u64>,
 }
 
 /// A final report kept until the host says it was sent.

@@ -399,6 +399,74 @@ fn power_cut_at_every_step_of_a_multi_poll_delta_install() {
     assert!(runs > 30, "{runs} runs");
 }
 
+/// Power is cut at every persistence point of Prepare's reconstruction of a
+/// delta into staging (which spans several polls): each run still ends on
+/// the old or the new image with a truthful report, READY comes only after
+/// the reconstructed image was verified, and the install that follows uses
+/// that image.
+#[test]
+fn power_cut_at_every_step_of_a_multi_poll_delta_prepare() {
+    let o = old();
+    let mut n = new_img();
+    n.extend_from_slice(&image(11, 150_000));
+    let patch = generate_patch(&o, &n, &GenerateOptions::new(PatchFormat::BsdiffZstd)).unwrap();
+    let u = Update::delta(
+        1,
+        "2.0.0",
+        2,
+        "1.0.0",
+        &o,
+        &n,
+        PatchFormat::BsdiffZstd,
+        patch,
+        16 * 1024,
+    );
+    // Where Prepare's points lie in a run without faults.
+    let mut rig = mem_rig(&o);
+    let base = rig.switch.count();
+    rig.send(u.metadata()).unwrap();
+    rig.send(u.offer()).unwrap();
+    rig.send(u.transfer_start()).unwrap();
+    for i in 0..u.chunks() {
+        rig.send(u.chunk(i)).unwrap();
+    }
+    let start = rig.switch.count() - base;
+    let r = rig.send(u.prepare()).unwrap();
+    assert!(
+        r.iter().any(|p| matches!(
+            p,
+            Payload::PrepareResult(PrepareResult {
+                outcome: PrepareOutcome::Ready { .. },
+                ..
+            })
+        )),
+        "{r:?}"
+    );
+    let end = rig.switch.count() - base;
+    assert!(
+        end - start >= 3,
+        "Prepare's reconstruction has {} points",
+        end - start
+    );
+    let (os, ns) = (sha256(&o), sha256(&n));
+    let mut runs = 0u64;
+    for kind in KINDS {
+        for cut in start..end {
+            assert!(install_run(
+                mem_rig(&o),
+                &u,
+                os,
+                ns,
+                &[(cut, kind)],
+                true,
+                &format!("mem delta prepare {kind:?} @{cut}"),
+            ));
+            runs += 1;
+        }
+    }
+    println!("power cuts during Prepare's reconstruction: {runs}");
+}
+
 #[test]
 fn injected_failures_at_every_step_end_consistent() {
     let (os, ns) = (sha256(&old()), sha256(&new_img()));

@@ -102,8 +102,8 @@ fn scripted_rig() -> MemRig {
 fn write_vectors() {
     let rig = scripted_rig();
     let bytes = rig.journal.inner().record().unwrap().to_vec();
-    assert_eq!(&bytes[..7], b"ESAJ\x02\x01\x00", "format 1");
-    std::fs::write(format!("{VECTORS}/journal-format-1.bin"), bytes).unwrap();
+    assert_eq!(&bytes[..7], b"ESAJ\x02\x02\x00", "format 2");
+    std::fs::write(format!("{VECTORS}/journal-format-2.bin"), bytes).unwrap();
 }
 
 fn vector(name: &str) -> Vec<u8> {
@@ -169,16 +169,32 @@ fn format_1_record_recovers() {
     check_recovered(&vector("journal-format-1.bin"));
 }
 
-/// This build writes exactly the format 1 vector for the scripted state: a
+/// A journal record of format 2 recovers.
+#[test]
+fn format_2_record_recovers() {
+    check_recovered(&vector("journal-format-2.bin"));
+}
+
+/// This build writes exactly the format 2 vector for the scripted state: a
 /// change to the journal's encoding (of the Agent's state or of a wire type
 /// it holds) fails here and needs a new format version.
 #[test]
-fn this_build_writes_the_format_1_vector() {
+fn this_build_writes_the_format_2_vector() {
     let rig = scripted_rig();
     assert_eq!(
         rig.journal.inner().record().unwrap(),
-        vector("journal-format-1.bin").as_slice()
+        vector("journal-format-2.bin").as_slice()
     );
+}
+
+/// Format 1 (no `staged_image_offset`) migrates to the same state as the
+/// format 2 vector, whose update is a full image (offset unset).
+#[test]
+fn format_1_and_format_2_vectors_hold_the_same_state() {
+    let v1 = decode_state(&vector("journal-format-1.bin")).unwrap();
+    let v2 = decode_state(&vector("journal-format-2.bin")).unwrap();
+    assert_eq!(v1, v2);
+    assert_eq!(v2.update.as_ref().unwrap().staged_image_offset, None);
 }
 
 /// The legacy record and the format 1 record hold the same state; only the
@@ -211,7 +227,8 @@ fn unknown_future_format_is_refused() {
     };
     let e = decode_state(&future).unwrap_err();
     assert!(unknown(&e), "{e}");
-    assert!(e.to_string().contains("format version 2"), "{e}");
+    let version = format!("format version {}", JOURNAL_FORMAT + 1);
+    assert!(e.to_string().contains(&version), "{e}");
     let mut rig = mem_rig(&old_img());
     rig.agent = None;
     esync_agent::journal::JournalStore::store(&mut rig.journal, &future).unwrap();

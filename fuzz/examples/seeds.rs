@@ -116,6 +116,7 @@ fn journal_states() -> Vec<JournalState> {
         confirm_deadline_ms: Some(1_800_000_000_000),
         from: Some(from.clone()),
         last_report: None,
+        staged_image_offset: None,
     };
     let outbox: Vec<OutboxEntry> = vector_payloads()
         .into_iter()

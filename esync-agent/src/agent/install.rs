@@ -12,6 +12,7 @@ use crate::error::AgentError;
 use crate::state::{Stage, UpdateRecord};
 use crate::target::DirectedTarget;
 
+use super::reconstruct::Dest;
 use super::{dev, failure, Agent, Context, Ignored, Output, IO_BUF};
 
 impl Agent {
@@ -305,8 +306,15 @@ impl Agent {
         let Some(enc) = &rec.encoding else {
             return self.fail_attempt(wf("no encoding recorded".into()), ctx, out);
         };
-        match enc {
-            ImageEncoding::Full => {
+        // A full image, or a delta Prepare reconstructed, is copied from
+        // staging; only a delta prepared by a format-1 journal's Agent is
+        // reconstructed here.
+        let copy_from = match (enc, rec.staged_image_offset) {
+            (ImageEncoding::Full, _) => Some(0),
+            (ImageEncoding::Delta { .. }, at) => at,
+        };
+        match (enc, copy_from) {
+            (_, Some(base)) => {
                 if self.write_offset < t.length {
                     let n = (t.length - self.write_offset).min(self.config.write_quantum as u64)
                         as usize;
@@ -315,7 +323,7 @@ impl Agent {
                     while got < n {
                         match dev(ctx
                             .device
-                            .staging_read(self.write_offset + got as u64, &mut buf[got..]))?
+                            .staging_read(base + self.write_offset + got as u64, &mut buf[got..]))?
                         {
                             Ok(0) => {
                                 return self.fail_attempt(
@@ -344,12 +352,18 @@ impl Agent {
                     }
                 }
             }
-            ImageEncoding::Delta {
-                format,
-                patch_length,
-                source_sha256,
-                ..
-            } => {
+            (ImageEncoding::Full, None) => {
+                return self.fail_attempt(wf("no staged image".into()), ctx, out)
+            }
+            (
+                ImageEncoding::Delta {
+                    format,
+                    patch_length,
+                    source_sha256,
+                    ..
+                },
+                None,
+            ) => {
                 // One bounded step per poll: at most `write_quantum` bytes
                 // of patch work plus one applier block.
                 let source_len = rec.from.as_ref().map_or(0, |f| f.length);
@@ -361,7 +375,15 @@ impl Agent {
                     },
                 };
                 let budget = self.config.write_quantum as u64;
-                match self.step_delta(&mut run, source_len, *patch_length, t, true, budget, ctx) {
+                match self.step_delta(
+                    &mut run,
+                    source_len,
+                    *patch_length,
+                    t,
+                    Dest::Slot,
+                    budget,
+                    ctx,
+                ) {
                     Ok(true) => {}
                     Ok(false) => {
                         self.write_offset = run.written();

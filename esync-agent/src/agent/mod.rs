@@ -225,6 +225,9 @@ pub struct Agent {
     /// The delta reconstruction writing the inactive slot, between polls
     /// (restarted with the slot).
     delta: Option<reconstruct::DeltaRun>,
+    /// The delta reconstruction of a Prepare, between polls (never
+    /// journaled; begun again by the next Prepare after a restart).
+    preparing: Option<prepare::Preparing>,
     /// The clocks of the current call.
     clock: Now,
 }
@@ -296,6 +299,7 @@ impl Agent {
             write_offset: 0,
             slot_begun: false,
             delta: None,
+            preparing: None,
             clock: now,
         };
         agent.tick(now);
@@ -378,13 +382,17 @@ impl Agent {
     }
 
     /// Does the next piece of pending work (one device step, or one write
-    /// quantum: for a delta install, one step of the patch application of
+    /// quantum: for a delta Prepare, one step of the patch application of
     /// at most `write_quantum` bytes of work plus one applier block), and
     /// handles deadlines.
     pub fn poll(&mut self, now: Now, ctx: &mut Context<'_>) -> Result<Output, AgentError> {
         self.tick(now);
         let mut out = Output::default();
-        self.step(ctx, &mut out)?;
+        if self.preparing.is_some() {
+            self.step_prepare(ctx, &mut out)?;
+        } else {
+            self.step(ctx, &mut out)?;
+        }
         self.finish(&mut out);
         Ok(out)
     }
@@ -463,7 +471,7 @@ impl Agent {
 
     fn finish(&self, out: &mut Output) {
         if let Some(u) = &self.j.update {
-            out.poll = u.stage.busy();
+            out.poll = u.stage.busy() || self.preparing.is_some();
             if u.stage == Stage::AwaitingConfirm {
                 out.deadline_ms = u.confirm_deadline_ms;
             }

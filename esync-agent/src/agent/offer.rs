@@ -106,6 +106,7 @@ impl Agent {
             confirm_deadline_ms: None,
             from: None,
             last_report: None,
+            staged_image_offset: None,
         });
         self.chunks = None;
         self.persist(ctx)

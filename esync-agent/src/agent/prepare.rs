@@ -1,6 +1,6 @@
 //! Prepare: verifying the staged image or patch before an install.
 
-use esync_proto::id::{CorrelationId, Sha256Digest};
+use esync_proto::id::{CorrelationId, Sha256Digest, TransferId, UpdateId};
 use esync_proto::message::{
     ErrorClass, FailureCode, ImageEncoding, Phase, Prepare, PrepareOutcome, PrepareResult,
 };
@@ -10,7 +10,34 @@ use crate::error::AgentError;
 use crate::state::{Stage, TransferRecord};
 use crate::target::DirectedTarget;
 
+use super::reconstruct::{DeltaRun, Dest};
 use super::{dev, failure, Agent, Context, Output, StepError, IO_BUF};
+
+/// What Prepare's first call found.
+enum PrepareStart {
+    /// A full image, verified.
+    Ready(Sha256Digest),
+    /// A delta, its patch and source verified: reconstruct it.
+    Reconstruct {
+        /// The reconstruction, begun.
+        run: DeltaRun,
+        /// Length of the running image (the source).
+        source_len: u64,
+    },
+}
+
+/// A Prepare reconstructing a delta into staging, between polls. Not
+/// journaled: after a restart the stage is still Received and the Client's
+/// next Prepare begins again.
+#[derive(Debug)]
+pub(super) struct Preparing {
+    update_id: UpdateId,
+    transfer_id: TransferId,
+    correlation: CorrelationId,
+    run: DeltaRun,
+    source_len: u64,
+    patch_len: u64,
+}
 
 impl Agent {
     pub(super) fn on_prepare(
@@ -110,46 +137,157 @@ impl Agent {
             );
             return Ok(());
         }
-        match self.prepare_work(&target, &transfer, &encoding, ctx, out) {
-            Ok(sha256) => {
-                if let Some(rec) = self.record_mut(&p.update_id) {
-                    rec.stage = Stage::Prepared { sha256 };
-                }
-                self.persist(ctx)?;
-                out.send(
-                    corr,
-                    result(PrepareOutcome::Ready {
-                        version: target.version,
-                        sha256,
-                    }),
-                );
-            }
-            Err(e) => {
-                let f = e.into_failure()?;
-                if f.code == FailureCode::HashMismatch {
-                    // The staged bytes are wrong: discard them so a retry transfers again.
-                    if let Some(rec) = self.record_mut(&p.update_id) {
-                        rec.transfer = None;
-                        rec.stage = Stage::Consented;
-                    }
-                    self.persist(ctx)?;
-                }
-                out.send(corr, result(PrepareOutcome::Failed(f)));
+        if let Some(run) = &mut self.preparing {
+            if run.update_id == p.update_id && run.transfer_id == p.transfer_id {
+                // Already reconstructing: answer from the poll that finishes.
+                run.correlation = corr;
+                return Ok(());
             }
         }
+        self.preparing = None;
+        match self.prepare_work(&target, &transfer, &encoding, ctx, out) {
+            Ok(PrepareStart::Ready(sha256)) => {
+                self.prepared(p.update_id, corr, &target, sha256, None, ctx, out)
+            }
+            Ok(PrepareStart::Reconstruct { run, source_len }) => {
+                self.preparing = Some(Preparing {
+                    update_id: p.update_id,
+                    transfer_id: p.transfer_id,
+                    correlation: corr,
+                    run,
+                    source_len,
+                    patch_len: transfer.total_length,
+                });
+                Ok(())
+            }
+            Err(e) => self.prepare_failed(p.update_id, corr, e, ctx, out),
+        }
+    }
+
+    /// Reports READY for a verified image; `staged_at` is where Prepare put
+    /// a reconstructed delta image in staging.
+    #[allow(clippy::too_many_arguments, reason = "internal helper")]
+    fn prepared(
+        &mut self,
+        update_id: UpdateId,
+        corr: CorrelationId,
+        target: &DirectedTarget,
+        sha256: Sha256Digest,
+        staged_at: Option<u64>,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
+        if let Some(rec) = self.record_mut(&update_id) {
+            rec.stage = Stage::Prepared { sha256 };
+            rec.staged_image_offset = staged_at;
+        }
+        self.persist(ctx)?;
+        out.send(
+            corr,
+            PrepareResult {
+                update_id,
+                outcome: PrepareOutcome::Ready {
+                    version: target.version.clone(),
+                    sha256,
+                },
+            },
+        );
         Ok(())
     }
 
-    /// Verifies the staged image or patch (and reconstructs a delta in a
-    /// dry run that only hashes the output).
-    pub(super) fn prepare_work(
+    fn prepare_failed(
+        &mut self,
+        update_id: UpdateId,
+        corr: CorrelationId,
+        e: StepError,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
+        let f = e.into_failure()?;
+        if f.code == FailureCode::HashMismatch {
+            // The staged bytes are wrong: discard them so a retry transfers again.
+            if let Some(rec) = self.record_mut(&update_id) {
+                rec.transfer = None;
+                rec.staged_image_offset = None;
+                rec.stage = Stage::Consented;
+            }
+            self.persist(ctx)?;
+        }
+        out.send(
+            corr,
+            PrepareResult {
+                update_id,
+                outcome: PrepareOutcome::Failed(f),
+            },
+        );
+        Ok(())
+    }
+
+    /// One bounded step of the reconstruction Prepare started (at most
+    /// `write_quantum` bytes of patch work plus one applier block, into
+    /// staging after the patch); the poll that finishes sends READY.
+    pub(super) fn step_prepare(
+        &mut self,
+        ctx: &mut Context<'_>,
+        out: &mut Output,
+    ) -> Result<(), AgentError> {
+        let Some(mut run) = self.preparing.take() else {
+            return Ok(());
+        };
+        let target = match self.record(&run.update_id) {
+            Some(rec)
+                if rec.stage == Stage::Received
+                    && rec
+                        .transfer
+                        .as_ref()
+                        .is_some_and(|t| t.transfer_id == run.transfer_id) =>
+            {
+                match &rec.target {
+                    Ok(t) => t.clone(),
+                    Err(_) => return Ok(()),
+                }
+            }
+            // The update moved on (a new offer or transfer): drop the run.
+            _ => return Ok(()),
+        };
+        let dest = Dest::Staging {
+            offset: run.patch_len,
+        };
+        let budget = self.config.write_quantum as u64;
+        match self.step_delta(
+            &mut run.run,
+            run.source_len,
+            run.patch_len,
+            &target,
+            dest,
+            budget,
+            ctx,
+        ) {
+            Ok(false) => {
+                self.progress(out, Phase::Patch, run.run.written(), target.length);
+                self.preparing = Some(run);
+                Ok(())
+            }
+            Ok(true) => {
+                self.progress(out, Phase::Patch, target.length, target.length);
+                let sha = target.sha256;
+                let at = Some(run.patch_len);
+                self.prepared(run.update_id, run.correlation, &target, sha, at, ctx, out)
+            }
+            Err(e) => self.prepare_failed(run.update_id, run.correlation, e, ctx, out),
+        }
+    }
+
+    /// Verifies the staged image or patch; for a delta, checks the source
+    /// and begins the reconstruction that [`Agent::step_prepare`] runs.
+    fn prepare_work(
         &mut self,
         target: &DirectedTarget,
         transfer: &TransferRecord,
         encoding: &ImageEncoding,
         ctx: &mut Context<'_>,
         out: &mut Output,
-    ) -> Result<Sha256Digest, StepError> {
+    ) -> Result<PrepareStart, StepError> {
         use ErrorClass::{Retryable as R, UpdateIncapable as U};
         let internal = |e: DeviceError| failure(R, FailureCode::Internal, e.to_string());
         let installed = self.running(ctx)?.map_err(internal)?;
@@ -171,7 +309,7 @@ impl Agent {
                     )));
                 }
                 self.progress(out, Phase::Verify, total, total);
-                Ok(target.sha256)
+                Ok(PrepareStart::Ready(target.sha256))
             }
             ImageEncoding::Delta {
                 format,
@@ -200,18 +338,11 @@ impl Agent {
                 }
                 drop(buf);
                 self.progress(out, Phase::Patch, 0, target.length);
-                let mut run = self.begin_delta(*format, *source_sha256, target, ctx)?;
-                while !self.step_delta(
-                    &mut run,
-                    installed.length,
-                    total,
-                    target,
-                    false,
-                    u64::MAX,
-                    ctx,
-                )? {}
-                self.progress(out, Phase::Patch, target.length, target.length);
-                Ok(target.sha256)
+                let run = self.begin_delta(*format, *source_sha256, target, ctx)?;
+                Ok(PrepareStart::Reconstruct {
+                    run,
+                    source_len: installed.length,
+                })
             }
         }
     }

@@ -5,7 +5,8 @@
 //! [`PatchJob`], the running hash and length of the output); it lives in
 //! the Agent's memory between polls and is lent the device for each step.
 //! It is never journaled: after a restart the reconstruction begins again
-//! (in the Writing stage, with `slot_begin`).
+//! (at the next Prepare; or, for a journal of format 1, in the Writing stage
+//! with `slot_begin`).
 
 use core::cell::{Cell, RefCell};
 
@@ -71,10 +72,24 @@ impl DeltaRun {
     }
 }
 
-/// Hashes (and optionally writes to the inactive slot) what the applier
-/// produces, refusing output past the expected length.
+/// Where a reconstruction writes the image.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Dest {
+    /// Into staging from this offset (after the patch): Prepare.
+    Staging {
+        /// Staging offset of the image's first byte.
+        offset: u64,
+    },
+    /// Into the inactive slot (an Install from a format-1 journal, whose
+    /// Prepare did not keep the image).
+    Slot,
+}
+
+/// Writes what the applier produces to its destination and hashes it,
+/// refusing output past the expected length.
 struct CheckedSink<'d, 'a> {
-    dev: Option<&'d RefCell<&'a mut dyn Device>>,
+    dev: &'d RefCell<&'a mut dyn Device>,
+    dest: Dest,
     hasher: sha2::Sha256,
     written: u64,
     max: u64,
@@ -87,17 +102,22 @@ impl ImageSink for CheckedSink<'_, '_> {
         if end > self.max {
             return Err(PatchError::TooLong(self.max));
         }
-        if let Some(dev) = self.dev {
-            dev.borrow_mut()
-                .slot_write(self.written, data)
-                .map_err(|e| {
-                    if e.is_power_loss() {
-                        self.power_lost.set(true);
-                        PatchError::PowerLoss
-                    } else {
-                        PatchError::Io(e.to_string())
-                    }
-                })?;
+        {
+            let mut d = self.dev.borrow_mut();
+            match self.dest {
+                Dest::Staging { offset } => {
+                    d.staging_write(offset.saturating_add(self.written), data)
+                }
+                Dest::Slot => d.slot_write(self.written, data),
+            }
+            .map_err(|e| {
+                if e.is_power_loss() {
+                    self.power_lost.set(true);
+                    PatchError::PowerLoss
+                } else {
+                    PatchError::Io(e.to_string())
+                }
+            })?;
         }
         self.hasher.update(data);
         self.written = end;
@@ -176,7 +196,7 @@ impl Agent {
 
     /// Runs one step of `run` (at most `budget` bytes of work plus one block
     /// of the applier) from the running image and the staged patch, into the
-    /// inactive slot (`write`) or into the hash only. `Ok(true)` when the
+    /// destination `dest`. `Ok(true)` when the
     /// output is complete and has the target's length and SHA-256.
     #[allow(
         clippy::too_many_arguments,
@@ -188,7 +208,7 @@ impl Agent {
         source_len: u64,
         patch_len: u64,
         target: &DirectedTarget,
-        write: bool,
+        dest: Dest,
         budget: u64,
         ctx: &mut Context<'_>,
     ) -> Result<bool, StepError> {
@@ -207,7 +227,8 @@ impl Agent {
             power_lost: &power_lost,
         };
         let mut sink = CheckedSink {
-            dev: write.then_some(&cell),
+            dev: &cell,
+            dest,
             hasher: core::mem::take(&mut run.hasher),
             written: run.written,
             max: target.length,

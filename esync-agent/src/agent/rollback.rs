@@ -87,6 +87,7 @@ impl Agent {
                 confirm_deadline_ms: None,
                 from: Some(running.clone()),
                 last_report: None,
+                staged_image_offset: None,
             });
         }
         let expect = match &r.target {

@@ -213,7 +213,13 @@ impl Agent {
                 return Ok(());
             }
         };
-        if s.total_length > ctx.device.staging_capacity() {
+        // Staging holds what is transferred and, for a delta, the image
+        // Prepare reconstructs after it: sized from the signed target length.
+        let staging_len = match enc {
+            ImageEncoding::Full => s.total_length,
+            ImageEncoding::Delta { .. } => s.total_length.saturating_add(target.length),
+        };
+        if staging_len > ctx.device.staging_capacity() {
             Self::transfer_failed(
                 out,
                 corr,
@@ -224,7 +230,7 @@ impl Agent {
                     format!(
                         "staging holds {} bytes, {} needed",
                         ctx.device.staging_capacity(),
-                        s.total_length
+                        staging_len
                     ),
                 ),
             );
@@ -259,7 +265,7 @@ impl Agent {
                 return Ok(());
             }
         }
-        if let Err(e) = dev(ctx.device.staging_reset(s.total_length))? {
+        if let Err(e) = dev(ctx.device.staging_reset(staging_len))? {
             Self::transfer_failed(
                 out,
                 corr,
@@ -281,6 +287,7 @@ impl Agent {
                 chunk_hashes: Arc::clone(plan.shared_hashes()),
                 next_chunk: 0,
             });
+            rec.staged_image_offset = None;
             rec.stage = Stage::Receiving;
         }
         self.chunks = Some(ChunkAssembler::new(s.transfer_id, plan, ()));

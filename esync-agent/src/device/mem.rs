@@ -24,6 +24,8 @@ pub struct MemStats {
     pub running_bytes_read: Cell<u64>,
     /// Bytes read from the staging area.
     pub staging_bytes_read: Cell<u64>,
+    /// Bytes written to the staging area.
+    pub staging_bytes_written: Cell<u64>,
     /// Self-tests run.
     pub self_tests: Cell<u64>,
     /// Activations.
@@ -208,7 +210,10 @@ impl Device for MemDevice {
 
     fn staging_write(&mut self, offset: u64, data: &[u8]) -> Result<(), DeviceError> {
         let cap = self.staging.len() as u64;
-        write_into(&mut self.staging, cap, "staging", offset, data)
+        write_into(&mut self.staging, cap, "staging", offset, data)?;
+        let n = self.stats.staging_bytes_written.get() + data.len() as u64;
+        self.stats.staging_bytes_written.set(n);
+        Ok(())
     }
 
     fn staging_read(&self, offset: u64, buf: &mut [u8]) -> Result<usize, DeviceError> {

@@ -7,7 +7,9 @@
 //!
 //! The device has a **running** image (the active slot), an **inactive
 //! slot** the Agent writes the new image into, and a **staging area** that
-//! holds the transferred bytes (a full image or a patch). Every mutating
+//! holds the transferred bytes (a full image, or a patch followed by the
+//! image Prepare reconstructs from it, sized from the signed target length,
+//! so a delta is reconstructed once and Install only copies). Every mutating
 //! operation must be safe to repeat after a power loss:
 //!
 //! - [`Device::slot_begin`] durably invalidates the inactive slot *before*
@@ -98,7 +100,11 @@ pub trait Device {
 
     /// Capacity of the staging area in bytes.
     fn staging_capacity(&self) -> u64;
-    /// Empties the staging area and sizes it for `len` bytes.
+    /// Empties the staging area and sizes it for `len` bytes. For a full
+    /// image `len` is the image's length; for a delta it is the patch's
+    /// length plus the signed target length, because Prepare reconstructs
+    /// the image into staging right after the patch (writes up to `len`
+    /// must succeed).
     fn staging_reset(&mut self, len: u64) -> Result<(), DeviceError>;
     /// Writes staged bytes at `offset` (durable when it returns).
     fn staging_write(&mut self, offset: u64, data: &[u8]) -> Result<(), DeviceError>;
