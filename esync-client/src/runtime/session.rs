@@ -188,6 +188,7 @@ async fn serve<SD: TrustStore, SI: TrustStore>(
             sha256,
             range_start,
             max_len: _,
+            blob: _,
         } => return blob(session, host, BlobId(sha256), range_start).await,
         Need::Report { .. } => return Err(DriveError::Unserved("report")),
     };
