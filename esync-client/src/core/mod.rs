@@ -46,7 +46,7 @@ pub mod transfer;
 use inventory::Inventory;
 use journal::ClientJournal;
 use orchestrate::{Out, PackageReport, Run};
-use plan::{BlobId, ReadyPackage, Refusal};
+use plan::{BlobHandle, ReadyPackage, Refusal};
 
 /// Tuning of the orchestrator.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,7 +106,7 @@ pub enum Need {
     /// [`Client::provide_blob`].
     ReadBlob {
         /// The blob.
-        blob: BlobId,
+        blob: BlobHandle,
         /// Offset.
         offset: u64,
         /// Length.
@@ -332,7 +332,7 @@ impl Client {
     /// The host's answer to [`Need::ReadBlob`].
     pub fn provide_blob(
         &mut self,
-        blob: BlobId,
+        blob: BlobHandle,
         offset: u64,
         data: &[u8],
         now: Now,

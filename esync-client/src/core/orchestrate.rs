@@ -36,7 +36,7 @@ use esync_proto::message::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::core::plan::{BlobId, ReadyPackage};
+use crate::core::plan::{BlobHandle, ReadyPackage};
 use crate::core::transfer::Transfer;
 use crate::core::{ClientConfig, Need, Now};
 
@@ -359,7 +359,7 @@ impl Run {
         self.vol[i].deadline = Some(now.mono_ms + cfg.answer_timeout_ms);
     }
 
-    fn plan(&self, i: usize) -> Option<(ChunkPlan, BlobId)> {
+    fn plan(&self, i: usize) -> Option<(ChunkPlan, BlobHandle)> {
         let r = self.c.ready.component(&self.c.components[i].device)?;
         let plan = ChunkPlan::new(
             r.artifact.length,
@@ -672,7 +672,7 @@ impl Run {
     /// The host read `data` of `blob` at `offset`.
     pub(crate) fn on_blob(
         &mut self,
-        blob: BlobId,
+        blob: BlobHandle,
         offset: u64,
         data: &[u8],
         now: Now,

@@ -6,7 +6,7 @@
 //! download planning and downloads, consent: `core::session`) produces a
 //! [`ReadyPackage`]; the orchestrator ([`crate::core::Client`]) consumes it.
 //! The blobs themselves stay with the host: the orchestrator names a
-//! [`BlobId`] and a byte range and the host answers
+//! [`BlobHandle`] and a byte range and the host answers
 //! ([`crate::core::Need::ReadBlob`]).
 
 use std::collections::BTreeSet;
@@ -23,7 +23,7 @@ use crate::core::inventory::Inventory;
 /// A downloaded, verified blob the host keeps (file, partition, memory)
 /// and reads for the orchestrator. The number is the host's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct BlobId(pub u64);
+pub struct BlobHandle(pub u64);
 
 /// The Uptane metadata the Client forwards to one Agent so that it verifies
 /// again itself (Director roles, and Image roles for full-verification
@@ -54,7 +54,7 @@ pub struct ReadyComponent {
     /// downloaded); they must hash to [`Artifact::chunk_list_sha256`].
     pub chunk_hashes: Vec<Sha256Digest>,
     /// Where the host keeps the verified bytes.
-    pub blob: BlobId,
+    pub blob: BlobHandle,
     /// The metadata to forward to the Agent.
     pub metadata: ForwardedMetadata,
 }

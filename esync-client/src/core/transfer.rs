@@ -9,7 +9,7 @@ use esync_package::chunk::{ChunkPlan, ChunkSender};
 use esync_proto::id::TransferId;
 use esync_proto::message::{TransferAck, TransferChunk};
 
-use crate::core::plan::BlobId;
+use crate::core::plan::BlobHandle;
 use crate::core::Need;
 
 /// One transfer in progress (volatile: after a restart it begins again at
@@ -17,7 +17,7 @@ use crate::core::Need;
 #[derive(Debug)]
 pub struct Transfer {
     plan: ChunkPlan,
-    blob: BlobId,
+    blob: BlobHandle,
     sender: ChunkSender,
     /// Chunks asked of the host and not yet provided.
     reading: BTreeSet<u32>,
@@ -29,7 +29,7 @@ pub struct Transfer {
 
 impl Transfer {
     /// A transfer of `plan` (the bytes in `blob`) from chunk `first`.
-    pub fn new(plan: ChunkPlan, blob: BlobId, first: u32) -> Self {
+    pub fn new(plan: ChunkPlan, blob: BlobHandle, first: u32) -> Self {
         let sender = ChunkSender::new(&plan, first);
         Transfer {
             plan,
@@ -42,7 +42,7 @@ impl Transfer {
     }
 
     /// The blob.
-    pub fn blob(&self) -> BlobId {
+    pub fn blob(&self) -> BlobHandle {
         self.blob
     }
 

@@ -22,7 +22,7 @@ use esync_agent::target::DirectedTarget;
 use esync_agent::testing::{dangerous_unsigned_metadata, DangerousUnverifiedMetadata};
 use esync_agent::{AgentConfig, Context, Now};
 use esync_client::core::orchestrate::{Outcome, PackageReport, Phase};
-use esync_client::core::plan::{BlobId, ForwardedMetadata, ReadyComponent, ReadyPackage};
+use esync_client::core::plan::{BlobHandle, ForwardedMetadata, ReadyComponent, ReadyPackage};
 use esync_client::core::{Client, ClientConfig, Envelopes, Need, Step};
 use esync_package::package::{
     Artifact, ArtifactRef, Component, ComponentPolicy, Package, PackageId, PackageSpec,
@@ -97,7 +97,7 @@ pub struct Vehicle {
     queue: Vec<(u64, u64, Dest, Vec<u8>)>,
     order: u64,
     needs: VecDeque<Need>,
-    pub blobs: BTreeMap<BlobId, Vec<u8>>,
+    pub blobs: BTreeMap<BlobHandle, Vec<u8>>,
     pub reports: Vec<PackageReport>,
     pub client_crashes: u32,
     /// Blob bytes read for the Client.
@@ -261,7 +261,7 @@ impl Vehicle {
                 T0 + 86_400_000,
             );
             let md = dangerous_unsigned_metadata(Id128([0; 16]), &target);
-            let blob = BlobId(i as u64 + 1);
+            let blob = BlobHandle(i as u64 + 1);
             self.blobs.insert(blob, n.new.clone());
             components.push(ReadyComponent {
                 device: c.device.clone(),

@@ -37,7 +37,7 @@ use esync_proto::message::{
     RoleBytes, VerificationLevel,
 };
 
-use crate::core::plan::{BlobId, ForwardedMetadata, ReadyComponent, ReadyPackage};
+use crate::core::plan::{BlobHandle, ForwardedMetadata, ReadyComponent, ReadyPackage};
 use esync_uptane::uptane::{DirectorTarget, EcuInfo, FullProgress, FullVerifier, RepoKind};
 use esync_uptane::{Limits, TrustStore, UnixTime};
 use sha2::{Digest, Sha256};
@@ -82,7 +82,7 @@ pub enum Need {
     /// (`range_start == 0`: start afresh, dropping what it held).
     Blob {
         /// The session's number for the blob ([`ReadyComponent::blob`]).
-        blob: BlobId,
+        blob: BlobHandle,
         /// Blob.
         sha256: Sha256Digest,
         /// First byte (Range); 0 means no Range header.
@@ -634,7 +634,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                         let sha256 = item.download.sha256();
                         self.state = State::Downloading(plan, i);
                         return Ok(Step::Need(Need::Blob {
-                            blob: BlobId(i as u64),
+                            blob: BlobHandle(i as u64),
                             sha256,
                             range_start,
                             max_len,
@@ -677,7 +677,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                 encoding: p.encoding,
                 chunk_hashes: p.download.chunk_hashes().to_vec(),
                 artifact: p.artifact,
-                blob: BlobId(i as u64),
+                blob: BlobHandle(i as u64),
                 metadata: ForwardedMetadata {
                     director: director.clone(),
                     image: match p.verification {
