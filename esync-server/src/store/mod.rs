@@ -1,0 +1,370 @@
+//! The Server's storage: one interface, [`Store`], with two
+//! implementations over sqlx: [`SqliteStore`] (embedded default, one file)
+//! and [`PgStore`] (PostgreSQL, for several stateless nodes on one
+//! database).
+//!
+//! Every uniqueness and "once only" rule is enforced by the database
+//! (primary keys, unique constraints, `INSERT .. ON CONFLICT`, single
+//! statement claims with `FOR UPDATE SKIP LOCKED` on PostgreSQL), never by
+//! process memory, so two nodes on one PostgreSQL see one truth.
+//!
+//! Times are milliseconds since the Unix epoch, passed in by the caller
+//! (the store reads no clock).
+
+use async_trait::async_trait;
+
+pub use crate::error::DbError;
+
+mod migrations;
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// A SHA-256 digest as stored (32 bytes).
+pub type Digest = [u8; 32];
+
+/// A vehicle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vehicle {
+    /// Vehicle identification number (the key).
+    pub vin: String,
+    /// Model name.
+    pub model: String,
+    /// Region (campaign targeting).
+    pub region: String,
+    /// Hardware ids present in the vehicle.
+    pub hardware_ids: Vec<String>,
+}
+
+/// An ECU of a vehicle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ecu {
+    /// ECU serial (the key, unique in the fleet).
+    pub serial: String,
+    /// Vehicle it belongs to.
+    pub vin: String,
+    /// Hardware id.
+    pub hardware_id: String,
+    /// Whether this is the vehicle's primary (at most one per vehicle).
+    pub primary: bool,
+    /// Its public key (raw bytes as provisioned).
+    pub public_key: Vec<u8>,
+}
+
+/// An issued certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificate {
+    /// Serial number (hex, the key).
+    pub serial: String,
+    /// Subject (vehicle or ECU name).
+    pub subject: String,
+    /// DER bytes.
+    pub der: Vec<u8>,
+    /// Issue time.
+    pub issued_ms: i64,
+    /// End of validity.
+    pub not_after_ms: i64,
+    /// Revocation time, if revoked.
+    pub revoked_ms: Option<i64>,
+    /// Revocation reason, if revoked.
+    pub revocation_reason: Option<String>,
+}
+
+/// A revoked certificate, as a CRL lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    /// Serial number (hex).
+    pub serial: String,
+    /// Revocation time.
+    pub revoked_ms: i64,
+    /// Reason.
+    pub reason: Option<String>,
+}
+
+/// An uploaded image (its bytes live in the blob store under `sha256`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    /// Image name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// SHA-256 of the bytes (the key).
+    pub sha256: Digest,
+    /// Length in bytes.
+    pub length: u64,
+    /// Hardware id it is built for.
+    pub hardware_id: String,
+}
+
+/// A stored package: `esync_package::Package` as its JSON model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackageRecord {
+    /// Package id (the key).
+    pub id: String,
+    /// The model as JSON.
+    pub model_json: String,
+    /// Creation time.
+    pub created_ms: i64,
+}
+
+/// The last manifest a vehicle reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestRecord {
+    /// Vehicle.
+    pub vin: String,
+    /// Hash of the manifest (as the Director computes it).
+    pub hash: Vec<u8>,
+    /// The manifest bytes.
+    pub body: Vec<u8>,
+    /// Reception time.
+    pub received_ms: i64,
+}
+
+/// State of a delta job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeltaState {
+    /// Waiting for a worker.
+    Queued,
+    /// Claimed by a worker.
+    Running,
+    /// Result stored.
+    Done,
+    /// Generation failed.
+    Failed,
+}
+
+impl DeltaState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Result<Self, DbError> {
+        Ok(match s {
+            "queued" => Self::Queued,
+            "running" => Self::Running,
+            "done" => Self::Done,
+            "failed" => Self::Failed,
+            _ => {
+                return Err(DbError::Corrupt {
+                    column: "delta_jobs.state",
+                    reason: format!("unknown state {s:?}"),
+                })
+            }
+        })
+    }
+}
+
+/// A delta generation job, unique per (from, to, format).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeltaJob {
+    /// Job id.
+    pub id: i64,
+    /// Source image digest.
+    pub from_sha256: Digest,
+    /// Target image digest.
+    pub to_sha256: Digest,
+    /// Patch format name (`esync_proto::message::PatchFormat`, as in the package JSON).
+    pub format: String,
+    /// State.
+    pub state: DeltaState,
+    /// Worker holding the claim.
+    pub claimed_by: Option<String>,
+    /// How many times it was claimed.
+    pub attempts: i64,
+    /// Result blob digest (state `Done`).
+    pub result_sha256: Option<Digest>,
+    /// Result length (state `Done`).
+    pub result_length: Option<u64>,
+    /// Error text (state `Failed`).
+    pub error: Option<String>,
+}
+
+/// Role of an admin token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AdminRole {
+    /// May change things.
+    Operator,
+    /// May only read.
+    Viewer,
+}
+
+impl AdminRole {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Result<Self, DbError> {
+        match s {
+            "operator" => Ok(Self::Operator),
+            "viewer" => Ok(Self::Viewer),
+            _ => Err(DbError::Corrupt {
+                column: "admin_tokens.role",
+                reason: format!("unknown role {s:?}"),
+            }),
+        }
+    }
+}
+
+/// Outcome of an idempotent insert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// The row is new.
+    New,
+    /// An identical key was already there; nothing changed.
+    Existing,
+}
+
+/// The Server's storage interface. Object safe: use `Arc<dyn Store>`.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    // --- vehicles and ECUs
+    /// Inserts or updates a vehicle (by VIN).
+    async fn upsert_vehicle(&self, v: &Vehicle, now_ms: i64) -> Result<(), DbError>;
+    /// A vehicle by VIN.
+    async fn vehicle(&self, vin: &str) -> Result<Option<Vehicle>, DbError>;
+    /// All vehicles, by VIN, at most `limit` after `after` (exclusive).
+    async fn vehicles(&self, after: Option<&str>, limit: u32) -> Result<Vec<Vehicle>, DbError>;
+    /// Inserts or updates an ECU (by serial). The vehicle must exist; a
+    /// second primary in one vehicle is a [`DbError::Conflict`].
+    async fn upsert_ecu(&self, e: &Ecu) -> Result<(), DbError>;
+    /// The ECUs of a vehicle, by serial.
+    async fn ecus(&self, vin: &str) -> Result<Vec<Ecu>, DbError>;
+
+    // --- certificates
+    /// Records an issued certificate (serial must be new).
+    async fn insert_certificate(&self, c: &Certificate) -> Result<(), DbError>;
+    /// A certificate by serial.
+    async fn certificate(&self, serial: &str) -> Result<Option<Certificate>, DbError>;
+    /// Revokes a certificate; revoking twice keeps the first time and
+    /// returns `Existing`.
+    async fn revoke_certificate(
+        &self,
+        serial: &str,
+        reason: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Inserted, DbError>;
+    /// Revoked certificates still within validity at `now_ms` (CRL data), by serial.
+    async fn revocations(&self, now_ms: i64) -> Result<Vec<Revocation>, DbError>;
+
+    // --- images and packages
+    /// Records an image; the same digest with the same fields is `Existing`,
+    /// with other fields (or the same name/version/hardware id with another
+    /// digest) a [`DbError::Conflict`].
+    async fn insert_image(&self, i: &Image, now_ms: i64) -> Result<Inserted, DbError>;
+    /// An image by digest.
+    async fn image(&self, sha256: &Digest) -> Result<Option<Image>, DbError>;
+    /// An image by name, version and hardware id.
+    async fn image_by_name(
+        &self,
+        name: &str,
+        version: &str,
+        hardware_id: &str,
+    ) -> Result<Option<Image>, DbError>;
+    /// Records a package (id must be new).
+    async fn insert_package(&self, p: &PackageRecord) -> Result<(), DbError>;
+    /// A package by id.
+    async fn package(&self, id: &str) -> Result<Option<PackageRecord>, DbError>;
+    /// Assigns a package to a vehicle (idempotent).
+    async fn assign(&self, package_id: &str, vin: &str, now_ms: i64) -> Result<Inserted, DbError>;
+    /// Removes an assignment; `true` if one was removed.
+    async fn unassign(&self, package_id: &str, vin: &str) -> Result<bool, DbError>;
+    /// Package ids assigned to a vehicle, oldest first.
+    async fn assignments(&self, vin: &str) -> Result<Vec<String>, DbError>;
+
+    // --- manifests, nonces, Director versions
+    /// Stores the vehicle's last manifest (replaces the previous one).
+    async fn put_manifest(&self, m: &ManifestRecord) -> Result<(), DbError>;
+    /// The vehicle's last manifest.
+    async fn manifest(&self, vin: &str) -> Result<Option<ManifestRecord>, DbError>;
+    /// Marks a nonce used: `New` the first time, `Existing` on a replay.
+    async fn use_nonce(&self, vin: &str, nonce: &[u8], now_ms: i64) -> Result<Inserted, DbError>;
+    /// Forgets nonces seen before `before_ms`; returns how many.
+    async fn prune_nonces(&self, before_ms: i64) -> Result<u64, DbError>;
+    /// Atomically increments and returns the Director metadata version of
+    /// `role` for `vin` (1 the first time).
+    async fn next_director_version(&self, vin: &str, role: &str) -> Result<u64, DbError>;
+    /// The current Director metadata version (0 if none).
+    async fn director_version(&self, vin: &str, role: &str) -> Result<u64, DbError>;
+
+    // --- delta jobs
+    /// Queues a delta job; an existing job for the same (from, to, format)
+    /// is returned unchanged (`Existing`).
+    async fn enqueue_delta(
+        &self,
+        from: &Digest,
+        to: &Digest,
+        format: &str,
+        now_ms: i64,
+    ) -> Result<(DeltaJob, Inserted), DbError>;
+    /// Claims one job: a queued one, or a running one whose claim is older
+    /// than `lease_ms` (its worker is presumed dead). At most one caller
+    /// gets a given job per claim.
+    async fn claim_delta(
+        &self,
+        worker: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<DeltaJob>, DbError>;
+    /// Marks a job done with its result; `false` if `worker` no longer
+    /// holds the claim (nothing changed).
+    async fn finish_delta(
+        &self,
+        id: i64,
+        worker: &str,
+        result: &Digest,
+        length: u64,
+    ) -> Result<bool, DbError>;
+    /// Marks a job failed; `false` if `worker` no longer holds the claim.
+    async fn fail_delta(&self, id: i64, worker: &str, error: &str) -> Result<bool, DbError>;
+    /// The job for (from, to, format).
+    async fn delta_job(
+        &self,
+        from: &Digest,
+        to: &Digest,
+        format: &str,
+    ) -> Result<Option<DeltaJob>, DbError>;
+
+    // --- reports
+    /// Stores a report; the same (vin, report id) again is `Existing` and
+    /// changes nothing.
+    async fn insert_report(
+        &self,
+        vin: &str,
+        report_id: &str,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<Inserted, DbError>;
+    /// The reports of a vehicle, oldest first: (report id, body, received).
+    async fn reports(&self, vin: &str) -> Result<Vec<(String, Vec<u8>, i64)>, DbError>;
+
+    // --- admin tokens
+    /// Stores an admin token by the SHA-256 of its secret (name unique).
+    async fn insert_admin_token(
+        &self,
+        name: &str,
+        token_sha256: &Digest,
+        role: AdminRole,
+        now_ms: i64,
+    ) -> Result<(), DbError>;
+    /// The role of a live (not revoked) token, by the SHA-256 of its secret.
+    async fn admin_token_role(&self, token_sha256: &Digest) -> Result<Option<AdminRole>, DbError>;
+    /// Revokes a token by name; `true` if a live one was revoked.
+    async fn revoke_admin_token(&self, name: &str, now_ms: i64) -> Result<bool, DbError>;
+}

@@ -1,0 +1,372 @@
+//! One storage test suite, run unchanged on SQLite and on PostgreSQL.
+
+mod store_support;
+
+use std::sync::Arc;
+
+use esync_server::store::{
+    AdminRole, Certificate, DbError, DeltaState, Ecu, Image, Inserted, ManifestRecord,
+    PackageRecord, Store, Vehicle,
+};
+
+fn vehicle(vin: &str) -> Vehicle {
+    Vehicle {
+        vin: vin.into(),
+        model: "M1".into(),
+        region: "eu".into(),
+        hardware_ids: vec!["hw-ecm".into(), "hw-tcu".into()],
+    }
+}
+
+async fn suite(s: Arc<dyn Store>) {
+    // Vehicles: upsert replaces, listing pages by VIN.
+    s.upsert_vehicle(&vehicle("VIN2"), 1).await.expect("v2");
+    s.upsert_vehicle(&vehicle("VIN1"), 1).await.expect("v1");
+    let mut v1 = vehicle("VIN1");
+    v1.region = "us".into();
+    s.upsert_vehicle(&v1, 2).await.expect("v1 again");
+    assert_eq!(s.vehicle("VIN1").await.expect("get"), Some(v1.clone()));
+    assert_eq!(s.vehicle("nope").await.expect("get"), None);
+    let all = s.vehicles(None, 10).await.expect("list");
+    assert_eq!(
+        all.iter().map(|v| v.vin.as_str()).collect::<Vec<_>>(),
+        ["VIN1", "VIN2"]
+    );
+    let page = s.vehicles(Some("VIN1"), 10).await.expect("page");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].vin, "VIN2");
+
+    // ECUs: one primary per vehicle, unknown vehicle refused.
+    let ecm = Ecu {
+        serial: "ecm-1".into(),
+        vin: "VIN1".into(),
+        hardware_id: "hw-ecm".into(),
+        primary: true,
+        public_key: vec![1; 32],
+    };
+    s.upsert_ecu(&ecm).await.expect("ecm");
+    let mut tcu = ecm.clone();
+    tcu.serial = "tcu-1".into();
+    let r = s.upsert_ecu(&tcu).await;
+    assert!(matches!(r, Err(DbError::Conflict { .. })), "{r:?}");
+    tcu.primary = false;
+    s.upsert_ecu(&tcu).await.expect("secondary");
+    let mut orphan = tcu.clone();
+    orphan.serial = "x".into();
+    orphan.vin = "NOVIN".into();
+    let r = s.upsert_ecu(&orphan).await;
+    assert!(matches!(r, Err(DbError::NotFound { .. })), "{r:?}");
+    let ecus = s.ecus("VIN1").await.expect("ecus");
+    assert_eq!(ecus, vec![ecm.clone(), tcu.clone()]);
+
+    // Certificates and revocations.
+    let cert = |serial: &str, not_after_ms| Certificate {
+        serial: serial.into(),
+        subject: "VIN1".into(),
+        der: vec![0x30, 0x00],
+        issued_ms: 10,
+        not_after_ms,
+        revoked_ms: None,
+        revocation_reason: None,
+    };
+    s.insert_certificate(&cert("01", 1_000)).await.expect("c1");
+    s.insert_certificate(&cert("02", 50)).await.expect("c2");
+    s.insert_certificate(&cert("03", 1_000)).await.expect("c3");
+    let r = s.insert_certificate(&cert("01", 1_000)).await;
+    assert!(matches!(r, Err(DbError::Conflict { .. })), "{r:?}");
+    assert_eq!(
+        s.revoke_certificate("01", Some("key compromise"), 20)
+            .await
+            .expect("revoke"),
+        Inserted::New
+    );
+    assert_eq!(
+        s.revoke_certificate("01", None, 30).await.expect("again"),
+        Inserted::Existing
+    );
+    s.revoke_certificate("02", None, 25)
+        .await
+        .expect("revoke 2");
+    let r = s.revoke_certificate("99", None, 30).await;
+    assert!(matches!(r, Err(DbError::NotFound { .. })), "{r:?}");
+    // At 100 the second certificate has expired and leaves the CRL.
+    let crl = s.revocations(100).await.expect("crl");
+    assert_eq!(crl.len(), 1);
+    assert_eq!(crl[0].serial, "01");
+    assert_eq!(crl[0].revoked_ms, 20);
+    assert_eq!(crl[0].reason.as_deref(), Some("key compromise"));
+    assert_eq!(s.revocations(40).await.expect("crl").len(), 2);
+    let c = s.certificate("01").await.expect("get").expect("present");
+    assert_eq!(c.revoked_ms, Some(20));
+
+    // Images: idempotent by digest, conflicting fields refused.
+    let img = Image {
+        name: "ecm-fw".into(),
+        version: "2.0.0".into(),
+        sha256: [7; 32],
+        length: 4096,
+        hardware_id: "hw-ecm".into(),
+    };
+    assert_eq!(s.insert_image(&img, 1).await.expect("img"), Inserted::New);
+    assert_eq!(
+        s.insert_image(&img, 2).await.expect("img"),
+        Inserted::Existing
+    );
+    let mut other = img.clone();
+    other.length = 1;
+    let r = s.insert_image(&other, 3).await;
+    assert!(matches!(r, Err(DbError::Conflict { .. })), "{r:?}");
+    let mut same_name = img.clone();
+    same_name.sha256 = [8; 32];
+    let r = s.insert_image(&same_name, 3).await;
+    assert!(matches!(r, Err(DbError::Conflict { .. })), "{r:?}");
+    assert_eq!(s.image(&[7; 32]).await.expect("get"), Some(img.clone()));
+    assert_eq!(
+        s.image_by_name("ecm-fw", "2.0.0", "hw-ecm")
+            .await
+            .expect("by name"),
+        Some(img.clone())
+    );
+    assert_eq!(s.image(&[9; 32]).await.expect("get"), None);
+
+    // Packages and assignments.
+    let p = PackageRecord {
+        id: "pkg-1".into(),
+        model_json: "{\"id\":\"pkg-1\"}".into(),
+        created_ms: 5,
+    };
+    s.insert_package(&p).await.expect("pkg");
+    let r = s.insert_package(&p).await;
+    assert!(matches!(r, Err(DbError::Conflict { .. })), "{r:?}");
+    assert_eq!(s.package("pkg-1").await.expect("get"), Some(p));
+    assert_eq!(
+        s.assign("pkg-1", "VIN1", 6).await.expect("a"),
+        Inserted::New
+    );
+    assert_eq!(
+        s.assign("pkg-1", "VIN1", 7).await.expect("a"),
+        Inserted::Existing
+    );
+    let r = s.assign("pkg-none", "VIN1", 7).await;
+    assert!(matches!(r, Err(DbError::NotFound { .. })), "{r:?}");
+    let r = s.assign("pkg-1", "NOVIN", 7).await;
+    assert!(matches!(r, Err(DbError::NotFound { .. })), "{r:?}");
+    assert_eq!(s.assignments("VIN1").await.expect("list"), vec!["pkg-1"]);
+    assert!(s.unassign("pkg-1", "VIN1").await.expect("un"));
+    assert!(!s.unassign("pkg-1", "VIN1").await.expect("un"));
+    assert!(s.assignments("VIN1").await.expect("list").is_empty());
+
+    // Manifests (last one kept) and nonces (replay detected).
+    let m = |hash: u8, at| ManifestRecord {
+        vin: "VIN1".into(),
+        hash: vec![hash; 32],
+        body: vec![hash, 1, 2],
+        received_ms: at,
+    };
+    s.put_manifest(&m(1, 10)).await.expect("m1");
+    s.put_manifest(&m(2, 11)).await.expect("m2");
+    assert_eq!(s.manifest("VIN1").await.expect("get"), Some(m(2, 11)));
+    assert_eq!(s.manifest("VIN2").await.expect("get"), None);
+    assert_eq!(
+        s.use_nonce("VIN1", b"n1", 10).await.expect("n"),
+        Inserted::New
+    );
+    assert_eq!(
+        s.use_nonce("VIN1", b"n1", 11).await.expect("n"),
+        Inserted::Existing
+    );
+    assert_eq!(
+        s.use_nonce("VIN2", b"n1", 11).await.expect("n"),
+        Inserted::New
+    );
+    assert_eq!(s.prune_nonces(11).await.expect("prune"), 1);
+    assert_eq!(
+        s.use_nonce("VIN1", b"n1", 12).await.expect("n"),
+        Inserted::New
+    );
+
+    // Director versions count per (vehicle, role).
+    assert_eq!(s.director_version("VIN1", "targets").await.expect("v"), 0);
+    assert_eq!(
+        s.next_director_version("VIN1", "targets").await.expect("v"),
+        1
+    );
+    assert_eq!(
+        s.next_director_version("VIN1", "targets").await.expect("v"),
+        2
+    );
+    assert_eq!(
+        s.next_director_version("VIN1", "snapshot")
+            .await
+            .expect("v"),
+        1
+    );
+    assert_eq!(
+        s.next_director_version("VIN2", "targets").await.expect("v"),
+        1
+    );
+    assert_eq!(s.director_version("VIN1", "targets").await.expect("v"), 2);
+
+    // Delta jobs: once per (from, to, format); claim, finish, lease.
+    let (j, ins) = s
+        .enqueue_delta(&[1; 32], &[2; 32], "bsdiff-zstd", 1)
+        .await
+        .expect("enqueue");
+    assert_eq!(ins, Inserted::New);
+    assert_eq!(j.state, DeltaState::Queued);
+    let (j2, ins) = s
+        .enqueue_delta(&[1; 32], &[2; 32], "bsdiff-zstd", 2)
+        .await
+        .expect("enqueue");
+    assert_eq!((j2.id, ins), (j.id, Inserted::Existing));
+    let c = s
+        .claim_delta("w1", 100, 1_000)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!((c.id, c.state, c.attempts), (j.id, DeltaState::Running, 1));
+    assert_eq!(c.claimed_by.as_deref(), Some("w1"));
+    // Nothing else to claim while the lease runs.
+    assert_eq!(s.claim_delta("w2", 500, 1_000).await.expect("claim"), None);
+    // After the lease the job is taken over; the old worker's result is refused.
+    let c2 = s
+        .claim_delta("w2", 1_200, 1_000)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert_eq!((c2.id, c2.attempts), (j.id, 2));
+    assert!(!s
+        .finish_delta(j.id, "w1", &[3; 32], 10)
+        .await
+        .expect("finish"));
+    assert!(s
+        .finish_delta(j.id, "w2", &[3; 32], 10)
+        .await
+        .expect("finish"));
+    let done = s
+        .delta_job(&[1; 32], &[2; 32], "bsdiff-zstd")
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(done.state, DeltaState::Done);
+    assert_eq!(done.result_sha256, Some([3; 32]));
+    assert_eq!(done.result_length, Some(10));
+    assert_eq!(s.claim_delta("w3", 10_000, 1).await.expect("claim"), None);
+    let (f, _) = s
+        .enqueue_delta(&[1; 32], &[2; 32], "bsdiff-xz", 3)
+        .await
+        .expect("enqueue");
+    assert_ne!(f.id, j.id);
+    let c = s
+        .claim_delta("w1", 100, 1_000)
+        .await
+        .expect("claim")
+        .expect("job");
+    assert!(s.fail_delta(c.id, "w1", "boom").await.expect("fail"));
+    let failed = s
+        .delta_job(&[1; 32], &[2; 32], "bsdiff-xz")
+        .await
+        .expect("get")
+        .expect("job");
+    assert_eq!(failed.state, DeltaState::Failed);
+    assert_eq!(failed.error.as_deref(), Some("boom"));
+
+    // Reports are idempotent by (vehicle, report id).
+    assert_eq!(
+        s.insert_report("VIN1", "r1", b"first", 1).await.expect("r"),
+        Inserted::New
+    );
+    assert_eq!(
+        s.insert_report("VIN1", "r1", b"second", 2)
+            .await
+            .expect("r"),
+        Inserted::Existing
+    );
+    assert_eq!(
+        s.insert_report("VIN2", "r1", b"other", 2).await.expect("r"),
+        Inserted::New
+    );
+    assert_eq!(
+        s.reports("VIN1").await.expect("list"),
+        vec![("r1".to_string(), b"first".to_vec(), 1)]
+    );
+
+    // Admin tokens by hash, with role, revocable.
+    s.insert_admin_token("alice", &[4; 32], AdminRole::Operator, 1)
+        .await
+        .expect("t");
+    s.insert_admin_token("bob", &[5; 32], AdminRole::Viewer, 1)
+        .await
+        .expect("t");
+    let r = s
+        .insert_admin_token("alice", &[6; 32], AdminRole::Viewer, 1)
+        .await;
+    assert!(matches!(r, Err(DbError::Conflict { .. })), "{r:?}");
+    assert_eq!(
+        s.admin_token_role(&[4; 32]).await.expect("role"),
+        Some(AdminRole::Operator)
+    );
+    assert_eq!(
+        s.admin_token_role(&[5; 32]).await.expect("role"),
+        Some(AdminRole::Viewer)
+    );
+    assert_eq!(s.admin_token_role(&[6; 32]).await.expect("role"), None);
+    assert!(s.revoke_admin_token("alice", 2).await.expect("revoke"));
+    assert!(!s.revoke_admin_token("alice", 3).await.expect("revoke"));
+    assert_eq!(s.admin_token_role(&[4; 32]).await.expect("role"), None);
+}
+
+/// Several tasks bump the same Director version concurrently: every value
+/// is handed out once (the database, not the process, serialises).
+async fn concurrent_versions(s: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..10 {
+                got.push(s.next_director_version("VINC", "targets").await.expect("v"));
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("join"));
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=80).collect::<Vec<u64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_on_sqlite() {
+    let (s, _dir) = store_support::sqlite().await;
+    suite(s.clone()).await;
+    concurrent_versions(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_on_postgres() {
+    let Some((s, schema)) = store_support::postgres("store").await else {
+        return;
+    };
+    suite(s.clone()).await;
+    concurrent_versions(s).await;
+    schema.drop_schema().await;
+}
+
+#[tokio::test]
+async fn sqlite_reopens_with_data_and_migrations_applied_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("s.db");
+    {
+        let s = esync_server::store::SqliteStore::open(&path)
+            .await
+            .expect("open");
+        s.upsert_vehicle(&vehicle("VINR"), 1).await.expect("v");
+    }
+    let s = esync_server::store::SqliteStore::open(&path)
+        .await
+        .expect("reopen");
+    assert_eq!(s.vehicle("VINR").await.expect("get"), Some(vehicle("VINR")));
+}
