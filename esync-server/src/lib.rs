@@ -4,11 +4,13 @@
 //! per-vehicle Director, packages, delta generation and cache, campaigns,
 //! status history, data ingestion, REST API, CLI and dashboard.
 //!
-//! **Not built yet.** This crate is reserved for the Server issue; it
-//! contains no code. The pieces it will stand on exist today: the signing
-//! side of Uptane metadata (`esync_uptane::builder`), Server-side manifest
-//! verification (`esync_uptane::manifest`), fleet certificate issuance
-//! (`esync_identity::FleetCa`) and package and delta generation
-//! (`esync_package`, feature `generate`).
+//! Built so far: [`provision`] (the fleet CA issues vehicle and Agent
+//! certificates from CSRs, revokes them and signs the CRL) and [`tls`] (the
+//! device listener's mutual-TLS configuration with CRL revocation through
+//! rustls, reloadable; the admin listener's server-only TLS; the vehicle's
+//! VIN read from its certificate).
 
 #![forbid(unsafe_code)]
+
+pub mod provision;
+pub mod tls;
