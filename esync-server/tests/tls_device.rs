@@ -174,3 +174,15 @@ async fn agent_certificate_is_not_a_vehicle() {
     let r = talk(&f, &id).await.expect("TLS itself succeeds");
     assert!(r.starts_with("ERR "), "agent accepted as vehicle: {r}");
 }
+
+#[tokio::test]
+async fn expired_crl_fails_closed() {
+    let mut f = start().await;
+    let vin = Vin::new("1HGCM82633A004352").expect("vin");
+    let id = vehicle_from_csr(&f.prov, &vin);
+    // A CRL whose nextUpdate has passed: the Server stopped refreshing it.
+    let stale = f.prov.crl_der(now() - 7200, 3600).expect("crl");
+    f.dev.reload_crls(&[stale]).expect("reload");
+    let r = talk(&f, &id).await;
+    assert!(r.is_err(), "accepted with an expired CRL: {r:?}");
+}
