@@ -118,8 +118,12 @@ impl Provisioner {
         let root = ca.root_der();
         if root != ca.cert_der() {
             // An intermediate: FleetCa::cert_pem lists the parents after it.
-            let all = esync_identity::TrustAnchors::from_pem(&ca.cert_pem())?;
-            chain = all.ca_ders().iter().map(|c| c.to_vec()).collect();
+            use rustls_pki_types::pem::PemObject;
+            chain = CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes())
+                .take(esync_identity::MAX_INTERMEDIATES + 2)
+                .map(|c| c.map(|c| c.to_vec()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| IdentityError::Pem("CA chain"))?;
         }
         Ok(Self {
             ca,
@@ -333,6 +337,31 @@ mod tests {
             !cert.is_ca(),
             "a CSR asking for a CA certificate gets an end entity"
         );
+    }
+
+    #[test]
+    fn intermediate_ca_hands_out_its_chain() {
+        let root = FleetCa::new("root", Validity::days_from(1_700_000_000, 365)).expect("root");
+        let inter = root
+            .issue_intermediate("issuing", Validity::days_from(1_700_000_000, 365))
+            .expect("intermediate");
+        let p = Provisioner::new(inter).expect("provisioner");
+        let (_, der) = csr();
+        let vin = Vin::new("1HGCM82633A004352").expect("vin");
+        let issued = p
+            .issue_vehicle(&der, &vin, Validity::days_from(1_700_000_000, 30))
+            .expect("issued");
+        assert_eq!(issued.chain.len(), 2);
+        let anchors = esync_identity::TrustAnchors::from_ca_ders(&[root.root_der()]).expect("a");
+        let id = esync_identity::validate_chain(
+            &issued.cert_der,
+            &issued.chain,
+            &anchors,
+            1_700_000_100,
+            esync_identity::Usage::ClientAuth,
+        )
+        .expect("chain validates to the root");
+        assert_eq!(id.role, Role::Vehicle { vin });
     }
 
     #[test]
