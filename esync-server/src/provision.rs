@@ -365,6 +365,25 @@ mod tests {
     }
 
     #[test]
+    fn restored_revocations_are_in_the_next_crl() {
+        let mut p = prov();
+        assert!(p.revoke("4a0102", 1_700_000_050).expect("revoke"));
+        let saved: Vec<_> = p.revoked().collect();
+        let ca = FleetCa::from_pem(&p.ca().cert_pem(), &p.ca().key_pem()).expect("reload CA");
+        let mut q = Provisioner::new(ca).expect("provisioner");
+        assert!(!q.is_revoked("4a0102"));
+        q.restore_revoked(saved).expect("restore");
+        assert!(q.is_revoked("4a0102"));
+        let crl = q.crl_der(1_700_000_100, 3600).expect("crl");
+        let (_, parsed) = x509_parser::parse_x509_crl(&crl).expect("crl parses");
+        let serials: Vec<Vec<u8>> = parsed
+            .iter_revoked_certificates()
+            .map(|r| r.raw_serial().to_vec())
+            .collect();
+        assert_eq!(serials, vec![vec![0x4a, 0x01, 0x02]]);
+    }
+
+    #[test]
     fn tampered_and_oversized_csrs_are_refused() {
         let p = prov();
         let vin = Vin::new("1HGCM82633A004352").expect("vin");
