@@ -186,3 +186,52 @@ async fn expired_crl_fails_closed() {
     let r = talk(&f, &id).await;
     assert!(r.is_err(), "accepted with an expired CRL: {r:?}");
 }
+
+#[tokio::test]
+async fn admin_listener_needs_no_client_certificate_but_device_does() {
+    let ca = FleetCa::new("fleet", Validity::days_from(now() - 60, 365)).expect("ca");
+    let anchors = TrustAnchors::from_ca_ders(&[ca.root_der()]).expect("anchors");
+    let server_id = ca
+        .issue_server(&["127.0.0.1".into()], Validity::days_from(now() - 60, 30))
+        .expect("server cert");
+    let mut prov = Provisioner::new(ca).expect("prov");
+    let crl = prov.crl_der(now() - 1, 3600).expect("crl");
+    let admin = esync_server::tls::admin_tls_config(&server_id).expect("admin tls");
+    let device = DeviceTls::new(server_id, anchors.clone(), &[crl]).expect("device tls");
+    let no_cert = Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(anchors.root_cert_store())
+        .with_no_client_auth(),
+    );
+    for (config, want_ok) in [(admin, true), (device.config(), false)] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            if let Ok(mut tls) = TlsAcceptor::from(config).accept(tcp).await {
+                let _ = tls.write_all(b"hello").await;
+                let _ = tls.shutdown().await;
+            }
+        });
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let r = async {
+            let mut tls = TlsConnector::from(Arc::clone(&no_cert))
+                .connect(name, tcp)
+                .await?;
+            let mut buf = String::new();
+            tls.read_to_string(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        }
+        .await;
+        if want_ok {
+            assert_eq!(r.expect("admin accepts"), "hello");
+        } else {
+            assert!(r.is_err(), "device listener accepted no certificate");
+        }
+    }
+}
