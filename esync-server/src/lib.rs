@@ -4,9 +4,15 @@
 //! per-vehicle Director, packages, delta generation and cache, campaigns,
 //! status history, data ingestion, REST API, CLI and dashboard.
 //!
-//! Storage (`store`: one [`store::Store`] interface on SQLite or
-//! PostgreSQL), the content-addressed blob store (`blob`), background delta
-//! generation (`deltas`) and package validation (`packages`).
+//! Built so far: storage ([`store`]: one [`store::Store`] interface on
+//! SQLite or PostgreSQL), the content-addressed blob store ([`blob`]),
+//! background delta generation ([`deltas`]), package validation
+//! ([`packages`]), [`provision`] (the fleet CA issues vehicle and Agent
+//! certificates from CSRs, revokes them and signs the CRL) and [`tls`] (the
+//! device listener's mutual-TLS configuration with CRL revocation through
+//! rustls, reloadable; the admin listener's server-only TLS; the vehicle's
+//! VIN read from its certificate). Not built yet: the Director, the HTTP
+//! device and admin APIs, the `esync-server` binary.
 
 #![forbid(unsafe_code)]
 
@@ -14,4 +20,6 @@ pub mod blob;
 pub mod deltas;
 pub mod error;
 pub mod packages;
+pub mod provision;
 pub mod store;
+pub mod tls;
