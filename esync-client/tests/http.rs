@@ -15,9 +15,7 @@ use esync_api::body::{
 };
 use esync_api::{range, ApiError, BlobId, ErrorCode, MetadataFileName, ReportId, RouteMatch};
 use esync_client::http::{partial_path, DeviceHttp, DownloadLimits, HttpError, Repo};
-use esync_client::runtime::{
-    check_in, refresh, CheckInOutcome, ClientConfig, StateDir, StateError,
-};
+use esync_client::runtime::{check_in, refresh, CheckInOutcome, ConfigFile, StateDir, StateError};
 use esync_identity::{
     client_tls_config, peer_identity_from_certs, server_tls_config, FleetCa, IssuedIdentity, Role,
     TrustAnchors, Validity,
@@ -606,7 +604,7 @@ async fn runtime_provisions_checks_in_and_refreshes_into_the_trust_stores() {
     let server = start(&f.ca, st).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let state = StateDir::new(dir.path());
-    let config = ClientConfig {
+    let config = ConfigFile {
         server_url: format!("https://{}", server.addr),
     };
     let director_root = director.root_bytes(1).expect("root").to_vec();

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use esync_client::http::Repo;
-use esync_client::runtime::{check_in, refresh, CheckInOutcome, ClientConfig, StateDir};
+use esync_client::runtime::{check_in, refresh, CheckInOutcome, ConfigFile, StateDir};
 use esync_identity::parse_identity;
 use esync_uptane::UnixTime;
 
@@ -175,9 +175,9 @@ async fn run_once(state: &StateDir, timeout: Duration) -> Result<bool, (bool, St
     Ok(refreshed)
 }
 
-fn is_retryable(e: &esync_client::runtime::RuntimeError) -> bool {
+fn is_retryable(e: &esync_client::runtime::ClientRuntimeError) -> bool {
     match e {
-        esync_client::runtime::RuntimeError::Http(h) => h.retryable(),
+        esync_client::runtime::ClientRuntimeError::Http(h) => h.retryable(),
         _ => false,
     }
 }
@@ -227,7 +227,7 @@ fn main() -> ExitCode {
         } => (|| {
             let vin = StateDir::new(&dir)
                 .provision(
-                    &ClientConfig { server_url: server },
+                    &ConfigFile { server_url: server },
                     &read_text(&cert)?,
                     &read_text(&key)?,
                     &read_text(&ca)?,
