@@ -345,7 +345,13 @@ impl Run {
         };
         let offer = DownloadOffer {
             update_id: s.update_id,
-            target_name: r.target_name.clone(),
+            // The Director's entry (the full image's), which the Agent
+            // verifies; a delta is described by the encoding.
+            target_name: self
+                .c
+                .ready
+                .director_target_name(&s.device)
+                .unwrap_or_else(|| r.target_name.clone()),
             version: c.version.clone(),
             release_counter: c.release_counter,
             length: c.image.length,
