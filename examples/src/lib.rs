@@ -7,11 +7,12 @@
 //!   Director repository (esync-uptane's signing side), packages with
 //!   deltas (esync-package).
 //! - **Vehicle** ([`vehicle`]): the Client's embedded broker (mutual TLS on
-//!   127.0.0.1) and two esync-agent runtimes with file-backed A/B devices in
-//!   a temporary directory, each connected with its own certificate:
-//!   `/powertrain/ecm` (safety-critical: install precondition, full Uptane
-//!   verification, delta support) and `/body/bcm` (partial verification,
-//!   no delta support).
+//!   127.0.0.1) and three esync-agent runtimes with file-backed A/B devices
+//!   in a temporary directory, each connected with its own certificate:
+//!   `/powertrain/ecm` (stage 0; safety-critical: install precondition,
+//!   full Uptane verification, delta support), `/adas/camera` (stage 1;
+//!   partial verification, delta support) and `/body/bcm` (stage 1;
+//!   partial verification, no delta support).
 //! - **Client** ([`gateway`]): the real esync-client. Its session core
 //!   checks in with the Server (signed manifest), verifies the Director and
 //!   Image metadata in full, plans delta or full image per Agent from its
@@ -21,11 +22,12 @@
 //!   the broker, and commits or rolls back every component, journaling the
 //!   campaign in a file.
 //!
-//! Campaign 1 installs version 2.0.0 on both ECUs (the ECM by delta in
-//! stage 0, the BCM by full image in stage 1) and commits; campaign 2
-//! offers 3.0.0 whose BCM image fails its power-on self-test, so every
-//! component of the package is rolled back (the ECM, already installed in
-//! stage 0, too) and both ECUs end on 2.0.0. After each campaign the demo
+//! Campaign 1 installs version 2.0.0 on every ECU (the ECM by delta in
+//! stage 0, then the camera by delta and the BCM by full image in parallel
+//! in stage 1) and commits; campaign 2 offers 3.0.0 whose BCM image fails
+//! its power-on self-test, so every component of the package is rolled
+//! back (the ECM, installed in stage 0, and the camera too) and every ECU
+//! ends on 2.0.0. After each campaign the demo
 //! proves what runs by hashing the running slot files. [`run_demo`]
 //! returns an error on any deviation.
 
@@ -265,7 +267,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
     let (v1, v2, v3) = (v("1.0.0")?, v("2.0.0")?, v("3.0.0")?);
     let vin = parse(Vin::new("WVWZZZ1JZXW000001"), "VIN")?;
 
-    println!("== esync-rs end-to-end demo: one vehicle, two ECUs, two campaigns ==");
+    println!("== esync-rs end-to-end demo: one vehicle, three ECUs, two campaigns ==");
     println!("work directory: {}", work.display());
 
     // ---------------------------------------------------------------- Server
@@ -283,6 +285,12 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
         serial: parse(EcuSerial::new("BCM0001"), "serial")?,
         stage: 1,
     };
+    let cam = EcuSpec {
+        device: parse(DevicePath::new("/adas/camera"), "device")?,
+        hardware_id: parse(HardwareId::new("cam-hw-3"), "hardware id")?,
+        serial: parse(EcuSerial::new("CAM0001"), "serial")?,
+        stage: 1,
+    };
     let mk = |ecu: &EcuSpec, seed: u64, v3_healthy: bool| {
         let d = ecu.device.as_str();
         let a = firmware::initial(d, "1.0.0", seed, opts.image_size);
@@ -295,7 +303,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
             v3: c,
         }
     };
-    let images = [mk(&ecm, 11, true), mk(&bcm, 21, false)];
+    let images = [mk(&ecm, 11, true), mk(&cam, 31, true), mk(&bcm, 21, false)];
     for im in &images {
         println!(
             "  {}: 1.0.0 {} bytes sha256 {}..., 2.0.0 {} bytes {}..., 3.0.0 {} bytes {}...",
@@ -312,15 +320,16 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
     let vehicle_id = server.issue_vehicle(now_s)?;
     let agent_ids = [
         server.issue_agent(&ecm.device, now_s)?,
+        server.issue_agent(&cam.device, now_s)?,
         server.issue_agent(&bcm.device, now_s)?,
     ];
     println!(
-        "  issued certificates: vehicle {vin}, agents {}, {}",
-        ecm.device, bcm.device
+        "  issued certificates: vehicle {vin}, agents {}, {}, {}",
+        ecm.device, cam.device, bcm.device
     );
 
     // --------------------------------------------------------------- Vehicle
-    println!("\n[2/5] Vehicle: embedded broker and two Agents");
+    println!("\n[2/5] Vehicle: embedded broker and three Agents");
     let (broker, endpoint) = vehicle::start_broker(&vehicle_id, &server.anchors, &vin).await?;
     println!(
         "  broker listening on {} (mutual TLS, fleet CA, VIN {vin})",
@@ -330,7 +339,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
     let director_root = server.director_root()?;
     let image_root = server.image_root()?;
     let capacity = vehicle::capacity_for(opts.image_size + 64 * 1024);
-    let all_ecus = [ecm.clone(), bcm.clone()];
+    let all_ecus = [ecm.clone(), cam.clone(), bcm.clone()];
     let mut agents: Vec<RunningAgent> = Vec::new();
     for (i, (im, id)) in images.iter().zip(agent_ids.iter()).enumerate() {
         // The broker admits each Agent by its certificate; the Client
@@ -352,7 +361,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
             version: v1.clone(),
             release_counter: 1,
             safety_precondition: safety.clone(),
-            deltas: i == 0,
+            deltas: i < 2,
         };
         let dir = work.join(format!(
             "agent-{}",
@@ -376,14 +385,15 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
             im.ecu.hardware_id,
             im.ecu.serial,
             dir.display(),
-            match safety {
-                Some(p) =>
-                    format!("safety-critical, precondition `{p}`, full Uptane verification, deltas"),
-                None => "partial Uptane verification, no delta support".into(),
+            match (&safety, i < 2) {
+                (Some(p), _) =>
+                    format!("stage {}, safety-critical, precondition `{p}`, full Uptane verification, deltas", im.ecu.stage),
+                (None, true) => format!("stage {}, partial Uptane verification, deltas", im.ecu.stage),
+                (None, false) => format!("stage {}, partial Uptane verification, no delta support", im.ecu.stage),
             }
         );
     }
-    let devs = [ecm.device.clone(), bcm.device.clone()];
+    let devs = [ecm.device.clone(), cam.device.clone(), bcm.device.clone()];
     server.set_vehicle_key(PublicKey::from_verifying_key(client_key));
     let mut gw = Gateway::start(
         endpoint,
@@ -401,7 +411,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
         "  Client: esync-client's orchestrator loop on the broker, campaign journal in {}",
         work.join("client").display()
     );
-    println!("  both Agents connected to the broker (presence)");
+    println!("  every Agent connected to the broker (presence)");
 
     let result = campaigns(
         &mut server,
@@ -472,8 +482,8 @@ fn parked() -> Vec<Signal> {
 async fn campaigns(
     server: &mut Server,
     gw: &mut Gateway,
-    images: &[Images; 2],
-    devs: &[DevicePath; 2],
+    images: &[Images],
+    devs: &[DevicePath],
     agents: &[RunningAgent],
     capacity: u64,
     [v1, v2, v3]: [&SoftwareVersion; 3],
@@ -481,7 +491,7 @@ async fn campaigns(
     let mut reports = Vec::new();
 
     // ------------------------------------------------------------ Campaign 1
-    println!("\n[3/5] Campaign 1: 2.0.0 for both ECUs");
+    println!("\n[3/5] Campaign 1: 2.0.0 for every ECU");
     let releases = images
         .iter()
         .map(|im| Release {
@@ -508,7 +518,7 @@ async fn campaigns(
     reports.push(r1);
 
     // ------------------------------------------------------------ Campaign 2
-    println!("\n[4/5] Campaign 2: 3.0.0 for both ECUs (the BCM image is defective)");
+    println!("\n[4/5] Campaign 2: 3.0.0 for every ECU (the BCM image is defective)");
     let releases = images
         .iter()
         .map(|im| Release {
@@ -542,7 +552,7 @@ async fn campaigns(
 async fn campaign(
     server: &mut Server,
     gw: &mut Gateway,
-    devs: &[DevicePath; 2],
+    devs: &[DevicePath],
 ) -> Result<CampaignReport, DemoError> {
     let inv = gw.inventory(devs).await?;
     for r in inv.values() {
@@ -635,8 +645,8 @@ async fn campaign(
 /// Inventory again and proof from the device files.
 async fn end_state(
     gw: &mut Gateway,
-    images: &[Images; 2],
-    devs: &[DevicePath; 2],
+    images: &[Images],
+    devs: &[DevicePath],
     agents: &[RunningAgent],
     capacity: u64,
     want_v: &SoftwareVersion,

@@ -1,7 +1,8 @@
 //! Runs the end-to-end demo with small images and checks its summary:
 //! campaign 1 installs 2.0.0 everywhere (the ECM by delta in stage 0, the
-//! BCM by full image in stage 1), campaign 2 fails on the BCM's self-test
-//! and every component is rolled back, and both ECUs end on 2.0.0 with the
+//! camera by delta and the BCM by full image in stage 1), campaign 2 fails
+//! on the BCM's self-test and every component is rolled back, and every
+//! ECU ends on 2.0.0 with the
 //! Server's image bytes in their running slot. Every step is the real
 //! Client's (session core, orchestrator loop over the embedded broker).
 #![allow(clippy::unwrap_used, reason = "test code")]
@@ -23,7 +24,7 @@ async fn demo_installs_then_rolls_back_a_failing_package() {
     assert_eq!(s.campaigns.len(), 2);
     let c1 = &s.campaigns[0];
     assert_eq!(c1.outcome, CampaignOutcome::Installed);
-    assert_eq!(c1.components.len(), 2);
+    assert_eq!(c1.components.len(), 3);
     for c in &c1.components {
         assert_eq!(c.result, "confirmed 2.0.0");
         assert!(c.bytes_sent > 0);
@@ -31,6 +32,11 @@ async fn demo_installs_then_rolls_back_a_failing_package() {
             // The ECM applies deltas: far fewer bytes than the image.
             "/powertrain/ecm" => {
                 assert_eq!(c.stage, 0);
+                assert!(matches!(&c.encoding, Encoding::Delta { from } if from == "1.0.0"));
+                assert!(c.bytes_sent < c.image_len / 2, "{c:?}");
+            }
+            "/adas/camera" => {
+                assert_eq!(c.stage, 1);
                 assert!(matches!(&c.encoding, Encoding::Delta { from } if from == "1.0.0"));
                 assert!(c.bytes_sent < c.image_len / 2, "{c:?}");
             }
@@ -63,6 +69,12 @@ async fn demo_installs_then_rolls_back_a_failing_package() {
         .find(|c| c.device.as_str() == "/powertrain/ecm")
         .unwrap();
     assert_eq!(ecm.result, "rolled back, runs 2.0.0");
+    let cam = c2
+        .components
+        .iter()
+        .find(|c| c.device.as_str() == "/adas/camera")
+        .unwrap();
+    assert_eq!(cam.result, "rolled back, runs 2.0.0");
     let bcm = c2
         .components
         .iter()
@@ -71,7 +83,7 @@ async fn demo_installs_then_rolls_back_a_failing_package() {
     assert!(bcm.result.starts_with("failed ("), "{bcm:?}");
     assert!(bcm.result.ends_with("runs 2.0.0"), "{bcm:?}");
 
-    assert_eq!(s.final_ecus.len(), 2);
+    assert_eq!(s.final_ecus.len(), 3);
     for e in &s.final_ecus {
         assert_eq!(e.reported_version.as_str(), "2.0.0");
         assert_eq!(e.slot_version.as_str(), "2.0.0");
@@ -79,7 +91,7 @@ async fn demo_installs_then_rolls_back_a_failing_package() {
     }
     assert!(s.manifests_accepted >= 1);
     assert_eq!(s.agent_dropped, 0);
-    assert_eq!(s.broker.connections_admitted, 2);
+    assert_eq!(s.broker.connections_admitted, 3);
     assert_eq!(s.broker.dropped_bad_signature, 0);
     assert_eq!(s.broker.dropped_sender_mismatch, 0);
     // The device files and the Client's campaign journal are where the
