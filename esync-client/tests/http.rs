@@ -819,3 +819,64 @@ async fn runtime_drives_the_session_core_over_https() {
     // At least the Director: 2.root.json (404), timestamp, snapshot, targets.
     assert!(server.state.metadata_gets.load(Ordering::SeqCst) >= 4);
 }
+
+/// Offline operation: a final report queued while the Server cannot be
+/// reached stays in the outbox's file journal (across a reopen) and goes out
+/// once the link returns.
+#[tokio::test]
+async fn queued_reports_are_sent_when_the_link_returns() {
+    use esync_api::body::{ComponentOutcome, ComponentResult, PackageOutcome};
+    use esync_client::core::session::download::TransferLimits;
+    use esync_client::core::session::reports::ReportOutbox;
+    use esync_client::runtime::vehicle::{report_id, send_reports};
+    use esync_store::file::FileJournal;
+
+    let f = fleet();
+    let server = start(&f.ca, State::default()).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let package = esync_package::package::PackageId::new("pkg-offline").expect("id");
+    let id = report_id(&package).expect("report id");
+    let report = Report {
+        created_wall_ms: 5,
+        event: ReportEvent::Result {
+            package: package.to_string(),
+            outcome: PackageOutcome::Installed,
+            components: vec![ComponentResult {
+                ecu: "ECU1".parse().expect("serial"),
+                outcome: ComponentOutcome::Installed,
+                running: "2.0.0".parse().expect("version"),
+                failure: None,
+            }],
+        },
+    };
+    let limits = TransferLimits::default();
+    let mut outbox =
+        ReportOutbox::open(FileJournal::new(tmp.path(), "reports.journal"), &limits).expect("open");
+    outbox.queue(id.clone(), &report).expect("queue");
+    // The link is down: nothing listens on this port.
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let dead_addr = closed.local_addr().expect("addr");
+    drop(closed);
+    let tls = client_tls_config(&f.vehicle, &f.anchors).expect("tls");
+    let offline = DeviceHttp::new(&format!("https://{dead_addr}"), tls).expect("client");
+    let sent = send_reports(&mut outbox, &offline, || 0, Duration::from_secs(2))
+        .await
+        .expect("send");
+    assert_eq!(sent, 0);
+    assert_eq!(outbox.len(), 1);
+    drop(outbox);
+    // A restart: the queue is read back from the file.
+    let mut outbox =
+        ReportOutbox::open(FileJournal::new(tmp.path(), "reports.journal"), &limits).expect("open");
+    assert_eq!(outbox.len(), 1);
+    // The link is back.
+    let http = client(&server, &f.vehicle, &f.anchors);
+    let sent = send_reports(&mut outbox, &http, || 10 * 60_000, T)
+        .await
+        .expect("send");
+    assert_eq!(sent, 1);
+    assert!(outbox.is_empty());
+    let stored = server.state.reports.lock().expect("lock");
+    assert_eq!(stored.len(), 1);
+    assert!(stored.contains_key(id.as_str()));
+}

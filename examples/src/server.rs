@@ -57,8 +57,9 @@ pub struct EcuSpec {
     pub stage: u16,
 }
 
-/// A published campaign.
-pub struct Campaign {
+/// A published campaign (its package and Director targets; the Client's
+/// journaled campaign is `esync_client::core::orchestrate::Campaign`).
+pub struct Published {
     /// The package.
     pub package: Package,
     /// Director target name per ECU serial.
@@ -213,7 +214,7 @@ impl Server {
         &mut self,
         id: &str,
         releases: Vec<Release>,
-    ) -> Result<Campaign, DemoError> {
+    ) -> Result<Published, DemoError> {
         let pkg_id = PackageId::new(id).map_err(|e| err("package id")(&e))?;
         let mut builder = PackageBuilder::new(pkg_id).chunk_size(self.chunk_size);
         let mut ecus = BTreeMap::new();
@@ -284,7 +285,7 @@ impl Server {
         self.director
             .publish()
             .map_err(|e| err("Director publish")(&e))?;
-        Ok(Campaign {
+        Ok(Published {
             package: built.package,
             directed,
         })
