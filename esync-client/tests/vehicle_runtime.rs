@@ -154,8 +154,12 @@ impl Rig {
     }
 
     /// An HMI listener that postpones the first `postpones` requests by
-    /// `postpone_ms` and consents to the next.
+    /// `postpone_ms` and then answers `last` (consent, or a denial).
     fn start_hmi(&mut self, postpones: u32, postpone_ms: u64) {
+        self.start_hmi_then(postpones, postpone_ms, Decision::Consent);
+    }
+
+    fn start_hmi_then(&mut self, postpones: u32, postpone_ms: u64, last: Decision) {
         let id = self.hmi_id.clone();
         let me = Participant::Listener(hmi_name());
         let mut link = Transport::boxed(self.pki.link(&self.broker, me.clone(), &id));
@@ -191,7 +195,7 @@ impl Rig {
                         until_ms: now_ms() + postpone_ms,
                     }
                 } else {
-                    Decision::Consent
+                    last.clone()
                 };
                 let answer = seal(
                     &signer,
@@ -520,9 +524,9 @@ async fn a_failing_stage_two_agent_rolls_back_every_component() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_denied_install_sends_nothing_to_any_agent() {
+async fn an_unanswered_consent_sends_nothing_to_any_agent() {
     let mut rig = Rig::new(&[0], &[]).await;
-    // An HMI that never answers: the request lapses (counts as postponed).
+    // No HMI answers: the request lapses (counts as postponed).
     let journal = Box::new(rig.file_journal());
     let mut policy = consent_policy();
     policy.consent_timeout_ms = 200;
@@ -542,6 +546,34 @@ async fn a_denied_install_sends_nothing_to_any_agent() {
     assert_eq!(rt.stats().consent_requests, 1);
     assert_eq!(rig.on_new(&mut rt).await, vec![false]);
     rig.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_install_sends_nothing_to_any_agent() {
+    let mut rig = Rig::new(&[0, 1], &[]).await;
+    rig.start_hmi_then(
+        0,
+        0,
+        Decision::Deny {
+            reason: "not now, driving to work".into(),
+        },
+    );
+    let journal = Box::new(rig.file_journal());
+    let mut rt = rig.runtime(journal, consent_policy()).await;
+    rt.wait_present(&rig.participants(), LONG).await.unwrap();
+    rt.inventory(&rig.devices(), LONG).await.unwrap();
+    let sent = rt.stats().frames_sent;
+    let attempt = rt.install(rig.ready("denied"), LONG, LONG).await.unwrap();
+    assert_eq!(
+        attempt,
+        InstallAttempt::Denied("not now, driving to work".into())
+    );
+    assert!(!rt.client().busy());
+    assert!(rt.client().state().campaign.is_none());
+    // Only the consent request went out.
+    assert_eq!(rt.stats().frames_sent, sent + 1);
+    assert_eq!(rig.on_new(&mut rt).await, vec![false, false]);
+    assert_eq!(rig.stop().await, 1);
 }
 
 /// Runs a 3-component, 2-stage package with the Client's journal cut
