@@ -27,7 +27,6 @@ use esync_proto::frame::FrameLimits;
 use esync_proto::id::{DevicePath, EcuSerial, Vin};
 use esync_proto::message::{InventoryReport, Participant, Signal};
 use esync_transport::{ChannelTransport, Transport, WallClock};
-use esync_uptane::manifest::VehicleManifest;
 use esync_uptane::{MemoryStore, PrivateKey};
 use tokio::sync::watch;
 
@@ -170,12 +169,29 @@ impl Gateway {
             .collect())
     }
 
+    /// The signed vehicle manifest: a fresh, Agent-signed version report of
+    /// each of `devs`, signed by the Client.
+    pub async fn manifest(&mut self, devs: &[DevicePath]) -> Result<Vec<u8>, DemoError> {
+        let primary = EcuSerial::new("GW0001").map_err(vehicle_err)?;
+        self.rt
+            .vehicle_manifest(
+                devs,
+                self.vin.clone(),
+                primary,
+                &self.manifest_key,
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(vehicle_err)
+    }
+
     /// Check-in, full verification and downloads: the session core against
     /// the demo Server, until a verified, downloaded package (or none).
     pub fn fetch(
         &mut self,
         server: &mut Server,
         inventory: &BTreeMap<DevicePath, InventoryReport>,
+        manifest: Vec<u8>,
     ) -> Result<(Option<ReadyPackage>, Fetched), DemoError> {
         let mut session = Session::open(
             MemoryStore::new(self.director_root.clone()),
@@ -185,13 +201,6 @@ impl Gateway {
             SessionConfig::default(),
         )
         .map_err(|e| DemoError::Uptane(e.to_string()))?;
-        let manifest = VehicleManifest {
-            vin: self.vin.clone(),
-            primary_ecu_serial: EcuSerial::new("GW0001").map_err(vehicle_err)?,
-            ecu_version_reports: BTreeMap::new(),
-        }
-        .sign(&self.manifest_key)
-        .map_err(|e| DemoError::Uptane(format!("signing the manifest: {e}")))?;
         let mut fetched = Fetched::default();
         let session_err = |e: esync_client::core::session::SessionError| match e {
             esync_client::core::session::SessionError::Uptane(u) => {

@@ -200,6 +200,8 @@ pub struct Summary {
     pub final_ecus: Vec<EcuFinal>,
     /// Signed vehicle manifests the Server verified and accepted.
     pub manifests_accepted: u32,
+    /// Agent-signed version reports in the last manifest accepted.
+    pub manifest_reports: usize,
     /// Broker counters at the end.
     pub broker: BrokerStats,
     /// Envelopes the Agents dropped (bad signature, replay): must be 0.
@@ -352,6 +354,10 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
         check(who == Participant::Device(im.ecu.device.clone()), || {
             format!("certificate of {} names {who}", im.ecu.device)
         })?;
+        server.add_ecu_key(
+            im.ecu.serial.clone(),
+            PublicKey::from_verifying_key(peer.verifying_key),
+        );
         let safety =
             (i == 0).then(|| "speed == 0 && gear == \"P\" && battery_soc >= 40".to_string());
         let setup = AgentSetup {
@@ -456,6 +462,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
         campaigns: campaign_reports,
         final_ecus,
         manifests_accepted: server.manifests_accepted,
+        manifest_reports: server.last_manifest_reports,
         broker: broker_stats,
         agent_dropped,
         elapsed: started.elapsed(),
@@ -566,11 +573,12 @@ async fn campaign(
             r.delta.formats
         );
     }
-    let (ready, fetched) = gw.fetch(server, &inv)?;
+    let manifest = gw.manifest(devs).await?;
+    let (ready, fetched) = gw.fetch(server, &inv, manifest)?;
     let ready = ready.ok_or_else(|| DemoError::Protocol("the Server had no update".into()))?;
     println!(
         "  Client: checked in{}; Uptane full verification of the Director and Image repositories passed ({} metadata files)",
-        if fetched.manifest_uploaded { " (signed vehicle manifest uploaded and verified by the Server)" } else { "" },
+        if fetched.manifest_uploaded { format!(" (signed vehicle manifest with {} Agent-signed version reports uploaded; the Server verified every signature)", server.last_manifest_reports) } else { String::new() },
         fetched.metadata_files
     );
     let mut encodings = BTreeMap::new();
@@ -762,8 +770,8 @@ fn print_summary(s: &Summary) {
         s.broker.connections_admitted, s.broker.frames_in, s.broker.deliveries, s.agent_dropped
     );
     println!(
-        "Server: {} signed vehicle manifest(s) verified and accepted",
-        s.manifests_accepted
+        "Server: {} signed vehicle manifest(s) verified and accepted, the last with {} Agent-signed version reports",
+        s.manifests_accepted, s.manifest_reports
     );
     println!("elapsed: {:.2} s", s.elapsed.as_secs_f64());
 }

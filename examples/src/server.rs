@@ -80,6 +80,9 @@ pub struct Server {
     chunk_size: u32,
     blobs: BTreeMap<Sha256Digest, Vec<u8>>,
     primary: Option<PublicKey>,
+    ecu_keys: BTreeMap<EcuSerial, PublicKey>,
+    /// ECU version reports in the last manifest accepted.
+    pub last_manifest_reports: usize,
     accepted_manifest: Option<Sha256Digest>,
     /// The Director `timestamp.json` version the vehicle last fetched.
     fetched_timestamp: Option<u64>,
@@ -136,6 +139,8 @@ impl Server {
             chunk_size,
             blobs: BTreeMap::new(),
             primary: None,
+            ecu_keys: BTreeMap::new(),
+            last_manifest_reports: 0,
             accepted_manifest: None,
             fetched_timestamp: None,
             blob_bytes_served: 0,
@@ -296,6 +301,11 @@ impl Server {
         self.primary = Some(primary);
     }
 
+    /// Registers an ECU's report key (from its Agent's certificate).
+    pub fn add_ecu_key(&mut self, serial: EcuSerial, key: PublicKey) {
+        self.ecu_keys.insert(serial, key);
+    }
+
     fn director_timestamp(&self) -> Option<u64> {
         let t = self.director.files().metadata.get("timestamp.json")?;
         let v: serde_json::Value = serde_json::from_slice(t).ok()?;
@@ -325,8 +335,13 @@ impl Server {
                 let Some(primary) = self.primary.clone() else {
                     return Served::Failed("403 unknown vehicle".into());
                 };
-                match self.verify_manifest(body, &primary, &BTreeMap::new()) {
-                    Ok(_) => {
+                let keys = self.ecu_keys.clone();
+                match self.verify_manifest(body, &primary, &keys) {
+                    Ok(m) if !m.dropped.is_empty() => {
+                        Served::Failed(format!("422 reports dropped: {:?}", m.dropped))
+                    }
+                    Ok(m) => {
+                        self.last_manifest_reports = m.reports.len();
                         let sha = esync_package::digest::sha256(body);
                         self.accepted_manifest = Some(sha);
                         self.manifests_accepted += 1;

@@ -17,8 +17,11 @@
 //! (`runtime::vehicle`, campaign journal `D/client.journal`). It first
 //! finishes a campaign the journal holds (confirm after a journaled
 //! verdict, roll back before it); then, at every interval, it asks the
-//! `--agent`s for their inventory, checks in with the Server over mutual TLS
-//! (manifest hash; `D/manifest.json` uploaded when the Server asks), verifies
+//! `--agent`s for their inventory and, when what they run changed, for
+//! signed version reports (the vehicle manifest, signed with the vehicle
+//! key; without `--agent`, `D/manifest.json`), checks in with the Server
+//! over mutual TLS (manifest hash; the manifest uploaded when the Server
+//! asks), verifies
 //! the Director and Image metadata in full into `D/trust/`, downloads the
 //! planned blobs (resumable) into `D/downloads/`, installs the package
 //! through the broker (install consent through the `--hmi` listener when
@@ -45,8 +48,8 @@ use esync_client::runtime::{ConfigFile, StateDir};
 use esync_identity::parse_identity;
 use esync_proto::envelope::{EnvelopeSigner, ReceiverIdentity, Verifier};
 use esync_proto::frame::FrameLimits;
-use esync_proto::id::{DevicePath, ListenerName, Sha256Digest};
-use esync_proto::message::{InventoryReport, Participant};
+use esync_proto::id::{DevicePath, EcuSerial, ListenerName, Sha256Digest};
+use esync_proto::message::{InstalledImage, InventoryReport, Participant};
 use esync_store::file::FileJournal;
 use esync_transport::{Transport, WallClock};
 use esync_uptane::UnixTime;
@@ -113,6 +116,9 @@ enum Cmd {
         /// Listener name of the HMI that answers install consent.
         #[arg(long)]
         hmi: Option<String>,
+        /// The Client's ECU serial in the vehicle manifest.
+        #[arg(long, default_value = "primary")]
+        primary_serial: String,
     },
 }
 
@@ -178,6 +184,11 @@ struct Vehicle {
     outbox: ReportOutbox<FileJournal>,
     agents: Vec<DevicePath>,
     accepted: Option<Sha256Digest>,
+    primary: EcuSerial,
+    /// The last manifest built from the Agents' reports and the installed
+    /// images it describes: rebuilt (fresh nonces) only when they change,
+    /// so an unchanged vehicle checks in with the hash alone.
+    manifest: Option<(Vec<InstalledImage>, Vec<u8>)>,
     started: std::time::Instant,
     timeout: Duration,
     _broker: esync_client::broker::BrokerHandle,
@@ -192,8 +203,10 @@ impl Vehicle {
         broker: std::net::SocketAddr,
         agents: &[String],
         hmi: Option<&str>,
+        primary: &str,
         timeout: Duration,
     ) -> Result<Vehicle, String> {
+        let primary = EcuSerial::new(primary).map_err(|e| format!("--primary-serial: {e}"))?;
         let state = StateDir::new(dir);
         state.config().map_err(|e| e.to_string())?;
         let (id, anchors) = state.identity().map_err(|e| e.to_string())?;
@@ -253,6 +266,8 @@ impl Vehicle {
             outbox,
             agents,
             accepted: None,
+            primary,
+            manifest: None,
             started: std::time::Instant::now(),
             timeout,
             _broker: handle,
@@ -311,22 +326,46 @@ impl Vehicle {
                 .filter_map(|d| inv.agent(d)?.report.clone())
                 .collect()
         };
+        let (identity, _) = self.state.identity().map_err(|e| fatal(e.to_string()))?;
+        let vin =
+            esync_client::runtime::state::vin_of(&identity).map_err(|e| fatal(e.to_string()))?;
+        let manifest = if self.agents.is_empty() {
+            // No Agents named: the manifest the factory left, if any.
+            self.state
+                .manifest()
+                .map_err(|e| fatal(e.to_string()))?
+                .unwrap_or_default()
+        } else {
+            let installed: Vec<InstalledImage> =
+                inventory.iter().map(|r| r.installed.clone()).collect();
+            match &self.manifest {
+                Some((images, bytes)) if *images == installed => bytes.clone(),
+                _ => {
+                    let key = esync_uptane::PrivateKey::from_seed(&identity.signing_key.to_bytes());
+                    let bytes = self
+                        .rt
+                        .vehicle_manifest(
+                            &self.agents,
+                            vin.clone(),
+                            self.primary.clone(),
+                            &key,
+                            self.timeout,
+                        )
+                        .await
+                        .map_err(|e| (true, e.to_string()))?;
+                    self.manifest = Some((installed, bytes.clone()));
+                    bytes
+                }
+            }
+        };
         let mut session = Session::open(
             esync_store::trust::DirTrustStore::new(&self.state.director_dir()),
             esync_store::trust::DirTrustStore::new(&self.state.image_dir()),
-            esync_client::runtime::state::vin_of(
-                &self.state.identity().map_err(|e| fatal(e.to_string()))?.0,
-            )
-            .map_err(|e| fatal(e.to_string()))?,
+            vin,
             self.accepted,
             SessionConfig::default(),
         )
         .map_err(|e| fatal(e.to_string()))?;
-        let manifest = self
-            .state
-            .manifest()
-            .map_err(|e| fatal(e.to_string()))?
-            .unwrap_or_default();
         let host = SessionHost {
             http: &http,
             downloads: self.state.downloads_dir(),
@@ -372,6 +411,7 @@ impl Vehicle {
     }
 }
 
+#[allow(clippy::too_many_arguments, reason = "the command line's options")]
 async fn run(
     dir: &Path,
     interval: Duration,
@@ -380,8 +420,9 @@ async fn run(
     broker: std::net::SocketAddr,
     agents: &[String],
     hmi: Option<&str>,
+    primary: &str,
 ) -> Result<(), String> {
-    let mut vehicle = Vehicle::start(dir, broker, agents, hmi, timeout).await?;
+    let mut vehicle = Vehicle::start(dir, broker, agents, hmi, primary, timeout).await?;
     if !agents.is_empty() {
         let who: Vec<Participant> = vehicle
             .agents
@@ -455,6 +496,7 @@ fn main() -> ExitCode {
             broker,
             agents,
             hmi,
+            primary_serial,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -468,6 +510,7 @@ fn main() -> ExitCode {
                     broker,
                     &agents,
                     hmi.as_deref(),
+                    &primary_serial,
                 ))
             }),
     };

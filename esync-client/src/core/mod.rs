@@ -270,6 +270,9 @@ impl Client {
             Payload::DoNotDisturb(d) => {
                 let _ = self.inventory.do_not_disturb(device, d, now.mono_ms);
             }
+            Payload::VersionReport(v) => {
+                let _ = self.inventory.version_report(device, v.signed_json.clone());
+            }
             Payload::Confirmed(c) => self.inventory.installed_version(device, &c.version),
             Payload::RollbackResult(esync_proto::message::RollbackResult {
                 outcome: esync_proto::message::RollbackOutcome::RolledBack { version },
@@ -298,6 +301,26 @@ impl Client {
             out.messages.push((
                 d.clone(),
                 Payload::InventoryQuery(esync_proto::message::InventoryQuery { nonce }),
+            ));
+        }
+        self.finish(out, Input::None, now, journal, env)
+    }
+
+    /// Asks `devices` for a signed Uptane version report carrying `nonce`
+    /// (answers land in each [`inventory::AgentEntry::version_report`]).
+    pub fn request_version_reports(
+        &mut self,
+        devices: &[DevicePath],
+        nonce: [u8; 16],
+        now: Now,
+        journal: &mut dyn JournalStore,
+        env: &mut Envelopes<'_>,
+    ) -> Result<Step, ClientError> {
+        let mut out = Out::default();
+        for d in devices {
+            out.messages.push((
+                d.clone(),
+                Payload::VersionReportRequest(esync_proto::message::VersionReportRequest { nonce }),
             ));
         }
         self.finish(out, Input::None, now, journal, env)

@@ -35,6 +35,7 @@ use esync_proto::message::{ConsentResponse, Participant, Payload};
 use esync_proto::FrameError;
 use esync_store::journal::JournalStore;
 use esync_transport::{Incoming, SharedSigner, Transport, WallClock};
+use esync_uptane::crypto::RawSigned;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -81,6 +82,9 @@ pub enum VehicleError {
     /// Nothing happened in time.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// The vehicle manifest could not be signed.
+    #[error("signing the vehicle manifest: {0}")]
+    Manifest(esync_uptane::Error),
 }
 
 /// What the host plugs into the vehicle loop.
@@ -439,16 +443,8 @@ impl VehicleRuntime {
         devices: &[DevicePath],
         timeout: Duration,
     ) -> Result<&Inventory, VehicleError> {
-        self.nonce_counter += 1;
+        let nonce = self.fresh_nonce(b"esync-inventory-nonce\0");
         let now = self.now();
-        let mut h = Sha256::new();
-        h.update(b"esync-inventory-nonce\0");
-        h.update(now.wall_ms.to_be_bytes());
-        h.update(now.mono_ms.to_be_bytes());
-        h.update(self.nonce_counter.to_be_bytes());
-        h.update(self.client.state().generation.to_be_bytes());
-        let mut nonce = [0u8; 16];
-        nonce.copy_from_slice(&h.finalize()[..16]);
         let mut signer: &std::sync::Mutex<esync_proto::envelope::EnvelopeSigner> =
             &self.host.signer;
         let step = self.client.query_inventory(
@@ -470,6 +466,72 @@ impl VehicleRuntime {
         })
         .await?;
         Ok(self.client.inventory())
+    }
+
+    fn fresh_nonce(&mut self, tag: &[u8]) -> [u8; 16] {
+        self.nonce_counter += 1;
+        let now = self.now();
+        let mut h = Sha256::new();
+        h.update(tag);
+        h.update(now.wall_ms.to_be_bytes());
+        h.update(now.mono_ms.to_be_bytes());
+        h.update(self.nonce_counter.to_be_bytes());
+        h.update(self.client.state().generation.to_be_bytes());
+        let mut nonce = [0u8; 16];
+        nonce.copy_from_slice(&h.finalize()[..16]);
+        nonce
+    }
+
+    /// The signed vehicle manifest: asks every Agent of `devices` for a
+    /// signed Uptane version report with a fresh nonce, keeps the ones that
+    /// carry it, and signs the manifest with `key` (the vehicle's) as
+    /// `primary` (the Client's ECU serial). The Server checks each report's
+    /// signature against the ECU's key.
+    pub async fn vehicle_manifest(
+        &mut self,
+        devices: &[DevicePath],
+        vin: esync_proto::id::Vin,
+        primary: esync_proto::id::EcuSerial,
+        key: &esync_uptane::PrivateKey,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, VehicleError> {
+        let nonce = self.fresh_nonce(b"esync-version-report-nonce\0");
+        let want = hex::encode(nonce);
+        let now = self.now();
+        let mut signer: &std::sync::Mutex<esync_proto::envelope::EnvelopeSigner> =
+            &self.host.signer;
+        let step = self.client.request_version_reports(
+            devices,
+            nonce,
+            now,
+            &mut *self.host.journal,
+            env!(self.host, signer),
+        )?;
+        self.apply(step).await;
+        let fresh = |rt: &Self, d: &DevicePath| -> Option<RawSigned> {
+            let bytes = rt.client.inventory().agent(d)?.version_report.as_ref()?;
+            let raw = RawSigned::from_slice("ecu version report", bytes).ok()?;
+            (raw.signed.get("nonce").and_then(|n| n.as_str()) == Some(want.as_str())).then_some(raw)
+        };
+        self.run_until("version reports", timeout, |rt| {
+            devices.iter().all(|d| fresh(rt, d).is_some())
+        })
+        .await?;
+        let mut reports = std::collections::BTreeMap::new();
+        for d in devices {
+            let Some(raw) = fresh(self, d) else { continue };
+            let Some(serial) = raw.signed.get("ecu_serial").and_then(|s| s.as_str()) else {
+                continue;
+            };
+            reports.insert(serial.to_string(), raw);
+        }
+        esync_uptane::manifest::VehicleManifest {
+            vin,
+            primary_ecu_serial: primary,
+            ecu_version_reports: reports,
+        }
+        .sign(key)
+        .map_err(VehicleError::Manifest)
     }
 
     async fn ask_hmi(
