@@ -692,3 +692,37 @@ async fn a_client_power_cut_at_every_journal_write_resumes_from_the_journal() {
         }
     }
 }
+
+/// The session's download consent goes to the HMI through the same loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_consent_request_is_answered_by_the_hmi() {
+    use esync_proto::message::{ConsentKind, ConsentRequest};
+    let mut rig = Rig::new(&[0], &[]).await;
+    rig.start_hmi(1, 60_000);
+    let journal = Box::new(rig.file_journal());
+    let mut rt = rig.runtime(journal, Policy::default()).await;
+    rt.wait_present(&rig.participants(), LONG).await.unwrap();
+    let req = |n: u8| ConsentRequest {
+        request_id: Id128([n; 16]),
+        kind: ConsentKind::Download,
+        title: "Update".into(),
+        description: "1 component".into(),
+        size_bytes: 4096,
+        estimated_duration_s: 0,
+        deadline_ms: now_ms() + 60_000,
+    };
+    let first = rt
+        .ask_consent(req(1), LONG)
+        .await
+        .unwrap()
+        .expect("an answer");
+    assert_eq!(first.request_id, Id128([1; 16]));
+    assert!(matches!(first.decision, Decision::Postpone { .. }));
+    let second = rt
+        .ask_consent(req(2), LONG)
+        .await
+        .unwrap()
+        .expect("an answer");
+    assert_eq!(second.decision, Decision::Consent);
+    assert_eq!(rig.stop().await, 2);
+}

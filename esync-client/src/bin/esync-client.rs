@@ -24,8 +24,8 @@
 //! asks), verifies
 //! the Director and Image metadata in full into `D/trust/`, downloads the
 //! planned blobs (resumable) into `D/downloads/`, installs the package
-//! through the broker (install consent through the `--hmi` listener when
-//! the policy asks), and queues the final report in `D/reports.journal`,
+//! through the broker (download and install consent through the `--hmi`
+//! listener when the policy asks), and queues the final report in `D/reports.journal`,
 //! sent when the link to the Server works (`PUT /v1/reports/{id}`).
 
 use std::path::{Path, PathBuf};
@@ -38,9 +38,9 @@ use esync_client::broker::{Broker, BrokerConfig};
 use esync_client::core::session::download::TransferLimits;
 use esync_client::core::session::policy::{Conditions, Policy};
 use esync_client::core::session::reports::ReportOutbox;
-use esync_client::core::session::{Session, SessionConfig, Step};
+use esync_client::core::session::{Answer, Session, SessionConfig, Step};
 use esync_client::core::OrchestratorConfig;
-use esync_client::runtime::session::{drive, SessionHost};
+use esync_client::runtime::session::{drive, DriveError, SessionHost};
 use esync_client::runtime::vehicle::{
     api_report, report_id, send_reports, InstallAttempt, VehicleHost, VehicleRuntime,
 };
@@ -376,9 +376,33 @@ impl Vehicle {
         let step = session
             .check_in(host.now(), manifest, inventory)
             .map_err(|e| fatal(e.to_string()))?;
-        let end = drive(&mut session, &host, step, |_| None)
-            .await
-            .map_err(|e| (true, e.to_string()));
+        // Download consent, when the policy asks for it, through the HMI
+        // listener on the broker.
+        let mut step = step;
+        let end = loop {
+            match drive(&mut session, &host, step, |_| None).await {
+                Err(DriveError::NoConsent(req)) => {
+                    let wall = WallClock::system().now_ms();
+                    let wait = Duration::from_millis(req.deadline_ms.saturating_sub(wall))
+                        .min(self.timeout);
+                    let until_wall_ms = req.deadline_ms;
+                    match self
+                        .rt
+                        .ask_consent(*req, wait)
+                        .await
+                        .map_err(|e| (true, e.to_string()))?
+                    {
+                        Some(answer) => {
+                            step = session
+                                .provide(host.now(), Answer::Consent(&answer))
+                                .map_err(|e| fatal(e.to_string()))?;
+                        }
+                        None => break Ok(Step::Postponed { until_wall_ms }),
+                    }
+                }
+                other => break other.map_err(|e| (true, e.to_string())),
+            }
+        };
         self.accepted = session.accepted_manifest();
         match end? {
             Step::Ready(ready) => {

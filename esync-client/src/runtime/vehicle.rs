@@ -560,6 +560,32 @@ impl VehicleRuntime {
         Ok(true)
     }
 
+    /// Asks the HMI listener `req` (e.g. the session's download consent)
+    /// and runs the loop until its answer, for at most `timeout`. `None`:
+    /// no HMI is configured, or it did not answer in time.
+    pub async fn ask_consent(
+        &mut self,
+        req: esync_proto::message::ConsentRequest,
+        timeout: Duration,
+    ) -> Result<Option<ConsentResponse>, VehicleError> {
+        let id = req.request_id;
+        if !self.ask_hmi(req).await? {
+            return Ok(None);
+        }
+        let found = |rt: &Self| {
+            rt.inbox.iter().any(|v| {
+                matches!(&v.payload, Payload::ConsentResponse(r) if r.request_id == id)
+                    && matches!(v.header.sender, Participant::Listener(ref l) if Some(l) == rt.host.hmi.as_ref())
+            })
+        };
+        match self.run_until("the HMI's answer", timeout, found).await {
+            Ok(()) => {}
+            Err(VehicleError::Timeout(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        Ok(self.take_consent_answer())
+    }
+
     fn take_consent_answer(&mut self) -> Option<ConsentResponse> {
         let i = self.inbox.iter().position(|v| {
             matches!(v.header.sender, Participant::Listener(ref l) if Some(l) == self.host.hmi.as_ref())
