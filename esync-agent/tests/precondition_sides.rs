@@ -1,12 +1,14 @@
 //! One precondition text, one verdict on every side.
 //!
-//! Each row of [`TABLE`] is an expression as an operator writes it, the
+//! Each row of `precondition_table::TABLE` is an expression as an operator writes it, the
 //! vehicle signals, and the verdict every side must reach: the package
 //! builder (the precondition is parsed when the package is built, written
 //! into the signed target description, and parsed again when the description
 //! is received), the Agent's own install precondition ([`AgentConfig`]) and
 //! the Agent's consent policy ([`PreconditionConsent`]). The Client's
-//! orchestrator becomes one more [`Side`] in [`sides`] when it exists.
+//! orchestrator is one more side in
+//! `esync-client/tests/orchestrate_precondition_sides.rs`, which reads the
+//! same table (`precondition_table/mod.rs`).
 #![allow(clippy::unwrap_used, reason = "test code")]
 
 use esync_agent::config::AgentConfig;
@@ -17,19 +19,11 @@ use esync_package::package::{ComponentPolicy, PackageId, Precondition, TargetDes
 use esync_proto::id::{
     DevicePath, EcuSerial, HardwareId, Id128, ReleaseCounter, Sha256Digest, SoftwareVersion,
 };
-use esync_proto::message::{Decision, DownloadOffer, ImageEncoding, Signal, SignalValue};
+use esync_proto::message::{Decision, DownloadOffer, ImageEncoding, Signal};
 
-/// What a side concludes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Verdict {
-    /// The expression holds: install (or consent).
-    Met,
-    /// It does not hold or cannot be evaluated (missing or mistyped signal).
-    NotMet,
-    /// The expression is refused before any evaluation.
-    Refused,
-}
-use Verdict::*;
+mod precondition_table;
+
+use precondition_table::*;
 
 /// A component that parses and evaluates preconditions.
 trait Side {
@@ -188,117 +182,6 @@ impl Side for AgentConsentSide {
         }
     }
 }
-
-fn sig(name: &str, value: SignalValue) -> Signal {
-    Signal {
-        name: name.into(),
-        value,
-    }
-}
-
-fn parked() -> Vec<Signal> {
-    vec![
-        sig("speed", SignalValue::Int(0)),
-        sig("gear", SignalValue::Text("P".into())),
-        sig("battery_soc", SignalValue::Float(55.5)),
-        sig("ignition", SignalValue::Bool(false)),
-        // A signal named `P`, so that `gear == P` could compare two signals.
-        sig("P", SignalValue::Text("P".into())),
-        sig("Vehicle.Speed", SignalValue::Float(0.0)),
-        sig(
-            "Vehicle.Powertrain.TractionBattery.StateOfCharge.Current",
-            SignalValue::Float(72.0),
-        ),
-        sig("Vehicle.IsMoving", SignalValue::Bool(false)),
-    ]
-}
-
-fn moving() -> Vec<Signal> {
-    vec![
-        sig("speed", SignalValue::Float(32.5)),
-        sig("gear", SignalValue::Text("D".into())),
-        sig("battery_soc", SignalValue::Int(80)),
-        sig("ignition", SignalValue::Bool(true)),
-        sig("Vehicle.Speed", SignalValue::Float(32.5)),
-        sig("Vehicle.IsMoving", SignalValue::Bool(true)),
-    ]
-}
-
-fn without(name: &str, mut s: Vec<Signal>) -> Vec<Signal> {
-    s.retain(|x| x.name != name);
-    s
-}
-
-fn with(name: &str, value: SignalValue, s: Vec<Signal>) -> Vec<Signal> {
-    let mut s = without(name, s);
-    s.insert(0, sig(name, value));
-    s
-}
-
-type Row = (&'static str, fn() -> Vec<Signal>, Verdict);
-
-const PARKED: &str = r#"speed == 0 && gear == "P" && battery_soc >= 40"#;
-
-const TABLE: &[Row] = &[
-    (PARKED, parked, Met),
-    (PARKED, moving, NotMet),
-    (PARKED, || without("battery_soc", parked()), NotMet),
-    (
-        PARKED,
-        || with("battery_soc", SignalValue::Int(39), parked()),
-        NotMet,
-    ),
-    (
-        PARKED,
-        || with("battery_soc", SignalValue::Float(f64::NAN), parked()),
-        NotMet,
-    ),
-    (
-        PARKED,
-        || with("gear", SignalValue::Int(0), parked()),
-        NotMet,
-    ),
-    (PARKED, Vec::new, NotMet),
-    // The former drift: text must be quoted; a bare word is a signal, and two
-    // signals do not compare (the package side took `P` as text, the Agent
-    // as a signal).
-    ("gear == P", parked, Refused),
-    (r#"gear == "P""#, parked, Met),
-    // VSS paths, case-sensitive.
-    (
-        "Vehicle.Speed == 0 && Vehicle.Powertrain.TractionBattery.StateOfCharge.Current >= 40",
-        parked,
-        Met,
-    ),
-    ("Vehicle.speed == 0", parked, NotMet),
-    ("!Vehicle.IsMoving", parked, Met),
-    ("!Vehicle.IsMoving", moving, NotMet),
-    // Negation, precedence, bare booleans.
-    ("!ignition || speed < 1.5", parked, Met),
-    ("!ignition || speed < 1.5", moving, NotMet),
-    ("speed == 1 && speed == 2 || speed == 0", parked, Met),
-    ("speed == 1 && (speed == 2 || speed == 0)", parked, NotMet),
-    ("!speed == 0", parked, Refused),
-    ("!(speed == 0)", moving, Met),
-    ("speed", parked, NotMet),
-    ("-5 < speed", parked, Met),
-    ("ignition == false", parked, Met),
-    // An error on one side of `||` is not hidden by the other.
-    ("speed == 0 || odometer > 5", parked, NotMet),
-    // Text compares with == and != only.
-    (r#"gear < "P""#, parked, Refused),
-    (r#"speed == "0""#, parked, NotMet),
-    // Limits.
-    ("((((((((((((((((speed == 0))))))))))))))))", parked, Met),
-    (
-        "(((((((((((((((((speed == 0)))))))))))))))))",
-        parked,
-        Refused,
-    ),
-    ("", parked, Refused),
-    ("speed == 0 &&", parked, Refused),
-    ("speed == 1e999", parked, Refused),
-];
 
 #[test]
 fn the_same_text_gives_the_same_verdict_on_every_side() {

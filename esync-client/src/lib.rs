@@ -1,7 +1,7 @@
 //! # esync-client
 //!
-//! The vehicle's Client. For now this crate holds the **in-vehicle broker**
-//! the Client embeds ([`broker`]): Agents and listeners connect to it over
+//! The vehicle's Client. It holds the **in-vehicle broker** the Client
+//! embeds ([`broker`]): Agents and listeners connect to it over
 //! TCP with mutual TLS, and the Client itself talks to it in-process through
 //! an `esync_transport::ChannelTransport`.
 //!
@@ -16,8 +16,9 @@
 //! [`http`] is the Client's HTTPS side of the device API (`esync_api`):
 //! mutual TLS with the vehicle certificate, capped bodies, timeouts and
 //! resumable, hash-checked blob downloads; [`runtime`] holds the state
-//! directory and the drivers of the session over it. A tokio loop over the
-//! orchestration core (Agents through the broker) is not built yet.
+//! directory, the drivers of the session over it, and the tokio loop over
+//! the orchestration core ([`runtime::vehicle`]: Agents through the broker,
+//! the campaign journal on a file, install consent through the HMI).
 
 #![forbid(unsafe_code)]
 

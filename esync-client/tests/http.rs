@@ -15,9 +15,7 @@ use esync_api::body::{
 };
 use esync_api::{range, ApiError, BlobId, ErrorCode, MetadataFileName, ReportId, RouteMatch};
 use esync_client::http::{partial_path, DeviceHttp, DownloadLimits, HttpError, Repo};
-use esync_client::runtime::{
-    check_in, refresh, CheckInOutcome, ClientConfig, StateDir, StateError,
-};
+use esync_client::runtime::{check_in, refresh, CheckInOutcome, ConfigFile, StateDir, StateError};
 use esync_identity::{
     client_tls_config, peer_identity_from_certs, server_tls_config, FleetCa, IssuedIdentity, Role,
     TrustAnchors, Validity,
@@ -606,7 +604,7 @@ async fn runtime_provisions_checks_in_and_refreshes_into_the_trust_stores() {
     let server = start(&f.ca, st).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let state = StateDir::new(dir.path());
-    let config = ClientConfig {
+    let config = ConfigFile {
         server_url: format!("https://{}", server.addr),
     };
     let director_root = director.root_bytes(1).expect("root").to_vec();
@@ -699,10 +697,8 @@ async fn cli_async(args: &[&str]) -> std::process::Output {
 async fn binary_provisions_runs_once_and_reports_status() {
     let f = fleet();
     let expires = UnixTime(now_unix() + 86_400);
+    // Nothing directed to this vehicle yet.
     let mut director = RepositoryBuilder::generate(expires).expect("director");
-    director
-        .add_target("ecu-1.img", b"image one", None)
-        .expect("target");
     let mut image = RepositoryBuilder::generate(expires).expect("image");
     let st = State {
         director: director.publish().expect("publish").metadata.clone(),
@@ -745,15 +741,17 @@ async fn binary_provisions_runs_once_and_reports_status() {
     );
     std::fs::write(tmp.path().join("state/manifest.json"), b"{}").expect("manifest");
 
-    let out = cli_async(&["run", "--dir", &dir, "--once"]).await;
+    // The session core checks in, verifies both repositories in full into
+    // the trust stores, and finds nothing directed to this vehicle's (no)
+    // Agents; the embedded broker listens on a free loopback port.
+    let out = cli_async(&["run", "--dir", &dir, "--once", "--broker", "127.0.0.1:0"]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("DirectorRefreshed"), "{stdout}");
-    assert!(stdout.contains("image refresh"), "{stdout}");
+    assert!(stdout.contains("check-in: UpToDate"), "{stdout}");
 
     let out = cli_async(&["status", "--dir", &dir]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -767,7 +765,8 @@ async fn binary_provisions_runs_once_and_reports_status() {
         stdout.contains("director: root 1 timestamp 1 snapshot 1 targets 1"),
         "{stdout}"
     );
-    assert!(stdout.contains("image: root 1 timestamp 1"), "{stdout}");
+    // Nothing directed: the Image repository is not needed yet.
+    assert!(stdout.contains("image: root 1 timestamp -"), "{stdout}");
 
     // Not provisioned: a clear failure.
     let out = cli_async(&["status", "--dir", &p("nothing")]).await;
@@ -819,4 +818,65 @@ async fn runtime_drives_the_session_core_over_https() {
     assert!(server.state.manifest.lock().expect("lock").is_some());
     // At least the Director: 2.root.json (404), timestamp, snapshot, targets.
     assert!(server.state.metadata_gets.load(Ordering::SeqCst) >= 4);
+}
+
+/// Offline operation: a final report queued while the Server cannot be
+/// reached stays in the outbox's file journal (across a reopen) and goes out
+/// once the link returns.
+#[tokio::test]
+async fn queued_reports_are_sent_when_the_link_returns() {
+    use esync_api::body::{ComponentOutcome, ComponentResult, PackageOutcome};
+    use esync_client::core::session::download::TransferLimits;
+    use esync_client::core::session::reports::ReportOutbox;
+    use esync_client::runtime::vehicle::{report_id, send_reports};
+    use esync_store::file::FileJournal;
+
+    let f = fleet();
+    let server = start(&f.ca, State::default()).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let package = esync_package::package::PackageId::new("pkg-offline").expect("id");
+    let id = report_id(&package).expect("report id");
+    let report = Report {
+        created_wall_ms: 5,
+        event: ReportEvent::Result {
+            package: package.to_string(),
+            outcome: PackageOutcome::Installed,
+            components: vec![ComponentResult {
+                ecu: "ECU1".parse().expect("serial"),
+                outcome: ComponentOutcome::Installed,
+                running: "2.0.0".parse().expect("version"),
+                failure: None,
+            }],
+        },
+    };
+    let limits = TransferLimits::default();
+    let mut outbox =
+        ReportOutbox::open(FileJournal::new(tmp.path(), "reports.journal"), &limits).expect("open");
+    outbox.queue(id.clone(), &report).expect("queue");
+    // The link is down: nothing listens on this port.
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let dead_addr = closed.local_addr().expect("addr");
+    drop(closed);
+    let tls = client_tls_config(&f.vehicle, &f.anchors).expect("tls");
+    let offline = DeviceHttp::new(&format!("https://{dead_addr}"), tls).expect("client");
+    let sent = send_reports(&mut outbox, &offline, || 0, Duration::from_secs(2))
+        .await
+        .expect("send");
+    assert_eq!(sent, 0);
+    assert_eq!(outbox.len(), 1);
+    drop(outbox);
+    // A restart: the queue is read back from the file.
+    let mut outbox =
+        ReportOutbox::open(FileJournal::new(tmp.path(), "reports.journal"), &limits).expect("open");
+    assert_eq!(outbox.len(), 1);
+    // The link is back.
+    let http = client(&server, &f.vehicle, &f.anchors);
+    let sent = send_reports(&mut outbox, &http, || 10 * 60_000, T)
+        .await
+        .expect("send");
+    assert_eq!(sent, 1);
+    assert!(outbox.is_empty());
+    let stored = server.state.reports.lock().expect("lock");
+    assert_eq!(stored.len(), 1);
+    assert!(stored.contains_key(id.as_str()));
 }

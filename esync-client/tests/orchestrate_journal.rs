@@ -8,7 +8,7 @@ mod orchestrate_rig;
 
 use esync_client::core::journal::{decode, encode, ClientJournal, JOURNAL_FORMAT};
 use esync_client::core::orchestrate::{
-    Campaign, ComponentReport, ComponentState, Outcome, PackageReport, Phase, Verdict,
+    Campaign, ComponentReport, ComponentState, Outcome, PackageReport, PackageVerdict, Phase,
 };
 use esync_proto::id::Id128;
 use esync_proto::message::{ErrorClass, Failure, FailureCode};
@@ -57,7 +57,7 @@ fn state() -> ClientJournal {
                     failure: Some(failure.clone()),
                 },
             ],
-            verdict: Verdict::Abort {
+            verdict: PackageVerdict::Abort {
                 cause: "ecu01 failed".into(),
             },
         }),

@@ -531,7 +531,7 @@ fn rules_block_on_network_and_a_stricter_domain_rule() {
 
 #[test]
 fn a_stricter_domain_precondition_gates_install_for_that_component_only() {
-    use esync_client::core::session::policy::{DomainRule, Policy, Verdict};
+    use esync_client::core::session::policy::{DomainRule, Policy, RuleVerdict};
     use esync_package::package::{Component, DownloadPolicy};
     use esync_proto::message::{ConsentKind, Signal, SignalValue};
     use esync_proto::precondition::Precondition;
@@ -575,14 +575,14 @@ fn a_stricter_domain_precondition_gates_install_for_that_component_only() {
     let dl = DownloadPolicy::default();
     let wall = NOW_S as u64 * 1000;
     // Moving: the package precondition blocks both components.
-    let Verdict::Blocked(why) =
+    let RuleVerdict::Blocked(why) =
         policy.evaluate(ConsentKind::Install, &dl, &comps, &cond(sig(30, "D")), wall)
     else {
         panic!("not blocked")
     };
     assert_eq!(why.len(), 3, "{why:?}");
     // Stopped in D: only the stricter domain rule of /ecu2 blocks.
-    let Verdict::Blocked(why) =
+    let RuleVerdict::Blocked(why) =
         policy.evaluate(ConsentKind::Install, &dl, &comps, &cond(sig(0, "D")), wall)
     else {
         panic!("not blocked")
@@ -597,7 +597,7 @@ fn a_stricter_domain_precondition_gates_install_for_that_component_only() {
     // Parked: allowed, with the consent the domain rule requires.
     assert_eq!(
         policy.evaluate(ConsentKind::Install, &dl, &comps, &cond(sig(0, "P")), wall),
-        Verdict::NeedsConsent
+        RuleVerdict::NeedsConsent
     );
     // Only /ecu1: no consent needed, and its download is not gated by the
     // install precondition.
@@ -609,7 +609,7 @@ fn a_stricter_domain_precondition_gates_install_for_that_component_only() {
             &cond(sig(0, "D")),
             wall
         ),
-        Verdict::Allowed
+        RuleVerdict::Allowed
     );
     assert_eq!(
         policy.evaluate(
@@ -619,6 +619,6 @@ fn a_stricter_domain_precondition_gates_install_for_that_component_only() {
             &cond(sig(30, "D")),
             wall
         ),
-        Verdict::Allowed
+        RuleVerdict::Allowed
     );
 }

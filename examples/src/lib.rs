@@ -7,26 +7,34 @@
 //!   Director repository (esync-uptane's signing side), packages with
 //!   deltas (esync-package).
 //! - **Vehicle** ([`vehicle`]): the Client's embedded broker (mutual TLS on
-//!   127.0.0.1) and two esync-agent runtimes with file-backed A/B devices in
-//!   a temporary directory, each connected with its own certificate:
-//!   `/powertrain/ecm` (safety-critical: install precondition, full Uptane
-//!   verification, delta support) and `/body/bcm` (partial verification,
-//!   no delta support).
-//! - **Client** ([`client`]): *the demo's scripted orchestrator*, a
-//!   stand-in for the Client orchestrator that is not written yet.
+//!   127.0.0.1) and three esync-agent runtimes with file-backed A/B devices
+//!   in a temporary directory, each connected with its own certificate:
+//!   `/powertrain/ecm` (stage 0; safety-critical: install precondition,
+//!   full Uptane verification, delta support), `/adas/camera` (stage 1;
+//!   partial verification, delta support) and `/body/bcm` (stage 1;
+//!   partial verification, no delta support).
+//! - **Client** ([`gateway`]): the real esync-client. Its session core
+//!   checks in with the Server (signed manifest), verifies the Director and
+//!   Image metadata in full, plans delta or full image per Agent from its
+//!   inventory and downloads and hashes the blobs into a download
+//!   directory; its orchestrator loop (`esync_client::runtime::vehicle`)
+//!   then offers, transfers, prepares and installs stage by stage through
+//!   the broker, and commits or rolls back every component, journaling the
+//!   campaign in a file.
 //!
-//! Campaign 1 installs version 2.0.0 on both ECUs (the ECM by delta, the
-//! BCM by full image) and confirms; campaign 2 offers 3.0.0 whose BCM image
-//! fails its power-on self-test, so every component of the package is rolled
-//! back and both ECUs end on 2.0.0. After each campaign the demo proves
-//! what runs by hashing the running slot files, and the Server verifies a
-//! vehicle manifest of Agent-signed version reports. [`run_demo`] returns
-//! an error on any deviation.
+//! Campaign 1 installs version 2.0.0 on every ECU (the ECM by delta in
+//! stage 0, then the camera by delta and the BCM by full image in parallel
+//! in stage 1) and commits; campaign 2 offers 3.0.0 whose BCM image fails
+//! its power-on self-test, so every component of the package is rolled
+//! back (the ECM, installed in stage 0, and the camera too) and every ECU
+//! ends on 2.0.0. After each campaign the demo
+//! proves what runs by hashing the running slot files. [`run_demo`]
+//! returns an error on any deviation.
 
 #![forbid(unsafe_code)]
 
-pub mod client;
 pub mod firmware;
+pub mod gateway;
 pub mod server;
 pub mod vehicle;
 
@@ -36,13 +44,82 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use esync_agent::device::sha256;
 use esync_client::broker::BrokerStats;
+use esync_client::core::orchestrate::{Outcome, Phase};
 use esync_proto::id::{DevicePath, EcuSerial, HardwareId, Sha256Digest, SoftwareVersion, Vin};
-use esync_proto::message::Participant;
+use esync_proto::message::{ImageEncoding, Participant, Signal, SignalValue};
 use esync_uptane::PublicKey;
 
-use client::{short, CampaignOutcome, CampaignReport, Orchestrator};
+use gateway::Gateway;
 use server::{EcuSpec, Release, Server};
 use vehicle::{AgentSetup, RunningAgent};
+
+/// How one component travelled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// The full image.
+    Full,
+    /// A patch from `from`.
+    Delta {
+        /// Source version.
+        from: String,
+    },
+}
+
+impl std::fmt::Display for Encoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Encoding::Full => f.write_str("full image"),
+            Encoding::Delta { from } => write!(f, "delta from {from}"),
+        }
+    }
+}
+
+/// What became of one component of a campaign (from the Client's report).
+#[derive(Clone, Debug)]
+pub struct ComponentLine {
+    /// Device.
+    pub device: DevicePath,
+    /// Install stage.
+    pub stage: u16,
+    /// How it travelled.
+    pub encoding: Encoding,
+    /// Bytes of the blob sent to the Agent.
+    pub bytes_sent: u64,
+    /// Length of the full image.
+    pub image_len: u64,
+    /// Where it ended, e.g. "confirmed 2.0.0" or "rolled back, runs 2.0.0".
+    pub result: String,
+}
+
+/// Outcome of a campaign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CampaignOutcome {
+    /// Every component installed and was committed.
+    Installed,
+    /// A component failed; every component of the package was rolled back.
+    RolledBack {
+        /// The Client's cause.
+        reason: String,
+    },
+}
+
+/// Report of one campaign.
+#[derive(Clone, Debug)]
+pub struct CampaignReport {
+    /// Package id.
+    pub package: String,
+    /// Outcome.
+    pub outcome: CampaignOutcome,
+    /// Per component, in (stage, device) order.
+    pub components: Vec<ComponentLine>,
+    /// Blob bytes the Client downloaded for it.
+    pub downloaded: u64,
+}
+
+/// First 8 bytes of a digest in hex.
+pub fn short(d: &Sha256Digest) -> String {
+    hex(&d.0[..8])
+}
 
 /// The demo failed: what failed, in which part.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +198,9 @@ pub struct Summary {
     pub campaigns: Vec<CampaignReport>,
     /// Final state of each ECU.
     pub final_ecus: Vec<EcuFinal>,
-    /// Version reports the Server accepted in the last vehicle manifest.
+    /// Signed vehicle manifests the Server verified and accepted.
+    pub manifests_accepted: u32,
+    /// Agent-signed version reports in the last manifest accepted.
     pub manifest_reports: usize,
     /// Broker counters at the end.
     pub broker: BrokerStats,
@@ -190,7 +269,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
     let (v1, v2, v3) = (v("1.0.0")?, v("2.0.0")?, v("3.0.0")?);
     let vin = parse(Vin::new("WVWZZZ1JZXW000001"), "VIN")?;
 
-    println!("== esync-rs end-to-end demo: one vehicle, two ECUs, two campaigns ==");
+    println!("== esync-rs end-to-end demo: one vehicle, three ECUs, two campaigns ==");
     println!("work directory: {}", work.display());
 
     // ---------------------------------------------------------------- Server
@@ -208,6 +287,12 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
         serial: parse(EcuSerial::new("BCM0001"), "serial")?,
         stage: 1,
     };
+    let cam = EcuSpec {
+        device: parse(DevicePath::new("/adas/camera"), "device")?,
+        hardware_id: parse(HardwareId::new("cam-hw-3"), "hardware id")?,
+        serial: parse(EcuSerial::new("CAM0001"), "serial")?,
+        stage: 1,
+    };
     let mk = |ecu: &EcuSpec, seed: u64, v3_healthy: bool| {
         let d = ecu.device.as_str();
         let a = firmware::initial(d, "1.0.0", seed, opts.image_size);
@@ -220,7 +305,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
             v3: c,
         }
     };
-    let images = [mk(&ecm, 11, true), mk(&bcm, 21, false)];
+    let images = [mk(&ecm, 11, true), mk(&cam, 31, true), mk(&bcm, 21, false)];
     for im in &images {
         println!(
             "  {}: 1.0.0 {} bytes sha256 {}..., 2.0.0 {} bytes {}..., 3.0.0 {} bytes {}...",
@@ -237,15 +322,16 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
     let vehicle_id = server.issue_vehicle(now_s)?;
     let agent_ids = [
         server.issue_agent(&ecm.device, now_s)?,
+        server.issue_agent(&cam.device, now_s)?,
         server.issue_agent(&bcm.device, now_s)?,
     ];
     println!(
-        "  issued certificates: vehicle {vin}, agents {}, {}",
-        ecm.device, bcm.device
+        "  issued certificates: vehicle {vin}, agents {}, {}, {}",
+        ecm.device, cam.device, bcm.device
     );
 
     // --------------------------------------------------------------- Vehicle
-    println!("\n[2/5] Vehicle: embedded broker and two Agents");
+    println!("\n[2/5] Vehicle: embedded broker and three Agents");
     let (broker, endpoint) = vehicle::start_broker(&vehicle_id, &server.anchors, &vin).await?;
     println!(
         "  broker listening on {} (mutual TLS, fleet CA, VIN {vin})",
@@ -255,13 +341,11 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
     let director_root = server.director_root()?;
     let image_root = server.image_root()?;
     let capacity = vehicle::capacity_for(opts.image_size + 64 * 1024);
-    let all_ecus = [ecm.clone(), bcm.clone()];
+    let all_ecus = [ecm.clone(), cam.clone(), bcm.clone()];
     let mut agents: Vec<RunningAgent> = Vec::new();
-    let mut agent_keys = BTreeMap::new();
-    let mut ecu_keys = BTreeMap::new();
     for (i, (im, id)) in images.iter().zip(agent_ids.iter()).enumerate() {
-        // The Client and the Server learn each Agent's key from its
-        // certificate (what provisioning records).
+        // The broker admits each Agent by its certificate; the Client
+        // verifies its envelopes with that certificate's key.
         let peer = esync_identity::parse_identity(&id.cert_der)
             .map_err(|e| DemoError::Vehicle(format!("agent certificate: {e}")))?;
         let who = peer
@@ -270,8 +354,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
         check(who == Participant::Device(im.ecu.device.clone()), || {
             format!("certificate of {} names {who}", im.ecu.device)
         })?;
-        agent_keys.insert(who, peer.verifying_key);
-        ecu_keys.insert(
+        server.add_ecu_key(
             im.ecu.serial.clone(),
             PublicKey::from_verifying_key(peer.verifying_key),
         );
@@ -284,7 +367,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
             version: v1.clone(),
             release_counter: 1,
             safety_precondition: safety.clone(),
-            deltas: i == 0,
+            deltas: i < 2,
         };
         let dir = work.join(format!(
             "agent-{}",
@@ -308,35 +391,41 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
             im.ecu.hardware_id,
             im.ecu.serial,
             dir.display(),
-            match safety {
-                Some(p) =>
-                    format!("safety-critical, precondition `{p}`, full Uptane verification, deltas"),
-                None => "partial Uptane verification, no delta support".into(),
+            match (&safety, i < 2) {
+                (Some(p), _) =>
+                    format!("stage {}, safety-critical, precondition `{p}`, full Uptane verification, deltas", im.ecu.stage),
+                (None, true) => format!("stage {}, partial Uptane verification, deltas", im.ecu.stage),
+                (None, false) => format!("stage {}, partial Uptane verification, no delta support", im.ecu.stage),
             }
         );
     }
-    let devs = [ecm.device.clone(), bcm.device.clone()];
-    let mut orch = Orchestrator::new(
+    let devs = [ecm.device.clone(), cam.device.clone(), bcm.device.clone()];
+    server.set_vehicle_key(PublicKey::from_verifying_key(client_key));
+    let mut gw = Gateway::start(
         endpoint,
-        vehicle_id.signing_key.clone(),
-        agent_keys,
+        broker.peer_keys(),
+        &vehicle_id,
+        vin.clone(),
         director_root.clone(),
         image_root.clone(),
-        vin.clone(),
-        opts.verbose,
-    )?;
-    orch.wait_connected(&devs).await?;
-    println!("  both Agents connected to the broker (presence)");
+        &work.join("client"),
+        parked(),
+    )
+    .await?;
+    gw.wait_connected(&devs).await?;
+    println!(
+        "  Client: esync-client's orchestrator loop on the broker, campaign journal in {}",
+        work.join("client").display()
+    );
+    println!("  every Agent connected to the broker (presence)");
 
     let result = campaigns(
         &mut server,
-        &mut orch,
+        &mut gw,
         &images,
         &devs,
-        &ecu_keys,
         &agents,
         capacity,
-        &vehicle_id,
         [&v1, &v2, &v3],
     )
     .await;
@@ -354,7 +443,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
     }
     let broker_stats = broker.stats();
     broker.shutdown();
-    let (campaign_reports, final_ecus, manifest_reports) = result?;
+    let (campaign_reports, final_ecus) = result?;
     if let Some(e) = stop_err {
         return Err(e);
     }
@@ -372,7 +461,8 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
     let summary = Summary {
         campaigns: campaign_reports,
         final_ecus,
-        manifest_reports,
+        manifests_accepted: server.manifests_accepted,
+        manifest_reports: server.last_manifest_reports,
         broker: broker_stats,
         agent_dropped,
         elapsed: started.elapsed(),
@@ -381,25 +471,34 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
     Ok(summary)
 }
 
-type CampaignsResult = (Vec<CampaignReport>, Vec<EcuFinal>, usize);
+type CampaignsResult = (Vec<CampaignReport>, Vec<EcuFinal>);
 
-#[allow(clippy::too_many_arguments, reason = "the demo's shared state")]
+/// The vehicle state the Agents and the Client read: parked.
+fn parked() -> Vec<Signal> {
+    let sig = |name: &str, value| Signal {
+        name: name.into(),
+        value,
+    };
+    vec![
+        sig("speed", SignalValue::Int(0)),
+        sig("gear", SignalValue::Text("P".into())),
+        sig("battery_soc", SignalValue::Int(82)),
+    ]
+}
+
 async fn campaigns(
     server: &mut Server,
-    orch: &mut Orchestrator,
-    images: &[Images; 2],
-    devs: &[DevicePath; 2],
-    ecu_keys: &BTreeMap<EcuSerial, PublicKey>,
+    gw: &mut Gateway,
+    images: &[Images],
+    devs: &[DevicePath],
     agents: &[RunningAgent],
     capacity: u64,
-    vehicle_id: &esync_identity::IssuedIdentity,
     [v1, v2, v3]: [&SoftwareVersion; 3],
 ) -> Result<CampaignsResult, DemoError> {
-    let primary = PublicKey::from_verifying_key(vehicle_id.signing_key.verifying_key());
     let mut reports = Vec::new();
 
     // ------------------------------------------------------------ Campaign 1
-    println!("\n[3/5] Campaign 1: 2.0.0 for both ECUs");
+    println!("\n[3/5] Campaign 1: 2.0.0 for every ECU");
     let releases = images
         .iter()
         .map(|im| Release {
@@ -418,17 +517,15 @@ async fn campaigns(
         esync_package::package::format_name(esync_package::DEFAULT_FORMAT),
         c1.directed.len()
     );
-    orch.inject_link_fault(images[1].ecu.device.clone(), 1);
-    let r1 = campaign(server, orch, devs).await?;
+    let r1 = campaign(server, gw, devs).await?;
     check(r1.outcome == CampaignOutcome::Installed, || {
         format!("campaign 1 did not install: {:?}", r1.outcome)
     })?;
-    let _finals1 = end_state(orch, images, devs, agents, capacity, v2, |im| &im.v2).await?;
-    let _accepted1 = manifest(server, orch, devs, &primary, ecu_keys, images, |im| &im.v2).await?;
+    let _finals1 = end_state(gw, images, devs, agents, capacity, v2, |im| &im.v2).await?;
     reports.push(r1);
 
     // ------------------------------------------------------------ Campaign 2
-    println!("\n[4/5] Campaign 2: 3.0.0 for both ECUs (the BCM image is defective)");
+    println!("\n[4/5] Campaign 2: 3.0.0 for every ECU (the BCM image is defective)");
     let releases = images
         .iter()
         .map(|im| Release {
@@ -445,26 +542,26 @@ async fn campaigns(
         c2.package.id(),
         c2.package.components().len()
     );
-    let r2 = campaign(server, orch, devs).await?;
+    let r2 = campaign(server, gw, devs).await?;
     check(
         matches!(r2.outcome, CampaignOutcome::RolledBack { .. }),
         || format!("campaign 2 should have been rolled back: {:?}", r2.outcome),
     )?;
-    let finals2 = end_state(orch, images, devs, agents, capacity, v2, |im| &im.v2).await?;
-    let accepted2 = manifest(server, orch, devs, &primary, ecu_keys, images, |im| &im.v2).await?;
+    let finals2 = end_state(gw, images, devs, agents, capacity, v2, |im| &im.v2).await?;
     reports.push(r2);
 
     println!("\n[5/5] Done");
-    Ok((reports, finals2, accepted2))
+    Ok((reports, finals2))
 }
 
-/// Inventory, full verification and the campaign script.
+/// Inventory, check-in, full verification, downloads, then the
+/// orchestrated install: all by the real Client.
 async fn campaign(
-    server: &Server,
-    orch: &mut Orchestrator,
-    devs: &[DevicePath; 2],
+    server: &mut Server,
+    gw: &mut Gateway,
+    devs: &[DevicePath],
 ) -> Result<CampaignReport, DemoError> {
-    let inv = orch.inventory(devs).await?;
+    let inv = gw.inventory(devs).await?;
     for r in inv.values() {
         println!(
             "  inventory {}: {} (rc {}), {:?} verification, {:?}, delta formats {:?}",
@@ -476,28 +573,94 @@ async fn campaign(
             r.delta.formats
         );
     }
-    let targets = orch.verify_metadata(server)?;
+    let manifest = gw.manifest(devs).await?;
+    let (ready, fetched) = gw.fetch(server, &inv, manifest)?;
+    let ready = ready.ok_or_else(|| DemoError::Protocol("the Server had no update".into()))?;
     println!(
-        "  Client: Uptane full verification passed (Director and Image repositories; {} Director target(s) match the Image repository)",
-        targets.len()
+        "  Client: checked in{}; Uptane full verification of the Director and Image repositories passed ({} metadata files)",
+        if fetched.manifest_uploaded { format!(" (signed vehicle manifest with {} Agent-signed version reports uploaded; the Server verified every signature)", server.last_manifest_reports) } else { String::new() },
+        fetched.metadata_files
     );
-    for t in &targets {
-        println!("    {} -> {}", t.ecu, t.name);
+    let mut encodings = BTreeMap::new();
+    for c in &ready.components {
+        let enc = match &c.encoding {
+            ImageEncoding::Full => Encoding::Full,
+            ImageEncoding::Delta { from_version, .. } => Encoding::Delta {
+                from: from_version.to_string(),
+            },
+        };
+        println!(
+            "    {} -> {} ({enc}, {} bytes downloaded and hashed)",
+            c.device, c.target_name, c.artifact.length
+        );
+        encodings.insert(c.device.clone(), (enc, c.artifact.length));
     }
-    orch.run_campaign(server, &targets).await
+    let package = ready.package.id().to_string();
+    let image_lens: BTreeMap<DevicePath, u64> = ready
+        .package
+        .components()
+        .iter()
+        .map(|c| (c.device.clone(), c.image.length))
+        .collect();
+    println!("  Client: installing (offer, chunked transfer, prepare, stage by stage, then commit or roll back every component)");
+    let report = gw.install(ready).await?;
+    let mut components = Vec::new();
+    for c in &report.components {
+        let result = match &c.end {
+            Phase::Confirmed { version } => format!("confirmed {version}"),
+            Phase::RolledBack { running } => match &c.failure {
+                Some(f) => format!("failed ({:?}), rolled back, runs {running}", f.code),
+                None => format!("rolled back, runs {running}"),
+            },
+            Phase::NotInstalled => "not installed".to_string(),
+            other => format!("{other:?}"),
+        };
+        println!(
+            "    stage {} {}: {result} ({} install attempt(s))",
+            c.stage, c.device, c.attempts
+        );
+        let (encoding, bytes_sent) = encodings
+            .get(&c.device)
+            .cloned()
+            .unwrap_or((Encoding::Full, 0));
+        components.push(ComponentLine {
+            device: c.device.clone(),
+            stage: c.stage,
+            encoding,
+            bytes_sent,
+            image_len: image_lens.get(&c.device).copied().unwrap_or(0),
+            result,
+        });
+    }
+    let outcome = match report.outcome {
+        Outcome::Installed => CampaignOutcome::Installed,
+        Outcome::Failed { cause } => CampaignOutcome::RolledBack { reason: cause },
+    };
+    match &outcome {
+        CampaignOutcome::Installed => println!("  package {package}: every component committed"),
+        CampaignOutcome::RolledBack { reason } => {
+            println!("  package {package} failed ({reason}): every component rolled back")
+        }
+    }
+    Ok(CampaignReport {
+        package,
+        outcome,
+        components,
+        downloaded: fetched.blob_bytes,
+    })
 }
 
 /// Inventory again and proof from the device files.
 async fn end_state(
-    orch: &mut Orchestrator,
-    images: &[Images; 2],
-    devs: &[DevicePath; 2],
+    gw: &mut Gateway,
+    images: &[Images],
+    devs: &[DevicePath],
     agents: &[RunningAgent],
     capacity: u64,
     want_v: &SoftwareVersion,
     expected: impl Fn(&Images) -> &Vec<u8>,
 ) -> Result<Vec<EcuFinal>, DemoError> {
-    let inv = orch.inventory(devs).await?;
+    let inv = gw.inventory(devs).await?;
     let mut out = Vec::new();
     println!("  end state (inventory, and the running slot file hashed on disk):");
     for (im, agent) in images.iter().zip(agents) {
@@ -560,64 +723,22 @@ async fn end_state(
     Ok(out)
 }
 
-/// Signed version reports, the vehicle manifest, and its verification by
-/// the Server.
-async fn manifest(
-    server: &mut Server,
-    orch: &mut Orchestrator,
-    devs: &[DevicePath; 2],
-    primary: &PublicKey,
-    ecu_keys: &BTreeMap<EcuSerial, PublicKey>,
-    images: &[Images; 2],
-    expected: impl Fn(&Images) -> &Vec<u8>,
-) -> Result<usize, DemoError> {
-    let bytes = orch.vehicle_manifest(devs).await?;
-    let m = server.verify_manifest(&bytes, primary, ecu_keys)?;
-    check(m.dropped.is_empty(), || {
-        format!("Server dropped reports: {:?}", m.dropped)
-    })?;
-    check(m.reports.len() == images.len(), || {
-        format!("{} reports in the manifest", m.reports.len())
-    })?;
-    for im in images {
-        let r = m
-            .reports
-            .iter()
-            .find(|r| r.ecu_serial == im.ecu.serial)
-            .ok_or_else(|| DemoError::Check(format!("no report for {}", im.ecu.serial)))?;
-        let want = hex(&sha256(expected(im)).0);
-        check(
-            r.installed_image.hashes.get("sha256") == Some(&want) && r.attacks_detected.is_empty(),
-            || format!("report of {}: {:?}", im.ecu.serial, r.installed_image),
-        )?;
-    }
-    println!(
-        "  vehicle manifest ({} bytes) signed by the Client with {} Agent-signed version reports: verified by the Server, hashes match",
-        bytes.len(),
-        m.reports.len()
-    );
-    Ok(m.reports.len())
-}
-
 fn print_summary(s: &Summary) {
     println!("\n== Summary ==");
     println!(
-        "{:<22} {:<16} {:<30} {:>10} {:>14}  result",
-        "campaign", "device", "transfer", "bytes", "chunks"
+        "{:<22} {:>5} {:<16} {:<20} {:>10} {:>10}  result",
+        "campaign", "stage", "device", "transfer", "bytes", "image"
     );
     for c in &s.campaigns {
         for comp in &c.components {
             println!(
-                "{:<22} {:<16} {:<30} {:>10} {:>14}  {}",
+                "{:<22} {:>5} {:<16} {:<20} {:>10} {:>10}  {}",
                 c.package,
+                comp.stage,
                 comp.device.as_str(),
                 comp.encoding.to_string(),
                 comp.bytes_sent,
-                if comp.rejected_chunks > 0 {
-                    format!("{} ({} resent)", comp.chunks, comp.rejected_chunks)
-                } else {
-                    comp.chunks.to_string()
-                },
+                comp.image_len,
                 comp.result
             );
         }
@@ -647,6 +768,10 @@ fn print_summary(s: &Summary) {
     println!(
         "broker: {} connections admitted, {} frames in, {} deliveries, 0 dropped; Agents dropped {} envelopes",
         s.broker.connections_admitted, s.broker.frames_in, s.broker.deliveries, s.agent_dropped
+    );
+    println!(
+        "Server: {} signed vehicle manifest(s) verified and accepted, the last with {} Agent-signed version reports",
+        s.manifests_accepted, s.manifest_reports
     );
     println!("elapsed: {:.2} s", s.elapsed.as_secs_f64());
 }

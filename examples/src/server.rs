@@ -1,16 +1,23 @@
 //! The demo's "Server": fleet CA, Image and Director repositories
 //! (esync-uptane's signing side), packages with deltas (esync-package), and
-//! verification of vehicle manifests. Everything is in memory; the Client
-//! "downloads" from [`Server::director_file`], [`Server::image_file`] and
-//! [`Server::target_file`].
+//! verification of vehicle manifests. Everything is in memory. It answers
+//! the device API (`esync_api`: check-in, manifest upload, Director and
+//! Image metadata files, blobs by SHA-256 with a range) in-process
+//! ([`Server::serve`]): the Client's session core asks for exactly what it
+//! would ask an HTTPS Server, with no socket in between. The real Server is
+//! `esync-server`.
 
 use std::collections::BTreeMap;
 
+use esync_api::body::{CheckInRequest, CheckInResponse, ManifestAccepted};
+use esync_client::core::session::Need;
 use esync_identity::{FleetCa, IssuedIdentity, TrustAnchors, Validity};
 use esync_package::build::{ComponentInput, PackageBuilder};
 use esync_package::package::{ArtifactRef, Package, PackageId, TargetDescription};
 use esync_package::DEFAULT_FORMAT;
-use esync_proto::id::{DevicePath, EcuSerial, HardwareId, ReleaseCounter, SoftwareVersion, Vin};
+use esync_proto::id::{
+    DevicePath, EcuSerial, HardwareId, ReleaseCounter, Sha256Digest, SoftwareVersion, Vin,
+};
 use esync_proto::message::RoleBytes;
 use esync_uptane::builder::RepositoryBuilder;
 use esync_uptane::manifest::{verify_vehicle_manifest, NonceTracker, VerifiedManifest};
@@ -50,8 +57,9 @@ pub struct EcuSpec {
     pub stage: u16,
 }
 
-/// A published campaign.
-pub struct Campaign {
+/// A published campaign (its package and Director targets; the Client's
+/// journaled campaign is `esync_client::core::orchestrate::Campaign`).
+pub struct Published {
     /// The package.
     pub package: Package,
     /// Director target name per ECU serial.
@@ -70,6 +78,33 @@ pub struct Server {
     directed: BTreeMap<EcuSerial, String>,
     nonces: NonceTracker,
     chunk_size: u32,
+    blobs: BTreeMap<Sha256Digest, Vec<u8>>,
+    primary: Option<PublicKey>,
+    ecu_keys: BTreeMap<EcuSerial, PublicKey>,
+    /// ECU version reports in the last manifest accepted.
+    pub last_manifest_reports: usize,
+    accepted_manifest: Option<Sha256Digest>,
+    /// The Director `timestamp.json` version the vehicle last fetched.
+    fetched_timestamp: Option<u64>,
+    /// Blob bytes served.
+    pub blob_bytes_served: u64,
+    /// Manifests uploaded and verified.
+    pub manifests_accepted: u32,
+}
+
+/// The in-process answer to one device-API request ([`Server::serve`]).
+#[derive(Debug)]
+pub enum Served {
+    /// `POST /v1/checkin`.
+    CheckIn(CheckInResponse),
+    /// `POST /v1/manifest` (verified).
+    ManifestAccepted(ManifestAccepted),
+    /// A metadata file, `None` for 404.
+    File(Option<Vec<u8>>),
+    /// A blob's bytes from the requested offset.
+    Blob(Vec<u8>),
+    /// The request failed (status and reason).
+    Failed(String),
 }
 
 fn err(what: &str) -> impl Fn(&dyn std::fmt::Display) -> DemoError + '_ {
@@ -102,6 +137,14 @@ impl Server {
             directed: BTreeMap::new(),
             nonces: NonceTracker::new(4096),
             chunk_size,
+            blobs: BTreeMap::new(),
+            primary: None,
+            ecu_keys: BTreeMap::new(),
+            last_manifest_reports: 0,
+            accepted_manifest: None,
+            fetched_timestamp: None,
+            blob_bytes_served: 0,
+            manifests_accepted: 0,
         })
     }
 
@@ -176,7 +219,7 @@ impl Server {
         &mut self,
         id: &str,
         releases: Vec<Release>,
-    ) -> Result<Campaign, DemoError> {
+    ) -> Result<Published, DemoError> {
         let pkg_id = PackageId::new(id).map_err(|e| err("package id")(&e))?;
         let mut builder = PackageBuilder::new(pkg_id).chunk_size(self.chunk_size);
         let mut ecus = BTreeMap::new();
@@ -197,6 +240,9 @@ impl Server {
             ecus.insert(r.ecu.device.clone(), r.ecu);
         }
         let built = builder.build().map_err(|e| err("package")(&e))?;
+        for (sha, b) in &built.blobs {
+            self.blobs.insert(*sha, b.clone());
+        }
         let mut directed = BTreeMap::new();
         for entry in built.package.target_entries() {
             let desc = TargetDescription::from_custom_json(
@@ -244,10 +290,102 @@ impl Server {
         self.director
             .publish()
             .map_err(|e| err("Director publish")(&e))?;
-        Ok(Campaign {
+        Ok(Published {
             package: built.package,
             directed,
         })
+    }
+
+    /// Registers the vehicle's manifest key (from its certificate).
+    pub fn set_vehicle_key(&mut self, primary: PublicKey) {
+        self.primary = Some(primary);
+    }
+
+    /// Registers an ECU's report key (from its Agent's certificate).
+    pub fn add_ecu_key(&mut self, serial: EcuSerial, key: PublicKey) {
+        self.ecu_keys.insert(serial, key);
+    }
+
+    fn director_timestamp(&self) -> Option<u64> {
+        let t = self.director.files().metadata.get("timestamp.json")?;
+        let v: serde_json::Value = serde_json::from_slice(t).ok()?;
+        v.get("signed")?.get("version")?.as_u64()
+    }
+
+    /// Answers one device-API request of the Client's session, as the
+    /// routes of `esync_api` do.
+    pub fn serve(&mut self, need: &Need) -> Served {
+        match need {
+            Need::CheckIn { body } => {
+                let Ok(req) = serde_json::from_slice::<CheckInRequest>(body) else {
+                    return Served::Failed("400 malformed check-in".into());
+                };
+                let current = self.director_timestamp();
+                Served::CheckIn(if Some(req.manifest_sha256) != self.accepted_manifest {
+                    CheckInResponse::ManifestWanted
+                } else if current.is_some() && current != self.fetched_timestamp {
+                    CheckInResponse::NewDirectorMetadata {
+                        timestamp_version: current.unwrap_or(0),
+                    }
+                } else {
+                    CheckInResponse::UpToDate
+                })
+            }
+            Need::UploadManifest { body } => {
+                let Some(primary) = self.primary.clone() else {
+                    return Served::Failed("403 unknown vehicle".into());
+                };
+                let keys = self.ecu_keys.clone();
+                match self.verify_manifest(body, &primary, &keys) {
+                    Ok(m) if !m.dropped.is_empty() => {
+                        Served::Failed(format!("422 reports dropped: {:?}", m.dropped))
+                    }
+                    Ok(m) => {
+                        self.last_manifest_reports = m.reports.len();
+                        let sha = esync_package::digest::sha256(body);
+                        self.accepted_manifest = Some(sha);
+                        self.manifests_accepted += 1;
+                        Served::ManifestAccepted(ManifestAccepted {
+                            manifest_sha256: sha,
+                        })
+                    }
+                    Err(e) => Served::Failed(format!("422 {e}")),
+                }
+            }
+            Need::DirectorFile { name, max_len } => {
+                if name.as_str() == "timestamp.json" {
+                    self.fetched_timestamp = self.director_timestamp();
+                }
+                Served::File(
+                    self.director_file(name.as_str())
+                        .filter(|b| b.len() as u64 <= *max_len),
+                )
+            }
+            Need::ImageFile { name, max_len } => Served::File(
+                self.image_file(name.as_str())
+                    .filter(|b| b.len() as u64 <= *max_len),
+            ),
+            Need::Blob {
+                sha256,
+                range_start,
+                max_len,
+                ..
+            } => match self.blobs.get(sha256) {
+                Some(b) => {
+                    let from = usize::try_from(*range_start)
+                        .unwrap_or(usize::MAX)
+                        .min(b.len());
+                    let to = b
+                        .len()
+                        .min(from.saturating_add(usize::try_from(*max_len).unwrap_or(usize::MAX)));
+                    self.blob_bytes_served += (to - from) as u64;
+                    Served::Blob(b[from..to].to_vec())
+                }
+                None => Served::Failed("404 no such blob".into()),
+            },
+            Need::Consent(_) => Served::Failed("not a Server request".into()),
+            Need::Report { .. } => Served::Failed("501 reports are not kept by the demo".into()),
+        }
     }
 
     /// Verifies a vehicle manifest signed by the Client (key of the vehicle

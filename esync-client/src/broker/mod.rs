@@ -64,6 +64,7 @@
 
 mod queue;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -221,6 +222,9 @@ struct Shared {
     counters: Counters,
     client_tx: mpsc::Sender<Incoming>,
     presence_group: GroupName,
+    /// The key of each participant's certificate, as admitted at its last
+    /// handshake (kept after it disconnects).
+    keys: Mutex<BTreeMap<Participant, ed25519_dalek::VerifyingKey>>,
 }
 
 impl Shared {
@@ -268,6 +272,7 @@ impl Broker {
             counters: Counters::default(),
             client_tx: peer.tx.clone(),
             presence_group,
+            keys: Mutex::new(BTreeMap::new()),
             config,
         });
         let client_task = tokio::spawn(client_pump(Arc::clone(&shared), peer));
@@ -280,6 +285,24 @@ impl Broker {
             },
             client,
         ))
+    }
+}
+
+/// The keys of the certificates the broker admitted (see
+/// [`BrokerHandle::peer_keys`]); a participant that never connected has
+/// none.
+#[derive(Clone)]
+pub struct PeerKeys(Arc<Shared>);
+
+impl core::fmt::Debug for PeerKeys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("PeerKeys").finish_non_exhaustive()
+    }
+}
+
+impl esync_proto::envelope::KeyResolver for PeerKeys {
+    fn key_for(&self, sender: &Participant) -> Option<ed25519_dalek::VerifyingKey> {
+        self.0.keys.lock().ok()?.get(sender).copied()
     }
 }
 
@@ -383,6 +406,13 @@ impl BrokerHandle {
             }
             None => false,
         }
+    }
+
+    /// The keys of the participants' certificates, as the broker admitted
+    /// them (fleet-CA chain, this VIN, the identity in the SAN): what the
+    /// Client verifies their envelopes with end to end.
+    pub fn peer_keys(&self) -> PeerKeys {
+        PeerKeys(Arc::clone(&self.shared))
     }
 
     /// Stops accepting and closes every connection.
@@ -576,6 +606,11 @@ async fn serve(shared: &Arc<Shared>, acceptor: TlsAcceptor, tcp: TcpStream, addr
         return;
     };
     inc(&c.connections_admitted);
+    if let Ok(mut keys) = shared.keys.lock() {
+        if keys.len() < shared.config.max_connections.saturating_mul(4) || keys.contains_key(&who) {
+            keys.insert(who.clone(), identity.verifying_key);
+        }
+    }
     let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
     let queue = Arc::new(OutQueue::new(
         shared.config.queue_frames,

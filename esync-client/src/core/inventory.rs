@@ -25,6 +25,9 @@ pub struct AgentEntry {
     pub report: Option<InventoryReport>,
     /// It said it is busy: why, and until when (monotonic ms).
     pub busy: Option<(BusyReason, u64)>,
+    /// Its last signed Uptane ECU version report (canonical JSON, as the
+    /// Agent signed it), for the vehicle manifest.
+    pub version_report: Option<Vec<u8>>,
 }
 
 impl AgentEntry {
@@ -93,6 +96,7 @@ impl Inventory {
                 present: false,
                 report: None,
                 busy: None,
+                version_report: None,
             }))
     }
 
@@ -138,6 +142,19 @@ impl Inventory {
             dnd.reason,
             mono_ms.saturating_add(u64::from(dnd.retry_after_ms)),
         ));
+        Ok(())
+    }
+
+    /// `sender` sent a signed version report (verified envelope; the report's
+    /// own signature is the Server's to check).
+    pub fn version_report(
+        &mut self,
+        sender: &DevicePath,
+        signed_json: Vec<u8>,
+    ) -> Result<(), InventoryError> {
+        let e = self.entry(sender)?;
+        e.present = true;
+        e.version_report = Some(signed_json);
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The Client's sans-I/O orchestration core.
 //!
 //! [`Client`] takes frame bytes from Agents (verified with the host's
-//! [`Verifier`], as the Agent's endpoint does), presence and vehicle-state
+//! [`Verifier`](esync_proto::envelope::Verifier), as the Agent's endpoint does), presence and vehicle-state
 //! signals from the host, blob bytes the host read for it, and both clocks
 //! ([`Now`]); it returns frames to send ([`Step::frames`]), what it needs
 //! from the host ([`Step::needs`], in the manner of `esync_uptane::repo`'s
@@ -24,12 +24,14 @@
 //! An `Err` from a method means the journal could not be written (a power
 //! cut): drop the Client and [`Client::recover`] it after the restart.
 
-use esync_proto::envelope::{KeyResolver, Recipient, Verifier};
+use esync_proto::envelope::Recipient;
 use esync_proto::id::{DevicePath, Id128};
 use esync_proto::message::{Participant, Payload, PresenceState, Signal};
 use esync_proto::{EnvelopeError, FrameError};
 
-pub use esync_agent::endpoint::Sealer;
+/// The envelope side (verifier, the Agents' keys, the Client's sealer),
+/// passed in at each call: the Agent endpoint's type, one for both sides.
+pub use esync_agent::endpoint::{Envelopes, Sealer};
 /// The host's two clocks (the Agent's type: monotonic for deadlines, wall
 /// for envelope timestamps and expiry).
 pub use esync_agent::Now;
@@ -50,7 +52,7 @@ use plan::{BlobHandle, ReadyPackage, Refusal};
 
 /// Tuning of the orchestrator.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientConfig {
+pub struct OrchestratorConfig {
     /// How long to wait for an answer before sending a command again (ms).
     pub answer_timeout_ms: u64,
     /// How long an install or a rollback may take before `InstallStart` or
@@ -67,9 +69,9 @@ pub struct ClientConfig {
     pub precondition_wait_ms: u64,
 }
 
-impl Default for ClientConfig {
+impl Default for OrchestratorConfig {
     fn default() -> Self {
-        ClientConfig {
+        OrchestratorConfig {
             answer_timeout_ms: 5_000,
             install_timeout_ms: 10 * 60_000,
             max_resends: 10,
@@ -77,16 +79,6 @@ impl Default for ClientConfig {
             precondition_wait_ms: 10 * 60_000,
         }
     }
-}
-
-/// The envelope side, passed in at each call like the Agent endpoint's.
-pub struct Envelopes<'a> {
-    /// Verifies incoming frames (its replay state is the host's).
-    pub verifier: &'a mut Verifier,
-    /// Keys of the Agents.
-    pub keys: &'a dyn KeyResolver,
-    /// Seals the Client's messages.
-    pub signer: &'a mut dyn Sealer,
 }
 
 /// A frame for one Agent.
@@ -115,7 +107,7 @@ pub enum Need {
 }
 
 /// What became of an input frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Input {
     /// No frame.
@@ -124,8 +116,9 @@ pub enum Input {
     Handled,
     /// Refused by envelope verification.
     Refused(EnvelopeError),
-    /// Verified, from a sender that is not an Agent: ignored.
-    NotFromAgent,
+    /// Verified, from a sender that is not an Agent (a listener such as
+    /// the HMI): not the orchestrator's; the message is handed to the host.
+    NotFromAgent(Box<esync_proto::envelope::Verified>),
 }
 
 /// What a call produced.
@@ -169,7 +162,7 @@ pub enum ClientError {
 /// The Client core. See the module docs.
 #[derive(Debug)]
 pub struct Client {
-    config: ClientConfig,
+    config: OrchestratorConfig,
     inventory: Inventory,
     journal: ClientJournal,
     run: Option<Run>,
@@ -183,7 +176,7 @@ impl Client {
     /// rollback resumes; a committed one is confirmed to the end. Unsent
     /// reports come out again.
     pub fn recover(
-        config: ClientConfig,
+        config: OrchestratorConfig,
         inventory: Inventory,
         now: Now,
         journal: &mut dyn JournalStore,
@@ -264,9 +257,11 @@ impl Client {
             Ok(m) => m,
             Err(e) => return self.finish(Out::default(), Input::Refused(e), now, journal, env),
         };
-        let Participant::Device(device) = &msg.header.sender else {
-            return self.finish(Out::default(), Input::NotFromAgent, now, journal, env);
+        let Participant::Device(device) = msg.header.sender.clone() else {
+            let input = Input::NotFromAgent(Box::new(msg));
+            return self.finish(Out::default(), input, now, journal, env);
         };
+        let device = &device;
         match &msg.payload {
             Payload::InventoryReport(r) => {
                 // A report naming another device is dropped.
@@ -274,6 +269,9 @@ impl Client {
             }
             Payload::DoNotDisturb(d) => {
                 let _ = self.inventory.do_not_disturb(device, d, now.mono_ms);
+            }
+            Payload::VersionReport(v) => {
+                let _ = self.inventory.version_report(device, v.signed_json.clone());
             }
             Payload::Confirmed(c) => self.inventory.installed_version(device, &c.version),
             Payload::RollbackResult(esync_proto::message::RollbackResult {
@@ -303,6 +301,26 @@ impl Client {
             out.messages.push((
                 d.clone(),
                 Payload::InventoryQuery(esync_proto::message::InventoryQuery { nonce }),
+            ));
+        }
+        self.finish(out, Input::None, now, journal, env)
+    }
+
+    /// Asks `devices` for a signed Uptane version report carrying `nonce`
+    /// (answers land in each [`inventory::AgentEntry::version_report`]).
+    pub fn request_version_reports(
+        &mut self,
+        devices: &[DevicePath],
+        nonce: [u8; 16],
+        now: Now,
+        journal: &mut dyn JournalStore,
+        env: &mut Envelopes<'_>,
+    ) -> Result<Step, ClientError> {
+        let mut out = Out::default();
+        for d in devices {
+            out.messages.push((
+                d.clone(),
+                Payload::VersionReportRequest(esync_proto::message::VersionReportRequest { nonce }),
             ));
         }
         self.finish(out, Input::None, now, journal, env)

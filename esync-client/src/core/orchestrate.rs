@@ -12,7 +12,7 @@
 //!    installed (dependencies are always in earlier stages, which the
 //!    package model enforces). A retryable install failure is retried up to
 //!    the component's `retry_limit`.
-//! 3. **Verdict**: when every component is installed the Client journals
+//! 3. **Verdict** ([`PackageVerdict`]): when every component is installed the Client journals
 //!    *commit* and confirms every one. On any failure it journals *abort*:
 //!    every component the Agent holds an update for (prepared, installing,
 //!    installed, or failed) is rolled back, later stages are never started,
@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::plan::{BlobHandle, ReadyPackage};
 use crate::core::transfer::Transfer;
-use crate::core::{ClientConfig, Need, Now};
+use crate::core::{Need, Now, OrchestratorConfig};
 
 /// Where one component stands (journaled).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,7 +115,7 @@ pub struct ComponentState {
 
 /// The package verdict (journaled).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Verdict {
+pub enum PackageVerdict {
     /// Not every component is installed yet, and none failed.
     Open,
     /// Every component installed: confirm all.
@@ -138,7 +138,7 @@ pub struct Campaign {
     /// Components, ordered by (stage, device).
     pub components: Vec<ComponentState>,
     /// The verdict.
-    pub verdict: Verdict,
+    pub verdict: PackageVerdict,
 }
 
 /// Final outcome of a package.
@@ -278,7 +278,7 @@ impl Run {
                 ready,
                 started_wall_ms: now.wall_ms,
                 components,
-                verdict: Verdict::Open,
+                verdict: PackageVerdict::Open,
             },
             vol,
         }
@@ -288,8 +288,8 @@ impl Run {
     /// becomes abort (presumed abort); every unfinished component's command
     /// is due now.
     pub(crate) fn recover(mut c: Campaign, now: Now, out: &mut Out) -> Run {
-        if c.verdict == Verdict::Open {
-            c.verdict = Verdict::Abort {
+        if c.verdict == PackageVerdict::Open {
+            c.verdict = PackageVerdict::Abort {
                 cause: "the Client restarted before the package was committed".into(),
             };
             out.dirty = true;
@@ -309,7 +309,7 @@ impl Run {
         run
     }
 
-    pub(crate) fn start(&mut self, now: Now, cfg: &ClientConfig, out: &mut Out) {
+    pub(crate) fn start(&mut self, now: Now, cfg: &OrchestratorConfig, out: &mut Out) {
         out.dirty = true;
         for i in 0..self.c.components.len() {
             self.offer(i, now, cfg, out);
@@ -335,7 +335,7 @@ impl Run {
         }
     }
 
-    fn offer(&mut self, i: usize, now: Now, cfg: &ClientConfig, out: &mut Out) {
+    fn offer(&mut self, i: usize, now: Now, cfg: &OrchestratorConfig, out: &mut Out) {
         let s = &self.c.components[i];
         let (Some(r), Some(c)) = (
             self.c.ready.component(&s.device),
@@ -345,7 +345,13 @@ impl Run {
         };
         let offer = DownloadOffer {
             update_id: s.update_id,
-            target_name: r.target_name.clone(),
+            // The Director's entry (the full image's), which the Agent
+            // verifies; a delta is described by the encoding.
+            target_name: self
+                .c
+                .ready
+                .director_target_name(&s.device)
+                .unwrap_or_else(|| r.target_name.clone()),
             version: c.version.clone(),
             release_counter: c.release_counter,
             length: c.image.length,
@@ -371,7 +377,7 @@ impl Run {
         Some((plan, r.blob))
     }
 
-    fn transfer_start(&mut self, i: usize, now: Now, cfg: &ClientConfig, out: &mut Out) {
+    fn transfer_start(&mut self, i: usize, now: Now, cfg: &OrchestratorConfig, out: &mut Out) {
         let s = &self.c.components[i];
         match self.plan(i) {
             Some((plan, _)) => {
@@ -404,8 +410,8 @@ impl Run {
         let cause = format!("{}: {:?}: {}", s.device, f.code, f.message);
         s.failure.get_or_insert(f);
         out.dirty = true;
-        if self.c.verdict == Verdict::Open {
-            self.c.verdict = Verdict::Abort { cause };
+        if self.c.verdict == PackageVerdict::Open {
+            self.c.verdict = PackageVerdict::Abort { cause };
             self.apply_verdict(now, out);
         }
     }
@@ -416,14 +422,14 @@ impl Run {
         for i in 0..self.c.components.len() {
             let phase = self.c.components[i].phase.clone();
             match &self.c.verdict {
-                Verdict::Open => {}
-                Verdict::Commit => {
+                PackageVerdict::Open => {}
+                PackageVerdict::Commit => {
                     if !phase.is_final() && phase != Phase::Confirming {
                         self.set_phase(i, Phase::Confirming, out);
                         self.vol[i].deadline = Some(now.mono_ms);
                     }
                 }
-                Verdict::Abort { .. } => {
+                PackageVerdict::Abort { .. } => {
                     if phase.agent_holds() {
                         self.set_phase(i, Phase::RollingBack, out);
                         self.vol[i].deadline = Some(now.mono_ms);
@@ -462,7 +468,7 @@ impl Run {
     }
 
     /// Sends the command of component `i`'s phase (again).
-    fn resend(&mut self, i: usize, now: Now, cfg: &ClientConfig, out: &mut Out) {
+    fn resend(&mut self, i: usize, now: Now, cfg: &OrchestratorConfig, out: &mut Out) {
         let s = self.c.components[i].clone();
         let next = now.mono_ms + cfg.answer_timeout_ms;
         match s.phase {
@@ -521,7 +527,7 @@ impl Run {
         device: &DevicePath,
         payload: &Payload,
         now: Now,
-        cfg: &ClientConfig,
+        cfg: &OrchestratorConfig,
         out: &mut Out,
     ) {
         let Some(i) = self.index_of(device) else {
@@ -600,7 +606,7 @@ impl Run {
                         }
                         if f.class == ErrorClass::Retryable
                             && s.attempts <= limit
-                            && self.c.verdict == Verdict::Open
+                            && self.c.verdict == PackageVerdict::Open
                         {
                             self.c.components[i].attempts += 1;
                             out.dirty = true;
@@ -676,7 +682,7 @@ impl Run {
         offset: u64,
         data: &[u8],
         now: Now,
-        cfg: &ClientConfig,
+        cfg: &OrchestratorConfig,
         out: &mut Out,
     ) {
         for i in 0..self.c.components.len() {
@@ -707,8 +713,8 @@ impl Run {
     }
 
     /// Starts what can start: the next stage's installs, the verdict.
-    fn advance(&mut self, now: Now, cfg: &ClientConfig, out: &mut Out) {
-        if self.c.verdict != Verdict::Open {
+    fn advance(&mut self, now: Now, cfg: &OrchestratorConfig, out: &mut Out) {
+        if self.c.verdict != PackageVerdict::Open {
             return;
         }
         let all_prepared = self.c.components.iter().all(|c| {
@@ -728,7 +734,7 @@ impl Run {
             .map(|c| c.stage)
             .min();
         let Some(stage) = stage else {
-            self.c.verdict = Verdict::Commit;
+            self.c.verdict = PackageVerdict::Commit;
             out.dirty = true;
             self.apply_verdict(now, out);
             return;
@@ -772,7 +778,7 @@ impl Run {
     }
 
     /// Deadlines due at `now`.
-    pub(crate) fn poll(&mut self, now: Now, cfg: &ClientConfig, out: &mut Out) {
+    pub(crate) fn poll(&mut self, now: Now, cfg: &OrchestratorConfig, out: &mut Out) {
         for i in 0..self.c.components.len() {
             let Some(d) = self.vol[i].deadline else {
                 continue;
@@ -818,11 +824,11 @@ impl Run {
             return None;
         }
         let outcome = match &self.c.verdict {
-            Verdict::Commit => Outcome::Installed,
-            Verdict::Abort { cause } => Outcome::Failed {
+            PackageVerdict::Commit => Outcome::Installed,
+            PackageVerdict::Abort { cause } => Outcome::Failed {
                 cause: cause.clone(),
             },
-            Verdict::Open => return None,
+            PackageVerdict::Open => return None,
         };
         Some(PackageReport {
             package: self.c.ready.package.id().clone(),

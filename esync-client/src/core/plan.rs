@@ -251,4 +251,21 @@ impl ReadyPackage {
     pub fn component(&self, device: &DevicePath) -> Option<&ReadyComponent> {
         self.components.iter().find(|c| &c.device == device)
     }
+
+    /// The Director's target name of `device`'s component: the full
+    /// image's entry, which the Agent's verified metadata names (a delta
+    /// travels under the same offer, described by its encoding).
+    pub fn director_target_name(&self, device: &DevicePath) -> Option<String> {
+        let component = self.package.component(device)?.clone();
+        Some(
+            TargetDescription {
+                package: self.package.id().clone(),
+                download: self.package.download().clone(),
+                component_count: u32::try_from(self.package.components().len()).ok()?,
+                component,
+                artifact: esync_package::package::ArtifactRef::Full,
+            }
+            .target_name(),
+        )
+    }
 }

@@ -17,7 +17,7 @@ pub const MAX_FETCHES_PER_REFRESH: usize = 1024;
 /// Errors of a runtime step.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum RuntimeError {
+pub enum ClientRuntimeError {
     /// The HTTPS side failed.
     #[error("http: {0}")]
     Http(#[from] HttpError),
@@ -49,12 +49,12 @@ pub async fn refresh<S: TrustStore>(
     repository: &mut Repository<S>,
     now: UnixTime,
     timeout: Duration,
-) -> Result<RefreshOutcome, RuntimeError> {
+) -> Result<RefreshOutcome, ClientRuntimeError> {
     let mut progress = repository.begin_refresh(now)?;
     let mut fetched = 0;
     while let RepoProgress::Need(need) = progress {
         if fetched == MAX_FETCHES_PER_REFRESH {
-            return Err(RuntimeError::TooManyFetches(MAX_FETCHES_PER_REFRESH));
+            return Err(ClientRuntimeError::TooManyFetches(MAX_FETCHES_PER_REFRESH));
         }
         fetched += 1;
         let got = http.fetch_need(repo, &need, timeout).await?;
@@ -94,7 +94,7 @@ pub async fn check_in<S: TrustStore>(
     director: &mut Repository<S>,
     now: UnixTime,
     timeout: Duration,
-) -> Result<CheckInOutcome, RuntimeError> {
+) -> Result<CheckInOutcome, ClientRuntimeError> {
     use sha2::Digest;
     let digest = Sha256Digest(sha2::Sha256::digest(signed_manifest.unwrap_or_default()).into());
     let req = CheckInRequest {

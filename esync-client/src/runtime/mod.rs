@@ -7,13 +7,15 @@
 //! (`core::session::Session`: check-in, full Uptane verification, blob
 //! downloads) over the same client.
 //!
-//! Not here yet: the loop over the orchestrator (`core::Client`: Agents
-//! through the embedded broker, the campaign journal on `FileJournal`),
-//! and the report outbox.
+//! [`vehicle`] is the loop over the orchestrator (`core::Client`): Agents
+//! through the embedded broker, the campaign journal, blobs from the
+//! download directory, the install gate with HMI consent, and the final
+//! reports handed to the session's report outbox.
 
 pub mod metadata;
 pub mod session;
 pub mod state;
+pub mod vehicle;
 
-pub use metadata::{check_in, refresh, CheckInOutcome, RefreshOutcome, RuntimeError};
-pub use state::{ClientConfig, StateDir, StateError};
+pub use metadata::{check_in, refresh, CheckInOutcome, ClientRuntimeError, RefreshOutcome};
+pub use state::{ConfigFile, StateDir, StateError};

@@ -65,7 +65,7 @@ pub enum StateError {
 
 /// `config.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientConfig {
+pub struct ConfigFile {
     /// The Server's device API, `https://host[:port]`.
     pub server_url: String,
 }
@@ -152,7 +152,7 @@ impl StateDir {
     /// VIN.
     pub fn provision(
         &self,
-        config: &ClientConfig,
+        config: &ConfigFile,
         cert_chain_pem: &str,
         key_pem: &str,
         ca_pem: &str,
@@ -209,7 +209,7 @@ impl StateDir {
     }
 
     /// `config.json`.
-    pub fn config(&self) -> Result<ClientConfig, StateError> {
+    pub fn config(&self) -> Result<ConfigFile, StateError> {
         let path = self.root.join("config.json");
         serde_json::from_slice(&self.read(&path)?).map_err(|e| invalid(&path, e))
     }

@@ -23,7 +23,7 @@ use esync_agent::testing::{dangerous_unsigned_metadata, DangerousUnverifiedMetad
 use esync_agent::{AgentConfig, Context, Now};
 use esync_client::core::orchestrate::{Outcome, PackageReport, Phase};
 use esync_client::core::plan::{BlobHandle, ForwardedMetadata, ReadyComponent, ReadyPackage};
-use esync_client::core::{Client, ClientConfig, Envelopes, Need, Step};
+use esync_client::core::{Client, Envelopes, Need, OrchestratorConfig, Step};
 use esync_package::package::{
     Artifact, ArtifactRef, Component, ComponentPolicy, Package, PackageId, PackageSpec,
     TargetDescription,
@@ -85,7 +85,7 @@ pub enum Dest {
 pub struct Vehicle {
     pub nodes: Vec<Node>,
     pub client: Option<Client>,
-    pub config: ClientConfig,
+    pub config: OrchestratorConfig,
     pub cjournal: FaultyStore<MemJournal>,
     pub cswitch: PowerSwitch,
     cverifier: Verifier,
@@ -175,7 +175,7 @@ impl Vehicle {
         let mut veh = Vehicle {
             nodes,
             client: None,
-            config: ClientConfig::default(),
+            config: OrchestratorConfig::default(),
             cjournal: FaultyStore::new(MemJournal::new(), cswitch.clone()),
             cswitch,
             cverifier: Verifier::new(

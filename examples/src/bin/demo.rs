@@ -1,5 +1,5 @@
 //! `demo`: the esync-rs end-to-end demo (Server, Client with its embedded
-//! broker, two Agents with file-backed A/B devices; two campaigns, the second
+//! broker, three Agents with file-backed A/B devices; two campaigns, the second
 //! rolled back). Exits non-zero if anything deviates from the expected story.
 
 use std::path::PathBuf;

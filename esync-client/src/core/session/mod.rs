@@ -43,7 +43,7 @@ use esync_uptane::{Limits, TrustStore, UnixTime};
 use sha2::{Digest, Sha256};
 
 use download::{AttemptFailure, Backoff, BlobDownload, BlobStep, TransferLimits};
-use policy::{Blocked, ConsentOutcome, Policy, Verdict};
+use policy::{Blocked, ConsentOutcome, Policy, RuleVerdict};
 
 /// Both clocks (the Agent's and the orchestrator's type).
 pub use super::Now;
@@ -534,15 +534,15 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
             now.wall_ms,
         );
         match verdict {
-            Verdict::Blocked(why) => {
+            RuleVerdict::Blocked(why) => {
                 self.state = State::Gate(plan);
                 Ok(Step::Blocked(why))
             }
-            Verdict::Allowed => {
+            RuleVerdict::Allowed => {
                 self.state = State::Downloading(plan, 0);
                 self.poll(now)
             }
-            Verdict::NeedsConsent => {
+            RuleVerdict::NeedsConsent => {
                 self.consent_seq += 1;
                 let mut id = [0u8; 16];
                 id[0] = 0xc5;

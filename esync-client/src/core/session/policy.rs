@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 
 use esync_package::package::{Component, DownloadPolicy, NetworkKind, TimeWindow};
+use esync_proto::id::CorrelationId;
 use esync_proto::id::DevicePath;
-use esync_proto::message::{ConsentKind, Decision, Signal};
+use esync_proto::message::{ConsentKind, ConsentRequest, ConsentResponse, Decision, Signal};
 use esync_proto::precondition::Precondition;
 
 /// What the host reports about the vehicle now.
@@ -105,7 +106,7 @@ pub enum Blocked {
 
 /// The verdict of the rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum RuleVerdict {
     /// May run without asking.
     Allowed,
     /// May run once the user consents.
@@ -152,7 +153,7 @@ impl Policy {
         components: &[&Component],
         c: &Conditions,
         wall_ms: u64,
-    ) -> Verdict {
+    ) -> RuleVerdict {
         let rules = match kind {
             ConsentKind::Download => &self.download,
             ConsentKind::Install => &self.install,
@@ -203,11 +204,11 @@ impl Policy {
             }
         }
         if !out.is_empty() {
-            Verdict::Blocked(out)
+            RuleVerdict::Blocked(out)
         } else if consent {
-            Verdict::NeedsConsent
+            RuleVerdict::NeedsConsent
         } else {
-            Verdict::Allowed
+            RuleVerdict::Allowed
         }
     }
 }
@@ -234,5 +235,180 @@ impl ConsentOutcome {
                 (*until_ms).clamp(wall_ms, wall_ms.saturating_add(max_postpone_ms)),
             ),
         }
+    }
+}
+
+/// What the [`InstallGate`] says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateStep {
+    /// Install now.
+    Go,
+    /// Send this request to the HMI listener and hand its answer to
+    /// [`InstallGate::answer`].
+    Ask(ConsentRequest),
+    /// Waiting for an answer or a postponement: poll again at this wall
+    /// time (ms since the epoch), or earlier when an answer arrives.
+    WaitUntilWall(u64),
+    /// The install rules do not hold now: poll again when the vehicle's
+    /// conditions change.
+    Blocked(Vec<Blocked>),
+    /// The user refused the install.
+    Denied(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Gate {
+    Evaluate,
+    Asked {
+        request_id: CorrelationId,
+        deadline_wall_ms: u64,
+    },
+    Postponed {
+        until_wall_ms: u64,
+    },
+    Open,
+    Denied(String),
+}
+
+/// The install step's policy for one verified, downloaded package,
+/// sans-I/O: the install [`Rules`] (windows, networks, battery, vehicle
+/// state, stricter per-domain rules) and then, when they or a component
+/// ask for it, consent through the HMI listener (request/answer; a lapsed
+/// request or an answer "postpone" waits until the postponement ends and
+/// asks again). The host sends [`GateStep::Ask`] requests and hands the
+/// answers back; time is wall time, as in the consent messages.
+#[derive(Debug, Clone)]
+pub struct InstallGate {
+    policy: Policy,
+    download: DownloadPolicy,
+    components: Vec<Component>,
+    title: String,
+    id_seed: [u8; 7],
+    asked: u64,
+    state: Gate,
+}
+
+impl InstallGate {
+    /// The gate of `package` under `policy`; `id_seed` makes the request
+    /// ids of this gate distinct from any other's (e.g. bytes of the
+    /// package's hash and the wall time).
+    pub fn new(
+        policy: &Policy,
+        package: &esync_package::package::Package,
+        id_seed: [u8; 7],
+    ) -> Self {
+        InstallGate {
+            policy: policy.clone(),
+            download: package.download().clone(),
+            components: package.components().to_vec(),
+            title: format!("Install {}", package.id()),
+            id_seed,
+            asked: 0,
+            state: Gate::Evaluate,
+        }
+    }
+
+    /// Consent requests sent so far.
+    pub fn requests(&self) -> u64 {
+        self.asked
+    }
+
+    /// What to do at `wall_ms` with the vehicle in `conditions`.
+    pub fn poll(&mut self, conditions: &Conditions, wall_ms: u64) -> GateStep {
+        match self.state.clone() {
+            Gate::Open => GateStep::Go,
+            Gate::Denied(why) => GateStep::Denied(why),
+            Gate::Asked {
+                deadline_wall_ms, ..
+            } => {
+                if wall_ms < deadline_wall_ms {
+                    return GateStep::WaitUntilWall(deadline_wall_ms);
+                }
+                // Lapsed: counts as postponed.
+                let until_wall_ms = wall_ms.saturating_add(self.policy.default_postpone_ms);
+                self.state = Gate::Postponed { until_wall_ms };
+                GateStep::WaitUntilWall(until_wall_ms)
+            }
+            Gate::Postponed { until_wall_ms } if wall_ms < until_wall_ms => {
+                GateStep::WaitUntilWall(until_wall_ms)
+            }
+            Gate::Postponed { .. } | Gate::Evaluate => self.evaluate(conditions, wall_ms),
+        }
+    }
+
+    fn evaluate(&mut self, conditions: &Conditions, wall_ms: u64) -> GateStep {
+        let comps: Vec<&Component> = self.components.iter().collect();
+        match self.policy.evaluate(
+            ConsentKind::Install,
+            &self.download,
+            &comps,
+            conditions,
+            wall_ms,
+        ) {
+            RuleVerdict::Allowed => {
+                self.state = Gate::Open;
+                GateStep::Go
+            }
+            RuleVerdict::Blocked(why) => {
+                self.state = Gate::Evaluate;
+                GateStep::Blocked(why)
+            }
+            RuleVerdict::NeedsConsent => {
+                self.asked += 1;
+                let mut id = [0u8; 16];
+                id[0] = 0x1c;
+                id[1..8].copy_from_slice(&self.id_seed);
+                id[8..].copy_from_slice(&self.asked.to_be_bytes());
+                let request_id = esync_proto::id::Id128(id);
+                let deadline_wall_ms = wall_ms.saturating_add(self.policy.consent_timeout_ms);
+                let stages: std::collections::BTreeSet<u16> =
+                    self.components.iter().map(|c| c.stage).collect();
+                self.state = Gate::Asked {
+                    request_id,
+                    deadline_wall_ms,
+                };
+                GateStep::Ask(ConsentRequest {
+                    request_id,
+                    kind: ConsentKind::Install,
+                    title: self.title.clone(),
+                    description: format!(
+                        "{} component(s) in {} stage(s); the vehicle is unavailable while they install",
+                        self.components.len(),
+                        stages.len()
+                    ),
+                    size_bytes: 0,
+                    estimated_duration_s: 0,
+                    deadline_ms: deadline_wall_ms,
+                })
+            }
+        }
+    }
+
+    /// The listener's answer. `None`: it answers no open request of this
+    /// gate (ignored).
+    pub fn answer(&mut self, response: &ConsentResponse, wall_ms: u64) -> Option<GateStep> {
+        let Gate::Asked { request_id, .. } = &self.state else {
+            return None;
+        };
+        if response.request_id != *request_id {
+            return None;
+        }
+        let max = self.policy.default_postpone_ms.saturating_mul(24);
+        Some(
+            match ConsentOutcome::from_decision(&response.decision, wall_ms, max) {
+                ConsentOutcome::Granted => {
+                    self.state = Gate::Open;
+                    GateStep::Go
+                }
+                ConsentOutcome::Denied(why) => {
+                    self.state = Gate::Denied(why.clone());
+                    GateStep::Denied(why)
+                }
+                ConsentOutcome::PostponedUntil(until_wall_ms) => {
+                    self.state = Gate::Postponed { until_wall_ms };
+                    GateStep::WaitUntilWall(until_wall_ms)
+                }
+            },
+        )
     }
 }
