@@ -18,8 +18,12 @@
 
 pub mod blob;
 pub mod deltas;
+pub mod device;
+pub mod director;
 pub mod error;
+pub mod meta;
 pub mod packages;
 pub mod provision;
+pub mod repo;
 pub mod store;
 pub mod tls;
