@@ -768,3 +768,105 @@ async fn director_key_rotation_is_followed_by_the_client() {
     let step = run_session(&f, &a, &old_image(), dl2.path()).await;
     assert!(matches!(step, Step::Ready(_)), "{step:?}");
 }
+
+/// One raw HTTP/1.1 request over mutual TLS; returns (status, body).
+async fn raw(f: &Fx, id: &IssuedIdentity, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cfg = client_tls_config(id, &f.anchors).expect("client tls");
+    let addr = f.url.trim_start_matches("https://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(cfg)
+        .connect(name, tcp)
+        .await
+        .expect("tls");
+    let req = format!("{head}Host: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes()).await.expect("write");
+    tls.write_all(body).await.expect("write body");
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = match text.find("\r\n\r\n") {
+        Some(i) => out[i + 4..].to_vec(),
+        None => vec![],
+    };
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_the_error_body_of_their_code() {
+    let f = start().await;
+    let a = f.car(vin_a(), 10).await;
+    let big = vec![b' '; 2048];
+    let len = |n: usize| format!("Content-Type: application/json\r\nContent-Length: {n}\r\n");
+    let cases: Vec<(String, Vec<u8>, ErrorCode)> = vec![
+        (
+            format!("POST /v1/checkin HTTP/1.1\r\n{}", len(big.len())),
+            big.clone(),
+            ErrorCode::BodyTooLarge,
+        ),
+        (
+            "POST /v1/checkin HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n".into(),
+            b"{}".to_vec(),
+            ErrorCode::UnsupportedMediaType,
+        ),
+        (
+            format!("POST /v1/checkin HTTP/1.1\r\n{}", len(5)),
+            b"{\"a\":".to_vec(),
+            ErrorCode::MalformedBody,
+        ),
+        (
+            "GET /v1/checkin HTTP/1.1\r\n".into(),
+            vec![],
+            ErrorCode::MethodNotAllowed,
+        ),
+        (
+            "GET /v1/nothing HTTP/1.1\r\n".into(),
+            vec![],
+            ErrorCode::NotFound,
+        ),
+        (
+            "GET /v1/blobs/xyz HTTP/1.1\r\n".into(),
+            vec![],
+            ErrorCode::BadPath,
+        ),
+        (
+            "GET /v1/director/..%2Fx.json HTTP/1.1\r\n".into(),
+            vec![],
+            ErrorCode::BadPath,
+        ),
+        (
+            "GET /v1/image/nothing.json HTTP/1.1\r\n".into(),
+            vec![],
+            ErrorCode::NotFound,
+        ),
+        (
+            format!("PUT /v1/reports/short HTTP/1.1\r\n{}", len(2)),
+            b"{}".to_vec(),
+            ErrorCode::BadPath,
+        ),
+    ];
+    for (head, body, code) in cases {
+        let (status, answer) = raw(&f, &a.identity, &head, &body).await;
+        assert_eq!(status, code.status().as_u16(), "{head}");
+        let e: esync_api::ErrorBody = serde_json::from_slice(&answer)
+            .unwrap_or_else(|err| panic!("{head}: not an ErrorBody ({err}): {answer:?}"));
+        assert_eq!(e.code, code, "{head}");
+    }
+    // A 206 carries its Content-Range; the body is exactly the range.
+    let img = new_image();
+    let head = format!(
+        "GET /v1/blobs/{} HTTP/1.1\r\nRange: bytes=100-199\r\n",
+        BlobId(sha(&img))
+    );
+    let (status, body) = raw(&f, &a.identity, &head, &[]).await;
+    assert_eq!(status, 206);
+    assert_eq!(body, img[100..200].to_vec());
+}
