@@ -653,6 +653,24 @@ async fn the_real_client_gets_its_assigned_package_then_the_delta_once_it_is_don
     // Nothing assigned: up to date, and no Director targets signed.
     let step = run_session(&f, &a, &old, dl.path()).await;
     assert!(matches!(step, Step::UpToDate), "{step:?}");
+    // ... and that check-in signed and wrote nothing.
+    let d = esync_server::store::RepoKind::Director;
+    for name in ["timestamp.json", "snapshot.json", "targets.json"] {
+        assert_eq!(
+            f.store
+                .metadata(d, vin_a().as_str(), name)
+                .await
+                .expect("get"),
+            None
+        );
+    }
+    assert_eq!(
+        f.store
+            .director_version(vin_a().as_str(), "timestamp")
+            .await
+            .expect("v"),
+        0
+    );
 
     f.store
         .assign("pkg-1", vin_a().as_str(), 1)

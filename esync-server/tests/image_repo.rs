@@ -244,3 +244,39 @@ async fn garbage_and_unknown_roles_are_refused() {
     let huge = vec![b' '; esync_server::meta::MAX_METADATA_LEN + 1];
     assert!(is_refused(&repo.upload(&huge, NOW_MS).await));
 }
+
+#[tokio::test]
+async fn online_snapshot_and_timestamp_keys_sign_once_a_root_names_them() {
+    let (repo, _s, _d) = repo().await;
+    let k = Keys::new();
+    let r1 = offline::initial_root(&k.spec(), expires(), one(&k.root)).expect("root");
+    repo.upload(&r1, NOW_MS).await.expect("root");
+    let online = repo.create_online_keys(NOW_MS).await.expect("keys");
+    // Not named by the root yet: the Server does not sign.
+    let t1 = offline::sign_targets(&[], 1, expires(), one(&k.targets)).expect("t");
+    assert_eq!(
+        repo.upload(&t1, NOW_MS).await.expect("t1").online_resigned,
+        None
+    );
+    assert_eq!(repo.refresh_timestamp(NOW_MS).await.expect("refresh"), None);
+    let mut changes = BTreeMap::new();
+    changes.insert("snapshot".to_string(), (vec![online.snapshot], 1));
+    changes.insert("timestamp".to_string(), (vec![online.timestamp], 1));
+    let r2 =
+        offline::rotate_root(&r1, &changes, expires(), one(&k.root), one(&k.root)).expect("root 2");
+    repo.upload(&r2, NOW_MS).await.expect("root 2");
+    let t2 = offline::sign_targets(&[], 2, expires(), one(&k.targets)).expect("t");
+    assert_eq!(
+        repo.upload(&t2, NOW_MS).await.expect("t2").online_resigned,
+        Some((1, 1))
+    );
+    // Fresh: no new timestamp; past half its lifetime: a new one.
+    assert_eq!(repo.refresh_timestamp(NOW_MS).await.expect("refresh"), None);
+    let later = NOW_MS + 13 * 3600 * 1000;
+    assert_eq!(
+        repo.refresh_timestamp(later).await.expect("refresh"),
+        Some(2)
+    );
+    assert!(repo.file("2.root.json").await.expect("get").is_some());
+    assert!(repo.file("1.snapshot.json").await.expect("get").is_some());
+}
