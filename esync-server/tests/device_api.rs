@@ -2,6 +2,8 @@
 //! Client (`esync_client::http::DeviceHttp` and, end to end, the Client's
 //! sans-I/O session through `esync_client::runtime::session::drive`).
 
+mod store_support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -234,6 +236,32 @@ async fn start() -> Fx {
             .await
             .expect("db"),
     );
+    start_on(dir, store).await
+}
+
+/// Another Server node on the same database, blob directory and TLS
+/// configuration; returns its URL.
+async fn second_node(f: &Fx) -> String {
+    let director = Arc::new(Director::new(
+        f.store.clone(),
+        f.blobs.clone(),
+        DirectorConfig::default(),
+    ));
+    // Initialising again changes nothing: the keys and root are shared.
+    assert_eq!(director.init(now_ms()).await.expect("init"), 1);
+    let images = Arc::new(ImageRepo::new(f.store.clone(), ImageRepoConfig::default()));
+    let state = DeviceState::new(f.store.clone(), f.blobs.clone(), director, images);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
+    let t = f.tls.clone();
+    let router = device_router(state);
+    tokio::spawn(async move { serve_device(listener, t, router, std::future::pending()).await });
+    url
+}
+
+async fn start_on(dir: tempfile::TempDir, store: Arc<dyn Store>) -> Fx {
     let blobs = BlobStore::open(dir.path().join("blobs"), 1 << 30)
         .await
         .expect("blobs");
@@ -887,4 +915,68 @@ async fn bad_requests_get_the_error_body_of_their_code() {
     let (status, body) = raw(&f, &a.identity, &head, &[]).await;
     assert_eq!(status, 206);
     assert_eq!(body, img[100..200].to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_postgres_serve_one_truth() {
+    let Some((store, schema)) = store_support::postgres("device").await else {
+        return;
+    };
+    let f = start_on(tempfile::tempdir().expect("dir"), store).await;
+    let url2 = second_node(&f).await;
+    let a = f.car(vin_a(), 10).await;
+    f.store
+        .assign("pkg-1", vin_a().as_str(), 1)
+        .await
+        .expect("assign");
+    // The manifest goes to node 1; node 2 knows it at once.
+    let h1 = f.http(&a.identity);
+    let cfg = client_tls_config(&a.identity, &f.anchors).expect("tls");
+    let h2 = DeviceHttp::new(&url2, cfg).expect("http");
+    let m = a.manifest(&old_image());
+    h1.upload_manifest(&m, T).await.expect("manifest");
+    // A replay at the other node is caught too (nonces in the database).
+    let r = h2.upload_manifest(&m, T).await;
+    assert_eq!(
+        r.err().as_ref().and_then(api_code),
+        Some(ErrorCode::ManifestRejected)
+    );
+    let req = CheckInRequest {
+        manifest_sha256: sha(&m),
+    };
+    let CheckInResponse::NewDirectorMetadata { timestamp_version } =
+        h2.check_in(&req, T).await.expect("check-in")
+    else {
+        panic!("node 2 does not see the assignment");
+    };
+    // Node 1 answers with the same version: nothing re-signed.
+    assert_eq!(
+        h1.check_in(&req, T).await.expect("check-in"),
+        CheckInResponse::NewDirectorMetadata { timestamp_version }
+    );
+    for name in [
+        "timestamp.json",
+        "1.root.json",
+        "1.snapshot.json",
+        "1.targets.json",
+    ] {
+        let n = esync_api::MetadataFileName::new(name).expect("name");
+        let one = h1
+            .metadata_file(Repo::Director, &n, 1 << 20, T)
+            .await
+            .expect("node 1");
+        let two = h2
+            .metadata_file(Repo::Director, &n, 1 << 20, T)
+            .await
+            .expect("node 2");
+        assert!(one.is_some(), "{name}");
+        assert_eq!(one, two, "{name}");
+    }
+    // The Client completes its session against node 2.
+    let f2 = Fx { url: url2, ..f };
+    let dl = tempfile::tempdir().expect("dl");
+    let step = run_session(&f2, &a, &old_image(), dl.path()).await;
+    assert!(matches!(step, Step::Ready(_)), "{step:?}");
+    drop(f2);
+    schema.drop_schema().await;
 }
