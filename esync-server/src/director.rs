@@ -40,7 +40,7 @@ use esync_uptane::manifest::{
 };
 use esync_uptane::metadata::{Root, TargetInfo, Targets, SPEC_VERSION};
 use esync_uptane::uptane::director_custom;
-use esync_uptane::{PrivateKey, PublicKey, UnixTime};
+use esync_uptane::{PrivateKey, PublicKey};
 use sha2::{Digest as _, Sha256};
 
 use crate::blob::{BlobError, BlobStore};
@@ -122,10 +122,6 @@ impl From<DbError> for ManifestError {
     fn from(e: DbError) -> Self {
         ManifestError::Server(DirectorError::Db(e))
     }
-}
-
-fn unix_s(now_ms: i64) -> UnixTime {
-    UnixTime(now_ms.div_euclid(1000))
 }
 
 fn seed_of(k: &PrivateKey) -> Result<Vec<u8>, DirectorError> {
@@ -213,7 +209,7 @@ impl Director {
         }
         let root = meta::build_root(
             1,
-            unix_s(now_ms).plus_seconds(self.config.root_lifetime_s),
+            meta::unix_s(now_ms).plus_seconds(self.config.root_lifetime_s),
             &keys,
         );
         let bytes = meta::sign(&root, &keys["root"])?;
@@ -282,7 +278,7 @@ impl Director {
         let version = root.version + 1;
         let new_root = meta::build_root(
             version,
-            unix_s(now_ms).plus_seconds(self.config.root_lifetime_s),
+            meta::unix_s(now_ms).plus_seconds(self.config.root_lifetime_s),
             &keys,
         );
         let mut signers = old_root_keys;
@@ -388,7 +384,7 @@ impl Director {
         now_ms: i64,
     ) -> Result<u64, DirectorError> {
         let scope = vin.as_str();
-        let now = unix_s(now_ms);
+        let now = meta::unix_s(now_ms);
         let get = |name: &'static str| self.store.metadata(RepoKind::Director, scope, name);
         let targets_keys = self.keys("targets").await?;
         let snapshot_keys = self.keys("snapshot").await?;

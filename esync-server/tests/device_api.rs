@@ -452,6 +452,24 @@ async fn foreign_revoked_and_unregistered_certificates_are_refused() {
         "{r:?}"
     );
 
+    // An Agent certificate of a registered vehicle: a fleet member, but not
+    // a vehicle's Client: 403 on every route.
+    let agent = f
+        .prov
+        .ca()
+        .issue_agent(
+            &vin_a(),
+            &DevicePath::new("/ecu1").expect("device"),
+            Validity::days_from(now_s() - 60, 30),
+        )
+        .expect("agent cert");
+    let r = f.http(&agent).check_in(&req, T).await;
+    assert_eq!(
+        r.as_ref().err().and_then(api_code),
+        Some(ErrorCode::Forbidden),
+        "{r:?}"
+    );
+
     // Revoked, once the CRL is reloaded: refused at the TLS layer (a new
     // client, so no connection from before the revocation is reused).
     let after = f.http(&a.identity);
