@@ -585,6 +585,24 @@ async fn replayed_forged_and_unknown_ecu_manifests_are_dropped() {
         .await
         .expect("check-in");
     assert_eq!(r, CheckInResponse::UpToDate, "nothing assigned yet");
+    // The answer is cached: an assignment behind the Director's back is
+    // seen once the cache is told (as the admin API does) ...
+    f.store
+        .assign("pkg-1", vin_a().as_str(), 1)
+        .await
+        .expect("assign");
+    let req = CheckInRequest {
+        manifest_sha256: sha(&m),
+    };
+    assert_eq!(
+        h.check_in(&req, T).await.expect("cached"),
+        CheckInResponse::UpToDate
+    );
+    f.director.forget(&vin_a());
+    assert!(matches!(
+        h.check_in(&req, T).await.expect("check-in"),
+        CheckInResponse::NewDirectorMetadata { .. }
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
