@@ -603,6 +603,32 @@ async fn replayed_forged_and_unknown_ecu_manifests_are_dropped() {
         h.check_in(&req, T).await.expect("check-in"),
         CheckInResponse::NewDirectorMetadata { .. }
     ));
+    let targets = || async {
+        let name = esync_api::MetadataFileName::new("targets.json").expect("name");
+        let body = h
+            .metadata_file(Repo::Director, &name, 1 << 20, T)
+            .await
+            .expect("get")
+            .expect("targets.json");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        v["signed"]["targets"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .expect("targets")
+    };
+    assert_eq!(targets().await, vec!["pkg-1/ecu1/2.0.0/full".to_string()]);
+    // Unassigned: the directed targets are withdrawn (re-signed empty).
+    assert!(f
+        .store
+        .unassign("pkg-1", vin_a().as_str())
+        .await
+        .expect("unassign"));
+    f.director.forget(&vin_a());
+    assert_eq!(
+        h.check_in(&req, T).await.expect("check-in"),
+        CheckInResponse::UpToDate
+    );
+    assert!(targets().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
