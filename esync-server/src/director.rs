@@ -450,7 +450,14 @@ impl Director {
                         "timestamp",
                         &rec.body,
                     )?;
-                    ts.expires > now.plus_seconds(self.config.timestamp_lifetime_s / 2)
+                    // The timestamp must name the stored snapshot: two nodes
+                    // publishing at once may leave the highest timestamp
+                    // naming the lower snapshot; the next publish (every
+                    // `timestamp.json` fetch runs one) re-signs it.
+                    let names_stored = ts.meta.get("snapshot.json").map(|m| m.version)
+                        == stored_snapshot.as_ref().map(|s| s.version);
+                    names_stored
+                        && ts.expires > now.plus_seconds(self.config.timestamp_lifetime_s / 2)
                         && meta::signer_ids(&rec.body) == meta::key_ids(&timestamp_keys)
                 }
                 None => false,
@@ -505,8 +512,11 @@ impl Director {
         ));
         // Versioned files first, timestamp last: a client that sees the new
         // timestamp finds everything it names.
+        let mut timestamp_written = false;
         for (name, version, body) in files {
-            self.store
+            let is_ts = name == "timestamp.json";
+            let written = self
+                .store
                 .put_metadata(&MetadataRecord {
                     repo: RepoKind::Director,
                     scope: scope.to_owned(),
@@ -516,8 +526,13 @@ impl Director {
                     created_ms: now_ms,
                 })
                 .await?;
+            timestamp_written |= is_ts && written;
         }
-        Ok(v)
+        if timestamp_written {
+            return Ok(v);
+        }
+        // Another node signed a newer timestamp meanwhile: that one stands.
+        Ok(get("timestamp.json").await?.map_or(v, |r| r.version))
     }
 
     /// What `vin` is directed to install now, from its assignments and last
