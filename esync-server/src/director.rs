@@ -188,6 +188,9 @@ pub struct Director {
     up_to_date: Mutex<HashMap<Vin, (Sha256Digest, i64)>>,
 }
 
+/// Nonces the in-manifest tracker remembers.
+const NONCES_PER_MANIFEST: usize = 1024;
+
 /// Most vehicles remembered by the check-in cache (then it starts over).
 pub const MAX_CACHED_VEHICLES: usize = 1 << 20;
 
@@ -680,8 +683,9 @@ impl Director {
             keys.insert(serial, key);
         }
         // Within one manifest the tracker catches a nonce used twice; across
-        // manifests (and nodes) the database does, below.
-        let mut tracker = NonceTracker::new(esync_package::package::MAX_DELTAS.max(1024));
+        // manifests (and nodes) the database does, below, for every report
+        // (so a tracker that forgot one still cannot let a replay through).
+        let mut tracker = NonceTracker::new(NONCES_PER_MANIFEST);
         let verified = match verify_vehicle_manifest(
             bytes,
             self.config.max_manifest_len,
@@ -705,6 +709,9 @@ impl Director {
         if verified.reports.is_empty() {
             return reject("no ECU version report (nothing fresh to check)".into());
         }
+        // Every signature verified. A replayed report rejects the manifest;
+        // the fresh nonces recorded before it stay used, which only stops
+        // their reuse.
         for r in &verified.reports {
             let key = nonce_key(&r.ecu_serial, &r.nonce);
             if self.store.use_nonce(vin.as_str(), &key, now_ms).await?
