@@ -16,9 +16,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod blob;
+pub mod config;
 pub mod deltas;
 pub mod error;
+pub mod metrics;
 pub mod packages;
 pub mod provision;
 pub mod store;
