@@ -39,18 +39,32 @@ impl<'s> MigrationSource<'s> for Embedded {
 }
 
 /// SQLite migrations.
-pub(super) const SQLITE: Embedded = Embedded(&[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)]);
+pub(super) const SQLITE: Embedded = Embedded(&[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "repositories",
+        include_str!("../../migrations/sqlite/0002_repositories.sql"),
+    ),
+]);
 
 /// PostgreSQL migrations.
-pub(super) const POSTGRES: Embedded = Embedded(&[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)]);
+pub(super) const POSTGRES: Embedded = Embedded(&[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "repositories",
+        include_str!("../../migrations/postgres/0002_repositories.sql"),
+    ),
+]);
 
 /// The migrator for `source`.
 pub(super) async fn migrator(source: Embedded) -> Result<Migrator, DbError> {

@@ -190,6 +190,68 @@ pub struct DeltaJob {
     pub error: Option<String>,
 }
 
+/// Which Uptane repository a metadata file or signing key belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RepoKind {
+    /// The Director (online keys, per-vehicle targets).
+    Director,
+    /// The Image repository (offline root and targets keys).
+    Image,
+}
+
+impl RepoKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Director => "director",
+            Self::Image => "image",
+        }
+    }
+}
+
+/// One signed metadata file of a repository, as served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetadataRecord {
+    /// Repository.
+    pub repo: RepoKind,
+    /// The VIN for a per-vehicle Director file, `""` for a shared file.
+    pub scope: String,
+    /// File name as fetched (`N.root.json`, `timestamp.json`, ...).
+    pub name: String,
+    /// Signed version of the file.
+    pub version: u64,
+    /// The file.
+    pub body: Vec<u8>,
+    /// When it was stored.
+    pub created_ms: i64,
+}
+
+/// An online signing key of a repository role.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    /// Repository.
+    pub repo: RepoKind,
+    /// Role (`root`, `targets`, `snapshot`, `timestamp`).
+    pub role: String,
+    /// TUF key id.
+    pub key_id: String,
+    /// ed25519 seed.
+    pub secret: Vec<u8>,
+    /// Creation time.
+    pub created_ms: i64,
+}
+
+impl std::fmt::Debug for SigningKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRecord")
+            .field("repo", &self.repo)
+            .field("role", &self.role)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Role of an admin token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -353,6 +415,41 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Inserted, DbError>;
     /// The reports of a vehicle, oldest first: (report id, body, received).
     async fn reports(&self, vin: &str) -> Result<Vec<(String, Vec<u8>, i64)>, DbError>;
+
+    /// The body of report `report_id` of `vin`, if stored.
+    async fn report(&self, vin: &str, report_id: &str) -> Result<Option<Vec<u8>>, DbError>;
+
+    // --- Uptane repositories
+    /// Stores a metadata file unless one with the same (repo, scope, name)
+    /// and a version at least as high is stored: `true` if written. Versions
+    /// of a file never go backwards, whichever node writes.
+    async fn put_metadata(&self, m: &MetadataRecord) -> Result<bool, DbError>;
+    /// A metadata file.
+    async fn metadata(
+        &self,
+        repo: RepoKind,
+        scope: &str,
+        name: &str,
+    ) -> Result<Option<MetadataRecord>, DbError>;
+    /// The live (not retired) signing keys of `role`, oldest first.
+    async fn signing_keys(
+        &self,
+        repo: RepoKind,
+        role: &str,
+    ) -> Result<Vec<SigningKeyRecord>, DbError>;
+    /// In one transaction: retires every live key of `role` in `repo`,
+    /// stores `keys` as its live keys and writes `files` (the new root,
+    /// under the version rule of [`Store::put_metadata`]). A file that is
+    /// not written (a newer one exists) aborts it all with
+    /// [`DbError::Conflict`].
+    async fn replace_signing_keys(
+        &self,
+        repo: RepoKind,
+        role: &str,
+        keys: &[SigningKeyRecord],
+        files: &[MetadataRecord],
+        now_ms: i64,
+    ) -> Result<(), DbError>;
 
     // --- admin tokens
     /// Stores an admin token by the SHA-256 of its secret (name unique).

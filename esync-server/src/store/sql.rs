@@ -58,6 +58,13 @@ pub(super) fn inserted(rows: u64) -> super::Inserted {
     }
 }
 
+/// Writes a metadata file unless a version at least as high is stored.
+pub(super) const PUT_METADATA: &str =
+    "INSERT INTO repo_metadata (repo, scope, name, version, body, created_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (repo, scope, name) DO UPDATE SET \
+     version = excluded.version, body = excluded.body, created_ms = excluded.created_ms \
+     WHERE repo_metadata.version < excluded.version";
+
 macro_rules! job_cols {
     () => {
         "id, from_sha256, to_sha256, format, state, claimed_by, attempts, result_sha256, result_length, error"
@@ -718,6 +725,147 @@ macro_rules! store_impl {
                 .bind(vin)
                 .fetch_all(&self.pool)
                 .await?)
+            }
+
+            async fn report(
+                &self,
+                vin: &str,
+                report_id: &str,
+            ) -> Result<Option<Vec<u8>>, $crate::store::DbError> {
+                Ok(sqlx::query_scalar(
+                    "SELECT body FROM reports WHERE vin = $1 AND report_id = $2",
+                )
+                .bind(vin)
+                .bind(report_id)
+                .fetch_optional(&self.pool)
+                .await?)
+            }
+
+            async fn put_metadata(
+                &self,
+                m: &$crate::store::MetadataRecord,
+            ) -> Result<bool, $crate::store::DbError> {
+                let r = sqlx::query($crate::store::sql::PUT_METADATA)
+                    .bind(m.repo.as_str())
+                    .bind(&m.scope)
+                    .bind(&m.name)
+                    .bind($crate::store::sql::to_i64(m.version, "metadata version")?)
+                    .bind(&m.body)
+                    .bind(m.created_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(r.rows_affected() > 0)
+            }
+
+            async fn metadata(
+                &self,
+                repo: $crate::store::RepoKind,
+                scope: &str,
+                name: &str,
+            ) -> Result<Option<$crate::store::MetadataRecord>, $crate::store::DbError> {
+                use sqlx::Row as _;
+                let row = sqlx::query(
+                    "SELECT version, body, created_ms FROM repo_metadata \
+                     WHERE repo = $1 AND scope = $2 AND name = $3",
+                )
+                .bind(repo.as_str())
+                .bind(scope)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(|r| {
+                    Ok($crate::store::MetadataRecord {
+                        repo,
+                        scope: scope.to_owned(),
+                        name: name.to_owned(),
+                        version: $crate::store::sql::to_u64(
+                            r.try_get("version")?,
+                            "repo_metadata.version",
+                        )?,
+                        body: r.try_get("body")?,
+                        created_ms: r.try_get("created_ms")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn signing_keys(
+                &self,
+                repo: $crate::store::RepoKind,
+                role: &str,
+            ) -> Result<Vec<$crate::store::SigningKeyRecord>, $crate::store::DbError> {
+                let rows: Vec<(String, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT key_id, secret, created_ms FROM signing_keys \
+                     WHERE repo = $1 AND role = $2 AND retired_ms IS NULL \
+                     ORDER BY created_ms, key_id",
+                )
+                .bind(repo.as_str())
+                .bind(role)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(key_id, secret, created_ms)| $crate::store::SigningKeyRecord {
+                        repo,
+                        role: role.to_owned(),
+                        key_id,
+                        secret,
+                        created_ms,
+                    })
+                    .collect())
+            }
+
+            async fn replace_signing_keys(
+                &self,
+                repo: $crate::store::RepoKind,
+                role: &str,
+                keys: &[$crate::store::SigningKeyRecord],
+                files: &[$crate::store::MetadataRecord],
+                now_ms: i64,
+            ) -> Result<(), $crate::store::DbError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "UPDATE signing_keys SET retired_ms = $3 \
+                     WHERE repo = $1 AND role = $2 AND retired_ms IS NULL",
+                )
+                .bind(repo.as_str())
+                .bind(role)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                for k in keys {
+                    sqlx::query(
+                        "INSERT INTO signing_keys (repo, role, key_id, secret, created_ms) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(repo.as_str())
+                    .bind(role)
+                    .bind(&k.key_id)
+                    .bind(&k.secret)
+                    .bind(k.created_ms)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::store::sql::map_err(e, "signing key", &k.key_id))?;
+                }
+                for m in files {
+                    let r = sqlx::query($crate::store::sql::PUT_METADATA)
+                        .bind(m.repo.as_str())
+                        .bind(&m.scope)
+                        .bind(&m.name)
+                        .bind($crate::store::sql::to_i64(m.version, "metadata version")?)
+                        .bind(&m.body)
+                        .bind(m.created_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::store::DbError::Conflict {
+                            entity: "metadata file",
+                            key: m.name.clone(),
+                        });
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn insert_admin_token(
