@@ -16,6 +16,10 @@
 //! * **OpenAPI**: [`AdminDoc`] (utoipa) is generated from the handlers and
 //!   served at `GET /admin/v1/openapi.json`; the device API's document
 //!   (`esync_api::openapi()`) at `GET /admin/v1/device-openapi.json`.
+//! * **Uptane**: offline-signed Image repository metadata is uploaded here
+//!   (verified by [`ImageRepo::upload`]), the Server's online Image keys
+//!   created, Director keys rotated ([`Director::rotate_keys`]) and a
+//!   vehicle's plan shown ([`Director::plan`]).
 //!
 //! The admin error body is not `esync_api::ErrorBody`: that one is the
 //! device API's, whose codes are the device routes' (no 401, no generic
@@ -26,13 +30,14 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use rustls::ServerConfig;
 use serde::de::DeserializeOwned;
@@ -49,9 +54,11 @@ use esync_proto::message::PatchFormat;
 
 use crate::blob::{BlobError, BlobStore, Expect};
 use crate::deltas::{format_name, parse_format, request_delta};
+use crate::director::{Director, DirectorError};
 use crate::metrics::Metrics;
 use crate::packages::{create_package, load_package, PackageBuildError, PackageRequest};
 use crate::provision::{ProvisionError, Provisioner};
+use crate::repo::{ImageRepo, RepoError};
 use crate::store::{
     AdminRole, Certificate, DbError, DeltaJob, Digest, Ecu, Image, Inserted, Store, Vehicle,
 };
@@ -61,6 +68,8 @@ use crate::tls::DeviceTls;
 pub const ADMIN_PREFIX: &str = "/admin/v1";
 /// Default cap of a JSON request body.
 pub const DEFAULT_MAX_JSON_BODY: usize = 1024 * 1024;
+/// Default cap of an uploaded Image repository metadata file.
+pub const DEFAULT_MAX_METADATA_BODY: usize = 16 * 1024 * 1024;
 /// Most VINs in one assignment request.
 pub const MAX_ASSIGN_VINS: usize = 10_000;
 /// Most vehicles listed in one page.
@@ -227,6 +236,27 @@ impl From<PackageBuildError> for AdminError {
     }
 }
 
+impl From<DirectorError> for AdminError {
+    fn from(e: DirectorError) -> Self {
+        match e {
+            DirectorError::UnknownRole(_) => Self::bad(e.to_string()),
+            DirectorError::NotInitialised => Self::new(AdminErrorCode::Conflict, e.to_string()),
+            DirectorError::Db(d) => d.into(),
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<RepoError> for AdminError {
+    fn from(e: RepoError) -> Self {
+        if e.is_client_error() {
+            Self::new(AdminErrorCode::Rejected, e.to_string())
+        } else {
+            Self::internal(e)
+        }
+    }
+}
+
 impl From<ProvisionError> for AdminError {
     fn from(e: ProvisionError) -> Self {
         match e {
@@ -310,6 +340,8 @@ pub struct AdminSettings {
     pub crl_validity_secs: i64,
     /// Cap of a JSON request body, bytes.
     pub max_json_body: usize,
+    /// Cap of an uploaded Image repository metadata file, bytes.
+    pub max_metadata_body: usize,
 }
 
 impl Default for AdminSettings {
@@ -318,6 +350,7 @@ impl Default for AdminSettings {
             cert_validity_days: 365,
             crl_validity_secs: 24 * 3600,
             max_json_body: DEFAULT_MAX_JSON_BODY,
+            max_metadata_body: DEFAULT_MAX_METADATA_BODY,
         }
     }
 }
@@ -334,6 +367,10 @@ pub struct AdminState {
     /// The device listener whose CRLs a revocation reloads (none in tests
     /// that run the admin API alone).
     pub device_tls: Option<Arc<DeviceTls>>,
+    /// The Director (its keys are rotated here).
+    pub director: Arc<Director>,
+    /// The Image repository (offline-signed metadata is uploaded here).
+    pub images: Arc<ImageRepo>,
     /// Counters.
     pub metrics: Metrics,
     /// Wall time.
@@ -1279,6 +1316,143 @@ async fn revoke_token(
     }
 }
 
+/// What an accepted metadata upload stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UploadedView {
+    /// Role of the file (`root`, `targets`, `snapshot`, `timestamp`, or a
+    /// delegated role).
+    pub role: String,
+    /// Its version.
+    pub version: u64,
+    /// Snapshot and timestamp versions the Server re-signed with its online
+    /// keys, if it holds them.
+    pub online_resigned: Option<[u64; 2]>,
+}
+
+/// Uploads one offline-signed Image repository metadata file (signed TUF
+/// JSON, as the offline tools write it). It is verified against the current
+/// root (a new root: against the previous root and itself), versions never
+/// go backwards; refused files are 422 and change nothing.
+#[utoipa::path(post, path = "/admin/v1/image-repo/metadata",
+    request_body(content = Object, content_type = "application/json",
+        description = "A signed TUF metadata file"),
+    responses((status = 201, body = UploadedView), (status = 413, body = AdminErrorBody),
+        (status = 422, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn upload_metadata(
+    State(st): State<AdminState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<UploadedView>), AdminError> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AdminError::new(AdminErrorCode::BodyTooLarge, "metadata over the limit")
+        } else {
+            AdminError::bad(format!("body: {}", r.body_text()))
+        }
+    })?;
+    let up = st.images.upload(&body, st.now_ms()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(UploadedView {
+            role: up.role,
+            version: up.version,
+            online_resigned: up.online_resigned.map(|(a, b)| [a, b]),
+        }),
+    ))
+}
+
+/// Public keys of the Server's new online Image repository keys.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OnlineKeysView {
+    /// The snapshot key (TUF key JSON).
+    #[schema(value_type = Object)]
+    pub snapshot: serde_json::Value,
+    /// The timestamp key (TUF key JSON).
+    #[schema(value_type = Object)]
+    pub timestamp: serde_json::Value,
+}
+
+/// Creates (replacing) the Server's online snapshot and timestamp keys of
+/// the Image repository; answers their public keys, to be named in the next
+/// offline-signed root (the Server signs with them only once it does).
+#[utoipa::path(post, path = "/admin/v1/image-repo/online-keys",
+    responses((status = 201, body = OnlineKeysView)),
+    security(("bearer" = [])))]
+async fn create_online_keys(
+    State(st): State<AdminState>,
+) -> Result<(StatusCode, Json<OnlineKeysView>), AdminError> {
+    let k = st.images.create_online_keys(st.now_ms()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(OnlineKeysView {
+            snapshot: serde_json::to_value(&k.snapshot).map_err(AdminError::internal)?,
+            timestamp: serde_json::to_value(&k.timestamp).map_err(AdminError::internal)?,
+        }),
+    ))
+}
+
+/// The Director's current root (signed `root.json` content).
+#[utoipa::path(get, path = "/admin/v1/director/root",
+    responses((status = 200, body = Object, description = "The root role"),
+        (status = 404, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn director_root(
+    State(st): State<AdminState>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let root = st
+        .director
+        .current_root()
+        .await?
+        .ok_or_else(|| AdminError::not_found("Director root", "root.json"))?;
+    Ok(Json(
+        serde_json::to_value(&root).map_err(AdminError::internal)?,
+    ))
+}
+
+/// A Director key rotation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RotatedView {
+    /// The rotated role.
+    pub role: String,
+    /// Version of the new root naming the new key.
+    pub root_version: u64,
+}
+
+/// Replaces the Director's key of a top-level role (`root`, `targets`,
+/// `snapshot`, `timestamp`) with a fresh one and signs the next root (by
+/// the old root keys, and the new one for `root`).
+#[utoipa::path(post, path = "/admin/v1/director/keys/{role}/rotate",
+    params(("role" = String, Path)),
+    responses((status = 200, body = RotatedView), (status = 400, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn rotate_director_key(
+    State(st): State<AdminState>,
+    Path(role): Path<String>,
+) -> Result<Json<RotatedView>, AdminError> {
+    let root_version = st.director.rotate_keys(&role, st.now_ms()).await?;
+    Ok(Json(RotatedView { role, root_version }))
+}
+
+/// What the Director would direct a vehicle to install now.
+#[utoipa::path(get, path = "/admin/v1/vehicles/{vin}/plan", params(("vin" = String, Path)),
+    responses((status = 200, body = Object, description = "targets (name -> target info) and pending"),
+        (status = 404, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn vehicle_plan(
+    State(st): State<AdminState>,
+    Path(v): Path<String>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    let v = vin(&v)?;
+    if st.store.vehicle(v.as_str()).await?.is_none() {
+        return Err(AdminError::not_found("vehicle", v.as_str()));
+    }
+    let plan = st.director.plan(&v, st.now_ms()).await?;
+    Ok(Json(serde_json::json!({
+        "targets": serde_json::to_value(&plan.targets).map_err(AdminError::internal)?,
+        "pending": plan.pending,
+    })))
+}
+
 /// This document (the admin API's OpenAPI).
 #[utoipa::path(get, path = "/admin/v1/openapi.json",
     responses((status = 200, body = Object, description = "OpenAPI 3.1 document")))]
@@ -1323,10 +1497,12 @@ impl Modify for BearerAuth {
     paths(list_vehicles, register_vehicle, get_vehicle, register_ecu, issue_certificate,
         get_certificate, revoke_certificate, upload_image, get_image, create_package_route,
         get_package, assign, unassign, list_deltas, request_delta_route, create_token_route,
-        revoke_token, admin_openapi, device_openapi),
+        revoke_token, upload_metadata, create_online_keys, director_root, rotate_director_key,
+        vehicle_plan, admin_openapi, device_openapi),
     components(schemas(AdminErrorBody, AdminErrorCode, VehicleBody, VehicleView, EcuBody, EcuView,
         CsrBody, IssuedView, CertificateView, RevokeBody, ImageView, AssignBody, AssignView,
-        Assigned, DeltaBody, DeltaJobView, TokenBody, TokenView)),
+        Assigned, DeltaBody, DeltaJobView, TokenBody, TokenView, UploadedView, OnlineKeysView,
+        RotatedView)),
     modifiers(&BearerAuth)
 )]
 pub struct AdminDoc;
@@ -1355,6 +1531,17 @@ pub fn admin_router(state: AdminState) -> Router {
         .route(&p("/deltas"), get(list_deltas).post(request_delta_route))
         .route(&p("/tokens"), post(create_token_route))
         .route(&p("/tokens/{name}"), delete(revoke_token))
+        .route(
+            &p("/image-repo/metadata"),
+            post(upload_metadata).layer(DefaultBodyLimit::max(state.settings.max_metadata_body)),
+        )
+        .route(&p("/image-repo/online-keys"), post(create_online_keys))
+        .route(&p("/director/root"), get(director_root))
+        .route(
+            &p("/director/keys/{role}/rotate"),
+            post(rotate_director_key),
+        )
+        .route(&p("/vehicles/{vin}/plan"), get(vehicle_plan))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

@@ -625,3 +625,100 @@ async fn delta_jobs_are_requested_once_and_reported() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn offline_signed_image_metadata_is_verified_and_director_keys_rotate() {
+    use esync_server::repo::offline;
+    use esync_uptane::crypto::PrivateKey;
+    use esync_uptane::UnixTime;
+
+    let a = admin().await;
+    let upload = |body: Vec<u8>| {
+        http::Request::builder()
+            .method(Method::POST)
+            .uri("/admin/v1/image-repo/metadata")
+            .header("authorization", format!("Bearer {}", a.operator))
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .expect("request")
+    };
+    let r = a.send(upload(b"{\"signed\": {}}".to_vec())).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.json);
+    assert!(a
+        .state
+        .images
+        .file("1.root.json")
+        .await
+        .expect("db")
+        .is_none());
+
+    let keys: Vec<PrivateKey> = (0..4).map(|_| PrivateKey::generate()).collect();
+    let mut roles = offline::RoleSpec::new();
+    for (k, role) in keys
+        .iter()
+        .zip(["root", "targets", "snapshot", "timestamp"])
+    {
+        roles.insert(role.to_owned(), (vec![k.public_key()], 1));
+    }
+    let expires = UnixTime(admin_support::now_s() + 86_400);
+    let root_v1 = offline::initial_root(&roles, expires, &[keys[0].clone()]).expect("root");
+    // Altered after signing: the signature no longer verifies.
+    let mut tampered = root_v1.clone();
+    let at = tampered
+        .windows(9)
+        .position(|w| w == b"\"version\"")
+        .expect("version field");
+    tampered[at + 10] = b'7';
+    let r = a.send(upload(tampered)).await;
+    assert!(r.status.is_client_error(), "{:?} {:?}", r.status, r.json);
+    assert!(a
+        .state
+        .images
+        .file("1.root.json")
+        .await
+        .expect("db")
+        .is_none());
+    let r = a.send(upload(root_v1)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
+    assert_eq!(r.json["role"], "root");
+    assert_eq!(r.json["version"], 1);
+    assert!(a
+        .state
+        .images
+        .file("1.root.json")
+        .await
+        .expect("db")
+        .is_some());
+
+    // Oversized metadata is refused before it is parsed.
+    let big = vec![b' '; esync_server::admin::DEFAULT_MAX_METADATA_BODY + 1];
+    let r = a.send(upload(big)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{:?}", r.json);
+
+    let r = a
+        .op(Method::POST, "/admin/v1/image-repo/online-keys", None)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.json);
+    assert!(r.json["timestamp"]["keyval"].is_object(), "{:?}", r.json);
+
+    let r = a.op(Method::GET, "/admin/v1/director/root", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["version"], 1);
+    for (role, version) in [("timestamp", 2), ("root", 3)] {
+        let r = a
+            .op(
+                Method::POST,
+                &format!("/admin/v1/director/keys/{role}/rotate"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.json);
+        assert_eq!(r.json["root_version"], version);
+    }
+    let r = a
+        .op(Method::POST, "/admin/v1/director/keys/nobody/rotate", None)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = a.op(Method::GET, "/admin/v1/director/root", None).await;
+    assert_eq!(r.json["version"], 3);
+}

@@ -30,8 +30,11 @@ use esync_server::admin::{
 use esync_server::blob::BlobStore;
 use esync_server::config::{keys, open_store, ServerConfig};
 use esync_server::deltas::{DeltaOutcome, DeltaWorker};
+use esync_server::device::{device_router, serve_device, DeviceState};
+use esync_server::director::{Director, DirectorConfig};
 use esync_server::metrics::{metrics_router, Metrics};
 use esync_server::provision::Provisioner;
+use esync_server::repo::{ImageRepo, ImageRepoConfig};
 use esync_server::store::AdminRole;
 use esync_server::tls::{admin_tls_config, DeviceTls};
 
@@ -108,6 +111,20 @@ enum Command {
         conn: Conn,
         #[command(subcommand)]
         cmd: DeltasCmd,
+    },
+    /// Director keys.
+    Keys {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// The Image repository: upload offline-signed metadata, online keys.
+    Repo {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: RepoCmd,
     },
     /// Admin tokens.
     Tokens {
@@ -312,6 +329,31 @@ enum DeltasCmd {
         #[arg(long)]
         format: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCmd {
+    /// Shows the Director's current root.
+    Root,
+    /// Rotates the Director key of a role (`root`, `targets`, `snapshot`,
+    /// `timestamp`).
+    Rotate {
+        /// Role.
+        role: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RepoCmd {
+    /// Uploads signed metadata files (in the order given: root first).
+    Upload {
+        /// Signed TUF JSON files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Creates the Server's online snapshot and timestamp keys and prints
+    /// their public keys (name them in the next offline-signed root).
+    OnlineKeys,
 }
 
 #[derive(Subcommand, Debug)]
@@ -530,6 +572,44 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 ),
             }
         }
+        Command::Keys { conn, cmd } => {
+            let c = Client::new(&conn)?;
+            let v = match cmd {
+                KeysCmd::Root => c.json(Method::GET, "/director/root", None).await?,
+                KeysCmd::Rotate { role } => {
+                    c.json(
+                        Method::POST,
+                        &format!("/director/keys/{}/rotate", enc(&role)),
+                        None,
+                    )
+                    .await?
+                }
+            };
+            print_json(&v)
+        }
+        Command::Repo { conn, cmd } => {
+            let c = Client::new(&conn)?;
+            match cmd {
+                RepoCmd::Upload { files } => {
+                    for f in files {
+                        let text = read_small(&f, 16 * 1024 * 1024)?;
+                        // Checked locally, sent byte for byte.
+                        serde_json::from_str::<Value>(&text)
+                            .map_err(|e| format!("{}: {e}", f.display()))?;
+                        let v = c
+                            .raw_json(Method::POST, "/image-repo/metadata", text.into_bytes())
+                            .await
+                            .map_err(|e| format!("{}: {e}", f.display()))?;
+                        print_json(&v)?;
+                    }
+                    Ok(())
+                }
+                RepoCmd::OnlineKeys => print_json(
+                    &c.json(Method::POST, "/image-repo/online-keys", None)
+                        .await?,
+                ),
+            }
+        }
         Command::Tokens { conn, cmd } => {
             let c = Client::new(&conn)?;
             match cmd {
@@ -622,6 +702,10 @@ async fn init(a: InitArgs) -> Result<(), Error> {
     std::fs::write(config.key_dir.join(keys::SERVER_CERT), server.chain_pem())?;
     write_secret(&config.key_dir.join(keys::SERVER_KEY), &server.key_pem())?;
     let store = open_store(&config.database_url).await?;
+    let blobs = BlobStore::open(&config.blob_dir, config.max_blob_bytes).await?;
+    let director = Director::new(Arc::clone(&store), blobs, DirectorConfig::default());
+    let root_version = director.init(now.saturating_mul(1000)).await?;
+    eprintln!("Director keys created (root version {root_version})");
     let token = create_token(
         store.as_ref(),
         "init-operator",
@@ -664,9 +748,22 @@ async fn serve(config_path: &Path) -> Result<(), Error> {
     let first_crl = provisioner.crl_der(now_unix() - 60, config.crl_validity_secs)?;
     let device_tls = Arc::new(DeviceTls::new(identity.clone(), anchors, &[first_crl])?);
     let metrics = Metrics::new();
+    let director = Arc::new(Director::new(
+        Arc::clone(&store),
+        blobs.clone(),
+        DirectorConfig::default(),
+    ));
+    // Idempotent: a directory made by `init` already has the Director's keys.
+    director.init(system_clock()()).await?;
+    let images = Arc::new(ImageRepo::new(
+        Arc::clone(&store),
+        ImageRepoConfig::default(),
+    ));
     let state = AdminState {
         store: Arc::clone(&store),
         blobs: blobs.clone(),
+        director: Arc::clone(&director),
+        images: Arc::clone(&images),
         provisioner: Arc::new(Mutex::new(provisioner)),
         device_tls: Some(Arc::clone(&device_tls)),
         metrics: metrics.clone(),
@@ -692,6 +789,25 @@ async fn serve(config_path: &Path) -> Result<(), Error> {
             .map_err(|e| format!("admin listener: {e}"))
     });
     println!("admin listening on https://{admin_addr}");
+
+    let device_listener = tokio::net::TcpListener::bind(config.device_listen).await?;
+    let device_addr = device_listener.local_addr()?;
+    let device = metrics.instrument(
+        device_router(DeviceState::new(
+            Arc::clone(&store),
+            blobs.clone(),
+            Arc::clone(&director),
+            Arc::clone(&images),
+        )),
+        "device",
+    );
+    let dtls = Arc::clone(&device_tls);
+    tasks.spawn(async move {
+        serve_device(device_listener, dtls, device, std::future::pending())
+            .await
+            .map_err(|e| format!("device listener: {e}"))
+    });
+    println!("device listening on https://{device_addr}");
 
     if let Some(addr) = config.metrics_listen {
         let l = tokio::net::TcpListener::bind(addr).await?;
@@ -736,6 +852,16 @@ async fn serve(config_path: &Path) -> Result<(), Error> {
             }
         });
     }
+
+    let repo = Arc::clone(&images);
+    tasks.spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            if let Err(e) = repo.refresh_timestamp(system_clock()()).await {
+                tracing::error!(error = %e, "Image repository timestamp refresh failed");
+            }
+        }
+    });
 
     let crl_state = state.clone();
     let every = Duration::from_secs(
@@ -839,6 +965,24 @@ impl Client {
             return Err(format!("{status} {code}: {msg}").into());
         }
         Ok((status, v))
+    }
+
+    /// Sends `bytes` as they are (signed metadata must not be re-serialised).
+    async fn raw_json(&self, method: Method, path: &str, bytes: Vec<u8>) -> Result<Value, Error> {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(
+                Full::new(Bytes::from(bytes))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )?;
+        Ok(self.send(req).await?.1)
     }
 
     async fn json(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Error> {

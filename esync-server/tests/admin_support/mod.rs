@@ -16,8 +16,10 @@ use tower::ServiceExt;
 use esync_identity::{FleetCa, Validity};
 use esync_server::admin::{admin_router, create_token, AdminSettings, AdminState, Clock};
 use esync_server::blob::BlobStore;
+use esync_server::director::{Director, DirectorConfig};
 use esync_server::metrics::Metrics;
 use esync_server::provision::Provisioner;
+use esync_server::repo::{ImageRepo, ImageRepoConfig};
 use esync_server::store::{AdminRole, SqliteStore, Store};
 
 /// Largest blob of the fixture's blob store.
@@ -61,9 +63,21 @@ pub async fn admin() -> Admin {
     let viewer = create_token(store.as_ref(), "view", AdminRole::Viewer, 1)
         .await
         .expect("viewer token");
+    let director = Arc::new(Director::new(
+        Arc::clone(&store),
+        blobs.clone(),
+        DirectorConfig::default(),
+    ));
+    director.init(now_s() * 1000).await.expect("director init");
+    let images = Arc::new(ImageRepo::new(
+        Arc::clone(&store),
+        ImageRepoConfig::default(),
+    ));
     let state = AdminState {
         store,
         blobs,
+        director,
+        images,
         provisioner: Arc::new(Mutex::new(prov)),
         device_tls: None,
         metrics: Metrics::new(),
@@ -204,4 +218,7 @@ pub fn fill(path: &str) -> String {
         .replace("{id}", "pkg-1")
         .replace("{package}", "pkg-1")
         .replace("{name}", "someone")
+        .replace("{role}", "timestamp")
+        .replace("{file}", "root.json")
+        .replace("{report_id}", "0123456789abcdef")
 }
