@@ -163,19 +163,19 @@ struct InitArgs {
 #[derive(Args, Debug)]
 struct Conn {
     /// A Server directory's configuration: gives the admin address and CA.
-    #[arg(long, env = "ESYNC_CONFIG")]
+    #[arg(long, env = "ESYNC_CONFIG", global = true)]
     config: Option<PathBuf>,
     /// Admin API base URL (`https://host:port`), overrides `--config`.
-    #[arg(long, env = "ESYNC_SERVER")]
+    #[arg(long, env = "ESYNC_SERVER", global = true)]
     server: Option<String>,
     /// CA certificate (PEM) the admin listener's certificate chains to.
-    #[arg(long, env = "ESYNC_CA")]
+    #[arg(long, env = "ESYNC_CA", global = true)]
     ca: Option<PathBuf>,
-    /// Bearer token.
-    #[arg(long, env = "ESYNC_TOKEN", hide_env_values = true)]
-    token: String,
+    /// Bearer token (required).
+    #[arg(long, env = "ESYNC_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
     /// No progress bars.
-    #[arg(long)]
+    #[arg(long, global = true)]
     quiet: bool,
 }
 
@@ -941,7 +941,11 @@ impl Client {
                 .build(https);
         Ok(Self {
             base: format!("{base}{}", esync_server::admin::ADMIN_PREFIX),
-            token: conn.token.clone(),
+            token: conn
+                .token
+                .clone()
+                .filter(|t| !t.is_empty())
+                .ok_or("give --token (or ESYNC_TOKEN)")?,
             http,
         })
     }
