@@ -54,6 +54,7 @@ use esync_proto::message::PatchFormat;
 
 use crate::blob::{BlobError, BlobStore, Expect};
 use crate::deltas::{format_name, parse_format, request_delta};
+use crate::device::HANDSHAKE_TIMEOUT;
 use crate::director::{Director, DirectorError};
 use crate::metrics::Metrics;
 use crate::packages::{create_package, load_package, PackageBuildError, PackageRequest};
@@ -83,17 +84,8 @@ pub const MAX_TEXT: usize = 128;
 /// Longest ECU public key accepted (bytes).
 pub const MAX_PUBLIC_KEY: usize = 1024;
 
-/// Wall time in milliseconds since the Unix epoch.
-pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
-
-/// The system clock as a [`Clock`].
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    })
-}
+/// Wall time in milliseconds since the Unix epoch (the device API's clock type).
+pub use crate::device::{system_clock, WallClock as Clock};
 
 // ---------------------------------------------------------------- errors
 
@@ -1573,12 +1565,11 @@ pub fn admin_router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// How long a TLS handshake may take before the connection is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves `router` over TLS (`tls`, e.g. [`crate::tls::admin_tls_config`])
 /// on `listener`, HTTP/1.1 and HTTP/2, until the task is dropped. Accept
 /// errors are logged and retried; a failed handshake drops that connection.
+/// (The device listener is [`crate::device::serve_device`]: it also reads
+/// the peer certificate and follows CRL reloads.)
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,

@@ -153,8 +153,10 @@ impl Metrics {
     }
 
     /// Adds request counting to every route of `router` (call after the
-    /// routes are added; `listener` names the listener in the labels) and a
-    /// counted 404 fallback for unmatched requests is left to the caller.
+    /// routes are added; `listener` names the listener in the labels).
+    /// Requests that match no route do not pass this layer: a router that
+    /// wants them counted records them in its fallback (as the admin
+    /// router does, under [`UNMATCHED`]).
     pub fn instrument<S: Clone + Send + Sync + 'static>(
         &self,
         router: Router<S>,
