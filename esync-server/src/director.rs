@@ -40,7 +40,7 @@ use esync_uptane::manifest::{
 };
 use esync_uptane::metadata::{Root, TargetInfo, Targets, SPEC_VERSION};
 use esync_uptane::uptane::director_custom;
-use esync_uptane::{PrivateKey, PublicKey, UnixTime};
+use esync_uptane::{PrivateKey, PublicKey};
 use sha2::{Digest as _, Sha256};
 
 use crate::blob::{BlobError, BlobStore};
@@ -65,6 +65,12 @@ pub struct DirectorConfig {
     pub delta_format: PatchFormat,
     /// Largest signed vehicle manifest accepted (bytes).
     pub max_manifest_len: usize,
+    /// How long an "up to date" check-in answer is reused for the same
+    /// vehicle and manifest hash without reading the database (ms; 0:
+    /// never). An assignment made through this node takes effect at once
+    /// ([`Director::forget`]); one made through another node within this
+    /// time.
+    pub up_to_date_cache_ms: i64,
 }
 
 impl Default for DirectorConfig {
@@ -75,6 +81,7 @@ impl Default for DirectorConfig {
             timestamp_lifetime_s: 86_400,
             delta_format: PatchFormat::BsdiffZstd,
             max_manifest_len: esync_api::Route::Manifest.max_request_body() as usize,
+            up_to_date_cache_ms: 30_000,
         }
     }
 }
@@ -122,10 +129,6 @@ impl From<DbError> for ManifestError {
     fn from(e: DbError) -> Self {
         ManifestError::Server(DirectorError::Db(e))
     }
-}
-
-fn unix_s(now_ms: i64) -> UnixTime {
-    UnixTime(now_ms.div_euclid(1000))
 }
 
 fn seed_of(k: &PrivateKey) -> Result<Vec<u8>, DirectorError> {
@@ -181,7 +184,12 @@ pub struct Director {
     config: DirectorConfig,
     /// Patch descriptions by patch SHA-256 (immutable, so safe to cache).
     patches: Mutex<HashMap<Sha256Digest, Artifact>>,
+    /// Vehicles last answered "up to date": manifest hash and when.
+    up_to_date: Mutex<HashMap<Vin, (Sha256Digest, i64)>>,
 }
+
+/// Most vehicles remembered by the check-in cache (then it starts over).
+pub const MAX_CACHED_VEHICLES: usize = 1 << 20;
 
 impl Director {
     /// The Director over `store` and `blobs` (keys and root must exist:
@@ -192,7 +200,20 @@ impl Director {
             blobs,
             config,
             patches: Mutex::new(HashMap::new()),
+            up_to_date: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Forgets the cached check-in answer of `vin` (call after changing
+    /// its assignments).
+    pub fn forget(&self, vin: &Vin) {
+        self.cache().remove(vin);
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Vin, (Sha256Digest, i64)>> {
+        self.up_to_date
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The configuration.
@@ -213,7 +234,7 @@ impl Director {
         }
         let root = meta::build_root(
             1,
-            unix_s(now_ms).plus_seconds(self.config.root_lifetime_s),
+            meta::unix_s(now_ms).plus_seconds(self.config.root_lifetime_s),
             &keys,
         );
         let bytes = meta::sign(&root, &keys["root"])?;
@@ -282,7 +303,7 @@ impl Director {
         let version = root.version + 1;
         let new_root = meta::build_root(
             version,
-            unix_s(now_ms).plus_seconds(self.config.root_lifetime_s),
+            meta::unix_s(now_ms).plus_seconds(self.config.root_lifetime_s),
             &keys,
         );
         let mut signers = old_root_keys;
@@ -346,6 +367,13 @@ impl Director {
         manifest_sha256: &Sha256Digest,
         now_ms: i64,
     ) -> Result<CheckInResponse, DirectorError> {
+        if let Some((hash, at)) = self.cache().get(vin) {
+            if hash == manifest_sha256
+                && now_ms.saturating_sub(*at) < self.config.up_to_date_cache_ms
+            {
+                return Ok(CheckInResponse::UpToDate);
+            }
+        }
         let Some(m) = self.store.manifest(vin.as_str()).await? else {
             return Ok(CheckInResponse::ManifestWanted);
         };
@@ -360,8 +388,14 @@ impl Director {
             if stored.is_some_and(|t| !t.targets.is_empty()) {
                 self.publish(vin, &plan, now_ms).await?;
             }
+            let mut cache = self.cache();
+            if cache.len() >= MAX_CACHED_VEHICLES {
+                cache.clear();
+            }
+            cache.insert(vin.clone(), (*manifest_sha256, now_ms));
             return Ok(CheckInResponse::UpToDate);
         }
+        self.forget(vin);
         let timestamp_version = self.publish(vin, &plan, now_ms).await?;
         Ok(CheckInResponse::NewDirectorMetadata { timestamp_version })
     }
@@ -388,7 +422,7 @@ impl Director {
         now_ms: i64,
     ) -> Result<u64, DirectorError> {
         let scope = vin.as_str();
-        let now = unix_s(now_ms);
+        let now = meta::unix_s(now_ms);
         let get = |name: &'static str| self.store.metadata(RepoKind::Director, scope, name);
         let targets_keys = self.keys("targets").await?;
         let snapshot_keys = self.keys("snapshot").await?;
@@ -665,6 +699,7 @@ impl Director {
             }
         }
         let hash: [u8; 32] = Sha256::digest(bytes).into();
+        self.forget(vin);
         self.store
             .put_manifest(&ManifestRecord {
                 vin: vin.to_string(),

@@ -11,8 +11,12 @@
 //! certificates from CSRs, revokes them and signs the CRL) and [`tls`] (the
 //! device listener's mutual-TLS configuration with CRL revocation through
 //! rustls, reloadable; the admin listener's server-only TLS; the vehicle's
-//! VIN read from its certificate). Not built yet: the Director, the HTTP
-//! device and admin APIs, the `esync-server` binary.
+//! VIN read from its certificate), the Uptane repositories ([`repo`]: the
+//! Image repository with offline root and targets keys, uploads verified;
+//! [`director`]: online keys, per-vehicle targets on demand, A15 manifest
+//! checks; both on [`meta`]) and the device API ([`device`]: axum over
+//! mutual TLS, the `esync_api` routes). Not built yet: the admin API, the
+//! `esync-server` binary.
 
 #![forbid(unsafe_code)]
 

@@ -94,6 +94,12 @@ pub fn verify_role(raw: &RawSigned, root: &Root, role: &str) -> Result<(), MetaE
     Ok(())
 }
 
+/// Seconds since the epoch of a time in milliseconds (TUF times are
+/// seconds).
+pub fn unix_s(now_ms: i64) -> UnixTime {
+    UnixTime(now_ms.div_euclid(1000))
+}
+
 /// Checks that `expires` is after `now`.
 pub fn check_fresh(role: &str, expires: UnixTime, now: UnixTime) -> Result<(), MetaError> {
     if expires <= now {

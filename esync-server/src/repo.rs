@@ -94,10 +94,6 @@ impl Default for ImageRepoConfig {
     }
 }
 
-fn unix_s(now_ms: i64) -> UnixTime {
-    UnixTime(now_ms.div_euclid(1000))
-}
-
 fn refused(role: &str, reason: impl Into<String>) -> RepoError {
     RepoError::Refused(MetaError::Malformed {
         role: role.to_owned(),
@@ -181,7 +177,7 @@ impl ImageRepo {
             .and_then(|v| v.as_str())
             .unwrap_or("")
             .to_owned();
-        let now = unix_s(now_ms);
+        let now = meta::unix_s(now_ms);
         match role.as_str() {
             "root" => {
                 let (_, root) = meta::parse_role::<Root>("root", bytes)?;
@@ -407,7 +403,7 @@ impl ImageRepo {
         ) else {
             return Ok(None);
         };
-        let now = unix_s(now_ms);
+        let now = meta::unix_s(now_ms);
         let sv = self.stored("snapshot.json").await?.map_or(0, |r| r.version) + 1;
         let snap = meta::snapshot(
             sv,
@@ -441,7 +437,7 @@ impl ImageRepo {
             + 1;
         let ts = meta::timestamp(
             tv,
-            unix_s(now_ms).plus_seconds(self.config.timestamp_lifetime_s),
+            meta::unix_s(now_ms).plus_seconds(self.config.timestamp_lifetime_s),
             snapshot_version,
             snapshot_bytes,
         );
@@ -466,7 +462,7 @@ impl ImageRepo {
         };
         if let Some(cur) = self.stored("timestamp.json").await? {
             let (_, ts) = meta::parse_role::<Timestamp>("timestamp", &cur.body)?;
-            let half = unix_s(now_ms).plus_seconds(self.config.timestamp_lifetime_s / 2);
+            let half = meta::unix_s(now_ms).plus_seconds(self.config.timestamp_lifetime_s / 2);
             if ts.expires > half
                 && meta::signer_ids(&cur.body) == meta::key_ids(std::slice::from_ref(&tk))
             {

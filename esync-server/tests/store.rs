@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use esync_server::store::{
     AdminRole, Certificate, DbError, DeltaState, Ecu, Image, Inserted, ManifestRecord,
-    PackageRecord, Store, Vehicle,
+    MetadataRecord, PackageRecord, RepoKind, SigningKeyRecord, Store, Vehicle,
 };
 
 fn vehicle(vin: &str) -> Vehicle {
@@ -316,6 +316,119 @@ async fn suite(s: Arc<dyn Store>) {
     assert_eq!(s.admin_token_role(&[4; 32]).await.expect("role"), None);
 }
 
+/// Repository metadata files never go backwards; signing keys are replaced
+/// in one transaction with the files that name them.
+async fn repositories(s: Arc<dyn Store>) {
+    let file = |repo, scope: &str, name: &str, version, body: &[u8]| MetadataRecord {
+        repo,
+        scope: scope.into(),
+        name: name.into(),
+        version,
+        body: body.to_vec(),
+        created_ms: 5,
+    };
+    let d = RepoKind::Director;
+    assert!(s
+        .put_metadata(&file(d, "VIN1", "targets.json", 2, b"v2"))
+        .await
+        .expect("put"));
+    // Same or lower version: refused, the stored file stays.
+    assert!(!s
+        .put_metadata(&file(d, "VIN1", "targets.json", 2, b"v2'"))
+        .await
+        .expect("put"));
+    assert!(!s
+        .put_metadata(&file(d, "VIN1", "targets.json", 1, b"v1"))
+        .await
+        .expect("put"));
+    assert!(s
+        .put_metadata(&file(d, "VIN1", "targets.json", 3, b"v3"))
+        .await
+        .expect("put"));
+    let got = s
+        .metadata(d, "VIN1", "targets.json")
+        .await
+        .expect("get")
+        .expect("some");
+    assert_eq!((got.version, got.body.as_slice()), (3, &b"v3"[..]));
+    // Scopes and repositories are separate.
+    assert_eq!(
+        s.metadata(d, "VIN2", "targets.json").await.expect("get"),
+        None
+    );
+    assert_eq!(
+        s.metadata(RepoKind::Image, "VIN1", "targets.json")
+            .await
+            .expect("get"),
+        None
+    );
+    assert_eq!(s.metadata(d, "", "targets.json").await.expect("get"), None);
+
+    let key = |id: &str| SigningKeyRecord {
+        repo: d,
+        role: "timestamp".into(),
+        key_id: id.into(),
+        secret: vec![7; 32],
+        created_ms: 1,
+    };
+    s.replace_signing_keys(
+        d,
+        "timestamp",
+        &[key("k1")],
+        &[file(d, "", "1.root.json", 1, b"r1")],
+        1,
+    )
+    .await
+    .expect("first keys");
+    let live = s.signing_keys(d, "timestamp").await.expect("keys");
+    assert_eq!(live, vec![key("k1")]);
+    // A rotation whose root file is not newer is rolled back whole.
+    let r = s
+        .replace_signing_keys(
+            d,
+            "timestamp",
+            &[key("k2")],
+            &[file(d, "", "1.root.json", 1, b"r1'")],
+            2,
+        )
+        .await;
+    assert!(matches!(r, Err(DbError::Conflict { .. })), "{r:?}");
+    assert_eq!(
+        s.signing_keys(d, "timestamp").await.expect("keys"),
+        vec![key("k1")]
+    );
+    s.replace_signing_keys(
+        d,
+        "timestamp",
+        &[key("k2")],
+        &[file(d, "", "2.root.json", 2, b"r2")],
+        3,
+    )
+    .await
+    .expect("rotate");
+    assert_eq!(
+        s.signing_keys(d, "timestamp").await.expect("keys"),
+        vec![key("k2")]
+    );
+    assert!(s.signing_keys(d, "targets").await.expect("keys").is_empty());
+    assert!(s
+        .signing_keys(RepoKind::Image, "timestamp")
+        .await
+        .expect("keys")
+        .is_empty());
+
+    // A report is read back by id.
+    s.upsert_vehicle(&vehicle("VINREP"), 1).await.expect("v");
+    s.insert_report("VINREP", "rep-00001", b"{}", 1)
+        .await
+        .expect("report");
+    assert_eq!(
+        s.report("VINREP", "rep-00001").await.expect("get"),
+        Some(b"{}".to_vec())
+    );
+    assert_eq!(s.report("VINREP", "rep-00002").await.expect("get"), None);
+}
+
 /// Several tasks bump the same Director version concurrently: every value
 /// is handed out once (the database, not the process, serialises).
 async fn concurrent_versions(s: Arc<dyn Store>) {
@@ -342,6 +455,7 @@ async fn concurrent_versions(s: Arc<dyn Store>) {
 async fn suite_on_sqlite() {
     let (s, _dir) = store_support::sqlite().await;
     suite(s.clone()).await;
+    repositories(s.clone()).await;
     concurrent_versions(s).await;
 }
 
@@ -351,6 +465,7 @@ async fn suite_on_postgres() {
         return;
     };
     suite(s.clone()).await;
+    repositories(s.clone()).await;
     concurrent_versions(s).await;
     schema.drop_schema().await;
 }
