@@ -1184,6 +1184,8 @@ async fn assign(
     let mut assigned = Vec::with_capacity(vins.len());
     for v in vins {
         let r = st.store.assign(&b.package, v.as_str(), now_ms).await?;
+        // Its next check-in must see the assignment, not a cached "up to date".
+        st.director.forget(&v);
         assigned.push(Assigned {
             vin: v.as_str().to_owned(),
             new: r == Inserted::New,
@@ -1206,6 +1208,7 @@ async fn unassign(
 ) -> Result<StatusCode, AdminError> {
     let v = vin(&v)?;
     if st.store.unassign(&package, v.as_str()).await? {
+        st.director.forget(&v);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(AdminError::not_found(
