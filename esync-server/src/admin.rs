@@ -18,8 +18,9 @@
 //!   (`esync_api::openapi()`) at `GET /admin/v1/device-openapi.json`.
 //! * **Uptane**: offline-signed Image repository metadata is uploaded here
 //!   (verified by [`ImageRepo::upload`]), the Server's online Image keys
-//!   created, Director keys rotated ([`Director::rotate_keys`]) and a
-//!   vehicle's plan shown ([`Director::plan`]).
+//!   created and Director keys rotated ([`Director::rotate_keys`]). (No
+//!   route shows a vehicle's plan: `Director::plan` queues delta jobs, and a
+//!   viewer's GET must change nothing.)
 //!
 //! The admin error body is not `esync_api::ErrorBody`: that one is the
 //! device API's, whose codes are the device routes' (no 401, no generic
@@ -1428,26 +1429,6 @@ async fn rotate_director_key(
     Ok(Json(RotatedView { role, root_version }))
 }
 
-/// What the Director would direct a vehicle to install now.
-#[utoipa::path(get, path = "/admin/v1/vehicles/{vin}/plan", params(("vin" = String, Path)),
-    responses((status = 200, body = Object, description = "targets (name -> target info) and pending"),
-        (status = 404, body = AdminErrorBody)),
-    security(("bearer" = [])))]
-async fn vehicle_plan(
-    State(st): State<AdminState>,
-    Path(v): Path<String>,
-) -> Result<Json<serde_json::Value>, AdminError> {
-    let v = vin(&v)?;
-    if st.store.vehicle(v.as_str()).await?.is_none() {
-        return Err(AdminError::not_found("vehicle", v.as_str()));
-    }
-    let plan = st.director.plan(&v, st.now_ms()).await?;
-    Ok(Json(serde_json::json!({
-        "targets": serde_json::to_value(&plan.targets).map_err(AdminError::internal)?,
-        "pending": plan.pending,
-    })))
-}
-
 /// This document (the admin API's OpenAPI).
 #[utoipa::path(get, path = "/admin/v1/openapi.json",
     responses((status = 200, body = Object, description = "OpenAPI 3.1 document")))]
@@ -1493,7 +1474,7 @@ impl Modify for BearerAuth {
         get_certificate, revoke_certificate, upload_image, get_image, create_package_route,
         get_package, assign, unassign, list_deltas, request_delta_route, create_token_route,
         revoke_token, upload_metadata, create_online_keys, director_root, rotate_director_key,
-        vehicle_plan, admin_openapi, device_openapi),
+        admin_openapi, device_openapi),
     components(schemas(AdminErrorBody, AdminErrorCode, VehicleBody, VehicleView, EcuBody, EcuView,
         CsrBody, IssuedView, CertificateView, RevokeBody, ImageView, AssignBody, AssignView,
         Assigned, DeltaBody, DeltaJobView, TokenBody, TokenView, UploadedView, OnlineKeysView,
@@ -1536,7 +1517,6 @@ pub fn admin_router(state: AdminState) -> Router {
             &p("/director/keys/{role}/rotate"),
             post(rotate_director_key),
         )
-        .route(&p("/vehicles/{vin}/plan"), get(vehicle_plan))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

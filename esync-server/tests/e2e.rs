@@ -392,8 +392,8 @@ async fn init_serve_upload_package_assign_and_one_delta_for_two_vehicles() {
         matches!(answer, CheckInResponse::NewDirectorMetadata { .. }),
         "{answer:?}"
     );
-    let plan = env.cli_json(&["vehicles", "get", b.vin.as_str()]);
-    assert_eq!(plan["assignments"], serde_json::json!(["fw-2"]));
+    let shown = env.cli_json(&["vehicles", "get", b.vin.as_str()]);
+    assert_eq!(shown["assignments"], serde_json::json!(["fw-2"]));
     let again = env.cli_json(&["deltas", "status", "--from", &h1, "--to", &h2]);
     assert_eq!(again.as_array().map(Vec::len), Some(1));
     assert_eq!(again[0]["attempts"], 1, "generated once: {again}");
