@@ -1079,8 +1079,10 @@ async fn upload_image(
         Ok(Inserted::New) => Ok((StatusCode::CREATED, Json(ImageView::of(image)))),
         Ok(Inserted::Existing) => Ok((StatusCode::OK, Json(ImageView::of(image)))),
         Err(e) => {
-            if !existed {
-                // The bytes were only for this record: keep nothing.
+            // The bytes were only for this record: keep nothing, unless an
+            // image with this digest was recorded meanwhile (by another
+            // upload of the same bytes).
+            if !existed && matches!(st.store.image(&info.sha256).await, Ok(None)) {
                 let _ = tokio::fs::remove_file(st.blobs.path(&info.sha256)).await;
             }
             Err(e.into())

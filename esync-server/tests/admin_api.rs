@@ -240,6 +240,22 @@ async fn uploads_keep_nothing_unless_complete_and_matching() {
     let r = a.upload(&op, &q(&sha(&other)), Body::from(other)).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.json);
     assert_eq!(a.blob_files(), (1, 0), "only the one good image is kept");
+    // The same bytes under another name: a conflict that keeps the bytes
+    // of the image already recorded.
+    let r = a
+        .upload(
+            &op,
+            &format!("name=other&version=1.0.0&hardware_id=ecm-hw&sha256={good}"),
+            Body::from(bytes.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.json);
+    assert_eq!(a.blob_files(), (1, 0));
+    let d = esync_api::BlobId::parse_hex(&good)
+        .expect("digest")
+        .digest()
+        .0;
+    assert_eq!(a.state.blobs.read(&d).await.expect("bytes kept"), bytes);
     let r = a
         .op(Method::GET, &format!("/admin/v1/images/{good}"), None)
         .await;
