@@ -3,6 +3,7 @@
 //! provisioning and revocation, assignment, tokens.
 
 mod admin_support;
+mod store_support;
 
 use axum::body::Body;
 use http::{Method, StatusCode};
@@ -412,7 +413,33 @@ async fn malformed_oversized_and_mistyped_json_are_4xx_and_store_nothing() {
 
 #[tokio::test]
 async fn vehicles_ecus_and_assignments() {
-    let a = admin().await;
+    vehicles_ecus_and_assignments_on(&admin().await).await;
+}
+
+#[tokio::test]
+async fn vehicles_ecus_assignments_and_roles_on_postgres() {
+    let Some((store, schema)) = store_support::postgres("admin").await else {
+        return;
+    };
+    let a = admin_support::admin_on(store, tempfile::tempdir().expect("dir")).await;
+    vehicles_ecus_and_assignments_on(&a).await;
+    let r = a
+        .call(
+            Method::POST,
+            "/admin/v1/vehicles",
+            Some(&a.viewer),
+            Some(json!({"vin": VIN, "model": "x", "region": "x"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = a
+        .call(Method::GET, "/admin/v1/vehicles", Some("esat_00"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    schema.drop_schema().await;
+}
+
+async fn vehicles_ecus_and_assignments_on(a: &Admin) {
     for v in [VIN, VIN2] {
         let r = a
             .op(

@@ -50,6 +50,11 @@ pub async fn admin() -> Admin {
             .await
             .expect("sqlite"),
     );
+    admin_on(store, db_dir).await
+}
+
+/// The admin API over `store` (`db_dir` is kept alive with it).
+pub async fn admin_on(store: Arc<dyn Store>, db_dir: tempfile::TempDir) -> Admin {
     let blob_dir = tempfile::tempdir().expect("dir");
     let blobs = BlobStore::open(blob_dir.path(), BLOB_CAP)
         .await
