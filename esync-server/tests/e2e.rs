@@ -118,6 +118,9 @@ struct Car {
     primary: PrivateKey,
     ecu: PrivateKey,
     http: DeviceHttp,
+    /// Its TLS identity (a fresh connection can be made with it).
+    identity: IssuedIdentity,
+    device_url: String,
 }
 
 fn raw_ed25519_hex(k: &PrivateKey) -> String {
@@ -192,6 +195,8 @@ fn car(env: &Env, vin: &str, seed: u8, device_url: &str, anchors: &TrustAnchors)
         primary,
         ecu,
         http: DeviceHttp::new(device_url, cfg).expect("http"),
+        identity,
+        device_url: device_url.to_owned(),
     }
 }
 
@@ -460,6 +465,32 @@ async fn init_serve_upload_package_assign_and_one_delta_for_two_vehicles() {
         (patch_len as usize) < v2.len() / 4,
         "{patch_len} bytes of patch"
     );
+
+    // Revoking B's certificate through the CLI: the running device listener
+    // refuses B's next connection (CRL reloaded), A is still served.
+    let serial = esync_identity::parse_identity(&b.identity.cert_der)
+        .expect("identity")
+        .serial_hex;
+    let revoked = env.cli_json(&["certs", "revoke", &serial, "--reason", "stolen"]);
+    assert!(revoked["revoked_ms"].is_i64(), "{revoked}");
+    let fresh = |c: &Car| {
+        DeviceHttp::new(
+            &c.device_url,
+            client_tls_config(&c.identity, &anchors).expect("tls"),
+        )
+        .expect("http")
+    };
+    let req = CheckInRequest {
+        manifest_sha256: a_manifest,
+    };
+    assert!(
+        fresh(&b).check_in(&req, T).await.is_err(),
+        "a revoked certificate is refused"
+    );
+    fresh(&a)
+        .check_in(&req, T)
+        .await
+        .expect("A is still served");
 
     // Metrics: uploads counted, one delta done, admin and device requests.
     let metrics = reqwest_metrics(&urls["metrics"]).await;
