@@ -30,7 +30,7 @@ use esync_api::body::{CheckInRequest, Report, ReportStored};
 use esync_api::range::{content_range, serve_range, unsatisfied, RangeError};
 use esync_api::{ApiError, BlobId, ErrorCode, MetadataFileName, ReportId, Route};
 use esync_proto::id::Vin;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
@@ -456,6 +456,8 @@ pub fn device_router(state: DeviceState) -> Router {
 
 /// How long a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an HTTP/1.1 request head may take to arrive.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves the device API on `listener` until `shutdown` resolves: each
 /// connection's TLS handshake uses `tls`' current configuration (so CRL
@@ -503,10 +505,13 @@ pub async fn serve_device(
                 req.extensions_mut().insert(peer.clone());
                 router.clone().oneshot(req.map(Body::new))
             });
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client that never finishes its request head is dropped.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
                 tracing::debug!(%addr, error = %e, "device connection ended");
             }
         });

@@ -188,6 +188,9 @@ pub struct Director {
     up_to_date: Mutex<HashMap<Vin, (Sha256Digest, i64)>>,
 }
 
+/// Nonces the in-manifest tracker remembers.
+const NONCES_PER_MANIFEST: usize = 1024;
+
 /// Most vehicles remembered by the check-in cache (then it starts over).
 pub const MAX_CACHED_VEHICLES: usize = 1 << 20;
 
@@ -450,7 +453,14 @@ impl Director {
                         "timestamp",
                         &rec.body,
                     )?;
-                    ts.expires > now.plus_seconds(self.config.timestamp_lifetime_s / 2)
+                    // The timestamp must name the stored snapshot: two nodes
+                    // publishing at once may leave the highest timestamp
+                    // naming the lower snapshot; the next publish (every
+                    // `timestamp.json` fetch runs one) re-signs it.
+                    let names_stored = ts.meta.get("snapshot.json").map(|m| m.version)
+                        == stored_snapshot.as_ref().map(|s| s.version);
+                    names_stored
+                        && ts.expires > now.plus_seconds(self.config.timestamp_lifetime_s / 2)
                         && meta::signer_ids(&rec.body) == meta::key_ids(&timestamp_keys)
                 }
                 None => false,
@@ -505,8 +515,11 @@ impl Director {
         ));
         // Versioned files first, timestamp last: a client that sees the new
         // timestamp finds everything it names.
+        let mut timestamp_written = false;
         for (name, version, body) in files {
-            self.store
+            let is_ts = name == "timestamp.json";
+            let written = self
+                .store
                 .put_metadata(&MetadataRecord {
                     repo: RepoKind::Director,
                     scope: scope.to_owned(),
@@ -516,8 +529,13 @@ impl Director {
                     created_ms: now_ms,
                 })
                 .await?;
+            timestamp_written |= is_ts && written;
         }
-        Ok(v)
+        if timestamp_written {
+            return Ok(v);
+        }
+        // Another node signed a newer timestamp meanwhile: that one stands.
+        Ok(get("timestamp.json").await?.map_or(v, |r| r.version))
     }
 
     /// What `vin` is directed to install now, from its assignments and last
@@ -665,8 +683,9 @@ impl Director {
             keys.insert(serial, key);
         }
         // Within one manifest the tracker catches a nonce used twice; across
-        // manifests (and nodes) the database does, below.
-        let mut tracker = NonceTracker::new(esync_package::package::MAX_DELTAS.max(1024));
+        // manifests (and nodes) the database does, below, for every report
+        // (so a tracker that forgot one still cannot let a replay through).
+        let mut tracker = NonceTracker::new(NONCES_PER_MANIFEST);
         let verified = match verify_vehicle_manifest(
             bytes,
             self.config.max_manifest_len,
@@ -690,6 +709,9 @@ impl Director {
         if verified.reports.is_empty() {
             return reject("no ECU version report (nothing fresh to check)".into());
         }
+        // Every signature verified. A replayed report rejects the manifest;
+        // the fresh nonces recorded before it stay used, which only stops
+        // their reuse.
         for r in &verified.reports {
             let key = nonce_key(&r.ecu_serial, &r.nonce);
             if self.store.use_nonce(vin.as_str(), &key, now_ms).await?

@@ -603,6 +603,32 @@ async fn replayed_forged_and_unknown_ecu_manifests_are_dropped() {
         h.check_in(&req, T).await.expect("check-in"),
         CheckInResponse::NewDirectorMetadata { .. }
     ));
+    let targets = || async {
+        let name = esync_api::MetadataFileName::new("targets.json").expect("name");
+        let body = h
+            .metadata_file(Repo::Director, &name, 1 << 20, T)
+            .await
+            .expect("get")
+            .expect("targets.json");
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        v["signed"]["targets"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .expect("targets")
+    };
+    assert_eq!(targets().await, vec!["pkg-1/ecu1/2.0.0/full".to_string()]);
+    // Unassigned: the directed targets are withdrawn (re-signed empty).
+    assert!(f
+        .store
+        .unassign("pkg-1", vin_a().as_str())
+        .await
+        .expect("unassign"));
+    f.director.forget(&vin_a());
+    assert_eq!(
+        h.check_in(&req, T).await.expect("check-in"),
+        CheckInResponse::UpToDate
+    );
+    assert!(targets().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1015,4 +1041,98 @@ async fn two_nodes_on_one_postgres_serve_one_truth() {
     assert!(matches!(step, Step::Ready(_)), "{step:?}");
     drop(f2);
     schema.drop_schema().await;
+}
+
+/// Two nodes publishing at once can leave the highest timestamp naming the
+/// lower snapshot; the next `timestamp.json` served names the stored one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_left_behind_by_a_race_is_re_signed_before_it_is_served() {
+    use esync_server::store::{MetadataRecord, RepoKind};
+    let f = start().await;
+    let a = f.car(vin_a(), 10).await;
+    f.store
+        .assign("pkg-1", vin_a().as_str(), 1)
+        .await
+        .expect("assign");
+    let h = f.http(&a.identity);
+    let m = a.manifest(&old_image());
+    h.upload_manifest(&m, T).await.expect("manifest");
+    let req = CheckInRequest {
+        manifest_sha256: sha(&m),
+    };
+    assert!(matches!(
+        h.check_in(&req, T).await.expect("check-in"),
+        CheckInResponse::NewDirectorMetadata { .. }
+    ));
+    let store = f.store.clone();
+    let key = |role: &'static str| {
+        let store = store.clone();
+        async move {
+            let rec = store
+                .signing_keys(RepoKind::Director, role)
+                .await
+                .expect("keys")
+                .remove(0);
+            PrivateKey::from_seed(&rec.secret.as_slice().try_into().expect("seed"))
+        }
+    };
+    let put = |name: &str, version: u64, body: Vec<u8>| MetadataRecord {
+        repo: RepoKind::Director,
+        scope: vin_a().to_string(),
+        name: name.into(),
+        version,
+        body,
+        created_ms: now_ms(),
+    };
+    let exp = UnixTime(now_s() + 86_400);
+    // "Node B" signs snapshot N; "node A", which signed snapshot 1, then
+    // signs timestamp M naming snapshot 1 (versions from the shared counters).
+    let vin = vin_a();
+    let sv = f
+        .store
+        .next_director_version(vin.as_str(), "snapshot")
+        .await
+        .expect("v");
+    let tv = f
+        .store
+        .next_director_version(vin.as_str(), "timestamp")
+        .await
+        .expect("v");
+    let snap2 = esync_server::meta::sign(
+        &esync_server::meta::snapshot(sv, exp, 1),
+        &[key("snapshot").await],
+    )
+    .expect("sign");
+    let snap1 = f
+        .store
+        .metadata(RepoKind::Director, vin_a().as_str(), "1.snapshot.json")
+        .await
+        .expect("get")
+        .expect("snapshot 1")
+        .body;
+    let ts5 = esync_server::meta::sign(
+        &esync_server::meta::timestamp(tv, exp, 1, &snap1),
+        &[key("timestamp").await],
+    )
+    .expect("sign");
+    for (name, v, body) in [
+        (format!("{sv}.snapshot.json").as_str(), sv, snap2.clone()),
+        ("snapshot.json", sv, snap2),
+        ("timestamp.json", tv, ts5),
+    ] {
+        assert!(f
+            .store
+            .put_metadata(&put(name, v, body))
+            .await
+            .expect("put"));
+    }
+    let name = esync_api::MetadataFileName::new("timestamp.json").expect("name");
+    let body = h
+        .metadata_file(Repo::Director, &name, 1 << 20, T)
+        .await
+        .expect("get")
+        .expect("timestamp");
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(v["signed"]["meta"]["snapshot.json"]["version"], sv);
+    assert!(v["signed"]["version"].as_u64().expect("version") > tv);
 }

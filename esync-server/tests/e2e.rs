@@ -6,7 +6,10 @@
 //! through the Client's `DeviceHttp`) reports the old version, the Server's
 //! delta worker generates exactly one delta for that pair, and a second
 //! vehicle reporting the same version is directed to the cached delta
-//! without a second job. `/metrics` counts what happened.
+//! without a second job; A downloads the patch with a Range resume and
+//! rebuilds the new image from it; a certificate revoked through the CLI
+//! is refused by the running device listener. `/metrics` counts what
+//! happened.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

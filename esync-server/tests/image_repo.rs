@@ -280,3 +280,34 @@ async fn online_snapshot_and_timestamp_keys_sign_once_a_root_names_them() {
     assert!(repo.file("2.root.json").await.expect("get").is_some());
     assert!(repo.file("1.snapshot.json").await.expect("get").is_some());
 }
+
+#[tokio::test]
+async fn key_files_load_and_a_rotated_targets_key_retires_the_old_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
+        .expect("key")
+        .serialize_pem();
+    let path = dir.path().join("targets.pem");
+    std::fs::write(&path, &pem).expect("write");
+    let new_targets = offline::load_key(&path).expect("load");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a key").expect("write");
+    assert!(offline::load_key(&junk).is_err());
+    let huge = dir.path().join("huge.pem");
+    std::fs::write(&huge, vec![b'a'; offline::MAX_KEY_FILE as usize + 1]).expect("write");
+    assert!(offline::load_key(&huge).is_err());
+
+    let (repo, _s, _d) = repo().await;
+    let k = Keys::new();
+    let r1 = offline::initial_root(&k.spec(), expires(), one(&k.root)).expect("root");
+    repo.upload(&r1, NOW_MS).await.expect("root");
+    let mut changes = BTreeMap::new();
+    changes.insert("targets".to_string(), (vec![new_targets.public_key()], 1));
+    let r2 =
+        offline::rotate_root(&r1, &changes, expires(), one(&k.root), one(&k.root)).expect("root 2");
+    repo.upload(&r2, NOW_MS).await.expect("root 2");
+    let old = offline::sign_targets(&[], 1, expires(), one(&k.targets)).expect("t");
+    assert!(is_refused(&repo.upload(&old, NOW_MS).await));
+    let new = offline::sign_targets(&[], 1, expires(), one(&new_targets)).expect("t");
+    repo.upload(&new, NOW_MS).await.expect("new targets key");
+}
