@@ -73,7 +73,8 @@ impl Env {
             .args(args)
             .env("ESYNC_CONFIG", self.config())
             .env("ESYNC_TOKEN", &self.token)
-            .arg("--quiet")
+            // Offline commands take no connection flags.
+            .args((args.first() != Some(&"offline")).then_some("--quiet"))
             .output()
             .expect("run cli");
         assert!(
@@ -350,6 +351,63 @@ async fn init_serve_upload_package_assign_and_one_delta_for_two_vehicles() {
     let req_path = env.write("pkg.json", req.to_string().as_bytes());
     let pkg = env.cli_json(&["packages", "create", req_path.to_str().expect("path")]);
     assert_eq!(pkg["id"], "fw-2", "{pkg}");
+
+    // The Image repository, signed offline with the CLI: root naming the
+    // Server's online snapshot and timestamp keys, then targets for the
+    // package; the Server re-signs snapshot and timestamp.
+    let online = env.cli_json(&["repo", "online-keys"]);
+    let snap = env.write(
+        "snapshot.pub.json",
+        online["snapshot"].to_string().as_bytes(),
+    );
+    let ts = env.write(
+        "timestamp.pub.json",
+        online["timestamp"].to_string().as_bytes(),
+    );
+    let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    let root_key = env.dir.path().join("root.pem");
+    let targets_key = env.dir.path().join("targets.pem");
+    env.cli_json(&["offline", "keygen", "--out", &path(&root_key)]);
+    env.cli_json(&["offline", "keygen", "--out", &path(&targets_key)]);
+    let root = env.dir.path().join("1.root.json");
+    env.cli(&[
+        "offline",
+        "root",
+        "--root-key",
+        &path(&root_key),
+        "--targets-key",
+        &path(&targets_key),
+        "--snapshot-key",
+        &path(&snap),
+        "--timestamp-key",
+        &path(&ts),
+        "--out",
+        &path(&root),
+    ]);
+    let up = env.cli_json(&["repo", "upload", &path(&root)]);
+    assert_eq!(
+        (up["role"].as_str(), up["version"].as_u64()),
+        (Some("root"), Some(1))
+    );
+    let model = env.write(
+        "fw-2.model.json",
+        env.cli(&["packages", "get", "fw-2"]).as_bytes(),
+    );
+    let targets = env.dir.path().join("targets.json");
+    env.cli(&[
+        "offline",
+        "sign-targets",
+        "--key",
+        &path(&targets_key),
+        "--version",
+        "1",
+        "--out",
+        &path(&targets),
+        &path(&model),
+    ]);
+    let up = env.cli_json(&["repo", "upload", &path(&targets)]);
+    assert_eq!(up["role"], "targets");
+    assert_eq!(up["online_resigned"], serde_json::json!([1, 1]), "{up}");
 
     let device = &urls["device"];
     let a = car(&env, "WVWZZZ1JZXW000001", 10, device, &anchors);

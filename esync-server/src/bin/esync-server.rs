@@ -126,6 +126,12 @@ enum Command {
         #[command(subcommand)]
         cmd: RepoCmd,
     },
+    /// Offline Image repository signing (no Server contact: run it where
+    /// the root and targets keys live).
+    Offline {
+        #[command(subcommand)]
+        cmd: OfflineCmd,
+    },
     /// Admin tokens.
     Tokens {
         #[command(flatten)]
@@ -354,6 +360,58 @@ enum RepoCmd {
     /// Creates the Server's online snapshot and timestamp keys and prints
     /// their public keys (name them in the next offline-signed root).
     OnlineKeys,
+}
+
+#[derive(Subcommand, Debug)]
+enum OfflineCmd {
+    /// Writes a new ed25519 private key (PKCS#8 PEM, mode 0600) and prints
+    /// its public key (TUF key JSON).
+    Keygen {
+        /// Key file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Signs root version 1 of the Image repository. Each role key is a
+    /// private key file (PEM) or a public key file (TUF key JSON, e.g. the
+    /// Server's online keys from `repo online-keys`).
+    Root {
+        /// Root key (private: it signs).
+        #[arg(long)]
+        root_key: PathBuf,
+        /// Targets key.
+        #[arg(long)]
+        targets_key: PathBuf,
+        /// Snapshot key.
+        #[arg(long)]
+        snapshot_key: PathBuf,
+        /// Timestamp key.
+        #[arg(long)]
+        timestamp_key: PathBuf,
+        /// Validity, days.
+        #[arg(long, default_value_t = 365)]
+        expires_days: u32,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Signs targets for package models (the JSON `packages get` prints).
+    SignTargets {
+        /// Targets key (private, PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// Targets version (higher than the one the Server holds).
+        #[arg(long)]
+        version: u64,
+        /// Validity, days.
+        #[arg(long, default_value_t = 90)]
+        expires_days: u32,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Package model files.
+        #[arg(required = true)]
+        packages: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -610,6 +668,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 ),
             }
         }
+        Command::Offline { cmd } => offline_cmd(cmd),
         Command::Tokens { conn, cmd } => {
             let c = Client::new(&conn)?;
             match cmd {
@@ -1147,5 +1206,77 @@ async fn follow_deltas(
             return Err(format!("delta jobs not finished after {timeout:?}").into());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ---------------------------------------------------------------- offline
+
+/// A role key given as a file: a private key (PEM) or a public key (JSON).
+fn public_key_of(path: &Path) -> Result<esync_uptane::PublicKey, Error> {
+    let text = read_small(path, 64 * 1024)?;
+    if text.trim_start().starts_with("-----BEGIN") {
+        Ok(esync_server::repo::offline::load_key(path)?.public_key())
+    } else {
+        Ok(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+    }
+}
+
+fn offline_cmd(cmd: OfflineCmd) -> Result<(), Error> {
+    use esync_server::repo::offline;
+    let expires = |days: u32| {
+        esync_uptane::UnixTime(now_unix().saturating_add(i64::from(days).saturating_mul(86_400)))
+    };
+    match cmd {
+        OfflineCmd::Keygen { out } => {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+            write_secret(&out, &key.serialize_pem())?;
+            print_json(&serde_json::to_value(
+                offline::load_key(&out)?.public_key(),
+            )?)
+        }
+        OfflineCmd::Root {
+            root_key,
+            targets_key,
+            snapshot_key,
+            timestamp_key,
+            expires_days,
+            out,
+        } => {
+            let signer = offline::load_key(&root_key)?;
+            let mut roles = offline::RoleSpec::new();
+            roles.insert("root".into(), (vec![signer.public_key()], 1));
+            for (role, p) in [
+                ("targets", &targets_key),
+                ("snapshot", &snapshot_key),
+                ("timestamp", &timestamp_key),
+            ] {
+                roles.insert(role.into(), (vec![public_key_of(p)?], 1));
+            }
+            let bytes = offline::initial_root(&roles, expires(expires_days), &[signer])?;
+            std::fs::write(&out, bytes)?;
+            eprintln!("root version 1 written to {}", out.display());
+            Ok(())
+        }
+        OfflineCmd::SignTargets {
+            key,
+            version,
+            expires_days,
+            out,
+            packages,
+        } => {
+            let key = offline::load_key(&key)?;
+            let models = packages
+                .iter()
+                .map(|p| {
+                    let text = read_small(p, 64 * 1024 * 1024)?;
+                    serde_json::from_str::<esync_package::package::Package>(&text)
+                        .map_err(|e| Error::from(format!("{}: {e}", p.display())))
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            let bytes = offline::sign_targets(&models, version, expires(expires_days), &[key])?;
+            std::fs::write(&out, bytes)?;
+            eprintln!("targets version {version} written to {}", out.display());
+            Ok(())
+        }
     }
 }
