@@ -15,17 +15,23 @@
 //! Image repository with offline root and targets keys, uploads verified;
 //! [`director`]: online keys, per-vehicle targets on demand, A15 manifest
 //! checks; both on [`meta`]) and the device API ([`device`]: axum over
-//! mutual TLS, the `esync_api` routes). Not built yet: the admin API, the
-//! `esync-server` binary.
+//! mutual TLS, the `esync_api` routes), the admin API ([`admin`]: bearer
+//! tokens with operator and viewer roles, OpenAPI from the handlers),
+//! Prometheus [`metrics`], the TOML [`config`] and the `esync-server`
+//! binary (`init`, `serve`, admin subcommands). Not built yet: campaigns,
+//! status history, data ingestion, the dashboard.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod blob;
+pub mod config;
 pub mod deltas;
 pub mod device;
 pub mod director;
 pub mod error;
 pub mod meta;
+pub mod metrics;
 pub mod packages;
 pub mod provision;
 pub mod repo;
