@@ -805,7 +805,11 @@ impl Device for CallbackDevice {
         })?;
         // A malformed signal is left out: the precondition over it is then
         // "not met", as for a missing signal.
-        Ok(got.iter().copied().filter_map(esync_signal::to_signal).collect())
+        Ok(got
+            .iter()
+            .copied()
+            .filter_map(esync_signal::to_signal)
+            .collect())
     }
 }
 
