@@ -37,7 +37,7 @@
 #include "esync.h"
 
 #define CAPACITY (64u << 20)
-#define MAX_FRAME (4u << 20)
+#define MAX_FRAME ((1u << 20) + 16) /* esync frames: 1 MiB body + header */
 
 struct slot_desc {
     int valid;
@@ -652,8 +652,10 @@ int main(int argc, char **argv) {
         return r == ESYNC_RESULT_HALTED ? 3 : 1;
     }
     int status = 0;
-    uint8_t *buf = malloc(MAX_FRAME);
-    if (!buf || drain(agent) != 0) status = 1;
+    /* The frame buffer is static: the heap is the library's (and the few
+       small reads of journal and trust store files). */
+    static uint8_t buf[MAX_FRAME];
+    if (drain(agent) != 0) status = 1;
     while (status == 0) {
         int timeout = -1;
         if (step.poll) {
@@ -688,7 +690,6 @@ int main(int argc, char **argv) {
         }
         if (drain(agent) != 0) status = 1;
     }
-    free(buf);
     esync_agent_free(agent);
     esync_agent_free(NULL); /* accepted */
     return status;
