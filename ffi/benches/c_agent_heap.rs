@@ -9,7 +9,8 @@
 //! so the heap massif reports is the library's: the Agent, its journal,
 //! Uptane verification, patch application and the frames it queues (plus
 //! the C host's short-lived reads of journal and trust-store files).
-//! Prints SKIPPED without valgrind.
+//! Prints SKIPPED without valgrind. `ESYNC_MASSIF_OUT=FILE` keeps the
+//! massif profile (read it with `ms_print FILE`).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark")]
 
 #[path = "../tests/c_rig/mod.rs"]
@@ -46,7 +47,7 @@ fn main() {
     let (_dir, outcome, status) = run_update_of(
         &w,
         &exe,
-        &["valgrind", "--tool=massif", "--depth=1", &arg],
+        &["valgrind", "--tool=massif", "--depth=40", &arg],
         false,
         Duration::from_secs(900),
     );
@@ -56,6 +57,10 @@ fn main() {
     );
     assert_eq!(status, 0);
     let text = std::fs::read_to_string(&massif).unwrap();
+    // ESYNC_MASSIF_OUT=FILE keeps the profile (for `ms_print FILE`).
+    if let Some(keep) = std::env::var_os("ESYNC_MASSIF_OUT") {
+        std::fs::write(&keep, &text).unwrap();
+    }
     let field = |name: &str| -> Vec<u64> {
         text.lines()
             .filter_map(|l| l.strip_prefix(name))
