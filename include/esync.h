@@ -892,7 +892,10 @@ void esync_agent_free(struct esync_agent *agent);
 
 /*
  Adds a stored role to the trust store being loaded (`name` and `bytes`
- are copied). A role named `root` is the trust anchor.
+ are copied). A role named `root` is the trust anchor. A role refused
+ here (NULL, not UTF-8, empty name, over `ESYNC_MAX_ROLE_BYTES`, more
+ than `ESYNC_MAX_ROLES`) makes the whole load fail
+ (`ESYNC_RESULT_TRUST_STORE` from `esync_agent_new`).
 
  Ownership: `loader` is the library's, valid only during the
  `trust_load` callback it was passed to. Thread safety: call only from

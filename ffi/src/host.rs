@@ -393,7 +393,10 @@ pub struct esync_agent_callbacks {
 }
 
 /// Adds a stored role to the trust store being loaded (`name` and `bytes`
-/// are copied). A role named `root` is the trust anchor.
+/// are copied). A role named `root` is the trust anchor. A role refused
+/// here (NULL, not UTF-8, empty name, over `ESYNC_MAX_ROLE_BYTES`, more
+/// than `ESYNC_MAX_ROLES`) makes the whole load fail
+/// (`ESYNC_RESULT_TRUST_STORE` from `esync_agent_new`).
 ///
 /// Ownership: `loader` is the library's, valid only during the
 /// `trust_load` callback it was passed to. Thread safety: call only from
@@ -416,13 +419,21 @@ pub unsafe extern "C" fn esync_trust_loader_add_role(
         let Some(l) = (unsafe { loader.as_mut() }) else {
             return esync_result::ESYNC_RESULT_NULL_ARGUMENT;
         };
+        // A role the loader refuses fails the whole load (even if the host
+        // ignores this result): a trust store is never opened without a
+        // floor it holds.
         // SAFETY: the caller guarantees the lengths.
-        let (Some(name), Some(bytes)) = (unsafe { slice(name, name_len) }, unsafe {
+        let (name, bytes) = match (unsafe { slice(name, name_len) }, unsafe {
             slice(bytes, bytes_len)
-        }) else {
-            return esync_result::ESYNC_RESULT_NULL_ARGUMENT;
+        }) {
+            (Some(n), Some(b)) => (n, b),
+            _ => {
+                l.error = Some("trust store role: NULL pointer with a length".into());
+                return esync_result::ESYNC_RESULT_NULL_ARGUMENT;
+            }
         };
         let Ok(name) = std::str::from_utf8(name) else {
+            l.error = Some("trust store role: name is not UTF-8".into());
             return esync_result::ESYNC_RESULT_INVALID_ARGUMENT;
         };
         if name.is_empty() || bytes_len > ESYNC_MAX_ROLE_BYTES {

@@ -35,6 +35,9 @@ struct Host {
     time: Option<i64>,
     /// Every journal operation reports a power loss.
     power_loss: bool,
+    /// `trust_load` hands in a role the loader must refuse, and ignores
+    /// the refusal.
+    bad_role: bool,
     logs: Vec<(u32, String)>,
 }
 
@@ -247,6 +250,10 @@ unsafe extern "C" fn journal_store(u: *mut c_void, d: *const u8, n: usize) -> es
 }
 unsafe extern "C" fn trust_load(u: *mut c_void, l: *mut esync_trust_loader) -> esync_host_status {
     let h = ud(u);
+    if h.bad_role {
+        let name = [0xffu8];
+        let _ignored = unsafe { esync_trust_loader_add_role(l, name.as_ptr(), 1, ptr::null(), 0) };
+    }
     for (name, bytes) in &h.trust {
         let r = unsafe {
             esync_trust_loader_add_role(l, name.as_ptr(), name.len(), bytes.as_ptr(), bytes.len())
@@ -382,6 +389,7 @@ fn host() -> Box<Host> {
         trust: BTreeMap::new(),
         time: None,
         power_loss: false,
+        bad_role: false,
         logs: Vec::new(),
     })
 }
@@ -507,6 +515,14 @@ fn bad_arguments_are_refused_and_nothing_is_written() {
         unsafe { esync_agent_new(&bad, &cb, 0, T0, &mut out, &mut step) },
         esync_result::ESYNC_RESULT_INVALID_CONFIG
     );
+    // A trust store role the loader refuses fails the load, even when the
+    // host ignores the refusal.
+    h.bad_role = true;
+    assert_eq!(
+        unsafe { esync_agent_new(&cfg, &cb, 0, T0, &mut out, &mut step) },
+        esync_result::ESYNC_RESULT_TRUST_STORE
+    );
+    h.bad_role = false;
     assert_eq!(out, sentinel, "nothing written on failure");
     // NULL handles.
     unsafe { esync_agent_free(ptr::null_mut()) };
