@@ -180,6 +180,13 @@ typedef uint32_t esync_verification;
 typedef uint32_t esync_patching;
 
 /*
+ Uptane key schemes an Agent accepts (`esync_agent_config::uptane_schemes`,
+ a bit set; 0: all of them). Director keys of other schemes are ignored:
+ they never count toward a threshold and their cost is never paid.
+ */
+typedef uint32_t esync_schemes;
+
+/*
  How to create an Agent. Every pointer is followed by its length; the
  bytes are copied during [`esync_agent_new`] and need not outlive it.
  Text is UTF-8, not NUL-terminated.
@@ -257,6 +264,10 @@ typedef struct esync_agent_config {
    `ESYNC_PATCH_*`.
    */
   esync_patching patching;
+  /*
+   `ESYNC_SCHEME_*` bits: the Uptane key schemes accepted (0: all).
+   */
+  esync_schemes uptane_schemes;
   /*
    Install precondition (esync's precondition language, e.g. `speed ==
    0 && gear == "P"`); non-empty makes the Agent safety-critical.
@@ -620,6 +631,26 @@ typedef struct esync_step {
  esync-package's bsdiff-family applier (the formats it supports).
  */
 #define ESYNC_PATCH_BUILTIN 1
+
+/*
+ `ed25519`.
+ */
+#define ESYNC_SCHEME_ED25519 1
+
+/*
+ `ecdsa-sha2-nistp256`.
+ */
+#define ESYNC_SCHEME_ECDSA_P256 (1 << 1)
+
+/*
+ `ecdsa-sha2-nistp384`.
+ */
+#define ESYNC_SCHEME_ECDSA_P384 (1 << 2)
+
+/*
+ `rsassa-pss-sha256`.
+ */
+#define ESYNC_SCHEME_RSA_PSS_SHA256 (1 << 3)
 
 /*
  No input (a poll, a reconnection, recovery).

@@ -25,6 +25,7 @@ use esync_proto::envelope::{EnvelopeSigner, ReceiverIdentity, Verifier};
 use esync_proto::frame::FrameLimits;
 use esync_proto::id::{DevicePath, EcuSerial, HardwareId, Vin};
 use esync_proto::message::Participant;
+use esync_uptane::crypto::{Scheme, SchemeSet};
 use esync_uptane::store::TrustStore as _;
 
 use crate::host::{
@@ -47,6 +48,19 @@ pub type esync_patching = u32;
 pub const ESYNC_PATCH_NONE: esync_patching = 0;
 /// esync-package's bsdiff-family applier (the formats it supports).
 pub const ESYNC_PATCH_BUILTIN: esync_patching = 1;
+
+/// Uptane key schemes an Agent accepts (`esync_agent_config::uptane_schemes`,
+/// a bit set; 0: all of them). Director keys of other schemes are ignored:
+/// they never count toward a threshold and their cost is never paid.
+pub type esync_schemes = u32;
+/// `ed25519`.
+pub const ESYNC_SCHEME_ED25519: esync_schemes = 1;
+/// `ecdsa-sha2-nistp256`.
+pub const ESYNC_SCHEME_ECDSA_P256: esync_schemes = 1 << 1;
+/// `ecdsa-sha2-nistp384`.
+pub const ESYNC_SCHEME_ECDSA_P384: esync_schemes = 1 << 2;
+/// `rsassa-pss-sha256`.
+pub const ESYNC_SCHEME_RSA_PSS_SHA256: esync_schemes = 1 << 3;
 
 /// What became of a step's input (`esync_step::input`).
 pub type esync_input = u32;
@@ -131,6 +145,8 @@ pub struct esync_agent_config {
     pub director_root_len: usize,
     /// `ESYNC_PATCH_*`.
     pub patching: esync_patching,
+    /// `ESYNC_SCHEME_*` bits: the Uptane key schemes accepted (0: all).
+    pub uptane_schemes: esync_schemes,
     /// Install precondition (esync's precondition language, e.g. `speed ==
     /// 0 && gear == "P"`); non-empty makes the Agent safety-critical.
     pub safety_precondition: *const u8,
@@ -341,6 +357,29 @@ fn config_err<E: std::fmt::Display>(e: E) -> (esync_result, String) {
     (esync_result::ESYNC_RESULT_INVALID_CONFIG, e.to_string())
 }
 
+fn schemes(bits: esync_schemes) -> Result<SchemeSet, (esync_result, String)> {
+    if bits == 0 {
+        return Ok(SchemeSet::ALL);
+    }
+    let table = [
+        (ESYNC_SCHEME_ED25519, Scheme::Ed25519),
+        (ESYNC_SCHEME_ECDSA_P256, Scheme::EcdsaP256Sha256),
+        (ESYNC_SCHEME_ECDSA_P384, Scheme::EcdsaP384Sha384),
+        (ESYNC_SCHEME_RSA_PSS_SHA256, Scheme::RsaPssSha256),
+    ];
+    let known = table.iter().fold(0, |m, (b, _)| m | b);
+    if bits & !known != 0 {
+        return Err((
+            esync_result::ESYNC_RESULT_INVALID_ARGUMENT,
+            format!("uptane_schemes: unknown bits {:#x}", bits & !known),
+        ));
+    }
+    Ok(table
+        .iter()
+        .filter(|(b, _)| bits & b != 0)
+        .fold(SchemeSet::EMPTY, |set, (_, s)| set.with(*s)))
+}
+
 /// Builds the handle (everything but the first step).
 ///
 /// # Safety
@@ -401,6 +440,7 @@ unsafe fn build(
         usize::try_from(l.write_quantum).map_err(|_| config_err("write_quantum out of range"))?;
     config.confirm_timeout_ms = (l.confirm_timeout_ms != 0).then_some(l.confirm_timeout_ms);
     config.busy_retry_after_ms = l.busy_retry_after_ms;
+    config.uptane_schemes = schemes(cfg.uptane_schemes)?;
     config.validate().map_err(config_err)?;
 
     let patcher: Box<dyn PatchApplier> = match cfg.patching {

@@ -371,6 +371,7 @@ fn config(k: &Keys) -> esync_agent_config {
         director_root: k.root.as_ptr(),
         director_root_len: k.root.len(),
         patching: ESYNC_PATCH_BUILTIN,
+        uptane_schemes: 0,
         safety_precondition: ptr::null(),
         safety_precondition_len: 0,
         limits: unsafe { limits.assume_init() },
@@ -484,6 +485,12 @@ fn bad_arguments_are_refused_and_nothing_is_written() {
     let mut bad = config(&k);
     bad.device_path = b"no slash".as_ptr();
     bad.device_path_len = 8;
+    assert_eq!(
+        unsafe { esync_agent_new(&bad, &cb, 0, T0, &mut out, &mut step) },
+        esync_result::ESYNC_RESULT_INVALID_ARGUMENT
+    );
+    let mut bad = config(&k);
+    bad.uptane_schemes = 1 << 7;
     assert_eq!(
         unsafe { esync_agent_new(&bad, &cb, 0, T0, &mut out, &mut step) },
         esync_result::ESYNC_RESULT_INVALID_ARGUMENT

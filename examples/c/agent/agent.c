@@ -607,6 +607,7 @@ int main(int argc, char **argv) {
     cfg.director_root = root;
     cfg.director_root_len = root_len;
     cfg.patching = ESYNC_PATCH_BUILTIN;
+    cfg.uptane_schemes = ESYNC_SCHEME_ED25519; /* this Director signs with ed25519 */
     esync_agent_limits_default(&cfg.limits);
     cfg.limits.write_quantum = 4096;
 
