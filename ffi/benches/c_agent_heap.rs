@@ -49,6 +49,7 @@ fn main() {
         &exe,
         &["valgrind", "--tool=massif", "--depth=40", &arg],
         false,
+        None,
         Duration::from_secs(900),
     );
     assert!(

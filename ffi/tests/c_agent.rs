@@ -13,6 +13,10 @@
 //! - `c_agent_rolls_back_on_a_failed_self_test`: the same with the C
 //!   host's self-test failing: the Agent reports the failure and slot A
 //!   runs 1.0.0 again.
+//! - `c_agent_resumes_after_a_power_cut_mid_transfer`: the C Agent is
+//!   killed after 3 chunks and started again on its files; it recovers from
+//!   the journal it stored through its callbacks, asks for chunk 3, and the
+//!   update completes.
 //! - `c_agent_under_valgrind` and `c_agent_with_sanitizers`: the success
 //!   run under valgrind (no errors, no leaks) and built with
 //!   `-fsanitize=address,undefined`; each prints SKIPPED when its tool is
@@ -62,6 +66,22 @@ fn c_agent_rolls_back_on_a_failed_self_test() {
     let (active, trial, version, sha) = boot_state(dir.path());
     assert_eq!((active, trial, version.as_str()), ('a', false, "1.0.0"));
     assert_eq!(sha, hex(&sha256(&world().old).0));
+}
+
+#[test]
+fn c_agent_resumes_after_a_power_cut_mid_transfer() {
+    let out = tempfile::tempdir().unwrap();
+    let exe = build_c_agent(out.path(), &[]);
+    let w = world();
+    assert!(
+        w.patch.len() > 3 * CHUNK as usize,
+        "the patch spans more than 3 chunks"
+    );
+    let (dir, outcome, status) =
+        run_update_of(&w, &exe, &[], false, Some(3), Duration::from_secs(60));
+    assert_updated(dir.path(), &outcome, status);
+    let new = std::fs::read(dir.path().join("slot_b.bin")).unwrap();
+    assert_eq!(sha256(&new), sha256(&w.new));
 }
 
 #[test]

@@ -331,6 +331,13 @@ impl Peer {
         }
     }
 
+    /// Kills the C Agent at once (a power cut) and reaps it.
+    pub fn kill(mut self) {
+        drop(self.stdin.take());
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Closes the bus and waits for the C Agent's exit status.
     fn finish(mut self) -> i32 {
         drop(self.stdin.take());
@@ -371,15 +378,19 @@ pub fn run_update(
     fail_self_test: bool,
     timeout: Duration,
 ) -> (tempfile::TempDir, InstallOutcome, i32) {
-    run_update_of(&world(), exe, wrapper, fail_self_test, timeout)
+    run_update_of(&world(), exe, wrapper, fail_self_test, None, timeout)
 }
 
-/// [`run_update`] of the update `w`.
+/// [`run_update`] of the update `w`. With `crash_after_chunks = Some(k)`
+/// the C Agent is killed (SIGKILL: a power cut) once it handled `k` chunks,
+/// started again on the same files, and the transfer resumes where its
+/// journal and staging say (checked: the Agent asks for chunk `k`).
 pub fn run_update_of(
     w: &World,
     exe: &Path,
     wrapper: &[&str],
     fail_self_test: bool,
+    crash_after_chunks: Option<u32>,
     timeout: Duration,
 ) -> (tempfile::TempDir, InstallOutcome, i32) {
     let dir = tempfile::tempdir().unwrap();
@@ -399,7 +410,7 @@ pub fn run_update_of(
     if fail_self_test {
         cmd.arg("--fail-self-test");
     }
-    let mut peer = Peer::spawn(&mut cmd, &agent_key, client_key, timeout);
+    let mut peer = Peer::spawn(&mut cmd, &agent_key, client_key.clone(), timeout);
 
     let update_id = Id128([0x42; 16]);
     let transfer_id = Id128([0x43; 16]);
@@ -450,13 +461,46 @@ pub fn run_update_of(
         _ => None,
     });
     assert_eq!(next, 0);
-    for (i, data) in w.patch.chunks(w.chunk as usize).enumerate() {
-        peer.send(Payload::TransferChunk(TransferChunk {
+    let chunks: Vec<&[u8]> = w.patch.chunks(w.chunk as usize).collect();
+    let chunk = |i: u32| {
+        Payload::TransferChunk(TransferChunk {
             transfer_id,
-            index: i as u32,
-            offset: i as u64 * u64::from(w.chunk),
-            data: data.to_vec(),
+            index: i,
+            offset: u64::from(i) * u64::from(w.chunk),
+            data: chunks[i as usize].to_vec(),
+        })
+    };
+    let mut first = 0;
+    if let Some(k) = crash_after_chunks {
+        for i in 0..k {
+            peer.send(chunk(i));
+        }
+        // Frames are handled in order: once this is answered, so are the
+        // chunks.
+        peer.send(Payload::InventoryQuery(InventoryQuery { nonce: [8; 16] }));
+        peer.expect("an inventory", |p| {
+            matches!(p, Payload::InventoryReport(r) if r.nonce == [8; 16]).then_some(())
+        });
+        peer.kill();
+        peer = Peer::spawn(&mut cmd, &agent_key, client_key, timeout);
+        peer.send(Payload::TransferStart(TransferStart {
+            transfer_id,
+            update_id,
+            total_length: w.patch.len() as u64,
+            chunk_size: w.chunk,
+            chunk_hashes: chunk_hashes(&w.patch, w.chunk),
         }));
+        first = peer.expect("a transfer ack after the restart", |p| match p {
+            Payload::TransferAck(a) => Some(a.next_chunk),
+            _ => None,
+        });
+        assert_eq!(
+            first, k,
+            "the transfer resumes at the first chunk not staged"
+        );
+    }
+    for i in first..chunks.len() as u32 {
+        peer.send(chunk(i));
     }
     peer.send(Payload::Prepare(Prepare {
         update_id,
