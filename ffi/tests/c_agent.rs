@@ -21,6 +21,9 @@
 //!   run under valgrind (no errors, no leaks) and built with
 //!   `-fsanitize=address,undefined`; each prints SKIPPED when its tool is
 //!   absent.
+//! - `pkg_config_file_links_the_shared_library`: `ffi/esync.pc.in` installed
+//!   under a prefix gives the flags that build the C Agent against
+//!   `libesync_ffi.so`, which then completes the update.
 //! - `header_compiles_as_cxx17`: the header with `g++ -std=c++17`.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
@@ -140,6 +143,67 @@ fn c_agent_with_sanitizers() {
     );
     assert_eq!(status, 0, "the sanitized C Agent's exit status");
     assert_eq!(boot_state(dir.path()).0, 'a');
+}
+
+#[test]
+fn pkg_config_file_links_the_shared_library() {
+    if !have("pkg-config") {
+        println!("SKIPPED: pkg-config is not installed");
+        return;
+    }
+    // An installation prefix as ffi/esync.pc.in describes it.
+    let prefix = tempfile::tempdir().unwrap();
+    let (lib, inc, pc) = (
+        prefix.path().join("lib"),
+        prefix.path().join("include"),
+        prefix.path().join("lib/pkgconfig"),
+    );
+    for d in [&lib, &inc, &pc] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let built = staticlib();
+    let so = built.with_file_name("libesync_ffi.so");
+    std::fs::copy(&so, lib.join("libesync_ffi.so")).unwrap();
+    std::fs::copy(repo().join("include/esync.h"), inc.join("esync.h")).unwrap();
+    let template = std::fs::read_to_string(repo().join("ffi/esync.pc.in")).unwrap();
+    std::fs::write(
+        pc.join("esync.pc"),
+        template.replace("@PREFIX@", prefix.path().to_str().unwrap()),
+    )
+    .unwrap();
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "esync"])
+        .env("PKG_CONFIG_PATH", &pc)
+        .output()
+        .unwrap();
+    assert!(
+        flags.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flags.stderr)
+    );
+    let flags = String::from_utf8(flags.stdout).unwrap();
+    let exe = prefix.path().join("agent");
+    let o = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .arg(repo().join("examples/c/agent/agent.c"))
+        .args(flags.split_whitespace())
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "cc {flags}:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The dynamically linked C Agent completes the update too.
+    let (dir, outcome, status) = run_update(
+        &exe,
+        &["env", &format!("LD_LIBRARY_PATH={}", lib.display())],
+        false,
+        Duration::from_secs(60),
+    );
+    assert_updated(dir.path(), &outcome, status);
 }
 
 #[test]
