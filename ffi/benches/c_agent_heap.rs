@@ -48,8 +48,7 @@ fn main() {
         &w,
         &exe,
         &["valgrind", "--tool=massif", "--depth=40", &arg],
-        false,
-        None,
+        &RunOpts::default(),
         Duration::from_secs(900),
     );
     assert!(

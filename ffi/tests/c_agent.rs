@@ -17,6 +17,9 @@
 //!   killed after 3 chunks and started again on its files; it recovers from
 //!   the journal it stored through its callbacks, asks for chunk 3, and the
 //!   update completes.
+//! - `c_agent_rolls_back_when_the_confirm_deadline_passes`: no confirm
+//!   comes; the C host polls at the deadline the Agent gave it, and the
+//!   Agent rolls back by itself.
 //! - `c_agent_under_valgrind` and `c_agent_with_sanitizers`: the success
 //!   run under valgrind (no errors, no leaks) and built with
 //!   `-fsanitize=address,undefined`; each prints SKIPPED when its tool is
@@ -80,11 +83,36 @@ fn c_agent_resumes_after_a_power_cut_mid_transfer() {
         w.patch.len() > 3 * CHUNK as usize,
         "the patch spans more than 3 chunks"
     );
-    let (dir, outcome, status) =
-        run_update_of(&w, &exe, &[], false, Some(3), Duration::from_secs(60));
+    let opts = RunOpts {
+        crash_after_chunks: Some(3),
+        ..RunOpts::default()
+    };
+    let (dir, outcome, status) = run_update_of(&w, &exe, &[], &opts, Duration::from_secs(60));
     assert_updated(dir.path(), &outcome, status);
     let new = std::fs::read(dir.path().join("slot_b.bin")).unwrap();
     assert_eq!(sha256(&new), sha256(&w.new));
+}
+
+#[test]
+fn c_agent_rolls_back_when_the_confirm_deadline_passes() {
+    let out = tempfile::tempdir().unwrap();
+    let exe = build_c_agent(out.path(), &[]);
+    let opts = RunOpts {
+        confirm_timeout_ms: Some(300),
+        withhold_confirm: true,
+        ..RunOpts::default()
+    };
+    let (dir, outcome, status) = run_update_of(&world(), &exe, &[], &opts, Duration::from_secs(60));
+    match &outcome {
+        InstallOutcome::Failed { failure, running } => {
+            assert_eq!(running, &v("1.0.0"));
+            assert_eq!(failure.code, FailureCode::Timeout, "{failure:?}");
+        }
+        other => panic!("expected a rollback report, got {other:?}"),
+    }
+    assert_eq!(status, 0);
+    let (active, trial, version, _) = boot_state(dir.path());
+    assert_eq!((active, trial, version.as_str()), ('a', false, "1.0.0"));
 }
 
 #[test]

@@ -12,11 +12,14 @@
  * CAN-TP, DoIP or SOME/IP). Logs go to stderr. End of input stops it.
  *
  *   agent DIR VIN DEVICE_PATH HARDWARE_ID SERIAL [--fail-self-test]
+ *         [--confirm-timeout-ms N]
  *
  * DIR also holds agent.key (32-byte ed25519 seed), client.pub (the Client's
  * 32-byte public key) and director_root.json (the pinned Director root).
  * --fail-self-test makes the self-test of a trial image fail (the Agent
- * then rolls back to the previous slot).
+ * then rolls back to the previous slot). --confirm-timeout-ms sets how long
+ * an activated image waits for the Client's confirm before the Agent rolls
+ * it back (default: the library's).
  *
  * Exit status: 0 at end of input, 1 on a usage or host error, 3 if the
  * Agent halted.
@@ -565,12 +568,23 @@ static int load_key(const struct host *h, const char *name, uint8_t out[32]) {
 
 int main(int argc, char **argv) {
     if (argc < 6) {
-        fprintf(stderr, "usage: agent DIR VIN DEVICE_PATH HARDWARE_ID SERIAL [--fail-self-test]\n");
+        fprintf(stderr, "usage: agent DIR VIN DEVICE_PATH HARDWARE_ID SERIAL [--fail-self-test]"
+                        " [--confirm-timeout-ms N]\n");
         return 1;
     }
     static struct host h; /* zeroed */
     snprintf(h.dir, sizeof h.dir, "%s", argv[1]);
-    h.fail_self_test = argc > 6 && strcmp(argv[6], "--fail-self-test") == 0;
+    long long confirm_timeout_ms = -1;
+    for (int i = 6; i < argc; i++) {
+        if (strcmp(argv[i], "--fail-self-test") == 0) {
+            h.fail_self_test = 1;
+        } else if (strcmp(argv[i], "--confirm-timeout-ms") == 0 && i + 1 < argc) {
+            confirm_timeout_ms = strtoll(argv[++i], NULL, 10);
+        } else {
+            fprintf(stderr, "agent: unknown argument %s\n", argv[i]);
+            return 1;
+        }
+    }
     if (boot_load(&h) != 0) {
         fprintf(stderr, "agent: cannot read %s/boot.ctl\n", h.dir);
         return 1;
@@ -610,6 +624,7 @@ int main(int argc, char **argv) {
     cfg.uptane_schemes = ESYNC_SCHEME_ED25519; /* this Director signs with ed25519 */
     esync_agent_limits_default(&cfg.limits);
     cfg.limits.write_quantum = 4096;
+    if (confirm_timeout_ms >= 0) cfg.limits.confirm_timeout_ms = (uint64_t)confirm_timeout_ms;
 
     struct esync_agent_callbacks cb;
     memset(&cb, 0, sizeof cb);

@@ -378,7 +378,26 @@ pub fn run_update(
     fail_self_test: bool,
     timeout: Duration,
 ) -> (tempfile::TempDir, InstallOutcome, i32) {
-    run_update_of(&world(), exe, wrapper, fail_self_test, None, timeout)
+    let opts = RunOpts {
+        fail_self_test,
+        ..RunOpts::default()
+    };
+    run_update_of(&world(), exe, wrapper, &opts, timeout)
+}
+
+/// How [`run_update_of`] runs.
+#[derive(Clone, Debug, Default)]
+pub struct RunOpts {
+    /// The C host's self-test of a trial image fails.
+    pub fail_self_test: bool,
+    /// Kill the C Agent (a power cut) once it handled this many chunks,
+    /// start it again, and resume.
+    pub crash_after_chunks: Option<u32>,
+    /// The Agent's confirm timeout (`--confirm-timeout-ms`).
+    pub confirm_timeout_ms: Option<u64>,
+    /// Never confirm: wait for the Agent's own rollback instead (returns
+    /// the final report's outcome).
+    pub withhold_confirm: bool,
 }
 
 /// [`run_update`] of the update `w`. With `crash_after_chunks = Some(k)`
@@ -389,10 +408,10 @@ pub fn run_update_of(
     w: &World,
     exe: &Path,
     wrapper: &[&str],
-    fail_self_test: bool,
-    crash_after_chunks: Option<u32>,
+    opts: &RunOpts,
     timeout: Duration,
 ) -> (tempfile::TempDir, InstallOutcome, i32) {
+    let crash_after_chunks = opts.crash_after_chunks;
     let dir = tempfile::tempdir().unwrap();
     let agent_key = SigningKey::from_bytes(&[5; 32]);
     let client_key = SigningKey::from_bytes(&[6; 32]);
@@ -407,8 +426,11 @@ pub fn run_update_of(
         None => Command::new(exe),
     };
     cmd.arg(dir.path()).args([VIN, DEVICE, HW, SERIAL]);
-    if fail_self_test {
+    if opts.fail_self_test {
         cmd.arg("--fail-self-test");
+    }
+    if let Some(t) = opts.confirm_timeout_ms {
+        cmd.arg("--confirm-timeout-ms").arg(t.to_string());
     }
     let mut peer = Peer::spawn(&mut cmd, &agent_key, client_key.clone(), timeout);
 
@@ -527,6 +549,21 @@ pub fn run_update_of(
         Payload::InstallResult(r) if r.update_id == update_id => Some(r.outcome.clone()),
         _ => None,
     });
+    if opts.withhold_confirm {
+        // The Agent's confirm deadline passes (its host polls at the
+        // deadline it was given); it rolls back by itself and reports.
+        let rolled_back = peer.expect("the Agent's report of its own rollback", |p| match p {
+            Payload::InstallResult(r)
+                if r.update_id == update_id
+                    && matches!(r.outcome, InstallOutcome::Failed { .. }) =>
+            {
+                Some(r.outcome.clone())
+            }
+            _ => None,
+        });
+        let status = peer.finish();
+        return (dir, rolled_back, status);
+    }
     if matches!(outcome, InstallOutcome::Installed { .. }) {
         peer.send(Payload::Confirm(Confirm { update_id }));
         let confirmed = peer.expect("a confirmation", |p| match p {
