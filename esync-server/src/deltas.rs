@@ -66,6 +66,9 @@ pub enum DeltaOutcome {
         job_id: i64,
         /// The patch blob.
         patch: BlobInfo,
+        /// How long reading the images, generating and storing the patch
+        /// took.
+        elapsed: Duration,
     },
     /// The job failed (unknown format, missing image, generator error) and
     /// is marked failed with this reason.
@@ -145,6 +148,7 @@ impl DeltaWorker {
             return Ok(DeltaOutcome::Idle);
         };
         tracing::debug!(job = job.id, worker = %self.name, "delta job claimed");
+        let started = std::time::Instant::now();
         match self.generate(&job).await? {
             Ok(patch) => {
                 let kept = self
@@ -155,6 +159,7 @@ impl DeltaWorker {
                     DeltaOutcome::Done {
                         job_id: job.id,
                         patch,
+                        elapsed: started.elapsed(),
                     }
                 } else {
                     DeltaOutcome::Lost { job_id: job.id }

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the Server (prometheus-client, one [`Registry`] per
 //! [`Metrics`], no process-wide recorder): HTTP requests by listener, route
 //! template, method and status; bytes received by image uploads; delta jobs
-//! by outcome. Served as text by [`metrics_router`] (`GET /metrics`) on its
+//! by outcome and the time each generated patch took. Served as text by [`metrics_router`] (`GET /metrics`) on its
 //! own listener.
 //!
 //! The route label is the matched route template (`/admin/v1/images/{sha256}`),
@@ -19,6 +19,7 @@ use axum::Router;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 /// Route label of requests that matched no route.
@@ -54,6 +55,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     upload_bytes: Counter,
     delta_jobs: Family<DeltaLabels, Counter>,
+    delta_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -75,6 +77,8 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let upload_bytes = Counter::default();
         let delta_jobs = Family::<DeltaLabels, Counter>::default();
+        // 0.1 s to about 14 min.
+        let delta_seconds = Histogram::new(exponential_buckets(0.1, 2.0, 14));
         registry.register(
             "http_requests",
             "HTTP requests answered, by listener, route, method and status",
@@ -90,11 +94,17 @@ impl Metrics {
             "Delta jobs run by this process, by outcome",
             delta_jobs.clone(),
         );
+        registry.register(
+            "delta_generation_seconds",
+            "Time of each delta job this process completed: reading both images, generating and storing the patch",
+            delta_seconds.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             requests,
             upload_bytes,
             delta_jobs,
+            delta_seconds,
         }
     }
 
@@ -122,6 +132,11 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Records the time one completed delta job took.
+    pub fn observe_delta_generation(&self, elapsed: std::time::Duration) {
+        self.delta_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// The current value of the request counter for these labels (0 if never
@@ -210,6 +225,7 @@ mod tests {
         m.record_request("admin", "GET", "/admin/v1/vehicles", 200);
         m.add_upload_bytes(1234);
         m.record_delta("done");
+        m.observe_delta_generation(std::time::Duration::from_millis(1500));
         let text = m.render();
         assert!(text.contains(
             "esync_server_http_requests_total{listener=\"admin\",method=\"GET\",route=\"/admin/v1/vehicles\",status=\"200\"} 2"
@@ -220,6 +236,14 @@ mod tests {
         );
         assert!(
             text.contains("esync_server_delta_jobs_total{outcome=\"done\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("esync_server_delta_generation_seconds_sum 1.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("esync_server_delta_generation_seconds_count 1"),
             "{text}"
         );
         assert_eq!(m.requests("admin", "GET", "/admin/v1/vehicles", 200), 2);

@@ -895,7 +895,10 @@ async fn serve(config_path: &Path) -> Result<(), Error> {
                     Ok(DeltaOutcome::Idle) => tokio::time::sleep(Duration::from_millis(500)).await,
                     Ok(o) => {
                         let outcome = match &o {
-                            DeltaOutcome::Done { .. } => "done",
+                            DeltaOutcome::Done { elapsed, .. } => {
+                                m.observe_delta_generation(*elapsed);
+                                "done"
+                            }
                             DeltaOutcome::Failed { .. } => "failed",
                             _ => "lost",
                         };
