@@ -200,11 +200,16 @@ impl DeviceHttp {
         let mut tls = (*tls).clone();
         // The connector sets ALPN itself (and refuses a preset list).
         tls.alpn_protocols.clear();
+        let mut tcp = HttpConnector::new();
+        // Requests leave at once (no Nagle wait); the TLS layer decides
+        // the scheme (`https_only`).
+        tcp.set_nodelay(true);
+        tcp.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
             .enable_http1()
-            .build();
+            .wrap_connector(tcp);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);

@@ -376,7 +376,8 @@ async fn blob(
         ),
         None => resp.status(StatusCode::OK),
     };
-    let stream = tokio_util::io::ReaderStream::new(reader);
+    // 64 KiB reads: TLS records of full size rather than 4 KiB ones.
+    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024);
     resp.body(Body::from_stream(stream))
         .map_err(DeviceError::internal)
 }
@@ -484,6 +485,9 @@ pub async fn serve_device(
                 }
             },
         };
+        // Responses go out as soon as written (no Nagle wait for the
+        // client's delayed ACK on the last segment of a response).
+        let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(tls.config());
         let router = router.clone();
         tokio::spawn(async move {
