@@ -101,11 +101,7 @@ fn map(e: DeltaError) -> PatchError {
 
 impl PatchApplier for PackageApplier {
     fn formats(&self) -> Vec<PatchFormat> {
-        vec![
-            PatchFormat::BsdiffZstd,
-            PatchFormat::BsdiffXz,
-            PatchFormat::Bsdiff40,
-        ]
+        esync_package::delta::APPLY_FORMATS.to_vec()
     }
 
     fn begin(

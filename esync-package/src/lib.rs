@@ -32,7 +32,7 @@
 //! ## Applying a patch (the Agent's API, feature `apply`)
 //!
 //! ```
-//! # #[cfg(feature = "apply")]
+//! # #[cfg(feature = "applier")]
 //! # fn demo(installed: &dyn esync_package::delta::SourceImage,
 //! #         stored_patch: &dyn esync_package::delta::SourceImage,
 //! #         installed_sha: esync_proto::id::Sha256Digest,

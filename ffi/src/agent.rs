@@ -374,10 +374,17 @@ fn schemes(bits: esync_schemes) -> Result<SchemeSet, (esync_result, String)> {
             format!("uptane_schemes: unknown bits {:#x}", bits & !known),
         ));
     }
-    Ok(table
+    let set = table
         .iter()
         .filter(|(b, _)| bits & b != 0)
-        .fold(SchemeSet::EMPTY, |set, (_, s)| set.with(*s)))
+        .fold(SchemeSet::EMPTY, |set, (_, s)| set.with(*s));
+    if let Some(s) = set.iter().find(|s| !s.is_built()) {
+        return Err((
+            esync_result::ESYNC_RESULT_INVALID_CONFIG,
+            format!("uptane_schemes: {s} is not built into this library (features ecdsa, rsa)"),
+        ));
+    }
+    Ok(set)
 }
 
 /// Builds the handle (everything but the first step).

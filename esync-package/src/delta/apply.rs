@@ -20,7 +20,10 @@ use sha2::{Digest, Sha256};
 
 use super::format::{decode_control, parse_header, PatchHeader, CONTROL_LEN, MAX_HEADER_LEN};
 use super::zero_run::{ZeroRunDecoder, ZeroRunState};
-use super::{ApplyLimits, ApplyReport, DeltaError, SlotWriter, SourceImage, Stream, TargetSpec};
+use super::{
+    ApplyLimits, ApplyReport, DeltaError, SlotWriter, SourceImage, Stream, TargetSpec,
+    APPLY_FORMATS,
+};
 
 /// Pure-seek controls a `BSDIFF40` patch may carry after its output is
 /// complete (qbsdiff ends each parallel chunk with one).
@@ -36,19 +39,30 @@ const ZERO_RUN_BUF: usize = 16 << 10;
 const MIN_BLOCK: usize = 512;
 
 /// A compressor's buffer-in / buffer-out decoder.
+/// Only the codecs of the enabled features (`apply-zstd`, `apply-xz`,
+/// `apply-bzip2`) are compiled.
 enum Raw {
+    #[cfg(feature = "apply-bzip2")]
     Bzip2(bzip2::Decompress),
+    #[cfg(feature = "apply-zstd")]
     Zstd(zstd::stream::raw::Decoder<'static>),
+    #[cfg(feature = "apply-xz")]
     Xz(xz2::stream::Stream),
 }
 
 impl Raw {
     /// Decodes from `input` into `out`: (input consumed, output produced,
     /// stream ended).
+    #[cfg_attr(
+        not(feature = "apply-xz"),
+        allow(unused_variables, reason = "only xz is told the end of its input")
+    )]
     fn run(&mut self, input: &[u8], out: &mut [u8], eof: bool) -> io::Result<(usize, usize, bool)> {
+        #[cfg(any(feature = "apply-bzip2", feature = "apply-xz"))]
         let bad =
             |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
         match self {
+            #[cfg(feature = "apply-bzip2")]
             Raw::Bzip2(d) => {
                 let (i, o) = (d.total_in(), d.total_out());
                 let st = d.decompress(input, out).map_err(|e| bad(&e))?;
@@ -58,11 +72,13 @@ impl Raw {
                     st == bzip2::Status::StreamEnd,
                 ))
             }
+            #[cfg(feature = "apply-zstd")]
             Raw::Zstd(d) => {
                 use zstd::stream::raw::Operation;
                 let st = d.run_on_buffers(input, out)?;
                 Ok((st.bytes_read, st.bytes_written, st.remaining == 0))
             }
+            #[cfg(feature = "apply-xz")]
             Raw::Xz(d) => {
                 let (i, o) = (d.total_in(), d.total_out());
                 let action = if eof {
@@ -83,6 +99,7 @@ impl Raw {
 
 /// Bytes a decoder's running total grew by in one call (at most the length
 /// of a buffer it was given, so it fits in `usize`).
+#[cfg(any(feature = "apply-bzip2", feature = "apply-xz"))]
 fn delta(after: u64, before: u64) -> usize {
     usize::try_from(after - before).expect("a decoder moves at most one buffer per call")
 }
@@ -149,9 +166,12 @@ fn open_stream(
     limits: &ApplyLimits,
     stream: Stream,
 ) -> Result<RawStream, DeltaError> {
+    #[cfg(any(feature = "apply-zstd", feature = "apply-xz"))]
     let err = |source| DeltaError::Decompress { stream, source };
     let raw = match format {
+        #[cfg(feature = "apply-bzip2")]
         PatchFormat::Bsdiff40 => Raw::Bzip2(bzip2::Decompress::new(false)),
+        #[cfg(feature = "apply-zstd")]
         PatchFormat::BsdiffZstd => {
             let mut d = zstd::stream::raw::Decoder::new().map_err(err)?;
             d.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(
@@ -160,10 +180,13 @@ fn open_stream(
             .map_err(err)?;
             Raw::Zstd(d)
         }
+        #[cfg(feature = "apply-xz")]
         PatchFormat::BsdiffXz => Raw::Xz(
             xz2::stream::Stream::new_stream_decoder(limits.xz_memlimit, 0)
                 .map_err(|e| err(e.into()))?,
         ),
+        #[allow(unreachable_patterns, reason = "reached when a codec feature is off")]
+        other => return Err(DeltaError::UnsupportedFormat(other)),
     };
     Ok(RawStream {
         raw,
@@ -473,6 +496,11 @@ impl PatchApplicationState {
         out: &mut dyn SlotWriter,
         budget: u64,
     ) -> Result<ApplyStep, DeltaError> {
+        if !APPLY_FORMATS.contains(&self.format) && !matches!(self.phase, Phase::Ended) {
+            // Refused before the source is hashed.
+            self.phase = Phase::Ended;
+            return Err(DeltaError::UnsupportedFormat(self.format));
+        }
         let budget = budget.max(1);
         let mut work = 0u64;
         while work < budget {
@@ -836,5 +864,78 @@ pub fn apply_patch(
         if let ApplyStep::Done(report) = app.step(out, u64::MAX)? {
             return Ok(report);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use esync_proto::message::FailureCode;
+
+    use super::*;
+
+    /// An image whose every read fails: a step that reads it fails with
+    /// `SourceRead`.
+    struct Unreadable;
+
+    impl SourceImage for Unreadable {
+        fn len(&self) -> u64 {
+            16
+        }
+        fn read_exact_at(&self, _: u64, _: &mut [u8]) -> io::Result<()> {
+            Err(io::Error::other("must not be read"))
+        }
+    }
+
+    /// A format whose codec is not built (features `apply-zstd`,
+    /// `apply-xz`, `apply-bzip2`) is refused by the first step, before the
+    /// source is read; a built one starts by reading the source.
+    #[test]
+    fn formats_not_built_are_refused_before_reading() {
+        let all = [
+            PatchFormat::BsdiffZstd,
+            PatchFormat::BsdiffXz,
+            PatchFormat::Bsdiff40,
+        ];
+        for format in all {
+            let target = TargetSpec {
+                length: 1,
+                sha256: Sha256Digest([0; 32]),
+            };
+            let mut st = PatchApplicationState::new(
+                format,
+                Sha256Digest([0; 32]),
+                target,
+                ApplyLimits::default(),
+            );
+            let r = st.step(&Unreadable, &Unreadable, &mut Vec::new(), 1024);
+            if APPLY_FORMATS.contains(&format) {
+                assert!(
+                    matches!(r, Err(DeltaError::SourceRead(_))),
+                    "{format:?}: {r:?}"
+                );
+            } else {
+                let e = r.unwrap_err();
+                assert!(
+                    matches!(e, DeltaError::UnsupportedFormat(f) if f == format),
+                    "{format:?}: {e:?}"
+                );
+                assert_eq!(e.failure_code(), FailureCode::UnsupportedFormat);
+            }
+            // Whatever the verdict, the application has ended.
+            assert!(matches!(
+                st.step(&Unreadable, &Unreadable, &mut Vec::new(), 1024),
+                Err(DeltaError::Ended)
+            ));
+        }
+        let every = cfg!(all(
+            feature = "apply-zstd",
+            feature = "apply-xz",
+            feature = "apply-bzip2"
+        ));
+        assert_eq!(APPLY_FORMATS.len() == all.len(), every);
+        assert_eq!(
+            APPLY_FORMATS.contains(&PatchFormat::BsdiffZstd),
+            cfg!(feature = "apply-zstd")
+        );
     }
 }
