@@ -199,6 +199,12 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(all(
+    feature = "applier",
+    not(any(feature = "apply-zstd", feature = "apply-xz", feature = "apply-bzip2"))
+))]
+compile_error!("feature `applier` needs a codec feature: apply-zstd, apply-xz or apply-bzip2");
+
 pub mod build;
 pub mod chunk;
 pub mod delta;
