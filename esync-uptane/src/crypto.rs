@@ -392,7 +392,7 @@ fn material_from_pem(scheme: Scheme, text: &str) -> Result<Material> {
 /// PEM SubjectPublicKeyInfo of `key` (an uncompressed point or PKCS#1
 /// RSAPublicKey), written as `cryptography` writes it (LF, 64 columns).
 #[cfg_attr(
-    not(any(feature = "ecdsa", feature = "rsa", test)),
+    not(any(feature = "ecdsa", feature = "rsa")),
     allow(dead_code, reason = "only ECDSA and RSA private keys derive their PEM")
 )]
 fn spki_pem(scheme: Scheme, key: &[u8]) -> Result<String> {
