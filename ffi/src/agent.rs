@@ -864,3 +864,31 @@ pub unsafe extern "C" fn esync_agent_free(agent: *mut esync_agent) {
         esync_result::ESYNC_RESULT_OK
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scheme bit of a scheme this build does not verify (features
+    /// `ecdsa`, `rsa`) is a configuration error, not a silently empty
+    /// verifier; built schemes pass.
+    #[test]
+    fn scheme_bits_of_schemes_not_built_are_refused() {
+        assert_eq!(
+            schemes(ESYNC_SCHEME_ED25519).ok(),
+            Some(SchemeSet::only(Scheme::Ed25519))
+        );
+        let p256 = schemes(ESYNC_SCHEME_ED25519 | ESYNC_SCHEME_ECDSA_P256);
+        if Scheme::EcdsaP256Sha256.is_built() {
+            assert!(p256.is_ok());
+        } else {
+            let (code, msg) = p256.unwrap_err();
+            assert_eq!(
+                code as u32,
+                esync_result::ESYNC_RESULT_INVALID_CONFIG as u32
+            );
+            assert!(msg.contains("not built"), "{msg}");
+        }
+        assert_eq!(cfg!(feature = "ecdsa"), Scheme::EcdsaP256Sha256.is_built());
+    }
+}
