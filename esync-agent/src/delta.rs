@@ -75,8 +75,10 @@ impl PatchJob for PackageJob {
 
 /// The applier limits for `max_memory` bytes of patch memory: the zstd
 /// window is at most half of it (as log2, 10..=27), each xz decoder's memory
-/// limit is half of it, blocks are 64 KiB. (Only one large stream window is
-/// resident at a time in practice; see esync-package's memory bound.)
+/// limit is half of it, blocks are 16 KiB (two are resident: the source
+/// block and the output block; larger blocks only save read calls). (Only
+/// one large stream window is resident at a time in practice; see
+/// esync-package's memory bound.)
 pub fn limits_for(max_memory: u64, max_target: u64) -> ApplyLimits {
     let half = (max_memory / 2).max(1024);
     let window_log = (63 - half.leading_zeros()).clamp(10, 27);
@@ -84,7 +86,7 @@ pub fn limits_for(max_memory: u64, max_target: u64) -> ApplyLimits {
         max_target_length: max_target,
         max_window_log: window_log,
         xz_memlimit: half,
-        block: 64 << 10,
+        block: 16 << 10,
     }
 }
 
@@ -101,11 +103,7 @@ fn map(e: DeltaError) -> PatchError {
 
 impl PatchApplier for PackageApplier {
     fn formats(&self) -> Vec<PatchFormat> {
-        vec![
-            PatchFormat::BsdiffZstd,
-            PatchFormat::BsdiffXz,
-            PatchFormat::Bsdiff40,
-        ]
+        esync_package::delta::APPLY_FORMATS.to_vec()
     }
 
     fn begin(

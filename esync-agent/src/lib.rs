@@ -66,7 +66,7 @@
 
 pub mod agent;
 pub mod config;
-#[cfg(feature = "delta")]
+#[cfg(feature = "delta-zstd")]
 pub mod delta;
 pub mod device;
 pub mod endpoint;

@@ -32,7 +32,7 @@
 //! ## Applying a patch (the Agent's API, feature `apply`)
 //!
 //! ```
-//! # #[cfg(feature = "apply")]
+//! # #[cfg(feature = "applier")]
 //! # fn demo(installed: &dyn esync_package::delta::SourceImage,
 //! #         stored_patch: &dyn esync_package::delta::SourceImage,
 //! #         installed_sha: esync_proto::id::Sha256Digest,
@@ -100,22 +100,31 @@
 //! neither is resident. With `B` = [`delta::ApplyLimits::block`] (64 KiB),
 //! peak heap is about
 //!
-//! * `BsdiffZstd`: `3B + 3·32 KiB + Σ_streams (window_s + ~130 KiB)`, where
-//!   `window_s ≤ min(stream length, 2^window_log)` and `window_log` is
-//!   bounded by [`delta::ApplyLimits::max_window_log`] (the generator uses
+//! * `BsdiffZstd` (decoded by ruzstd, pure Rust, feature `apply-zstd`):
+//!   `3B + Σ_streams (window_s + block_s + a few KiB of FSE/Huffman
+//!   tables)`, where `window_s ≤ min(stream length, 2^window_log)` and
+//!   `window_log` is bounded by [`delta::ApplyLimits::max_window_log`]
+//!   (checked from each frame header before decoding; the generator uses
 //!   log 22 = 4 MiB by default, so ≤ ~8.5 MiB for the diff and extra streams
 //!   together, the control stream being small; a zero-run coded diff stream
 //!   is itself short, e.g. 0.7 MiB for the 7.7 MiB libpython diff, so its
-//!   window is too), plus 16 KiB between the diff decompressor and the
-//!   zero-run decoder;
-//! * `BsdiffXz`: `3B + 3·32 KiB + Σ_streams (dict_s + ~100 KiB)` with
+//!   window is too), and `block_s` is the block being decoded with its
+//!   literals and sequences (each at most 128 KiB, as large as the stream's
+//!   blocks really are), plus 8 KiB between the diff decompressor and the
+//!   zero-run decoder. No input buffer: ruzstd reads each block from the
+//!   patch itself;
+//! * `BsdiffXz`: `3B + 3·16 KiB + Σ_streams (dict_s + ~100 KiB)` with
 //!   `dict_s ≤ min(2^window_log, ApplyLimits::xz_memlimit)` (same 4 MiB
 //!   default);
-//! * `Bsdiff40`: `3B + 3·32 KiB + 3·(400 KiB · level)` for bzip2's decode
+//! * `Bsdiff40`: `3B + 3·16 KiB + 3·(400 KiB · level)` for bzip2's decode
 //!   tables (≤ 3 × 3.6 MiB at level 9).
 //!
-//! (Each stream's 32 KiB is the compressed input read from the patch and not
-//! yet decoded, kept in the application state between steps.)
+//! (Each bzip2 or xz stream's 16 KiB is the compressed input read from the
+//! patch and not yet decoded, kept in the application state between steps.)
+//!
+//! Codec features: `apply` is all three; an Agent-only firmware can take
+//! `apply-zstd` alone (pure Rust, no C code), and
+//! [`delta::APPLY_FORMATS`] is what the build decodes.
 //!
 //! It does not grow with the image size.
 //!
@@ -198,6 +207,12 @@
 //! trusted only when its chunk hashes hash to it.
 
 #![forbid(unsafe_code)]
+
+#[cfg(all(
+    feature = "applier",
+    not(any(feature = "apply-zstd", feature = "apply-xz", feature = "apply-bzip2"))
+))]
+compile_error!("feature `applier` needs a codec feature: apply-zstd, apply-xz or apply-bzip2");
 
 pub mod build;
 pub mod chunk;

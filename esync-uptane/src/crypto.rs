@@ -11,13 +11,21 @@
 //! A verifier may be configured for a subset of the schemes
 //! ([`SchemeSet`], in [`crate::repo::Limits::schemes`]; default all): keys
 //! of the other schemes are then ignored like keys of an unknown type.
+//!
+//! ECDSA and RSA are Cargo features (`ecdsa`, `rsa`, both default): a
+//! build without them links no ring and treats keys of those schemes like
+//! keys of an unknown type (they are left out when decoded, so they never
+//! count; see [`Scheme::is_built`]). ed25519 is always built.
 
 use std::collections::{BTreeMap, BTreeSet};
+#[cfg(any(feature = "ecdsa", feature = "rsa"))]
 use std::sync::Arc;
 
 use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+#[cfg(any(feature = "ecdsa", feature = "rsa"))]
 use ring::rand::SystemRandom;
+#[cfg(any(feature = "ecdsa", feature = "rsa"))]
 use ring::signature::{self as rsig, KeyPair as _};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -106,6 +114,18 @@ impl Scheme {
             _ => None,
         }
     }
+
+    /// Whether this build verifies and signs with the scheme: ed25519
+    /// always, ECDSA with the `ecdsa` feature, RSA-PSS with the `rsa`
+    /// feature. Keys of a scheme not built are treated like keys of an
+    /// unknown type.
+    pub const fn is_built(self) -> bool {
+        match self {
+            Scheme::Ed25519 => true,
+            Scheme::EcdsaP256Sha256 | Scheme::EcdsaP384Sha384 => cfg!(feature = "ecdsa"),
+            Scheme::RsaPssSha256 => cfg!(feature = "rsa"),
+        }
+    }
 }
 
 impl core::fmt::Display for Scheme {
@@ -145,6 +165,20 @@ impl SchemeSet {
     );
     /// No scheme (nothing verifies; configurations refuse it).
     pub const EMPTY: SchemeSet = SchemeSet(0);
+    /// The schemes this build verifies ([`Scheme::is_built`]).
+    pub const BUILT: SchemeSet = SchemeSet(
+        scheme_bit(Scheme::Ed25519)
+            | if Scheme::EcdsaP256Sha256.is_built() {
+                scheme_bit(Scheme::EcdsaP256Sha256) | scheme_bit(Scheme::EcdsaP384Sha384)
+            } else {
+                0
+            }
+            | if Scheme::RsaPssSha256.is_built() {
+                scheme_bit(Scheme::RsaPssSha256)
+            } else {
+                0
+            },
+    );
 
     /// The set holding only `scheme`.
     pub const fn only(scheme: Scheme) -> Self {
@@ -234,6 +268,7 @@ enum Material {
     Ed25519(VerifyingKey),
     /// Uncompressed EC point (ECDSA) or PKCS#1 RSAPublicKey DER (RSA), as
     /// ring's verifiers take them.
+    #[cfg(any(feature = "ecdsa", feature = "rsa"))]
     Ring(Vec<u8>),
 }
 
@@ -269,6 +304,11 @@ impl TryFrom<RawKey> for PublicKey {
                 raw.keytype, raw.scheme
             ))
         })?;
+        if !scheme.is_built() {
+            return Err(Error::Key(format!(
+                "key scheme {scheme} is not built into this verifier"
+            )));
+        }
         let public = &raw.keyval.public;
         if public.len() > MAX_PUBLIC_KEY_LEN {
             return Err(Error::Key(format!(
@@ -341,11 +381,20 @@ fn material_from_pem(scheme: Scheme, text: &str) -> Result<Material> {
         b.copy_from_slice(key);
         return ed25519_material(&b);
     }
-    Ok(Material::Ring(key.to_vec()))
+    #[cfg(any(feature = "ecdsa", feature = "rsa"))]
+    return Ok(Material::Ring(key.to_vec()));
+    #[cfg(not(any(feature = "ecdsa", feature = "rsa")))]
+    Err(Error::Key(format!(
+        "key scheme {scheme} is not built into this verifier"
+    )))
 }
 
 /// PEM SubjectPublicKeyInfo of `key` (an uncompressed point or PKCS#1
 /// RSAPublicKey), written as `cryptography` writes it (LF, 64 columns).
+#[cfg_attr(
+    not(any(feature = "ecdsa", feature = "rsa")),
+    allow(dead_code, reason = "only ECDSA and RSA private keys derive their PEM")
+)]
 fn spki_pem(scheme: Scheme, key: &[u8]) -> Result<String> {
     let bits = BitStringRef::from_bytes(key).map_err(|e| Error::Build(e.to_string()))?;
     let der = match scheme {
@@ -414,6 +463,7 @@ impl PublicKey {
     pub fn verifying_key(&self) -> Option<&VerifyingKey> {
         match &self.material {
             Material::Ed25519(k) => Some(k),
+            #[cfg(any(feature = "ecdsa", feature = "rsa"))]
             Material::Ring(_) => None,
         }
     }
@@ -430,6 +480,7 @@ impl PublicKey {
     pub fn material(&self) -> &[u8] {
         match &self.material {
             Material::Ed25519(k) => k.as_bytes(),
+            #[cfg(any(feature = "ecdsa", feature = "rsa"))]
             Material::Ring(b) => b,
         }
     }
@@ -454,12 +505,16 @@ impl PublicKey {
                 let sig = ed25519_dalek::Signature::from_bytes(&sig);
                 k.verify_strict(msg, &sig).is_ok()
             }
+            #[cfg(any(feature = "ecdsa", feature = "rsa"))]
             (Material::Ring(key), scheme) => {
                 let alg: &dyn rsig::VerificationAlgorithm = match scheme {
+                    #[cfg(feature = "ecdsa")]
                     Scheme::EcdsaP256Sha256 => &rsig::ECDSA_P256_SHA256_ASN1,
+                    #[cfg(feature = "ecdsa")]
                     Scheme::EcdsaP384Sha384 => &rsig::ECDSA_P384_SHA384_ASN1,
+                    #[cfg(feature = "rsa")]
                     Scheme::RsaPssSha256 => &rsig::RSA_PSS_2048_8192_SHA256,
-                    Scheme::Ed25519 => return false,
+                    _ => return false,
                 };
                 rsig::UnparsedPublicKey::new(alg, key)
                     .verify(msg, sig)
@@ -472,7 +527,9 @@ impl PublicKey {
 #[derive(Clone)]
 enum Signing {
     Ed25519(Box<SigningKey>),
+    #[cfg(feature = "ecdsa")]
     Ecdsa(Arc<rsig::EcdsaKeyPair>),
+    #[cfg(feature = "rsa")]
     Rsa(Arc<rsig::RsaKeyPair>),
 }
 
@@ -499,6 +556,7 @@ impl core::fmt::Debug for PrivateKey {
     }
 }
 
+#[cfg(feature = "ecdsa")]
 fn ecdsa_alg(scheme: Scheme) -> Option<&'static rsig::EcdsaSigningAlgorithm> {
     match scheme {
         Scheme::EcdsaP256Sha256 => Some(&rsig::ECDSA_P256_SHA256_ASN1_SIGNING),
@@ -515,10 +573,12 @@ impl PrivateKey {
 
     /// A fresh key of `scheme` from the operating system's random
     /// generator. RSA keys cannot be generated here (see
-    /// [`PrivateKey::from_pkcs8_der`]).
+    /// [`PrivateKey::from_pkcs8_der`]), nor keys of a scheme not built
+    /// ([`Scheme::is_built`]).
     pub fn generate_for(scheme: Scheme) -> Result<Self> {
         match scheme {
             Scheme::Ed25519 => Ok(Self::generate()),
+            #[cfg(feature = "ecdsa")]
             Scheme::EcdsaP256Sha256 | Scheme::EcdsaP384Sha384 => {
                 let alg = ecdsa_alg(scheme).ok_or(Error::State("ECDSA scheme"))?;
                 let doc = rsig::EcdsaKeyPair::generate_pkcs8(alg, &SystemRandom::new())
@@ -528,6 +588,10 @@ impl PrivateKey {
             Scheme::RsaPssSha256 => Err(Error::Build(
                 "RSA keys are not generated here: load one with PrivateKey::from_pkcs8_der".into(),
             )),
+            #[cfg(not(feature = "ecdsa"))]
+            other => Err(Error::Build(format!(
+                "key scheme {other} is not built (feature `ecdsa`)"
+            ))),
         }
     }
 
@@ -550,6 +614,7 @@ impl PrivateKey {
     pub fn to_seed(&self) -> Option<[u8; 32]> {
         match &self.key {
             Signing::Ed25519(k) => Some(k.to_bytes()),
+            #[cfg(any(feature = "ecdsa", feature = "rsa"))]
             _ => None,
         }
     }
@@ -557,10 +622,10 @@ impl PrivateKey {
     /// A key from PKCS#8 DER (ed25519, ECDSA P-256 / P-384 or RSA, told
     /// apart by its algorithm). RSA keys sign with [`Scheme::RsaPssSha256`].
     pub fn from_pkcs8_der(der: &[u8]) -> Result<Self> {
-        let rng = SystemRandom::new();
+        #[cfg(feature = "ecdsa")]
         for scheme in [Scheme::EcdsaP256Sha256, Scheme::EcdsaP384Sha384] {
             let alg = ecdsa_alg(scheme).ok_or(Error::State("ECDSA scheme"))?;
-            if let Ok(kp) = rsig::EcdsaKeyPair::from_pkcs8(alg, der, &rng) {
+            if let Ok(kp) = rsig::EcdsaKeyPair::from_pkcs8(alg, der, &SystemRandom::new()) {
                 let pem = spki_pem(scheme, kp.public_key().as_ref())?;
                 return Ok(PrivateKey {
                     public: Self::public_of(scheme, pem)?,
@@ -568,6 +633,7 @@ impl PrivateKey {
                 });
             }
         }
+        #[cfg(feature = "rsa")]
         if let Ok(kp) = rsig::RsaKeyPair::from_pkcs8(der) {
             return Self::from_rsa(kp);
         }
@@ -575,7 +641,8 @@ impl PrivateKey {
             return Ok(Self::from_signing_key(k));
         }
         Err(Error::Key(
-            "private key is not a PKCS#8 ed25519, ECDSA P-256/P-384 or RSA key".into(),
+            "private key is not a PKCS#8 ed25519, ECDSA P-256/P-384 or RSA key (of a scheme built)"
+                .into(),
         ))
     }
 
@@ -585,6 +652,7 @@ impl PrivateKey {
         let pem = pem::parse(text).map_err(|e| Error::Key(format!("private key PEM: {e}")))?;
         match pem.tag() {
             "PRIVATE KEY" => Self::from_pkcs8_der(pem.contents()),
+            #[cfg(feature = "rsa")]
             "RSA PRIVATE KEY" => Self::from_rsa(
                 rsig::RsaKeyPair::from_der(pem.contents())
                     .map_err(|e| Error::Key(format!("RSA private key: {e}")))?,
@@ -595,6 +663,7 @@ impl PrivateKey {
         }
     }
 
+    #[cfg(feature = "rsa")]
     fn from_rsa(kp: rsig::RsaKeyPair) -> Result<Self> {
         let pem = spki_pem(Scheme::RsaPssSha256, kp.public().as_ref())?;
         Ok(PrivateKey {
@@ -603,6 +672,7 @@ impl PrivateKey {
         })
     }
 
+    #[cfg(any(feature = "ecdsa", feature = "rsa"))]
     fn public_of(scheme: Scheme, pem: String) -> Result<PublicKey> {
         PublicKey::try_from(RawKey {
             keytype: scheme.keytype().into(),
@@ -630,10 +700,12 @@ impl PrivateKey {
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>> {
         match &self.key {
             Signing::Ed25519(k) => Ok(k.sign(msg).to_bytes().to_vec()),
+            #[cfg(feature = "ecdsa")]
             Signing::Ecdsa(k) => k
                 .sign(&SystemRandom::new(), msg)
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| Error::Build("ECDSA signing failed".into())),
+            #[cfg(feature = "rsa")]
             Signing::Rsa(k) => {
                 let mut sig = vec![0u8; k.public().modulus_len()];
                 k.sign(&rsig::RSA_PSS_SHA256, &SystemRandom::new(), msg, &mut sig)
@@ -1015,6 +1087,7 @@ mod tests {
         assert!(s.verify_with_key("r", &a.public_key()).is_err());
     }
 
+    #[cfg(all(feature = "ecdsa", feature = "rsa"))]
     fn every_scheme_key(scheme: Scheme) -> PrivateKey {
         match scheme {
             Scheme::RsaPssSha256 => {
@@ -1026,6 +1099,7 @@ mod tests {
         }
     }
 
+    #[cfg(all(feature = "ecdsa", feature = "rsa"))]
     #[test]
     fn each_scheme_signs_verifies_and_round_trips() {
         for scheme in Scheme::ALL {
@@ -1059,6 +1133,7 @@ mod tests {
         assert!(PrivateKey::generate_for(Scheme::RsaPssSha256).is_err());
     }
 
+    #[cfg(all(feature = "ecdsa", feature = "rsa"))]
     #[test]
     fn threshold_counts_distinct_keys_across_types() {
         let ks: Vec<PrivateKey> = Scheme::ALL.iter().map(|s| every_scheme_key(*s)).collect();
@@ -1082,6 +1157,7 @@ mod tests {
             .is_err());
     }
 
+    #[cfg(all(feature = "ecdsa", feature = "rsa"))]
     #[test]
     fn threshold_counts_only_configured_schemes() {
         let ks: Vec<PrivateKey> = Scheme::ALL.iter().map(|s| every_scheme_key(*s)).collect();
@@ -1137,6 +1213,7 @@ mod tests {
 
     /// Keys and signatures written by securesystemslib 1.6 (python-tuf's
     /// signing library) over the canonical JSON `{"_type":"vector","n":1}`.
+    #[cfg(all(feature = "ecdsa", feature = "rsa"))]
     #[test]
     fn securesystemslib_keys_and_signatures_verify() {
         let msg = br#"{"_type":"vector","n":1}"#;
@@ -1162,6 +1239,7 @@ mod tests {
         assert_eq!(n, 3);
     }
 
+    #[cfg(all(feature = "ecdsa", feature = "rsa"))]
     #[test]
     fn refuses_mismatched_or_malformed_keys() {
         let p256 = every_scheme_key(Scheme::EcdsaP256Sha256).public_key();
@@ -1198,6 +1276,7 @@ mod tests {
         assert!(decode_signature(&"00".repeat(MAX_SIGNATURE_LEN)).is_some());
     }
 
+    #[cfg(all(feature = "ecdsa", feature = "rsa"))]
     #[test]
     fn private_keys_load_from_pem() {
         let text = include_str!("../tests/data/rsa-2048-test-keys.pem");
@@ -1212,6 +1291,63 @@ mod tests {
         )
         .is_err());
         assert!(PrivateKey::from_pkcs8_der(b"junk").is_err());
+    }
+
+    /// Keys of a scheme this build does not verify are left out of a
+    /// `keys` object like keys of an unknown type, so they never count
+    /// toward a threshold, whatever `SchemeSet` the verifier is given. With
+    /// the default features all three securesystemslib keys count.
+    #[test]
+    fn schemes_not_built_never_count() {
+        let msg = json!({"_type": "vector", "n": 1});
+        let text = include_str!("../tests/data/securesystemslib-vectors.jsonl");
+        // One ed25519 key (always built) beside the three vectors.
+        let ed = PrivateKey::from_seed(&[7; 32]);
+        let mut keys = serde_json::Map::new();
+        keys.insert(ed.key_id(), serde_json::to_value(ed.public_key()).unwrap());
+        let mut signatures = vec![SignatureEntry {
+            keyid: ed.key_id(),
+            sig: hex::encode(ed.sign(&to_canonical(&msg).unwrap()).unwrap()),
+        }];
+        let mut built = 1;
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let id = v["keyid"].as_str().unwrap().to_string();
+            let raw: RawKey = serde_json::from_value(v["key"].clone()).unwrap();
+            let scheme = Scheme::from_tuf(&raw.keytype, &raw.scheme).unwrap();
+            let decoded = PublicKey::try_from(raw);
+            if scheme.is_built() {
+                assert!(SchemeSet::BUILT.contains(scheme));
+                assert!(decoded.is_ok(), "{scheme}");
+                built += 1;
+            } else {
+                assert!(!SchemeSet::BUILT.contains(scheme));
+                let e = decoded.unwrap_err().to_string();
+                assert!(e.contains("not built"), "{e}");
+            }
+            keys.insert(id.clone(), v["key"].clone());
+            signatures.push(SignatureEntry {
+                keyid: id,
+                sig: v["sig"].as_str().unwrap().into(),
+            });
+        }
+        let keys = crate::metadata::lenient_keys(Value::Object(keys)).unwrap();
+        assert_eq!(keys.len(), built);
+        let ids: Vec<String> = signatures.iter().map(|e| e.keyid.clone()).collect();
+        let raw = RawSigned {
+            signatures,
+            signed: msg,
+        };
+        let built = u64::try_from(built).unwrap();
+        raw.verify_threshold("root", &keys, &ids, built, SchemeSet::ALL)
+            .unwrap();
+        match raw.verify_threshold("root", &keys, &ids, built + 1, SchemeSet::ALL) {
+            Err(Error::Threshold { valid, .. }) => assert_eq!(valid, built),
+            other => panic!("{other:?}"),
+        }
+        let all = cfg!(all(feature = "ecdsa", feature = "rsa"));
+        assert_eq!(built == 4, all);
+        assert_eq!(SchemeSet::BUILT == SchemeSet::ALL, all);
     }
 
     #[test]

@@ -179,7 +179,7 @@ pub struct Targets {
 /// types or schemes outside [`crate::crypto::Scheme`], invalid points or
 /// PEM): they can never count towards a threshold, and the other keys stay
 /// usable. The TUF specification requires unknown key types to be ignored.
-fn lenient_keys<'de, D: serde::Deserializer<'de>>(
+pub(crate) fn lenient_keys<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<BTreeMap<String, PublicKey>, D::Error> {
     let raw = BTreeMap::<String, Value>::deserialize(d)?;

@@ -374,10 +374,17 @@ fn schemes(bits: esync_schemes) -> Result<SchemeSet, (esync_result, String)> {
             format!("uptane_schemes: unknown bits {:#x}", bits & !known),
         ));
     }
-    Ok(table
+    let set = table
         .iter()
         .filter(|(b, _)| bits & b != 0)
-        .fold(SchemeSet::EMPTY, |set, (_, s)| set.with(*s)))
+        .fold(SchemeSet::EMPTY, |set, (_, s)| set.with(*s));
+    if let Some(s) = set.iter().find(|s| !s.is_built()) {
+        return Err((
+            esync_result::ESYNC_RESULT_INVALID_CONFIG,
+            format!("uptane_schemes: {s} is not built into this library (features ecdsa, rsa)"),
+        ));
+    }
+    Ok(set)
 }
 
 /// Builds the handle (everything but the first step).
@@ -856,4 +863,32 @@ pub unsafe extern "C" fn esync_agent_free(agent: *mut esync_agent) {
         }
         esync_result::ESYNC_RESULT_OK
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scheme bit of a scheme this build does not verify (features
+    /// `ecdsa`, `rsa`) is a configuration error, not a silently empty
+    /// verifier; built schemes pass.
+    #[test]
+    fn scheme_bits_of_schemes_not_built_are_refused() {
+        assert_eq!(
+            schemes(ESYNC_SCHEME_ED25519).ok(),
+            Some(SchemeSet::only(Scheme::Ed25519))
+        );
+        let p256 = schemes(ESYNC_SCHEME_ED25519 | ESYNC_SCHEME_ECDSA_P256);
+        if Scheme::EcdsaP256Sha256.is_built() {
+            assert!(p256.is_ok());
+        } else {
+            let (code, msg) = p256.unwrap_err();
+            assert_eq!(
+                code as u32,
+                esync_result::ESYNC_RESULT_INVALID_CONFIG as u32
+            );
+            assert!(msg.contains("not built"), "{msg}");
+        }
+        assert_eq!(cfg!(feature = "ecdsa"), Scheme::EcdsaP256Sha256.is_built());
+    }
 }

@@ -7,10 +7,12 @@
 //! returns. [`PatchApplication`] is that state together with its readers, and
 //! [`apply_patch`] is a loop over it.
 //!
-//! The three bsdiff streams are decoded by the compressors' buffer-in /
-//! buffer-out decoders (`bzip2::Decompress`, `zstd::stream::raw::Decoder`,
-//! `xz2::stream::Stream`), fed from positioned reads of the patch at an
-//! offset tracked here, so nothing between two steps refers to a reader.
+//! The three bsdiff streams are decoded by bzip2's and xz's buffer-in /
+//! buffer-out decoders (`bzip2::Decompress`, `xz2::stream::Stream`), fed
+//! from positioned reads of the patch at an offset tracked here, and by
+//! ruzstd's `FrameDecoder` (pure Rust), which reads a block at a time from
+//! the patch lent to it for one call; so nothing between two steps refers
+//! to a reader.
 
 use std::io::{self, Read};
 
@@ -20,35 +22,48 @@ use sha2::{Digest, Sha256};
 
 use super::format::{decode_control, parse_header, PatchHeader, CONTROL_LEN, MAX_HEADER_LEN};
 use super::zero_run::{ZeroRunDecoder, ZeroRunState};
-use super::{ApplyLimits, ApplyReport, DeltaError, SlotWriter, SourceImage, Stream, TargetSpec};
+use super::{
+    ApplyLimits, ApplyReport, DeltaError, SlotWriter, SourceImage, Stream, TargetSpec,
+    APPLY_FORMATS,
+};
 
 /// Pure-seek controls a `BSDIFF40` patch may carry after its output is
 /// complete (qbsdiff ends each parallel chunk with one).
 const MAX_TRAILING_CONTROLS: u64 = 4096;
 
-/// Input buffer of each compressed stream.
-const STREAM_BUF: usize = 32 << 10;
+/// Input buffer of each bzip2 or xz stream (zstd streams have none: ruzstd
+/// reads whole blocks from the patch itself).
+#[cfg(any(feature = "apply-bzip2", feature = "apply-xz"))]
+const STREAM_BUF: usize = 16 << 10;
 
 /// Buffer between the diff stream's decompressor and its zero-run decoder.
-const ZERO_RUN_BUF: usize = 16 << 10;
+const ZERO_RUN_BUF: usize = 8 << 10;
 
 /// Smallest working block, whatever [`ApplyLimits::block`] says.
 const MIN_BLOCK: usize = 512;
 
-/// A compressor's buffer-in / buffer-out decoder.
+/// A buffer-in / buffer-out decoder (bzip2, xz).
+#[cfg(any(feature = "apply-bzip2", feature = "apply-xz"))]
 enum Raw {
+    #[cfg(feature = "apply-bzip2")]
     Bzip2(bzip2::Decompress),
-    Zstd(zstd::stream::raw::Decoder<'static>),
+    #[cfg(feature = "apply-xz")]
     Xz(xz2::stream::Stream),
 }
 
+#[cfg(any(feature = "apply-bzip2", feature = "apply-xz"))]
 impl Raw {
     /// Decodes from `input` into `out`: (input consumed, output produced,
     /// stream ended).
+    #[cfg_attr(
+        not(feature = "apply-xz"),
+        allow(unused_variables, reason = "only xz is told the end of its input")
+    )]
     fn run(&mut self, input: &[u8], out: &mut [u8], eof: bool) -> io::Result<(usize, usize, bool)> {
         let bad =
             |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidData, e.to_string());
         match self {
+            #[cfg(feature = "apply-bzip2")]
             Raw::Bzip2(d) => {
                 let (i, o) = (d.total_in(), d.total_out());
                 let st = d.decompress(input, out).map_err(|e| bad(&e))?;
@@ -58,11 +73,7 @@ impl Raw {
                     st == bzip2::Status::StreamEnd,
                 ))
             }
-            Raw::Zstd(d) => {
-                use zstd::stream::raw::Operation;
-                let st = d.run_on_buffers(input, out)?;
-                Ok((st.bytes_read, st.bytes_written, st.remaining == 0))
-            }
+            #[cfg(feature = "apply-xz")]
             Raw::Xz(d) => {
                 let (i, o) = (d.total_in(), d.total_out());
                 let action = if eof {
@@ -83,17 +94,145 @@ impl Raw {
 
 /// Bytes a decoder's running total grew by in one call (at most the length
 /// of a buffer it was given, so it fits in `usize`).
+#[cfg(any(feature = "apply-bzip2", feature = "apply-xz"))]
 fn delta(after: u64, before: u64) -> usize {
     usize::try_from(after - before).expect("a decoder moves at most one buffer per call")
 }
 
-/// One bsdiff stream: its decoder, its section of the patch and the input
-/// read from it but not yet decoded. Reads take the patch as an argument.
+/// A zstd stream, decoded by ruzstd (pure Rust): a few KiB of tables plus
+/// the frame's window (bounded by [`ApplyLimits::max_window_log`], checked
+/// from the frame header before decoding) and one block (at most 128 KiB,
+/// as the frame's content allows). It reads the patch through [`Section`],
+/// so it has no input buffer of its own.
+#[cfg(feature = "apply-zstd")]
+struct Zstd {
+    dec: ruzstd::decoding::FrameDecoder,
+    started: bool,
+    max_window_log: u32,
+}
+
+/// The part of a stream's section of the patch not read yet, as `Read`.
+#[cfg(feature = "apply-zstd")]
+struct Section<'a> {
+    patch: &'a dyn SourceImage,
+    pos: &'a mut u64,
+    end: u64,
+}
+
+#[cfg(feature = "apply-zstd")]
+impl Read for Section<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = usize::try_from(self.end - *self.pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        self.patch.read_exact_at(*self.pos, &mut buf[..n])?;
+        *self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Window size of a zstd frame from its header (RFC 8878 3.1.1.1), read
+/// from the first bytes of its section; `None` if they are no frame header.
+#[cfg(feature = "apply-zstd")]
+fn zstd_window(head: &[u8]) -> Option<u64> {
+    const MAGIC: [u8; 4] = 0xFD2F_B528u32.to_le_bytes();
+    if head.get(..4)? != MAGIC {
+        return None;
+    }
+    let desc = *head.get(4)?;
+    let single_segment = desc & 0x20 != 0;
+    if !single_segment {
+        let wd = *head.get(5)?;
+        let log = 10 + u32::from(wd >> 3);
+        let base = 1u64 << log;
+        return Some(base + (base / 8) * u64::from(wd & 7));
+    }
+    // Single segment: the window is the frame content size.
+    let dict_len = [0usize, 1, 2, 4][usize::from(desc & 3)];
+    let at = 5 + dict_len;
+    let fcs = match desc >> 6 {
+        0 => u64::from(*head.get(at)?),
+        1 => u64::from(u16::from_le_bytes(head.get(at..at + 2)?.try_into().ok()?)) + 256,
+        2 => u64::from(u32::from_le_bytes(head.get(at..at + 4)?.try_into().ok()?)),
+        _ => u64::from_le_bytes(head.get(at..at + 8)?.try_into().ok()?),
+    };
+    Some(fcs)
+}
+
+#[cfg(feature = "apply-zstd")]
+impl Zstd {
+    /// Reads decoded bytes (`Ok(0)` only at the end of the frame).
+    fn read(
+        &mut self,
+        patch: &dyn SourceImage,
+        pos: &mut u64,
+        end: u64,
+        out: &mut [u8],
+    ) -> io::Result<usize> {
+        use ruzstd::decoding::BlockDecodingStrategy;
+        let corrupt = |e: &dyn std::fmt::Display, at_end: bool| {
+            if at_end {
+                io::Error::new(io::ErrorKind::UnexpectedEof, "compressed stream ends early")
+            } else {
+                io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+            }
+        };
+        if !self.started {
+            // Longest frame header: magic, descriptor, window, dictionary
+            // id (4), content size (8).
+            let mut head = [0u8; 18];
+            let n = usize::try_from(end - *pos)
+                .unwrap_or(usize::MAX)
+                .min(head.len());
+            patch.read_exact_at(*pos, &mut head[..n])?;
+            let window = zstd_window(&head[..n])
+                .ok_or_else(|| corrupt(&"no zstd frame header", n < head.len() && n < 6))?;
+            let limit = 1u64 << self.max_window_log;
+            if window > limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("zstd window of {window} bytes exceeds the limit of {limit}"),
+                ));
+            }
+            let mut src = Section { patch, pos, end };
+            self.dec
+                .init(&mut src)
+                .map_err(|e| corrupt(&e, *src.pos == end))?;
+            self.started = true;
+        }
+        loop {
+            let n = self.dec.read(out)?;
+            if n > 0 || self.dec.is_finished() {
+                return Ok(n);
+            }
+            let mut src = Section { patch, pos, end };
+            self.dec
+                .decode_blocks(&mut src, BlockDecodingStrategy::UptoBlocks(1))
+                .map_err(|e| corrupt(&e, *src.pos == end))?;
+        }
+    }
+}
+
+/// One stream's decoder (only the codecs of the enabled features
+/// `apply-zstd`, `apply-xz`, `apply-bzip2` are compiled).
+enum Codec {
+    /// bzip2 or xz with the compressed input read from the patch and not yet
+    /// decoded.
+    #[cfg(any(feature = "apply-bzip2", feature = "apply-xz"))]
+    Buffered {
+        raw: Raw,
+        input: Box<[u8]>,
+        lo: usize,
+        hi: usize,
+    },
+    #[cfg(feature = "apply-zstd")]
+    Zstd(Box<Zstd>),
+}
+
+/// One bsdiff stream: its decoder and its section of the patch. Reads take
+/// the patch as an argument.
 struct RawStream {
-    raw: Raw,
-    input: Box<[u8]>,
-    lo: usize,
-    hi: usize,
+    codec: Codec,
     /// Next patch offset to read.
     pos: u64,
     /// End of the section in the patch.
@@ -108,37 +247,46 @@ impl RawStream {
         if self.done || out.is_empty() {
             return Ok(0);
         }
-        loop {
-            if self.lo == self.hi && self.pos < self.end {
-                let n = usize::try_from(self.end - self.pos)
-                    .unwrap_or(usize::MAX)
-                    .min(self.input.len());
-                patch.read_exact_at(self.pos, &mut self.input[..n])?;
-                self.pos += n as u64;
-                self.lo = 0;
-                self.hi = n;
+        match &mut self.codec {
+            #[cfg(feature = "apply-zstd")]
+            Codec::Zstd(z) => {
+                let n = z.read(patch, &mut self.pos, self.end, out)?;
+                self.done = n == 0;
+                Ok(n)
             }
-            let eof = self.lo == self.hi;
-            let (used, made, ended) = self.raw.run(&self.input[self.lo..self.hi], out, eof)?;
-            self.lo += used;
-            if ended {
-                self.done = true;
-            }
-            if made > 0 || ended {
-                return Ok(made);
-            }
-            if eof {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "compressed stream ends early",
-                ));
-            }
-            if used == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "decoder makes no progress",
-                ));
-            }
+            #[cfg(any(feature = "apply-bzip2", feature = "apply-xz"))]
+            Codec::Buffered { raw, input, lo, hi } => loop {
+                if *lo == *hi && self.pos < self.end {
+                    let n = usize::try_from(self.end - self.pos)
+                        .unwrap_or(usize::MAX)
+                        .min(input.len());
+                    patch.read_exact_at(self.pos, &mut input[..n])?;
+                    self.pos += n as u64;
+                    *lo = 0;
+                    *hi = n;
+                }
+                let eof = *lo == *hi;
+                let (used, made, ended) = raw.run(&input[*lo..*hi], out, eof)?;
+                *lo += used;
+                if ended {
+                    self.done = true;
+                }
+                if made > 0 || ended {
+                    return Ok(made);
+                }
+                if eof {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "compressed stream ends early",
+                    ));
+                }
+                if used == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "decoder makes no progress",
+                    ));
+                }
+            },
         }
     }
 }
@@ -149,27 +297,38 @@ fn open_stream(
     limits: &ApplyLimits,
     stream: Stream,
 ) -> Result<RawStream, DeltaError> {
-    let err = |source| DeltaError::Decompress { stream, source };
-    let raw = match format {
-        PatchFormat::Bsdiff40 => Raw::Bzip2(bzip2::Decompress::new(false)),
-        PatchFormat::BsdiffZstd => {
-            let mut d = zstd::stream::raw::Decoder::new().map_err(err)?;
-            d.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(
-                limits.max_window_log,
-            ))
-            .map_err(err)?;
-            Raw::Zstd(d)
-        }
-        PatchFormat::BsdiffXz => Raw::Xz(
-            xz2::stream::Stream::new_stream_decoder(limits.xz_memlimit, 0)
-                .map_err(|e| err(e.into()))?,
-        ),
-    };
-    Ok(RawStream {
+    #[cfg(any(feature = "apply-bzip2", feature = "apply-xz"))]
+    let buffered = |raw| Codec::Buffered {
         raw,
         input: vec![0u8; STREAM_BUF].into_boxed_slice(),
         lo: 0,
         hi: 0,
+    };
+    let codec = match format {
+        #[cfg(feature = "apply-bzip2")]
+        PatchFormat::Bsdiff40 => buffered(Raw::Bzip2(bzip2::Decompress::new(false))),
+        #[cfg(feature = "apply-zstd")]
+        PatchFormat::BsdiffZstd => Codec::Zstd(Box::new(Zstd {
+            dec: ruzstd::decoding::FrameDecoder::new(),
+            started: false,
+            max_window_log: limits.max_window_log.min(31),
+        })),
+        #[cfg(feature = "apply-xz")]
+        PatchFormat::BsdiffXz => buffered(Raw::Xz(
+            xz2::stream::Stream::new_stream_decoder(limits.xz_memlimit, 0).map_err(|e| {
+                DeltaError::Decompress {
+                    stream,
+                    source: e.into(),
+                }
+            })?,
+        )),
+        #[allow(unreachable_patterns, reason = "reached when a codec feature is off")]
+        other => return Err(DeltaError::UnsupportedFormat(other)),
+    };
+    #[cfg(not(feature = "apply-xz"))]
+    let _ = (limits, stream);
+    Ok(RawStream {
+        codec,
         pos: offset,
         end: offset + len,
         done: false,
@@ -473,6 +632,11 @@ impl PatchApplicationState {
         out: &mut dyn SlotWriter,
         budget: u64,
     ) -> Result<ApplyStep, DeltaError> {
+        if !APPLY_FORMATS.contains(&self.format) && !matches!(self.phase, Phase::Ended) {
+            // Refused before the source is hashed.
+            self.phase = Phase::Ended;
+            return Err(DeltaError::UnsupportedFormat(self.format));
+        }
         let budget = budget.max(1);
         let mut work = 0u64;
         while work < budget {
@@ -836,5 +1000,78 @@ pub fn apply_patch(
         if let ApplyStep::Done(report) = app.step(out, u64::MAX)? {
             return Ok(report);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use esync_proto::message::FailureCode;
+
+    use super::*;
+
+    /// An image whose every read fails: a step that reads it fails with
+    /// `SourceRead`.
+    struct Unreadable;
+
+    impl SourceImage for Unreadable {
+        fn len(&self) -> u64 {
+            16
+        }
+        fn read_exact_at(&self, _: u64, _: &mut [u8]) -> io::Result<()> {
+            Err(io::Error::other("must not be read"))
+        }
+    }
+
+    /// A format whose codec is not built (features `apply-zstd`,
+    /// `apply-xz`, `apply-bzip2`) is refused by the first step, before the
+    /// source is read; a built one starts by reading the source.
+    #[test]
+    fn formats_not_built_are_refused_before_reading() {
+        let all = [
+            PatchFormat::BsdiffZstd,
+            PatchFormat::BsdiffXz,
+            PatchFormat::Bsdiff40,
+        ];
+        for format in all {
+            let target = TargetSpec {
+                length: 1,
+                sha256: Sha256Digest([0; 32]),
+            };
+            let mut st = PatchApplicationState::new(
+                format,
+                Sha256Digest([0; 32]),
+                target,
+                ApplyLimits::default(),
+            );
+            let r = st.step(&Unreadable, &Unreadable, &mut Vec::new(), 1024);
+            if APPLY_FORMATS.contains(&format) {
+                assert!(
+                    matches!(r, Err(DeltaError::SourceRead(_))),
+                    "{format:?}: {r:?}"
+                );
+            } else {
+                let e = r.unwrap_err();
+                assert!(
+                    matches!(e, DeltaError::UnsupportedFormat(f) if f == format),
+                    "{format:?}: {e:?}"
+                );
+                assert_eq!(e.failure_code(), FailureCode::UnsupportedFormat);
+            }
+            // Whatever the verdict, the application has ended.
+            assert!(matches!(
+                st.step(&Unreadable, &Unreadable, &mut Vec::new(), 1024),
+                Err(DeltaError::Ended)
+            ));
+        }
+        let every = cfg!(all(
+            feature = "apply-zstd",
+            feature = "apply-xz",
+            feature = "apply-bzip2"
+        ));
+        assert_eq!(APPLY_FORMATS.len() == all.len(), every);
+        assert_eq!(
+            APPLY_FORMATS.contains(&PatchFormat::BsdiffZstd),
+            cfg!(feature = "apply-zstd")
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! Delta patches: formats and the application interface (always), device-side
-//! application (feature `apply`), and (feature `generate`) server-side
+//! application (features `apply` = `apply-zstd` + `apply-xz` + `apply-bzip2`), and (feature `generate`) server-side
 //! generation and caching.
 //!
 //! See the crate documentation for the container format and the memory bound.
 
-#[cfg(feature = "apply")]
+#[cfg(feature = "applier")]
 mod apply;
 #[cfg(feature = "generate")]
 pub mod cache;
@@ -19,8 +19,21 @@ use esync_proto::id::Sha256Digest;
 use esync_proto::message::{FailureCode, PatchFormat};
 use thiserror::Error;
 
-#[cfg(feature = "apply")]
+#[cfg(feature = "applier")]
 pub use apply::{apply_patch, ApplyStep, PatchApplication, PatchApplicationState};
+
+/// The patch formats this build's applier decodes, in the order an Agent
+/// prefers them (zstd is the cheapest to decode): one per enabled codec
+/// feature (`apply-zstd`, `apply-xz`, `apply-bzip2`; empty without an
+/// applier). An Agent advertises exactly these.
+pub const APPLY_FORMATS: &[PatchFormat] = &[
+    #[cfg(feature = "apply-zstd")]
+    PatchFormat::BsdiffZstd,
+    #[cfg(feature = "apply-xz")]
+    PatchFormat::BsdiffXz,
+    #[cfg(feature = "apply-bzip2")]
+    PatchFormat::Bsdiff40,
+];
 
 /// Random-access, read-only bytes: the installed (source) image, or a stored
 /// patch. Reads are positioned, so the applier never needs the whole image in
@@ -280,6 +293,10 @@ pub enum DeltaError {
     /// Writing the slot failed.
     #[error("writing the slot failed: {0}")]
     Write(#[source] io::Error),
+    /// The patch format's codec is not built into this applier (see
+    /// [`APPLY_FORMATS`]); refused before anything is read.
+    #[error("patch format {0:?} is not built into this applier")]
+    UnsupportedFormat(PatchFormat),
     /// A step of a patch application (`PatchApplication`, feature `apply`)
     /// that has already finished or failed.
     #[error("the patch application has already ended")]
@@ -296,6 +313,7 @@ impl DeltaError {
             DeltaError::LimitExceeded { .. } => FailureCode::InsufficientResources,
             DeltaError::TargetHashMismatch => FailureCode::HashMismatch,
             DeltaError::TargetLengthMismatch { .. } => FailureCode::LengthMismatch,
+            DeltaError::UnsupportedFormat(_) => FailureCode::UnsupportedFormat,
             DeltaError::PatchRead(_)
             | DeltaError::BadMagic(_)
             | DeltaError::BadHeader(_)
