@@ -28,6 +28,8 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod host;
 pub mod result;
 
