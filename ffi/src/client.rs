@@ -43,8 +43,8 @@ use crate::agent::{
     ESYNC_INPUT_HANDLED, ESYNC_INPUT_IGNORED, ESYNC_INPUT_NONE, ESYNC_INPUT_REFUSED,
 };
 use crate::host::{
-    esync_journal_load_fn, esync_journal_store_fn, esync_log_fn, esync_signal, log_to,
-    CallbackJournal, ESYNC_LOG_ERROR, ESYNC_LOG_INFO, ESYNC_LOG_WARN, ESYNC_MAX_SIGNALS,
+    esync_host_status, esync_log_level, esync_signal, log_to, CallbackJournal, ESYNC_LOG_ERROR,
+    ESYNC_LOG_INFO, ESYNC_LOG_WARN, ESYNC_MAX_SIGNALS,
 };
 use crate::{copy_text, esync_result, guard, slice, slice_mut};
 
@@ -96,12 +96,21 @@ pub struct esync_client_callbacks {
     pub userdata: *mut c_void,
     /// Loads the campaign journal record (required), as the Agent's
     /// `journal_load`.
-    pub journal_load: Option<esync_journal_load_fn>,
+    pub journal_load: Option<
+        unsafe extern "C" fn(
+            *mut c_void,
+            *mut u8,
+            usize,
+            *mut usize,
+            *mut bool,
+        ) -> esync_host_status,
+    >,
     /// Replaces the campaign journal record atomically, durable on return
     /// (required), as the Agent's `journal_store`.
-    pub journal_store: Option<esync_journal_store_fn>,
+    pub journal_store:
+        Option<unsafe extern "C" fn(*mut c_void, *const u8, usize) -> esync_host_status>,
     /// Log lines (UTF-8, `len` bytes, not NUL-terminated). May be NULL.
-    pub log: Option<esync_log_fn>,
+    pub log: Option<unsafe extern "C" fn(*mut c_void, esync_log_level, *const u8, usize)>,
 }
 
 /// A frame was verified; it comes from a participant that is not an Agent

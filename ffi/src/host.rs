@@ -822,13 +822,13 @@ impl Device for CallbackDevice {
 }
 
 /// The host's `journal_load` callback (the Agent's and the Client's).
-pub type esync_journal_load_fn =
+pub(crate) type esync_journal_load_fn =
     unsafe extern "C" fn(*mut c_void, *mut u8, usize, *mut usize, *mut bool) -> esync_host_status;
 /// The host's `journal_store` callback (the Agent's and the Client's).
-pub type esync_journal_store_fn =
+pub(crate) type esync_journal_store_fn =
     unsafe extern "C" fn(*mut c_void, *const u8, usize) -> esync_host_status;
 /// The host's `log` callback (the Agent's and the Client's).
-pub type esync_log_fn = unsafe extern "C" fn(*mut c_void, esync_log_level, *const u8, usize);
+pub(crate) type esync_log_fn = unsafe extern "C" fn(*mut c_void, esync_log_level, *const u8, usize);
 
 /// Passes a log line to a host's `log` callback, if any.
 pub(crate) fn log_to(f: Option<esync_log_fn>, ud: *mut c_void, level: esync_log_level, msg: &str) {

@@ -1,0 +1,205 @@
+//! The Client host written in C (`examples/c/client/client.c`) over the C
+//! ABI's Client handle (feature `client`), driving the C Agent example
+//! (`examples/c/agent/agent.c`) as its child process over a pipe bus: both
+//! built here with `-std=c11 -Wall -Wextra -Werror -pedantic` against this
+//! crate's static library and `include/esync.h`.
+//!
+//! The package is a signed Uptane delta update (the rig's `world()`): the
+//! test hands the C Client host the `ReadyPackage` the Client's session
+//! would produce (JSON) and the patch as its blob file; the Client core
+//! orchestrates the Agent (metadata, offer, chunked transfer from the
+//! host's blob reads, prepare, install on trial, confirm or roll back).
+//!
+//! - `c_client_installs_a_delta_update`: the report says committed; the
+//!   Agent's slot B runs 2.0.0.
+//! - `c_client_rolls_back_on_a_failed_self_test`: the Agent's self-test
+//!   fails; the report says rolled back and slot A runs 1.0.0.
+//! - `c_client_under_valgrind`: the success run with the C Client host
+//!   under valgrind (no errors, no leaks; SKIPPED without valgrind).
+#![cfg(feature = "client")]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+
+mod c_rig;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use c_rig::*;
+use ed25519_dalek::SigningKey;
+use esync_agent::device::sha256;
+use esync_client::core::plan::{BlobHandle, ForwardedMetadata, ReadyComponent, ReadyPackage};
+use esync_proto::message::{ImageEncoding, PatchFormat};
+
+fn build_c_client(out: &Path, extra: &[&str]) -> PathBuf {
+    let exe = out.join("client");
+    let o = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
+        .args(["-DESYNC_CLIENT"])
+        .args(extra)
+        .arg("-I")
+        .arg(repo().join("include"))
+        .arg(repo().join("examples/c/client/client.c"))
+        .arg(staticlib())
+        .args(native_libs())
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "cc failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    exe
+}
+
+/// The package the Client's session would hand over: the component's delta
+/// from 1.0.0, its chunk hashes, the Director metadata to forward.
+fn ready(w: &World) -> ReadyPackage {
+    let c = &w.package.components()[0];
+    let delta = c.deltas[0].clone();
+    assert_eq!(delta.patch.length, w.patch.len() as u64);
+    ReadyPackage {
+        package: w.package.clone(),
+        components: vec![ReadyComponent {
+            device: c.device.clone(),
+            target_name: w.target_name.clone(),
+            encoding: ImageEncoding::Delta {
+                format: PatchFormat::BsdiffZstd,
+                from_version: v("1.0.0"),
+                source_sha256: sha256(&w.old),
+                patch_length: w.patch.len() as u64,
+                patch_sha256: sha256(&w.patch),
+            },
+            artifact: delta.patch,
+            chunk_hashes: chunk_hashes(&w.patch, w.chunk),
+            blob: BlobHandle(1),
+            metadata: ForwardedMetadata {
+                director: w.director.files().top_level_roles(),
+                image: vec![],
+            },
+        }],
+    }
+}
+
+/// Runs the C Client host (under `wrapper`) over the C Agent; returns the
+/// report (JSON), the Agent's directory and the host's exit status.
+fn run(wrapper: &[&str], fail_self_test: bool) -> (serde_json::Value, tempfile::TempDir, i32) {
+    let out = tempfile::tempdir().unwrap();
+    let agent = build_c_agent(out.path(), &[]);
+    let client = build_c_client(out.path(), &[]);
+    let w = world();
+    let agent_dir = tempfile::tempdir().unwrap();
+    let client_dir = out.path().join("client-state");
+    std::fs::create_dir_all(&client_dir).unwrap();
+    let agent_key = SigningKey::from_bytes(&[5; 32]);
+    let client_key = SigningKey::from_bytes(&[6; 32]);
+    provision(
+        agent_dir.path(),
+        &w,
+        &agent_key,
+        &client_key.verifying_key(),
+    );
+    std::fs::write(client_dir.join("client.key"), client_key.to_bytes()).unwrap();
+    std::fs::write(
+        client_dir.join("agent.pub"),
+        agent_key.verifying_key().to_bytes(),
+    )
+    .unwrap();
+    std::fs::write(
+        client_dir.join("package.json"),
+        serde_json::to_vec(&ready(&w)).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(client_dir.join("blob-1.bin"), &w.patch).unwrap();
+
+    let mut cmd = match wrapper.split_first() {
+        Some((tool, args)) => {
+            let mut c = Command::new(tool);
+            c.args(args).arg(&client);
+            c
+        }
+        None => Command::new(&client),
+    };
+    cmd.arg(&client_dir)
+        .args([DEVICE, w.package.id().as_str(), "--"])
+        .arg(&agent)
+        .arg(agent_dir.path())
+        .args([VIN, DEVICE, HW, SERIAL]);
+    if fail_self_test {
+        cmd.arg("--fail-self-test");
+    }
+    let status = cmd.status().unwrap().code().unwrap_or(-1);
+    let report = std::fs::read(client_dir.join("report.json"))
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap_or(serde_json::Value::Null);
+    // The campaign journal was kept through the callbacks.
+    assert!(client_dir.join("journal.bin").exists());
+    (report, agent_dir, status)
+}
+
+fn outcome(report: &serde_json::Value) -> String {
+    match &report["outcome"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) => o.keys().next().cloned().unwrap_or_default(),
+        other => panic!("no outcome in {other}"),
+    }
+}
+
+#[test]
+fn c_client_installs_a_delta_update() {
+    let (report, dir, status) = run(&[], false);
+    assert_eq!(
+        status, 0,
+        "the C Client host's exit status; report {report}"
+    );
+    assert_eq!(outcome(&report), "Installed", "{report}");
+    let (active, trial, version, sha) = boot_state(dir.path());
+    assert_eq!((active, trial, version.as_str()), ('b', false, "2.0.0"));
+    assert_eq!(sha, hex(&sha256(&world().new).0));
+}
+
+#[test]
+fn c_client_rolls_back_on_a_failed_self_test() {
+    let (report, dir, status) = run(&[], true);
+    assert_eq!(
+        status, 0,
+        "the C Client host's exit status; report {report}"
+    );
+    assert_eq!(outcome(&report), "Failed", "{report}");
+    assert_eq!(
+        report["components"][0]["end"]["RolledBack"]["running"], "1.0.0",
+        "{report}"
+    );
+    assert!(
+        report["outcome"]["Failed"]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("injected self-test failure"),
+        "{report}"
+    );
+    let (active, trial, version, _) = boot_state(dir.path());
+    assert_eq!((active, trial, version.as_str()), ('a', false, "1.0.0"));
+}
+
+#[test]
+fn c_client_under_valgrind() {
+    if !have("valgrind") {
+        println!("SKIPPED: valgrind is not installed");
+        return;
+    }
+    let (report, dir, status) = run(
+        &[
+            "valgrind",
+            "--error-exitcode=97",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite,indirect,possible",
+            "-q",
+        ],
+        false,
+    );
+    assert_ne!(status, 97, "valgrind reported errors or leaks");
+    assert_eq!(status, 0, "{report}");
+    assert_eq!(outcome(&report), "Installed", "{report}");
+    assert_eq!(boot_state(dir.path()).0, 'b');
+}
