@@ -31,6 +31,8 @@ pub mod agent;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod host;
+#[cfg(feature = "jni")]
+pub mod java;
 pub mod result;
 
 pub use result::esync_result;

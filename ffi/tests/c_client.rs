@@ -16,6 +16,12 @@
 //!   fails; the report says rolled back and slot A runs 1.0.0.
 //! - `c_client_under_valgrind`: the success run with the C Client host
 //!   under valgrind (no errors, no leaks; SKIPPED without valgrind).
+//! - `java_client_installs_an_update_through_jni` (feature `jni`): the
+//!   Java classes of `ffi/java` and `ffi/tests/java/ClientTest.java`,
+//!   compiled with `javac` and run on the JVM against the cdylib, install
+//!   the same package on the C Agent through `io.esync.Client`; a bad seed
+//!   and a malformed package arrive as `io.esync.EsyncException` (SKIPPED
+//!   without a JDK).
 #![cfg(feature = "client")]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
@@ -82,12 +88,19 @@ fn ready(w: &World) -> ReadyPackage {
     }
 }
 
-/// Runs the C Client host (under `wrapper`) over the C Agent; returns the
-/// report (JSON), the Agent's directory and the host's exit status.
-fn run(wrapper: &[&str], fail_self_test: bool) -> (serde_json::Value, tempfile::TempDir, i32) {
+/// The two sides' files: the C Agent's directory (slot A runs 1.0.0) and
+/// the Client host's (keys, package, blob); the built C Agent.
+struct Setup {
+    out: tempfile::TempDir,
+    agent: PathBuf,
+    agent_dir: tempfile::TempDir,
+    client_dir: PathBuf,
+    package_id: String,
+}
+
+fn setup() -> Setup {
     let out = tempfile::tempdir().unwrap();
     let agent = build_c_agent(out.path(), &[]);
-    let client = build_c_client(out.path(), &[]);
     let w = world();
     let agent_dir = tempfile::tempdir().unwrap();
     let client_dir = out.path().join("client-state");
@@ -112,7 +125,33 @@ fn run(wrapper: &[&str], fail_self_test: bool) -> (serde_json::Value, tempfile::
     )
     .unwrap();
     std::fs::write(client_dir.join("blob-1.bin"), &w.patch).unwrap();
+    Setup {
+        agent,
+        agent_dir,
+        client_dir,
+        package_id: w.package.id().as_str().to_string(),
+        out,
+    }
+}
 
+impl Setup {
+    /// The C Agent's command line.
+    fn agent_args(&self, fail_self_test: bool) -> Vec<std::ffi::OsString> {
+        let mut a: Vec<std::ffi::OsString> =
+            vec![self.agent.clone().into(), self.agent_dir.path().into()];
+        a.extend([VIN, DEVICE, HW, SERIAL].map(Into::into));
+        if fail_self_test {
+            a.push("--fail-self-test".into());
+        }
+        a
+    }
+}
+
+/// Runs the C Client host (under `wrapper`) over the C Agent; returns the
+/// report (JSON), the Agent's directory and the host's exit status.
+fn run(wrapper: &[&str], fail_self_test: bool) -> (serde_json::Value, tempfile::TempDir, i32) {
+    let s = setup();
+    let client = build_c_client(s.out.path(), &[]);
     let mut cmd = match wrapper.split_first() {
         Some((tool, args)) => {
             let mut c = Command::new(tool);
@@ -121,21 +160,16 @@ fn run(wrapper: &[&str], fail_self_test: bool) -> (serde_json::Value, tempfile::
         }
         None => Command::new(&client),
     };
-    cmd.arg(&client_dir)
-        .args([DEVICE, w.package.id().as_str(), "--"])
-        .arg(&agent)
-        .arg(agent_dir.path())
-        .args([VIN, DEVICE, HW, SERIAL]);
-    if fail_self_test {
-        cmd.arg("--fail-self-test");
-    }
+    cmd.arg(&s.client_dir)
+        .args([DEVICE, s.package_id.as_str(), "--"])
+        .args(s.agent_args(fail_self_test));
     let status = cmd.status().unwrap().code().unwrap_or(-1);
-    let report = std::fs::read(client_dir.join("report.json"))
+    let report = std::fs::read(s.client_dir.join("report.json"))
         .map(|b| serde_json::from_slice(&b).unwrap())
         .unwrap_or(serde_json::Value::Null);
     // The campaign journal was kept through the callbacks.
-    assert!(client_dir.join("journal.bin").exists());
-    (report, agent_dir, status)
+    assert!(s.client_dir.join("journal.bin").exists());
+    (report, s.agent_dir, status)
 }
 
 fn outcome(report: &serde_json::Value) -> String {
@@ -202,4 +236,61 @@ fn c_client_under_valgrind() {
     assert_eq!(status, 0, "{report}");
     assert_eq!(outcome(&report), "Installed", "{report}");
     assert_eq!(boot_state(dir.path()).0, 'b');
+}
+
+#[cfg(feature = "jni")]
+#[test]
+fn java_client_installs_an_update_through_jni() {
+    if !have("javac")
+        || !Command::new("java")
+            .arg("-version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        println!("SKIPPED: no JDK (javac and java)");
+        return;
+    }
+    let s = setup();
+    let classes = s.out.path().join("classes");
+    let java = repo().join("ffi/java/io/esync");
+    let o = Command::new("javac")
+        .arg("-Xlint:all")
+        .arg("-Werror")
+        .arg("-d")
+        .arg(&classes)
+        .arg(java.join("Client.java"))
+        .arg(java.join("EsyncException.java"))
+        .arg(repo().join("ffi/tests/java/ClientTest.java"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "javac failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let so = staticlib().with_file_name("libesync_ffi.so");
+    let o = Command::new("java")
+        .arg("-cp")
+        .arg(&classes)
+        .arg("ClientTest")
+        .arg(&so)
+        .arg(&s.client_dir)
+        .arg(DEVICE)
+        .args(s.agent_args(false))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "java failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout.contains("JAVA CLIENT OK"), "{stdout}");
+    assert_eq!(
+        stdout.matches("exception as expected").count(),
+        2,
+        "{stdout}"
+    );
+    let (active, trial, version, _) = boot_state(s.agent_dir.path());
+    assert_eq!((active, trial, version.as_str()), ('b', false, "2.0.0"));
 }
