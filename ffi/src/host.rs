@@ -862,6 +862,7 @@ impl CallbackJournal {
 
     /// A journal over the host's callbacks; `ud` must stay valid as long as
     /// the returned value (the handle's callbacks contract).
+    #[cfg(feature = "client")]
     pub(crate) fn new(
         ud: *mut c_void,
         load: Option<esync_journal_load_fn>,
