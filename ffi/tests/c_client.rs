@@ -22,8 +22,10 @@
 //!   the same package on the C Agent through `io.esync.Client`; a bad seed
 //!   and a malformed package arrive as `io.esync.EsyncException` (SKIPPED
 //!   without a JDK).
+//! - `conventions`: the Client handle's C conventions from a Rust host.
 #![cfg(feature = "client")]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+#![allow(unsafe_code, reason = "a C host written in Rust calls the C ABI")]
 
 mod c_rig;
 
@@ -293,4 +295,184 @@ fn java_client_installs_an_update_through_jni() {
     );
     let (active, trial, version, _) = boot_state(s.agent_dir.path());
     assert_eq!((active, trial, version.as_str()), ('b', false, "2.0.0"));
+}
+
+mod conventions {
+    //! The Client handle's conventions from a Rust host: NULL and malformed
+    //! arguments refused with outputs untouched, `_free(NULL)`, a refused
+    //! package sends nothing, a refused frame changes nothing.
+    use std::ffi::c_void;
+    use std::ptr;
+
+    use esync_ffi::client::*;
+    use esync_ffi::esync_result as R;
+    use esync_ffi::host::{esync_host_status, ESYNC_HOST_BUFFER_TOO_SMALL, ESYNC_HOST_OK};
+
+    use super::*;
+
+    unsafe extern "C" fn load(
+        ud: *mut c_void,
+        buf: *mut u8,
+        cap: usize,
+        len: *mut usize,
+        present: *mut bool,
+    ) -> esync_host_status {
+        let j = unsafe { &*(ud as *const Option<Vec<u8>>) };
+        match j {
+            None => unsafe { present.write(false) },
+            Some(r) if r.len() > cap => {
+                unsafe { len.write(r.len()) };
+                return ESYNC_HOST_BUFFER_TOO_SMALL;
+            }
+            Some(r) => unsafe {
+                ptr::copy_nonoverlapping(r.as_ptr(), buf, r.len());
+                len.write(r.len());
+                present.write(true);
+            },
+        }
+        ESYNC_HOST_OK
+    }
+
+    unsafe extern "C" fn store(ud: *mut c_void, rec: *const u8, len: usize) -> esync_host_status {
+        unsafe {
+            *(ud as *mut Option<Vec<u8>>) = Some(std::slice::from_raw_parts(rec, len).to_vec())
+        };
+        ESYNC_HOST_OK
+    }
+
+    fn last_error(c: *mut esync_client) -> String {
+        let mut b = [0u8; 512];
+        let mut n = 0;
+        assert_eq!(
+            unsafe { esync_client_last_error(c, b.as_mut_ptr(), b.len(), &mut n) },
+            R::ESYNC_RESULT_OK
+        );
+        String::from_utf8(b[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn client_handle_follows_the_conventions() {
+        unsafe { esync_client_free(ptr::null_mut()) };
+        let mut journal: Option<Vec<u8>> = None;
+        let seed = [6u8; 32];
+        let agent_pub = SigningKey::from_bytes(&[5; 32]).verifying_key().to_bytes();
+        let agent = esync_client_agent {
+            device_path: DEVICE.as_ptr(),
+            device_path_len: DEVICE.len(),
+            key: agent_pub.as_ptr(),
+            key_len: 32,
+        };
+        let mut config = esync_client_config {
+            client_key: seed.as_ptr(),
+            client_key_len: 31,
+            envelope_sequence: 1,
+            agents: &agent,
+            agents_len: 1,
+            answer_timeout_ms: 0,
+            install_timeout_ms: 0,
+            max_resends: 0,
+            window: 0,
+            precondition_wait_ms: 0,
+        };
+        let mut cbs = esync_client_callbacks {
+            userdata: (&mut journal as *mut Option<Vec<u8>>).cast(),
+            journal_load: None,
+            journal_store: Some(store),
+            log: None,
+        };
+        let sentinel = 0x5a5a as *mut esync_client;
+        let mut c = sentinel;
+        let mut step = esync_client_step {
+            frames: 77,
+            ..Default::default()
+        };
+        let new = |config: &esync_client_config,
+                   cbs: &esync_client_callbacks,
+                   c: &mut *mut esync_client,
+                   step: &mut esync_client_step| unsafe {
+            esync_client_new(config, cbs, 1, now_ms(), c, step)
+        };
+        assert_eq!(
+            unsafe { esync_client_new(ptr::null(), &cbs, 1, 1, &mut c, &mut step) },
+            R::ESYNC_RESULT_NULL_ARGUMENT
+        );
+        assert_eq!(
+            new(&config, &cbs, &mut c, &mut step),
+            R::ESYNC_RESULT_INVALID_CONFIG,
+            "journal_load missing"
+        );
+        cbs.journal_load = Some(load);
+        assert_eq!(
+            new(&config, &cbs, &mut c, &mut step),
+            R::ESYNC_RESULT_INVALID_ARGUMENT,
+            "a 31-byte seed"
+        );
+        assert_eq!((c, step.frames), (sentinel, 77), "outputs untouched");
+        config.client_key_len = 32;
+        assert_eq!(new(&config, &cbs, &mut c, &mut step), R::ESYNC_RESULT_OK);
+        assert_ne!(c, sentinel);
+        assert_eq!((step.frames, step.needs, step.reports), (0, 0, 0));
+
+        // A package that does not decode, and one for a device not in the
+        // inventory: refused, nothing sent, the step untouched.
+        let mut s2 = esync_client_step {
+            frames: 99,
+            ..Default::default()
+        };
+        let bad = b"{\"package\": 1}";
+        assert_eq!(
+            unsafe { esync_client_start(c, bad.as_ptr(), bad.len(), 2, now_ms(), &mut s2) },
+            R::ESYNC_RESULT_REFUSED
+        );
+        assert!(
+            last_error(c).contains("does not decode"),
+            "{}",
+            last_error(c)
+        );
+        let pkg = serde_json::to_vec(&ready(&world())).unwrap();
+        assert_eq!(
+            unsafe { esync_client_start(c, pkg.as_ptr(), pkg.len(), 2, now_ms(), &mut s2) },
+            R::ESYNC_RESULT_REFUSED
+        );
+        assert!(
+            last_error(c).contains("not a device of this vehicle"),
+            "{}",
+            last_error(c)
+        );
+        assert_eq!(s2.frames, 99, "outputs untouched");
+        let (mut to, mut to_len, mut f, mut f_len) = (ptr::null(), 0, ptr::null(), 0);
+        assert_eq!(
+            unsafe { esync_client_next_frame(c, &mut to, &mut to_len, &mut f, &mut f_len) },
+            R::ESYNC_RESULT_NO_FRAME
+        );
+        assert!(to.is_null() && f.is_null());
+
+        // A forged frame is refused by envelope verification; nothing changes.
+        let junk = [0u8; 64];
+        assert_eq!(
+            unsafe { esync_client_receive(c, junk.as_ptr(), junk.len(), 3, now_ms(), &mut s2) },
+            R::ESYNC_RESULT_OK
+        );
+        assert_eq!((s2.input, s2.frames), (3, 0), "ESYNC_INPUT_REFUSED");
+
+        // NULL where a pointer is required.
+        assert_eq!(
+            unsafe { esync_client_next_need(c, ptr::null_mut()) },
+            R::ESYNC_RESULT_NULL_ARGUMENT
+        );
+        assert_eq!(
+            unsafe { esync_client_receive(c, ptr::null(), 5, 3, now_ms(), &mut s2) },
+            R::ESYNC_RESULT_NULL_ARGUMENT
+        );
+        assert_eq!(
+            unsafe { esync_client_poll(ptr::null_mut(), 3, now_ms(), &mut s2) },
+            R::ESYNC_RESULT_NULL_ARGUMENT
+        );
+        // A device path that is not one.
+        assert_eq!(
+            unsafe { esync_client_presence(c, b"no slash".as_ptr(), 8, true) },
+            R::ESYNC_RESULT_INVALID_ARGUMENT
+        );
+        unsafe { esync_client_free(c) };
+    }
 }
