@@ -22,6 +22,8 @@
 //!   the same package on the C Agent through `io.esync.Client`; a bad seed
 //!   and a malformed package arrive as `io.esync.EsyncException` (SKIPPED
 //!   without a JDK).
+//! - `client_header_compiles_as_cxx17`: the header with `-DESYNC_CLIENT`
+//!   under `g++ -std=c++17`, linked against the static library.
 //! - `conventions`: the Client handle's C conventions from a Rust host.
 #![cfg(feature = "client")]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
@@ -295,6 +297,41 @@ fn java_client_installs_an_update_through_jni() {
     );
     let (active, trial, version, _) = boot_state(s.agent_dir.path());
     assert_eq!((active, trial, version.as_str()), ('b', false, "2.0.0"));
+}
+
+#[test]
+fn client_header_compiles_as_cxx17() {
+    if !have("g++") {
+        println!("SKIPPED: g++ is not installed");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let src = out.path().join("h.cpp");
+    std::fs::write(
+        &src,
+        "#include \"esync.h\"\nint main() { esync_client_free(nullptr); return ESYNC_RESULT_OK; }\n",
+    )
+    .unwrap();
+    let o = Command::new("g++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .args(["-DESYNC_CLIENT", "-I"])
+        .arg(repo().join("include"))
+        .arg(&src)
+        .arg(staticlib())
+        .args(native_libs())
+        .arg("-o")
+        .arg(out.path().join("h"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "g++ failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(Command::new(out.path().join("h"))
+        .status()
+        .unwrap()
+        .success());
 }
 
 mod conventions {
