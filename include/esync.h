@@ -8,6 +8,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#if defined(ESYNC_CLIENT)
+/*
+ A frame was verified; it comes from a participant that is not an Agent
+ (a listener such as the HMI): not the orchestrator's, dropped (logged).
+ */
+#define ESYNC_INPUT_NOT_FROM_AGENT 4
+#endif
+
 /*
  Longest software version text, in bytes.
  */
@@ -104,6 +112,15 @@ enum esync_result
    A panic was caught at the boundary; the handle is halted.
    */
   ESYNC_RESULT_PANIC = 9,
+  /*
+   The Client refused the package (it does not decode, is inconsistent,
+   or does not fit the inventory); nothing was sent.
+   */
+  ESYNC_RESULT_REFUSED = 10,
+  /*
+   The Client runs a campaign already.
+   */
+  ESYNC_RESULT_BUSY = 11,
 };
 #ifndef __cplusplus
 typedef uint32_t esync_result;
@@ -114,6 +131,13 @@ typedef uint32_t esync_result;
  [`esync_agent_free`].
  */
 typedef struct esync_agent esync_agent;
+
+#if defined(ESYNC_CLIENT)
+/*
+ The Client handle (opaque to C).
+ */
+typedef struct esync_client esync_client;
+#endif
 
 /*
  What the `trust_load` callback fills, through
@@ -614,6 +638,159 @@ typedef struct esync_step {
   uint64_t deadline_ms;
 } esync_step;
 
+#if defined(ESYNC_CLIENT)
+/*
+ One Agent the Client talks to: its device path (UTF-8) and its 32-byte
+ ed25519 public key (its envelopes are verified with it).
+ */
+typedef struct esync_client_agent {
+  /*
+   Device path, e.g. `/powertrain/ecm` (UTF-8, `device_path_len` bytes).
+   */
+  const uint8_t *device_path;
+  /*
+   Length of `device_path`.
+   */
+  size_t device_path_len;
+  /*
+   The Agent's ed25519 public key.
+   */
+  const uint8_t *key;
+  /*
+   Length of `key` (32).
+   */
+  size_t key_len;
+} esync_client_agent;
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The Client's configuration (copied by [`esync_client_new`]).
+ */
+typedef struct esync_client_config {
+  /*
+   The Client's ed25519 seed (32 bytes): it signs every command.
+   */
+  const uint8_t *client_key;
+  /*
+   Length of `client_key` (32).
+   */
+  size_t client_key_len;
+  /*
+   The first envelope sequence number (it must grow across restarts).
+   */
+  uint64_t envelope_sequence;
+  /*
+   The vehicle's Agents (`agents_len` entries; at most 1024).
+   */
+  const struct esync_client_agent *agents;
+  /*
+   Number of `agents`.
+   */
+  size_t agents_len;
+  /*
+   Wait for an answer before a command is sent again (ms; 0: default).
+   */
+  uint64_t answer_timeout_ms;
+  /*
+   How long an install or rollback may take (ms; 0: default).
+   */
+  uint64_t install_timeout_ms;
+  /*
+   Resends without an answer before a component fails (0: default).
+   */
+  uint32_t max_resends;
+  /*
+   Chunks in flight per transfer (0: default).
+   */
+  uint32_t window;
+  /*
+   How long a component waits for its precondition (ms; 0: default).
+   */
+  uint64_t precondition_wait_ms;
+} esync_client_config;
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The host's callbacks for the Client (copied by [`esync_client_new`];
+ `userdata` and the functions must stay valid until the handle is freed).
+ */
+typedef struct esync_client_callbacks {
+  /*
+   Passed first to every callback.
+   */
+  void *userdata;
+  /*
+   Loads the campaign journal record (required), as the Agent's
+   `journal_load`.
+   */
+  esync_host_status (*journal_load)(void*, uint8_t*, size_t, size_t*, bool*);
+  /*
+   Replaces the campaign journal record atomically, durable on return
+   (required), as the Agent's `journal_store`.
+   */
+  esync_host_status (*journal_store)(void*, const uint8_t*, size_t);
+  /*
+   Log lines (UTF-8, `len` bytes, not NUL-terminated). May be NULL.
+   */
+  void (*log)(void*, esync_log_level, const uint8_t*, size_t);
+} esync_client_callbacks;
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ What a Client call produced.
+ */
+typedef struct esync_client_step {
+  /*
+   Frames waiting in [`esync_client_next_frame`].
+   */
+  size_t frames;
+  /*
+   Blob reads waiting in [`esync_client_next_need`].
+   */
+  size_t needs;
+  /*
+   Final package reports waiting in [`esync_client_next_report`].
+   */
+  size_t reports;
+  /*
+   What became of the input frame (`ESYNC_INPUT_*`).
+   */
+  uint32_t input;
+  /*
+   Whether `deadline_ms` is set.
+   */
+  bool has_deadline;
+  /*
+   Call [`esync_client_poll`] at this monotonic time.
+   */
+  uint64_t deadline_ms;
+} esync_client_step;
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ A blob read the Client needs: `len` bytes of the host's blob `blob` at
+ `offset`; answer with [`esync_client_provide_blob`].
+ */
+typedef struct esync_client_need {
+  /*
+   The host's blob number (the package's `blob`).
+   */
+  uint64_t blob;
+  /*
+   Offset.
+   */
+  uint64_t offset;
+  /*
+   Length.
+   */
+  uint32_t len;
+} esync_client_need;
+#endif
+
 /*
  Uptane partial verification: Director targets only, against the
  Director root pinned at provisioning (`director_root`), with the
@@ -920,6 +1097,253 @@ esync_result esync_agent_last_error(struct esync_agent *agent,
  not in use by another thread.
  */
 void esync_agent_free(struct esync_agent *agent);
+
+#if defined(ESYNC_CLIENT)
+/*
+ Creates a Client from `config` and `callbacks` (both copied), recovering
+ its campaign from the journal (`journal_load`): an open campaign is
+ rolled back, a committed one confirmed to the end, unsent reports come
+ out again (`step.reports`). On success writes the handle to `*out` and
+ what recovery produced to `*step`.
+
+ Ownership: `*out` is the caller's, freed with [`esync_client_free`].
+ Threading: any thread.
+
+ # Safety
+
+ Every pointer must be valid as the config's fields describe; `out` and
+ `step` valid for writes; the callbacks' `userdata` and functions valid
+ until the handle is freed.
+ */
+esync_result esync_client_new(const struct esync_client_config *config,
+                              const struct esync_client_callbacks *callbacks,
+                              uint64_t mono_ms,
+                              uint64_t wall_ms,
+                              struct esync_client **out,
+                              struct esync_client_step *step);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Frees a Client handle; `NULL` is accepted. Borrowed outputs of the
+ handle become invalid.
+
+ # Safety
+
+ `client` must be `NULL` or a handle from [`esync_client_new`] not freed
+ before, used by no other thread.
+ */
+void esync_client_free(struct esync_client *client);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ One frame from the host's bus (copied). It is verified end to end
+ (signature against the configured Agent keys, recipient, replay); a
+ refused frame changes nothing (`step.input == ESYNC_INPUT_REFUSED`).
+ Inventory reports, version reports and confirmations update the
+ inventory.
+
+ Ownership: `frame` stays the caller's. Threading: see the module.
+
+ # Safety
+
+ `client` a live handle; `frame` valid for `len` bytes; `step` writable.
+ */
+esync_result esync_client_receive(struct esync_client *client,
+                                  const uint8_t *frame,
+                                  size_t len,
+                                  uint64_t mono_ms,
+                                  uint64_t wall_ms,
+                                  struct esync_client_step *step);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Handles the deadlines due at `mono_ms` (call it at `step.deadline_ms`).
+
+ # Safety
+
+ `client` a live handle; `step` writable.
+ */
+esync_result esync_client_poll(struct esync_client *client,
+                               uint64_t mono_ms,
+                               uint64_t wall_ms,
+                               struct esync_client_step *step);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The host's bus says the Agent `device_path` (UTF-8) connected
+ (`connected = true`) or disconnected.
+
+ # Safety
+
+ `client` a live handle; `device_path` valid for `len` bytes.
+ */
+esync_result esync_client_presence(struct esync_client *client,
+                                   const uint8_t *device_path,
+                                   size_t len,
+                                   bool connected);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Asks the Agent `device_path` (UTF-8) for its inventory, with the
+ 16-byte `nonce`; its report updates the inventory a package is checked
+ against.
+
+ # Safety
+
+ `client` a live handle; `device_path` valid for `len` bytes; `nonce`
+ valid for 16 bytes; `step` writable.
+ */
+esync_result esync_client_query_inventory(struct esync_client *client,
+                                          const uint8_t *device_path,
+                                          size_t len,
+                                          const uint8_t *nonce,
+                                          uint64_t mono_ms,
+                                          uint64_t wall_ms,
+                                          struct esync_client_step *step);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Starts installing a verified, downloaded package: `package_json` is a
+ `ReadyPackage` (esync-client's `core::plan`) as JSON, `len` bytes (at
+ most 16 MiB). It is checked against the inventory first; a package that
+ does not decode or fit returns `ESYNC_RESULT_REFUSED` and sends nothing;
+ a running campaign returns `ESYNC_RESULT_BUSY`.
+
+ # Safety
+
+ `client` a live handle; `package_json` valid for `len` bytes; `step`
+ writable.
+ */
+esync_result esync_client_start(struct esync_client *client,
+                                const uint8_t *package_json,
+                                size_t len,
+                                uint64_t mono_ms,
+                                uint64_t wall_ms,
+                                struct esync_client_step *step);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The vehicle state changed: `signals` (`count` entries, at most
+ `ESYNC_MAX_SIGNALS`, copied) replace the previous ones; preconditions
+ are evaluated on them. An entry of an unknown kind or with bad text is
+ `ESYNC_RESULT_INVALID_ARGUMENT` (nothing changes).
+
+ # Safety
+
+ `client` a live handle; `signals` valid for `count` entries; `step`
+ writable.
+ */
+esync_result esync_client_signals(struct esync_client *client,
+                                  const struct esync_signal *signals,
+                                  size_t count,
+                                  uint64_t mono_ms,
+                                  uint64_t wall_ms,
+                                  struct esync_client_step *step);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Takes the next blob read into `*need` (`ESYNC_RESULT_NO_FRAME` when none
+ is waiting; nothing written then).
+
+ # Safety
+
+ `client` a live handle; `need` writable.
+ */
+esync_result esync_client_next_need(struct esync_client *client, struct esync_client_need *need);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The host's answer to a blob read: `len` bytes of blob `blob` at
+ `offset` (copied).
+
+ # Safety
+
+ `client` a live handle; `data` valid for `len` bytes; `step` writable.
+ */
+esync_result esync_client_provide_blob(struct esync_client *client,
+                                       uint64_t blob,
+                                       uint64_t offset,
+                                       const uint8_t *data,
+                                       size_t len,
+                                       uint64_t mono_ms,
+                                       uint64_t wall_ms,
+                                       struct esync_client_step *step);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Takes the next frame to send: `*to`/`*to_len` the Agent's device path
+ (UTF-8), `*frame`/`*frame_len` the frame. Both are borrowed, valid until
+ the next call of any function on the handle. `ESYNC_RESULT_NO_FRAME`
+ when none is waiting (nothing written).
+
+ # Safety
+
+ `client` a live handle; every out-pointer writable.
+ */
+esync_result esync_client_next_frame(struct esync_client *client,
+                                     const uint8_t **to,
+                                     size_t *to_len,
+                                     const uint8_t **frame,
+                                     size_t *frame_len);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Takes the next final package report, as JSON (`PackageReport` of
+ esync-client's `core::orchestrate`: package, outcome `Committed`,
+ `RolledBack` or `Failed`, per-component ends). Borrowed, valid until the
+ next call of any function on the handle. The report stays in the
+ journal until [`esync_client_report_delivered`]. `ESYNC_RESULT_NO_FRAME`
+ when none is waiting.
+
+ # Safety
+
+ `client` a live handle; `json` and `len` writable.
+ */
+esync_result esync_client_next_report(struct esync_client *client,
+                                      const uint8_t **json,
+                                      size_t *len);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The host delivered the report of package `package_id` (UTF-8): it
+ leaves the journal.
+
+ # Safety
+
+ `client` a live handle; `package_id` valid for `len` bytes.
+ */
+esync_result esync_client_report_delivered(struct esync_client *client,
+                                           const uint8_t *package_id,
+                                           size_t len);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Writes the detail of the handle's last failure into `buf` (UTF-8, not
+ NUL-terminated, truncated at a character boundary), its length into
+ `*written`.
+
+ # Safety
+
+ `client` a live handle; `buf` valid for `len` bytes; `written` writable.
+ */
+esync_result esync_client_last_error(struct esync_client *client,
+                                     uint8_t *buf,
+                                     size_t len,
+                                     size_t *written);
+#endif
 
 /*
  Adds a stored role to the trust store being loaded (`name` and `bytes`

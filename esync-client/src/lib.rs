@@ -19,10 +19,16 @@
 //! directory, the drivers of the session over it, and the tokio loop over
 //! the orchestration core ([`runtime::vehicle`]: Agents through the broker,
 //! the campaign journal on a file, install consent through the HMI).
+//!
+//! Features: `runtime` (default) builds [`broker`], [`http`], [`runtime`]
+//! and the binary (tokio, rustls, hyper); without it only [`core`] builds.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "runtime")]
 pub mod broker;
 pub mod core;
+#[cfg(feature = "runtime")]
 pub mod http;
+#[cfg(feature = "runtime")]
 pub mod runtime;

@@ -494,7 +494,7 @@ unsafe fn build(
     let mut agent = Box::new(esync_agent {
         endpoint: None,
         device: CallbackDevice(cbs),
-        journal: CallbackJournal(cbs),
+        journal: CallbackJournal::agent(cbs),
         verifier,
         patcher,
         policy: CallbackConsent(cbs),

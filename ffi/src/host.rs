@@ -185,7 +185,7 @@ impl esync_signal {
         }
     }
 
-    fn to_signal(self) -> Option<Signal> {
+    pub(crate) fn to_signal(self) -> Option<Signal> {
         let name = std::str::from_utf8(self.name.get(..self.name_len)?).ok()?;
         let value = match self.kind {
             ESYNC_SIGNAL_BOOL => SignalValue::Bool(self.bool_value),
@@ -572,10 +572,7 @@ impl Callbacks {
 
     /// Passes a log line to the host's `log` callback, if any.
     pub(crate) fn log(&self, level: esync_log_level, msg: &str) {
-        if let Some(f) = cb!(self, log) {
-            // SAFETY: host callback; `msg` is valid for the call.
-            unsafe { f(self.ud, level, msg.as_ptr(), msg.len()) }
-        }
+        log_to(cb!(self, log), self.ud, level, msg);
     }
 
     fn read_with(
@@ -824,8 +821,62 @@ impl Device for CallbackDevice {
     }
 }
 
-/// The host's journal store, through its callbacks.
-pub(crate) struct CallbackJournal(pub(crate) Callbacks);
+/// The host's `journal_load` callback (the Agent's and the Client's).
+pub(crate) type esync_journal_load_fn =
+    unsafe extern "C" fn(*mut c_void, *mut u8, usize, *mut usize, *mut bool) -> esync_host_status;
+/// The host's `journal_store` callback (the Agent's and the Client's).
+pub(crate) type esync_journal_store_fn =
+    unsafe extern "C" fn(*mut c_void, *const u8, usize) -> esync_host_status;
+/// The host's `log` callback (the Agent's and the Client's).
+pub(crate) type esync_log_fn = unsafe extern "C" fn(*mut c_void, esync_log_level, *const u8, usize);
+
+/// Passes a log line to a host's `log` callback, if any.
+pub(crate) fn log_to(f: Option<esync_log_fn>, ud: *mut c_void, level: esync_log_level, msg: &str) {
+    if let Some(f) = f {
+        // SAFETY: host callback with its own userdata; `msg` is valid for
+        // the call.
+        unsafe { f(ud, level, msg.as_ptr(), msg.len()) }
+    }
+}
+
+/// The host's journal store, through its two callbacks (one adapter for
+/// the Agent's and the Client's handles; records over `max` bytes are
+/// refused).
+pub(crate) struct CallbackJournal {
+    ud: *mut c_void,
+    load: Option<esync_journal_load_fn>,
+    store: Option<esync_journal_store_fn>,
+    max: usize,
+}
+
+impl CallbackJournal {
+    /// The Agent's journal, through its callbacks.
+    pub(crate) fn agent(c: Callbacks) -> CallbackJournal {
+        CallbackJournal {
+            ud: c.ud,
+            load: cb!(c, journal_load),
+            store: cb!(c, journal_store),
+            max: MAX_JOURNAL_BYTES,
+        }
+    }
+
+    /// A journal over the host's callbacks; `ud` must stay valid as long as
+    /// the returned value (the handle's callbacks contract).
+    #[cfg(feature = "client")]
+    pub(crate) fn new(
+        ud: *mut c_void,
+        load: Option<esync_journal_load_fn>,
+        store: Option<esync_journal_store_fn>,
+        max: usize,
+    ) -> CallbackJournal {
+        CallbackJournal {
+            ud,
+            load,
+            store,
+            max,
+        }
+    }
+}
 
 fn store_status(what: &str, s: esync_host_status, write: bool) -> Result<(), StoreError> {
     match s {
@@ -854,7 +905,8 @@ fn store_status(what: &str, s: esync_host_status, write: bool) -> Result<(), Sto
 
 impl JournalStore for CallbackJournal {
     fn load(&mut self) -> Result<Option<Vec<u8>>, StoreError> {
-        let f = cb!(self.0, journal_load).ok_or_else(|| StoreError::Unreadable {
+        let max = self.max;
+        let f = self.load.ok_or_else(|| StoreError::Unreadable {
             what: "journal".into(),
             kind: std::io::ErrorKind::Other,
             message: "callback missing".into(),
@@ -866,23 +918,13 @@ impl JournalStore for CallbackJournal {
             let mut present = false;
             // SAFETY: host callback; `buf` valid for its length, outputs for
             // writes.
-            let s = unsafe {
-                f(
-                    self.0.ud,
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                    &mut len,
-                    &mut present,
-                )
-            };
+            let s = unsafe { f(self.ud, buf.as_mut_ptr(), buf.len(), &mut len, &mut present) };
             if s == ESYNC_HOST_BUFFER_TOO_SMALL {
-                if len <= buf.len() || len > MAX_JOURNAL_BYTES {
+                if len <= buf.len() || len > max {
                     return Err(StoreError::Unreadable {
                         what: "journal".into(),
                         kind: std::io::ErrorKind::InvalidData,
-                        message: format!(
-                            "host asked for a {len}-byte buffer (at most {MAX_JOURNAL_BYTES})"
-                        ),
+                        message: format!("host asked for a {len}-byte buffer (at most {max})"),
                     });
                 }
                 buf = vec![0u8; len];
@@ -910,7 +952,7 @@ impl JournalStore for CallbackJournal {
     }
 
     fn store(&mut self, record: &[u8]) -> Result<(), StoreError> {
-        let f = cb!(self.0, journal_store).ok_or_else(|| StoreError::Unwritable {
+        let f = self.store.ok_or_else(|| StoreError::Unwritable {
             what: "journal".into(),
             kind: std::io::ErrorKind::Other,
             message: "callback missing".into(),
@@ -918,7 +960,7 @@ impl JournalStore for CallbackJournal {
         // SAFETY: host callback; `record` valid during the call.
         store_status(
             "journal",
-            unsafe { f(self.0.ud, record.as_ptr(), record.len()) },
+            unsafe { f(self.ud, record.as_ptr(), record.len()) },
             true,
         )
     }

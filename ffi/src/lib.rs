@@ -28,7 +28,11 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod host;
+#[cfg(feature = "jni")]
+pub mod java;
 pub mod result;
 
 pub use result::esync_result;

@@ -34,6 +34,11 @@ pub enum esync_result {
     ESYNC_RESULT_TRUST_STORE = 8,
     /// A panic was caught at the boundary; the handle is halted.
     ESYNC_RESULT_PANIC = 9,
+    /// The Client refused the package (it does not decode, is inconsistent,
+    /// or does not fit the inventory); nothing was sent.
+    ESYNC_RESULT_REFUSED = 10,
+    /// The Client runs a campaign already.
+    ESYNC_RESULT_BUSY = 11,
 }
 
 impl esync_result {
@@ -48,11 +53,13 @@ impl esync_result {
             ESYNC_RESULT_BUFFER_TOO_SMALL => "the buffer is too small",
             ESYNC_RESULT_NO_FRAME => "no frame is waiting to be sent",
             ESYNC_RESULT_HALTED => {
-                "the Agent halted: free the handle and create it again to recover"
+                "the handle halted: free the handle and create it again to recover"
             }
             ESYNC_RESULT_FRAME => "a message could not be signed or framed",
             ESYNC_RESULT_TRUST_STORE => "the Uptane trust store could not be opened",
             ESYNC_RESULT_PANIC => "internal error (a panic was caught); the handle is halted",
+            ESYNC_RESULT_REFUSED => "the package is refused; nothing was sent",
+            ESYNC_RESULT_BUSY => "a campaign is running already",
         }
     }
 
@@ -70,6 +77,8 @@ impl esync_result {
             7 => ESYNC_RESULT_FRAME,
             8 => ESYNC_RESULT_TRUST_STORE,
             9 => ESYNC_RESULT_PANIC,
+            10 => ESYNC_RESULT_REFUSED,
+            11 => ESYNC_RESULT_BUSY,
             _ => return None,
         })
     }

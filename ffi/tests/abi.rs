@@ -426,6 +426,8 @@ fn results_have_stable_numbers_and_messages() {
         (esync_result::ESYNC_RESULT_FRAME, 7),
         (esync_result::ESYNC_RESULT_TRUST_STORE, 8),
         (esync_result::ESYNC_RESULT_PANIC, 9),
+        (esync_result::ESYNC_RESULT_REFUSED, 10),
+        (esync_result::ESYNC_RESULT_BUSY, 11),
     ];
     let mut seen = std::collections::BTreeSet::new();
     for (r, n) in expected {
@@ -434,7 +436,7 @@ fn results_have_stable_numbers_and_messages() {
         assert_eq!(m, r.message());
         assert!(seen.insert(m), "messages are distinct");
     }
-    assert_eq!(message(10), "unknown result");
+    assert_eq!(message(12), "unknown result");
     assert_eq!(message(u32::MAX), "unknown result");
     // Truncated to the buffer; NULL `written` refused.
     let mut b = [0u8; 4];

@@ -131,6 +131,8 @@ pub struct World {
     pub director: RepositoryBuilder,
     pub target_name: String,
     pub chunk: u32,
+    /// The package the update belongs to (its component carries the delta).
+    pub package: esync_package::package::Package,
 }
 
 pub fn world() -> World {
@@ -199,6 +201,7 @@ pub fn world_sized(len: usize, chunk: u32) -> World {
         director,
         target_name: full.name,
         chunk,
+        package: built.package,
     }
 }
 

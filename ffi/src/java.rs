@@ -1,0 +1,581 @@
+//! The JNI wrapper (feature `jni`): the native methods of `io.esync.Client`
+//! (`ffi/java/io/esync/Client.java`) over the same `esync_client` handle
+//! and functions C hosts use ([`crate::client`]).
+//!
+//! The Java object holds the handle (a `long`) and a host record in Rust
+//! that keeps the campaign journal in memory: it starts from the bytes the
+//! Java host passes to `Client.create` (what it persisted last), and
+//! `Client.journal()` gives the current record, which the Java host stores
+//! durably **before** it sends the frames of the same call (the journal
+//! rule of the C ABI's `journal_store`, moved to the Java side).
+//!
+//! Every failure (`esync_result` other than OK, a malformed argument, a JNI
+//! error) becomes an `io.esync.EsyncException` carrying the result's number
+//! and the handle's last error; a panic is caught (by the C ABI's entry
+//! points and again here) and becomes an exception: nothing unwinds into
+//! the JVM.
+//!
+//! Not wrapped yet: the Agent (its device callbacks would call into Java).
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use jni::objects::{JByteArray, JClass, JObject, JString};
+use jni::sys::{jboolean, jint, jlong, jlongArray, jobjectArray, jstring, JNI_TRUE};
+use jni::JNIEnv;
+
+use crate::client::*;
+use crate::esync_result;
+use crate::host::{
+    esync_host_status, esync_log_level, ESYNC_HOST_BUFFER_TOO_SMALL, ESYNC_HOST_OK, ESYNC_LOG_ERROR,
+};
+
+/// What the callbacks keep (their `userdata`): the in-memory journal
+/// record and the last error logged (the detail of a failed `create`,
+/// which has no handle to ask).
+#[derive(Default)]
+struct Journal {
+    record: Option<Vec<u8>>,
+    last_error: String,
+}
+
+/// What the Java object owns: the handle and its in-memory journal (a
+/// separate allocation: the callbacks write it while a call holds the
+/// host).
+struct JavaHost {
+    journal: *mut Journal,
+    client: *mut esync_client,
+    step: esync_client_step,
+}
+
+unsafe extern "C" fn jload(
+    ud: *mut c_void,
+    buf: *mut u8,
+    cap: usize,
+    len: *mut usize,
+    present: *mut bool,
+) -> esync_host_status {
+    // SAFETY: `ud` is the `Journal` this handle was created with; the
+    // outputs are valid for writes (the C ABI's contract).
+    unsafe {
+        match &(*(ud as *const Journal)).record {
+            None => {
+                present.write(false);
+                ESYNC_HOST_OK
+            }
+            Some(j) if j.len() > cap => {
+                len.write(j.len());
+                ESYNC_HOST_BUFFER_TOO_SMALL
+            }
+            Some(j) => {
+                std::ptr::copy_nonoverlapping(j.as_ptr(), buf, j.len());
+                len.write(j.len());
+                present.write(true);
+                ESYNC_HOST_OK
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn jstore(ud: *mut c_void, rec: *const u8, len: usize) -> esync_host_status {
+    // SAFETY: as `jload`; `rec` is valid for `len` bytes.
+    unsafe {
+        (*(ud as *mut Journal)).record = Some(std::slice::from_raw_parts(rec, len).to_vec());
+    }
+    ESYNC_HOST_OK
+}
+
+unsafe extern "C" fn jlog(ud: *mut c_void, level: esync_log_level, msg: *const u8, len: usize) {
+    // SAFETY: `msg` is valid for `len` bytes during the call; `ud` as in
+    // `jload`.
+    let m = String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(msg, len) });
+    eprintln!("esync[{level}]: {m}");
+    if level == ESYNC_LOG_ERROR {
+        // SAFETY: as above.
+        unsafe { (*(ud as *mut Journal)).last_error = m.into_owned() };
+    }
+}
+
+/// A failure to turn into `io.esync.EsyncException`.
+struct Thrown(String);
+
+impl From<jni::errors::Error> for Thrown {
+    fn from(e: jni::errors::Error) -> Thrown {
+        Thrown(format!("JNI: {e}"))
+    }
+}
+
+fn host<'a>(h: jlong) -> Result<&'a mut JavaHost, Thrown> {
+    if h == 0 {
+        return Err(Thrown("the Client is closed".into()));
+    }
+    // SAFETY: a non-zero handle is a `JavaHost` from `create` that
+    // `free` has not released (the Java class clears it on close; it is
+    // not shared between threads without synchronisation).
+    Ok(unsafe { &mut *(h as *mut JavaHost) })
+}
+
+fn check(h: &JavaHost, r: esync_result) -> Result<(), Thrown> {
+    if r == esync_result::ESYNC_RESULT_OK {
+        return Ok(());
+    }
+    let mut buf = [0u8; 512];
+    let mut n = 0usize;
+    // SAFETY: a live handle, a local buffer.
+    let detail = if !h.client.is_null()
+        && unsafe { esync_client_last_error(h.client, buf.as_mut_ptr(), buf.len(), &mut n) }
+            == esync_result::ESYNC_RESULT_OK
+    {
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    } else {
+        // SAFETY: the host's own journal record (no call is running).
+        unsafe { (*h.journal).last_error.clone() }
+    };
+    Err(Thrown(format!(
+        "esync_result {} ({}): {detail}",
+        r as u32,
+        r.message()
+    )))
+}
+
+/// Runs a native method body: errors and panics become an
+/// `io.esync.EsyncException` and the method returns `fallback`.
+fn run<'l, T>(
+    env: &mut JNIEnv<'l>,
+    fallback: T,
+    f: impl FnOnce(&mut JNIEnv<'l>) -> Result<T, Thrown>,
+) -> T {
+    let r = catch_unwind(AssertUnwindSafe(|| f(env)))
+        .unwrap_or_else(|_| Err(Thrown("a panic was caught in the native code".into())));
+    match r {
+        Ok(v) => v,
+        Err(Thrown(msg)) => {
+            // An exception may be pending already (a failed JNI call).
+            if !env.exception_check().unwrap_or(true) {
+                let _ = env.throw_new("io/esync/EsyncException", msg);
+            }
+            fallback
+        }
+    }
+}
+
+fn string(env: &mut JNIEnv<'_>, s: &JString<'_>) -> Result<String, Thrown> {
+    if s.is_null() {
+        return Err(Thrown("a String argument is null".into()));
+    }
+    Ok(env.get_string(s)?.into())
+}
+
+fn bytes(env: &mut JNIEnv<'_>, b: &JByteArray<'_>) -> Result<Vec<u8>, Thrown> {
+    if b.is_null() {
+        return Err(Thrown("a byte[] argument is null".into()));
+    }
+    Ok(env.convert_byte_array(b)?)
+}
+
+/// `static native long create(byte[] clientSeed, long envelopeSequence,
+/// String device, byte[] agentKey, byte[] journal, long mono, long wall)`.
+#[no_mangle]
+pub extern "system" fn Java_io_esync_Client_create<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    seed: JByteArray<'l>,
+    sequence: jlong,
+    device: JString<'l>,
+    agent_key: JByteArray<'l>,
+    journal: JByteArray<'l>,
+    mono: jlong,
+    wall: jlong,
+) -> jlong {
+    run(&mut env, 0, |env| {
+        let seed = bytes(env, &seed)?;
+        let device = string(env, &device)?;
+        let agent_key = bytes(env, &agent_key)?;
+        let journal = if journal.is_null() {
+            None
+        } else {
+            Some(bytes(env, &journal)?)
+        };
+        let journal: *mut Journal = Box::into_raw(Box::new(Journal {
+            record: journal,
+            last_error: String::new(),
+        }));
+        let host = Box::into_raw(Box::new(JavaHost {
+            journal,
+            client: std::ptr::null_mut(),
+            step: esync_client_step::default(),
+        }));
+        let agent = esync_client_agent {
+            device_path: device.as_ptr(),
+            device_path_len: device.len(),
+            key: agent_key.as_ptr(),
+            key_len: agent_key.len(),
+        };
+        let config = esync_client_config {
+            client_key: seed.as_ptr(),
+            client_key_len: seed.len(),
+            envelope_sequence: sequence as u64,
+            agents: &agent,
+            agents_len: 1,
+            answer_timeout_ms: 0,
+            install_timeout_ms: 0,
+            max_resends: 0,
+            window: 0,
+            precondition_wait_ms: 0,
+        };
+        let cbs = esync_client_callbacks {
+            userdata: journal.cast(),
+            journal_load: Some(jload),
+            journal_store: Some(jstore),
+            log: Some(jlog),
+        };
+        let mut client = std::ptr::null_mut();
+        let mut step = esync_client_step::default();
+        // SAFETY: every pointer is valid for the call; `host` outlives the
+        // handle (both are freed together in `free`).
+        let r = unsafe {
+            esync_client_new(
+                &config,
+                &cbs,
+                mono as u64,
+                wall as u64,
+                &mut client,
+                &mut step,
+            )
+        };
+        // SAFETY: `host` is the live Box from above.
+        let h = unsafe { &mut *host };
+        if let Err(e) = check(h, r) {
+            // SAFETY: not handed out; released once.
+            drop(unsafe { (Box::from_raw(host), Box::from_raw(journal)) });
+            return Err(e);
+        }
+        h.client = client;
+        h.step = step;
+        Ok(host as jlong)
+    })
+}
+
+/// `static native void free(long h)`: frees the handle (0 accepted).
+#[no_mangle]
+pub extern "system" fn Java_io_esync_Client_free<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    h: jlong,
+) {
+    run(&mut env, (), |_| {
+        if h != 0 {
+            // SAFETY: a `JavaHost` from `create`, released once (the Java
+            // class zeroes its field).
+            let host = unsafe { Box::from_raw(h as *mut JavaHost) };
+            // SAFETY: the handle of this host, then its journal (the
+            // handle no longer uses it).
+            unsafe {
+                esync_client_free(host.client);
+                drop(Box::from_raw(host.journal));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `static native void presence(long h, String device, boolean connected)`.
+#[no_mangle]
+pub extern "system" fn Java_io_esync_Client_presence<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    h: jlong,
+    device: JString<'l>,
+    connected: jboolean,
+) {
+    run(&mut env, (), |env| {
+        let d = string(env, &device)?;
+        let h = host(h)?;
+        // SAFETY: a live handle; `d` valid for the call.
+        let r =
+            unsafe { esync_client_presence(h.client, d.as_ptr(), d.len(), connected == JNI_TRUE) };
+        check(h, r)
+    })
+}
+
+/// `static native void queryInventory(long h, String device, byte[] nonce,
+/// long mono, long wall)`.
+#[no_mangle]
+pub extern "system" fn Java_io_esync_Client_queryInventory<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    h: jlong,
+    device: JString<'l>,
+    nonce: JByteArray<'l>,
+    mono: jlong,
+    wall: jlong,
+) {
+    run(&mut env, (), |env| {
+        let d = string(env, &device)?;
+        let n = bytes(env, &nonce)?;
+        if n.len() != 16 {
+            return Err(Thrown(format!("nonce: {} bytes, 16 expected", n.len())));
+        }
+        let h = host(h)?;
+        let mut step = h.step;
+        // SAFETY: a live handle; buffers valid for the call.
+        let r = unsafe {
+            esync_client_query_inventory(
+                h.client,
+                d.as_ptr(),
+                d.len(),
+                n.as_ptr(),
+                mono as u64,
+                wall as u64,
+                &mut step,
+            )
+        };
+        check(h, r)?;
+        h.step = step;
+        Ok(())
+    })
+}
+
+/// `static native int receive(long h, byte[] frame, long mono, long wall)`:
+/// returns what became of the frame (`ESYNC_INPUT_*`).
+#[no_mangle]
+pub extern "system" fn Java_io_esync_Client_receive<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    h: jlong,
+    frame: JByteArray<'l>,
+    mono: jlong,
+    wall: jlong,
+) -> jint {
+    run(&mut env, -1, |env| {
+        let f = bytes(env, &frame)?;
+        let h = host(h)?;
+        let mut step = h.step;
+        // SAFETY: a live handle; `f` valid for the call.
+        let r = unsafe {
+            esync_client_receive(
+                h.client,
+                f.as_ptr(),
+                f.len(),
+                mono as u64,
+                wall as u64,
+                &mut step,
+            )
+        };
+        check(h, r)?;
+        h.step = step;
+        Ok(step.input as jint)
+    })
+}
+
+/// `static native void poll(long h, long mono, long wall)`.
+#[no_mangle]
+pub extern "system" fn Java_io_esync_Client_poll<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    h: jlong,
+    mono: jlong,
+    wall: jlong,
+) {
+    run(&mut env, (), |_| {
+        let h = host(h)?;
+        let mut step = h.step;
+        // SAFETY: a live handle.
+        let r = unsafe { esync_client_poll(h.client, mono as u64, wall as u64, &mut step) };
+        check(h, r)?;
+        h.step = step;
+        Ok(())
+    })
+}
+
+/// `static native void start(long h, byte[] packageJson, long mono, long
+/// wall)`.
+#[no_mangle]
+pub extern "system" fn Java_io_esync_Client_start<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    h: jlong,
+    package: JByteArray<'l>,
+    mono: jlong,
+    wall: jlong,
+) {
+    run(&mut env, (), |env| {
+        let p = bytes(env, &package)?;
+        let h = host(h)?;
+        let mut step = h.step;
+        // SAFETY: a live handle; `p` valid for the call.
+        let r = unsafe {
+            esync_client_start(
+                h.client,
+                p.as_ptr(),
+                p.len(),
+                mono as u64,
+                wall as u64,
+                &mut step,
+            )
+        };
+        check(h, r)?;
+        h.step = step;
+        Ok(())
+    })
+}
+
+/// `static native void provideBlob(long h, long blob, long offset, byte[]
+/// data, long mono, long wall)`.
+#[no_mangle]
+pub extern "system" fn Java_io_esync_Client_provideBlob<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    h: jlong,
+    blob: jlong,
+    offset: jlong,
+    data: JByteArray<'l>,
+    mono: jlong,
+    wall: jlong,
+) {
+    run(&mut env, (), |env| {
+        let d = bytes(env, &data)?;
+        let h = host(h)?;
+        let mut step = h.step;
+        // SAFETY: a live handle; `d` valid for the call.
+        let r = unsafe {
+            esync_client_provide_blob(
+                h.client,
+                blob as u64,
+                offset as u64,
+                d.as_ptr(),
+                d.len(),
+                mono as u64,
+                wall as u64,
+                &mut step,
+            )
+        };
+        check(h, r)?;
+        h.step = step;
+        Ok(())
+    })
+}
+
+/// `static native byte[][] nextFrame(long h)`: `{deviceUtf8, frame}`, or
+/// null when none is waiting.
+#[no_mangle]
+pub extern "system" fn Java_io_esync_Client_nextFrame<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    h: jlong,
+) -> jobjectArray {
+    run(&mut env, std::ptr::null_mut(), |env| {
+        let h = host(h)?;
+        let (mut to, mut to_len, mut f, mut f_len) = (std::ptr::null(), 0, std::ptr::null(), 0);
+        // SAFETY: a live handle; outputs are locals.
+        let r =
+            unsafe { esync_client_next_frame(h.client, &mut to, &mut to_len, &mut f, &mut f_len) };
+        if r == esync_result::ESYNC_RESULT_NO_FRAME {
+            return Ok(std::ptr::null_mut());
+        }
+        check(h, r)?;
+        // SAFETY: borrowed outputs, valid until the next call on the handle.
+        let (to, f) = unsafe {
+            (
+                std::slice::from_raw_parts(to, to_len),
+                std::slice::from_raw_parts(f, f_len),
+            )
+        };
+        let to = env.byte_array_from_slice(to)?;
+        let f = env.byte_array_from_slice(f)?;
+        let arr = env.new_object_array(2, "[B", JObject::null())?;
+        env.set_object_array_element(&arr, 0, to)?;
+        env.set_object_array_element(&arr, 1, f)?;
+        Ok(arr.into_raw())
+    })
+}
+
+/// `static native long[] nextNeed(long h)`: `{blob, offset, len}`, or null.
+#[no_mangle]
+pub extern "system" fn Java_io_esync_Client_nextNeed<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    h: jlong,
+) -> jlongArray {
+    run(&mut env, std::ptr::null_mut(), |env| {
+        let h = host(h)?;
+        let mut need = esync_client_need::default();
+        // SAFETY: a live handle; output is a local.
+        let r = unsafe { esync_client_next_need(h.client, &mut need) };
+        if r == esync_result::ESYNC_RESULT_NO_FRAME {
+            return Ok(std::ptr::null_mut());
+        }
+        check(h, r)?;
+        let arr = env.new_long_array(3)?;
+        env.set_long_array_region(
+            &arr,
+            0,
+            &[
+                need.blob as jlong,
+                need.offset as jlong,
+                jlong::from(need.len),
+            ],
+        )?;
+        Ok(arr.into_raw())
+    })
+}
+
+/// `static native String nextReport(long h)`: the final report's JSON, or
+/// null.
+#[no_mangle]
+pub extern "system" fn Java_io_esync_Client_nextReport<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    h: jlong,
+) -> jstring {
+    run(&mut env, std::ptr::null_mut(), |env| {
+        let h = host(h)?;
+        let (mut p, mut n) = (std::ptr::null(), 0);
+        // SAFETY: a live handle; outputs are locals.
+        let r = unsafe { esync_client_next_report(h.client, &mut p, &mut n) };
+        if r == esync_result::ESYNC_RESULT_NO_FRAME {
+            return Ok(std::ptr::null_mut());
+        }
+        check(h, r)?;
+        // SAFETY: borrowed output, valid until the next call.
+        let json =
+            String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(p, n) }).into_owned();
+        Ok(env.new_string(json)?.into_raw())
+    })
+}
+
+/// `static native long deadline(long h)`: the monotonic time to call
+/// `poll` at, or -1.
+#[no_mangle]
+pub extern "system" fn Java_io_esync_Client_deadline<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    h: jlong,
+) -> jlong {
+    run(&mut env, -1, |_| {
+        let h = host(h)?;
+        Ok(if h.step.has_deadline {
+            h.step.deadline_ms as jlong
+        } else {
+            -1
+        })
+    })
+}
+
+/// `static native byte[] journal(long h)`: the current journal record, or
+/// null if none was ever stored.
+#[no_mangle]
+pub extern "system" fn Java_io_esync_Client_journal<'l>(
+    mut env: JNIEnv<'l>,
+    _class: JClass<'l>,
+    h: jlong,
+) -> jni::sys::jbyteArray {
+    run(&mut env, std::ptr::null_mut(), |env| {
+        let h = host(h)?;
+        // SAFETY: the host's journal; no call on the handle is running.
+        match unsafe { &(*h.journal).record } {
+            None => Ok(std::ptr::null_mut()),
+            Some(j) => Ok(env.byte_array_from_slice(j)?.into_raw()),
+        }
+    })
+}
