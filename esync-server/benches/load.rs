@@ -379,8 +379,12 @@ fn start_server(
     blob_dir: PathBuf,
 ) -> String {
     let tls = Arc::new(
-        DeviceTls::new(pki.server_id.clone(), pki.anchors.clone(), &[pki.crl.clone()])
-            .expect("device tls"),
+        DeviceTls::new(
+            pki.server_id.clone(),
+            pki.anchors.clone(),
+            &[pki.crl.clone()],
+        )
+        .expect("device tls"),
     );
     server_rt.block_on(async move {
         let blobs = BlobStore::open(blob_dir, 1 << 30).await.expect("blobs");
@@ -488,6 +492,24 @@ fn nginx_binary() -> Option<PathBuf> {
     found()
 }
 
+/// OpenSSL reads only PKCS#8 v1 ed25519 keys; ours are v2 (with the
+/// public key). The seed follows `04 22 04 20` in both: re-wrap it as v1.
+fn openssl_key_pem(v2_pem: &str) -> String {
+    let der = pem::parse(v2_pem).expect("key pem").into_contents();
+    const SEED_TAG: [u8; 4] = [0x04, 0x22, 0x04, 0x20];
+    let at = der
+        .windows(4)
+        .position(|w| w == SEED_TAG)
+        .expect("ed25519 PKCS#8 key")
+        + 4;
+    let mut v1 = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    v1.extend_from_slice(&der[at..at + 32]);
+    pem::encode(&pem::Pem::new("PRIVATE KEY", v1))
+}
+
 fn start_nginx(pki: &Pki, body: &str, workers: usize) -> Option<Nginx> {
     let bin = nginx_binary()?;
     let dir = tempfile::tempdir().expect("dir");
@@ -498,7 +520,11 @@ fn start_nginx(pki: &Pki, body: &str, workers: usize) -> Option<Nginx> {
         .expect("addr")
         .port();
     std::fs::write(d.join("server.pem"), pki.server_id.chain_pem()).expect("write");
-    std::fs::write(d.join("server.key"), pki.server_id.key_pem()).expect("write");
+    std::fs::write(
+        d.join("server.key"),
+        openssl_key_pem(&pki.server_id.key_pem()),
+    )
+    .expect("write");
     std::fs::write(d.join("ca.pem"), pki.prov.ca().cert_pem()).expect("write");
     std::fs::write(
         d.join("crl.pem"),
@@ -582,7 +608,10 @@ fn main() {
     );
     let client_rt = rt(args.client_threads);
     let pki = pki();
-    println!("issuing {} vehicle certificates and manifests", args.vehicles);
+    println!(
+        "issuing {} vehicle certificates and manifests",
+        args.vehicles
+    );
     let sims: Vec<SimVehicle> = (0..args.vehicles)
         .map(|i| sim_vehicle(pki.prov.ca(), i))
         .collect();
@@ -609,9 +638,9 @@ fn main() {
         // Each backend gets its own server runtime (dropped at the end).
         let server_rt = rt(args.server_threads);
         let store = match name {
-            "sqlite" => Some(server_rt.block_on(open_sqlite(
-                &tmp.join(format!("fleet-{}.db", args.fleet)),
-            ))),
+            "sqlite" => {
+                Some(server_rt.block_on(open_sqlite(&tmp.join(format!("fleet-{}.db", args.fleet)))))
+            }
             _ => server_rt.block_on(open_postgres()),
         };
         let Some(store) = store else { continue };
