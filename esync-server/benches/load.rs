@@ -382,7 +382,7 @@ fn start_server(
         DeviceTls::new(
             pki.server_id.clone(),
             pki.anchors.clone(),
-            &[pki.crl.clone()],
+            std::slice::from_ref(&pki.crl),
         )
         .expect("device tls"),
     );
