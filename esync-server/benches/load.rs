@@ -479,14 +479,14 @@ fn nginx_binary() -> Option<PathBuf> {
     if let Some(p) = found() {
         return Some(p);
     }
-    println!("nginx missing: apt-get install -y nginx-light");
+    println!("nginx missing: apt-get install -y nginx");
     let ok = Command::new("apt-get")
-        .args(["install", "-y", "nginx-light"])
+        .args(["install", "-y", "nginx"])
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        println!("SKIPPED: nginx: apt-get install -y nginx-light failed");
+        println!("SKIPPED: nginx: apt-get install -y nginx failed");
         return None;
     }
     found()
