@@ -720,13 +720,61 @@ async fn campaigns(s: Arc<dyn Store>) {
     );
 }
 
+/// Bulk import: several batches in one transaction; a conflict anywhere
+/// (here in the last batch) writes nothing.
+async fn fleet_import(s: Arc<dyn Store>) {
+    let n = esync_server::store::IMPORT_BATCH * 2 + 7;
+    let fleet: Vec<Vehicle> = (0..n).map(|i| vehicle(&format!("FLEET{i:07}"))).collect();
+    let ecus: Vec<Ecu> = fleet
+        .iter()
+        .map(|v| Ecu {
+            serial: format!("P-{}", v.vin),
+            vin: v.vin.clone(),
+            hardware_id: "hw-gw".into(),
+            primary: true,
+            public_key: v.vin.as_bytes().to_vec(),
+        })
+        .collect();
+    // A repeated ECU serial in the last batch: refused, nothing written.
+    let mut bad = ecus.clone();
+    bad.push(ecus[3].clone());
+    let r = s.import_fleet(&fleet, &bad, 5).await;
+    assert!(matches!(r, Err(DbError::Conflict { .. })), "{r:?}");
+    assert_eq!(s.vehicle("FLEET0000000").await.expect("get"), None);
+    // An ECU of an unknown vehicle: refused.
+    let mut orphan = ecus[0].clone();
+    orphan.serial = "ORPHAN".into();
+    orphan.vin = "NOSUCHVIN".into();
+    let r = s.import_fleet(&[], &[orphan], 5).await;
+    assert!(matches!(r, Err(DbError::NotFound { .. })), "{r:?}");
+
+    assert_eq!(
+        s.import_fleet(&fleet, &ecus, 5).await.expect("import"),
+        n as u64
+    );
+    assert_eq!(
+        s.vehicle(&fleet[n - 1].vin).await.expect("get"),
+        Some(fleet[n - 1].clone())
+    );
+    assert_eq!(
+        s.ecus(&fleet[1500].vin).await.expect("ecus"),
+        vec![ecus[1500].clone()]
+    );
+    let all = s.vehicles(Some("FLEET"), u32::MAX).await.expect("list");
+    assert_eq!(all.iter().filter(|v| v.vin.starts_with("FLEET")).count(), n);
+    // Importing a stored VIN again is a conflict, not an update.
+    let r = s.import_fleet(&fleet[..1], &[], 6).await;
+    assert!(matches!(r, Err(DbError::Conflict { .. })), "{r:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suite_on_sqlite() {
     let (s, _dir) = store_support::sqlite().await;
     suite(s.clone()).await;
     repositories(s.clone()).await;
     campaigns(s.clone()).await;
-    concurrent_versions(s).await;
+    concurrent_versions(s.clone()).await;
+    fleet_import(s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -737,7 +785,8 @@ async fn suite_on_postgres() {
     suite(s.clone()).await;
     repositories(s.clone()).await;
     campaigns(s.clone()).await;
-    concurrent_versions(s).await;
+    concurrent_versions(s.clone()).await;
+    fleet_import(s).await;
     schema.drop_schema().await;
 }
 

@@ -545,6 +545,10 @@ pub struct InstalledImage {
     pub version: String,
 }
 
+/// Rows per INSERT statement of [`Store::import_fleet`] (5 parameters a
+/// row: well under SQLite's 32766 and PostgreSQL's 65535 bound parameters).
+pub const IMPORT_BATCH: usize = 1000;
+
 /// Outcome of an idempotent insert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inserted {
@@ -850,4 +854,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn admin_token_role(&self, token_sha256: &Digest) -> Result<Option<AdminRole>, DbError>;
     /// Revokes a token by name; `true` if a live one was revoked.
     async fn revoke_admin_token(&self, name: &str, now_ms: i64) -> Result<bool, DbError>;
+
+    // --- bulk import
+    /// Registers a fleet at once: every vehicle, then every ECU, in one
+    /// transaction, in multi-row INSERT batches ([`IMPORT_BATCH`] rows per
+    /// statement). Unlike the upserts, existing rows are not replaced: a VIN
+    /// or ECU serial already stored (or repeated in the input), a second
+    /// primary in one vehicle, or an ECU of an unknown vehicle fails the
+    /// whole import ([`DbError::Conflict`] / [`DbError::NotFound`]) and
+    /// nothing is written. Returns the number of vehicles inserted.
+    async fn import_fleet(
+        &self,
+        vehicles: &[Vehicle],
+        ecus: &[Ecu],
+        now_ms: i64,
+    ) -> Result<u64, DbError>;
 }

@@ -1657,6 +1657,68 @@ macro_rules! store_impl {
                 .await?;
                 Ok(r.rows_affected() == 1)
             }
+
+            async fn import_fleet(
+                &self,
+                vehicles: &[$crate::store::Vehicle],
+                ecus: &[$crate::store::Ecu],
+                now_ms: i64,
+            ) -> Result<u64, $crate::store::DbError> {
+                type Db = <$row as sqlx::Row>::Database;
+                const BATCH: usize = $crate::store::IMPORT_BATCH;
+                // Encode everything before the first write: bad input
+                // leaves the database untouched.
+                let hw = vehicles
+                    .iter()
+                    .map(|v| {
+                        serde_json::to_string(&v.hardware_ids).map_err(|e| {
+                            $crate::store::DbError::Invalid {
+                                what: "hardware ids",
+                                reason: e.to_string(),
+                            }
+                        })
+                    })
+                    .collect::<Result<Vec<String>, _>>()?;
+                let mut tx = self.pool.begin().await?;
+                let mut inserted = 0u64;
+                for (chunk, hw) in vehicles.chunks(BATCH).zip(hw.chunks(BATCH)) {
+                    let mut q = sqlx::QueryBuilder::<Db>::new(
+                        "INSERT INTO vehicles (vin, model, region, hardware_ids, created_ms) ",
+                    );
+                    q.push_values(chunk.iter().zip(hw), |mut b, (v, hw)| {
+                        b.push_bind(&v.vin)
+                            .push_bind(&v.model)
+                            .push_bind(&v.region)
+                            .push_bind(hw)
+                            .push_bind(now_ms);
+                    });
+                    inserted += q
+                        .build()
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| {
+                            $crate::store::sql::map_err(e, "vehicle (import batch)", &chunk[0].vin)
+                        })?
+                        .rows_affected();
+                }
+                for chunk in ecus.chunks(BATCH) {
+                    let mut q = sqlx::QueryBuilder::<Db>::new(
+                        "INSERT INTO ecus (serial, vin, hardware_id, is_primary, public_key) ",
+                    );
+                    q.push_values(chunk, |mut b, e| {
+                        b.push_bind(&e.serial)
+                            .push_bind(&e.vin)
+                            .push_bind(&e.hardware_id)
+                            .push_bind(e.primary)
+                            .push_bind(&e.public_key);
+                    });
+                    q.build().execute(&mut *tx).await.map_err(|e| {
+                        $crate::store::sql::map_err(e, "ECU (import batch)", &chunk[0].serial)
+                    })?;
+                }
+                tx.commit().await?;
+                Ok(inserted)
+            }
         }
     };
 }
