@@ -33,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod firmware;
 pub mod gateway;
 pub mod server;
