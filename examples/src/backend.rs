@@ -23,7 +23,7 @@ use esync_server::metrics::Metrics;
 use esync_server::provision::Provisioner;
 use esync_server::repo::offline::{self, RoleSpec};
 use esync_server::repo::{ImageRepo, ImageRepoConfig};
-use esync_server::store::{AdminRole, SqliteStore, Store};
+use esync_server::store::{AdminRole, RepoKind, SqliteStore, Store};
 use esync_server::tls::DeviceTls;
 use esync_uptane::{PrivateKey, PublicKey, UnixTime};
 use http::{Method, Request};
@@ -49,6 +49,7 @@ fn now_s() -> i64 {
 /// The running Server; its tasks stop when it is dropped.
 pub struct Backend {
     admin: Router,
+    store: Arc<dyn Store>,
     token: String,
     /// The device API, `https://127.0.0.1:PORT`.
     pub device_url: String,
@@ -161,6 +162,7 @@ impl Backend {
         }
         Ok(Self {
             admin: admin_router(state),
+            store,
             token,
             device_url,
             ca_pem,
@@ -271,10 +273,15 @@ impl Backend {
                 &json!({"csr_pem": csr, "device": device}),
             )
             .await?;
-        let chain = issued["chain_pem"]
-            .as_str()
-            .ok_or_else(|| err("certificate", "no chain_pem"))?;
-        IssuedIdentity::from_pem(chain, &key.serialize_pem()).map_err(|e| err("identity", e))
+        let pem = |f: &str| {
+            issued[f]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| err("certificate", format!("no {f}")))
+        };
+        // The certificate followed by its issuing chain.
+        let chain = pem("cert_pem")? + &pem("chain_pem")?;
+        IssuedIdentity::from_pem(&chain, &key.serialize_pem()).map_err(|e| err("identity", e))
     }
 
     /// Uploads an image; returns its SHA-256, hex.
@@ -390,10 +397,16 @@ impl Backend {
             .ok_or_else(|| err("Image root", "not signed yet"))
     }
 
-    /// The Director's current root, as the Server serves it.
+    /// The Director's first root file, as stored by the Server (what a
+    /// vehicle is provisioned with at the factory).
     pub async fn director_root(&self) -> Result<Vec<u8>, DemoError> {
-        let v = self.get("/director/root").await?;
-        serde_json::to_vec(&v).map_err(|e| err("Director root", e))
+        Ok(self
+            .store
+            .metadata(RepoKind::Director, "", "1.root.json")
+            .await
+            .map_err(|e| err("Director root", e))?
+            .ok_or_else(|| err("Director root", "none"))?
+            .body)
     }
 
     /// Assigns package `id` to `vins` (the plain per-vehicle assignment).

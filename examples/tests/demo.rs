@@ -102,3 +102,129 @@ async fn demo_installs_then_rolls_back_a_failing_package() {
     assert!(work.path().join("agent-powertrain-ecm/device").is_dir());
     assert!(work.path().join("client/client.journal").exists());
 }
+
+/// The real Server in process ([`esync_examples::backend::Backend`]):
+/// a vehicle registered and given a certificate the Server signed from a
+/// CSR, two firmware versions uploaded, a delta built by the Server's delta
+/// worker, a package, the Image repository signed offline, a Client state
+/// directory provisioned with the Server's roots (which checks them), and
+/// the vehicle's check-ins over mutual TLS: its signed manifest accepted,
+/// then the assigned package directed to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_server_provisions_builds_deltas_and_directs_a_package() {
+    use esync_api::body::{CheckInRequest, CheckInResponse};
+    use esync_client::runtime::{ConfigFile, StateDir};
+    use esync_examples::backend::Backend;
+    use esync_examples::firmware;
+    use esync_proto::id::{EcuSerial, ReleaseCounter, SoftwareVersion, Vin};
+    use esync_proto::message::InstalledImage;
+    use esync_uptane::manifest::{EcuVersionReport, ReportedImage, VehicleManifest};
+    use esync_uptane::{PrivateKey, UnixTime};
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    let work = tempfile::tempdir().unwrap();
+    let srv = Backend::start(&work.path().join("server"), 1).await.unwrap();
+    let vin = "WVWZZZ1JZXW000001";
+    let primary = PrivateKey::from_seed(&[7; 32]);
+    let ecu = PrivateKey::from_seed(&[8; 32]);
+    srv.register_vehicle(
+        vin,
+        "M1",
+        "eu",
+        &[
+            ("GW-1".into(), "gw-hw".into(), true, primary.public_key()),
+            ("ECM-1".into(), "ecm-hw".into(), false, ecu.public_key()),
+        ],
+    )
+    .await
+    .unwrap();
+    let id = srv.issue_identity(vin, None).await.unwrap();
+
+    let v1 = firmware::initial("/powertrain/ecm", "1.0.0", 1, 96 * 1024);
+    let v2 = firmware::derive(&v1, "/powertrain/ecm", "2.0.0", 2, true);
+    let h1 = srv.upload_image("ecm", "1.0.0", "ecm-hw", &v1).await.unwrap();
+    let h2 = srv.upload_image("ecm", "2.0.0", "ecm-hw", &v2).await.unwrap();
+    // Bad input is refused with the Server's reason: wrong hash.
+    let bad = srv.upload_image("ecm", "1.0.0", "ecm-hw", &v2[..100]).await;
+    assert!(bad.is_err());
+    let job = srv.delta(&h1, &h2, Duration::from_secs(30)).await.unwrap();
+    let patch = job["patch_length"].as_u64().unwrap();
+    assert!(patch > 0 && patch < v2.len() as u64 / 4, "{job}");
+
+    let model = srv
+        .create_package(&serde_json::json!({"id": "ecm-2", "components": [
+            {"device": "/powertrain/ecm", "image": h2, "release_counter": 2}]}))
+        .await
+        .unwrap();
+    assert_eq!(model["id"], "ecm-2", "{model}");
+    srv.sign_image_targets(&["ecm-2"]).await.unwrap();
+
+    // The Client's state directory: provisioning checks the identity
+    // against the fleet CA and both roots.
+    let state = StateDir::new(&work.path().join("client"));
+    let got = state
+        .provision(
+            &ConfigFile {
+                server_url: srv.device_url.clone(),
+            },
+            &id.chain_pem(),
+            &id.key_pem(),
+            &srv.ca_pem,
+            &srv.director_root().await.unwrap(),
+            &srv.image_root().await.unwrap(),
+        )
+        .unwrap();
+    assert_eq!(got.as_str(), vin);
+    let http = state.http().unwrap();
+
+    // The vehicle reports 1.0.0 (ECU-signed, in the primary-signed manifest).
+    let serial = EcuSerial::new("ECM-1").unwrap();
+    let report = EcuVersionReport {
+        ecu_serial: serial.clone(),
+        installed_image: ReportedImage::from_installed(
+            &InstalledImage {
+                version: SoftwareVersion::new("1.0.0").unwrap(),
+                release_counter: ReleaseCounter(1),
+                length: v1.len() as u64,
+                sha256: esync_agent::device::sha256(&v1),
+            },
+            "installed".into(),
+        ),
+        release_counter: 1,
+        nonce: format!("{:032x}", 42u128),
+        attacks_detected: String::new(),
+        timestamp: UnixTime(esync_examples::now_ms() as i64 / 1000),
+    };
+    let mut reports = BTreeMap::new();
+    reports.insert(serial.to_string(), report.sign(&ecu).unwrap());
+    let manifest = VehicleManifest {
+        vin: Vin::new(vin).unwrap(),
+        primary_ecu_serial: EcuSerial::new("GW-1").unwrap(),
+        ecu_version_reports: reports,
+    }
+    .sign(&primary)
+    .unwrap();
+    let t = Duration::from_secs(20);
+    let sha = esync_agent::device::sha256(&manifest);
+    let req = CheckInRequest {
+        manifest_sha256: sha,
+    };
+    // Unknown to the Server until uploaded; accepted after verification.
+    assert_eq!(
+        http.check_in(&req, t).await.unwrap(),
+        CheckInResponse::ManifestWanted
+    );
+    http.upload_manifest(&manifest, t).await.unwrap();
+    assert_eq!(
+        http.check_in(&req, t).await.unwrap(),
+        CheckInResponse::UpToDate
+    );
+    srv.assign("ecm-2", &[vin.to_owned()]).await.unwrap();
+    match http.check_in(&req, t).await.unwrap() {
+        CheckInResponse::NewDirectorMetadata { timestamp_version } => {
+            assert!(timestamp_version >= 1)
+        }
+        other => panic!("after the assignment: {other:?}"),
+    }
+}
