@@ -227,4 +227,75 @@ async fn real_server_provisions_builds_deltas_and_directs_a_package() {
         }
         other => panic!("after the assignment: {other:?}"),
     }
+
+    // The real Client session: Director and Image metadata verified in
+    // full into the state directory, the package planned against the
+    // ECM's inventory (it applies bsdiff+zstd patches), its blob
+    // downloaded over mutual TLS and verified.
+    use esync_client::core::session::{Session, SessionConfig, Step};
+    use esync_client::runtime::session::{drive, SessionHost};
+    use esync_proto::message::{
+        AgentState, Criticality, DeltaCapability, ImageEncoding, InventoryReport, PatchFormat,
+        VerificationLevel,
+    };
+    let inventory = InventoryReport {
+        nonce: [0; 16],
+        device: esync_proto::id::DevicePath::new("/powertrain/ecm").unwrap(),
+        hardware_id: esync_proto::id::HardwareId::new("ecm-hw").unwrap(),
+        serial,
+        installed: InstalledImage {
+            version: SoftwareVersion::new("1.0.0").unwrap(),
+            release_counter: ReleaseCounter(1),
+            length: v1.len() as u64,
+            sha256: esync_agent::device::sha256(&v1),
+        },
+        delta: DeltaCapability {
+            formats: vec![PatchFormat::BsdiffZstd],
+            max_patch_memory: 64 * 1024 * 1024,
+        },
+        rollback_versions: vec![],
+        verification: VerificationLevel::Full,
+        criticality: Criticality::Normal,
+        state: AgentState::Idle,
+    };
+    let mut session = Session::open(
+        esync_store::trust::DirTrustStore::new(&state.director_dir()),
+        esync_store::trust::DirTrustStore::new(&state.image_dir()),
+        Vin::new(vin).unwrap(),
+        Some(sha),
+        SessionConfig::default(),
+    )
+    .unwrap();
+    let host = SessionHost {
+        http: &http,
+        downloads: state.downloads_dir(),
+        request_timeout: t,
+        idle_timeout: t,
+        started: std::time::Instant::now(),
+    };
+    let step = session
+        .check_in(host.now(), manifest.clone(), vec![inventory])
+        .unwrap();
+    let ready = match drive(&mut session, &host, step, |_| None).await.unwrap() {
+        Step::Ready(r) => r,
+        other => panic!("session: {other:?}"),
+    };
+    assert_eq!(ready.package.id().as_str(), "ecm-2");
+    assert_eq!(ready.components.len(), 1);
+    let c = &ready.components[0];
+    eprintln!("ecm-2 component: {:?}", c.encoding);
+    let blob = std::fs::read(esync_client::runtime::vehicle::blob_path(
+        &state.downloads_dir(),
+        &esync_api::BlobId(c.artifact.sha256),
+    ))
+    .unwrap();
+    assert_eq!(esync_agent::device::sha256(&blob), c.artifact.sha256);
+    // The delta was ready before the check-in: the plan takes it.
+    match &c.encoding {
+        ImageEncoding::Delta { patch_length, .. } => {
+            assert_eq!(*patch_length, patch);
+            assert_eq!(blob.len() as u64, patch);
+        }
+        ImageEncoding::Full => panic!("full image although the delta was ready: {c:?}"),
+    }
 }
