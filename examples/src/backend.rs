@@ -227,31 +227,37 @@ impl Backend {
         self.admin(Method::GET, path, None).await
     }
 
-    /// Registers a vehicle and its ECUs (`(serial, hardware id, primary,
-    /// Uptane key)`).
+    /// Registers a vehicle with the hardware ids it contains.
     pub async fn register_vehicle(
         &self,
         vin: &str,
         model: &str,
         region: &str,
-        ecus: &[(String, String, bool, PublicKey)],
+        hardware_ids: &[&str],
     ) -> Result<(), DemoError> {
-        let mut hw: Vec<&str> = ecus.iter().map(|e| e.1.as_str()).collect();
-        hw.sort_unstable();
-        hw.dedup();
         self.post(
             "/vehicles",
-            &json!({"vin": vin, "model": model, "region": region, "hardware_ids": hw}),
+            &json!({"vin": vin, "model": model, "region": region, "hardware_ids": hardware_ids}),
         )
         .await?;
-        for (serial, hardware_id, primary, key) in ecus {
-            self.post(
-                &format!("/vehicles/{vin}/ecus"),
-                &json!({"serial": serial, "hardware_id": hardware_id,
-                        "primary": primary, "public_key": raw_ed25519_hex(key)?}),
-            )
-            .await?;
-        }
+        Ok(())
+    }
+
+    /// Registers an ECU of `vin` with its Uptane key.
+    pub async fn add_ecu(
+        &self,
+        vin: &str,
+        serial: &str,
+        hardware_id: &str,
+        primary: bool,
+        key: &PublicKey,
+    ) -> Result<(), DemoError> {
+        self.post(
+            &format!("/vehicles/{vin}/ecus"),
+            &json!({"serial": serial, "hardware_id": hardware_id,
+                    "primary": primary, "public_key": raw_ed25519_hex(key)?}),
+        )
+        .await?;
         Ok(())
     }
 

@@ -361,6 +361,12 @@ impl Gateway {
         }
     }
 
+    /// Where the Client keeps downloaded blobs (the orchestrator reads
+    /// them from here).
+    pub fn downloads(&self) -> &Path {
+        &self.downloads
+    }
+
     /// Counters of the orchestrator's loop.
     pub fn stats(&self) -> esync_client::runtime::vehicle::VehicleStats {
         self.rt.stats()
