@@ -54,6 +54,11 @@ use esync_proto::id::{DevicePath, EcuSerial, HardwareId, SoftwareVersion, Vin};
 use esync_proto::message::PatchFormat;
 
 use crate::blob::{BlobError, BlobStore, Expect};
+use crate::campaigns::{
+    self, Action, Approval, CampaignError, CampaignSpec, CampaignView, Created, DryRun,
+    HistoryView, InstalledVersion, MaintenanceWindow, MemberView, MembersPage, Target, WaveSpec,
+    WaveView,
+};
 use crate::deltas::{format_name, parse_format, request_delta};
 use crate::device::HANDSHAKE_TIMEOUT;
 use crate::director::{Director, DirectorError};
@@ -530,8 +535,24 @@ pub struct VehicleView {
     pub hardware_ids: Vec<String>,
     /// ECUs, by serial (empty in lists).
     pub ecus: Vec<EcuView>,
-    /// Assigned package ids, oldest first (empty in lists).
+    /// Assigned package ids not rollback-blocked, oldest first (empty in lists).
     pub assignments: Vec<String>,
+    /// What each ECU runs, from the last verified manifest (empty in lists).
+    #[serde(default)]
+    pub installed: Vec<InstalledView>,
+}
+
+/// What one ECU runs, from the vehicle's last verified manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InstalledView {
+    /// ECU serial.
+    pub ecu: String,
+    /// Hardware id.
+    pub hardware_id: String,
+    /// Image SHA-256, hex.
+    pub sha256: String,
+    /// The Image repository's version of that image (`""` if unknown).
+    pub version: String,
 }
 
 impl VehicleView {
@@ -543,6 +564,7 @@ impl VehicleView {
             hardware_ids: v.hardware_ids,
             ecus: Vec::new(),
             assignments: Vec::new(),
+            installed: Vec::new(),
         }
     }
 }
@@ -837,6 +859,18 @@ async fn get_vehicle(
         })
         .collect();
     view.assignments = st.store.assignments(v.as_str()).await?;
+    view.installed = st
+        .store
+        .installed(v.as_str())
+        .await?
+        .into_iter()
+        .map(|i| InstalledView {
+            ecu: i.ecu_serial,
+            hardware_id: i.hardware_id,
+            sha256: hex::encode(i.sha256),
+            version: i.version,
+        })
+        .collect();
     Ok(Json(view))
 }
 
@@ -1468,6 +1502,254 @@ impl Modify for BearerAuth {
     }
 }
 
+// ---------------------------------------------------------------- campaigns
+
+impl From<CampaignError> for AdminError {
+    fn from(e: CampaignError) -> Self {
+        match e {
+            CampaignError::Invalid(m) => Self::bad(m),
+            CampaignError::NotFound(m) => {
+                Self::new(AdminErrorCode::NotFound, format!("{m} not found"))
+            }
+            CampaignError::Conflict(m) => Self::new(AdminErrorCode::Conflict, m),
+            CampaignError::Db(e) => e.into(),
+        }
+    }
+}
+
+fn campaign_id(s: &str) -> Result<i64, AdminError> {
+    s.parse::<i64>()
+        .ok()
+        .filter(|&id| id > 0)
+        .ok_or_else(|| AdminError::bad(format!("campaign id: {s:?} is not a positive integer")))
+}
+
+/// Most campaigns listed.
+pub const MAX_CAMPAIGNS_LISTED: u32 = 100;
+
+/// Creates a campaign (state `draft`; its members are taken at start).
+#[utoipa::path(post, path = "/admin/v1/campaigns", request_body = CampaignSpec,
+    responses((status = 201, body = Created), (status = 400, body = AdminErrorBody),
+        (status = 403, body = AdminErrorBody), (status = 404, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn create_campaign(
+    State(st): State<AdminState>,
+    AdminJson(spec): AdminJson<CampaignSpec>,
+) -> Result<(StatusCode, Json<Created>), AdminError> {
+    let c = campaigns::create(st.store.as_ref(), &spec, st.now_ms()).await?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+/// Counts the vehicles a campaign would target now and its wave sizes; stores nothing.
+#[utoipa::path(post, path = "/admin/v1/campaigns/dry-run", request_body = CampaignSpec,
+    responses((status = 200, body = DryRun), (status = 400, body = AdminErrorBody),
+        (status = 404, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn dry_run_campaign(
+    State(st): State<AdminState>,
+    AdminJson(spec): AdminJson<CampaignSpec>,
+) -> Result<Json<DryRun>, AdminError> {
+    Ok(Json(campaigns::dry_run(st.store.as_ref(), &spec).await?))
+}
+
+/// Lists campaigns, newest first (at most 100).
+#[utoipa::path(get, path = "/admin/v1/campaigns",
+    responses((status = 200, body = Vec<CampaignView>)),
+    security(("bearer" = [])))]
+async fn list_campaigns(
+    State(st): State<AdminState>,
+) -> Result<Json<Vec<CampaignView>>, AdminError> {
+    let mut out = Vec::new();
+    for rec in st.store.campaigns(MAX_CAMPAIGNS_LISTED).await? {
+        out.push(campaigns::view_of(st.store.as_ref(), rec).await?);
+    }
+    Ok(Json(out))
+}
+
+/// A campaign: state, reason, current wave, per-wave counts, history.
+#[utoipa::path(get, path = "/admin/v1/campaigns/{id}", params(("id" = i64, Path)),
+    responses((status = 200, body = CampaignView), (status = 404, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn get_campaign(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignView>, AdminError> {
+    Ok(Json(
+        campaigns::view(st.store.as_ref(), campaign_id(&id)?).await?,
+    ))
+}
+
+/// A page of a campaign's vehicles (by VIN) with their state and history.
+#[utoipa::path(get, path = "/admin/v1/campaigns/{id}/vehicles",
+    params(("id" = i64, Path), PageQuery),
+    responses((status = 200, body = MembersPage), (status = 404, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn campaign_vehicles(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<MembersPage>, AdminError> {
+    let id = campaign_id(&id)?;
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    Ok(Json(
+        campaigns::members(st.store.as_ref(), id, q.after.as_deref(), limit).await?,
+    ))
+}
+
+async fn campaign_action(
+    st: &AdminState,
+    id: &str,
+    action: Action,
+) -> Result<Json<CampaignView>, AdminError> {
+    let id = campaign_id(id)?;
+    campaigns::act(st.store.as_ref(), id, action, st.now_ms()).await?;
+    Ok(Json(campaigns::view(st.store.as_ref(), id).await?))
+}
+
+/// Starts a draft campaign: the matching vehicles now are its members, wave 1 opens.
+#[utoipa::path(post, path = "/admin/v1/campaigns/{id}/start", params(("id" = i64, Path)),
+    responses((status = 200, body = CampaignView), (status = 404, body = AdminErrorBody),
+        (status = 409, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn start_campaign(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignView>, AdminError> {
+    campaign_action(&st, &id, Action::Start).await
+}
+
+/// Pauses a campaign: no new offers, on any node, from now.
+#[utoipa::path(post, path = "/admin/v1/campaigns/{id}/pause", params(("id" = i64, Path)),
+    responses((status = 200, body = CampaignView), (status = 404, body = AdminErrorBody),
+        (status = 409, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn pause_campaign(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignView>, AdminError> {
+    campaign_action(&st, &id, Action::Pause).await
+}
+
+/// Resumes a paused campaign.
+#[utoipa::path(post, path = "/admin/v1/campaigns/{id}/resume", params(("id" = i64, Path)),
+    responses((status = 200, body = CampaignView), (status = 404, body = AdminErrorBody),
+        (status = 409, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn resume_campaign(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignView>, AdminError> {
+    campaign_action(&st, &id, Action::Resume).await
+}
+
+/// Aborts a campaign: no further offers; pending vehicles are marked aborted
+/// (offered ones finish or roll back on their own).
+#[utoipa::path(post, path = "/admin/v1/campaigns/{id}/abort", params(("id" = i64, Path)),
+    responses((status = 200, body = CampaignView), (status = 404, body = AdminErrorBody),
+        (status = 409, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn abort_campaign(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignView>, AdminError> {
+    campaign_action(&st, &id, Action::Abort).await
+}
+
+/// Opens the next wave of a campaign waiting for approval.
+#[utoipa::path(post, path = "/admin/v1/campaigns/{id}/approve", params(("id" = i64, Path)),
+    responses((status = 200, body = CampaignView), (status = 404, body = AdminErrorBody),
+        (status = 409, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn approve_campaign(
+    State(st): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignView>, AdminError> {
+    campaign_action(&st, &id, Action::Approve).await
+}
+
+/// Filter of the rollback block list.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct BlocksQuery {
+    /// Only this vehicle's blocks.
+    pub vin: Option<String>,
+    /// Only this package's blocks.
+    pub package: Option<String>,
+}
+
+/// A package blocked for a vehicle that did not install it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BlockView {
+    /// VIN.
+    pub vin: String,
+    /// Package.
+    pub package: String,
+    /// The reported outcome (`rolled_back`, `failed`, `refused`).
+    pub outcome: String,
+    /// When (Unix ms).
+    pub created_ms: i64,
+}
+
+/// A cleared block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ClearedView {
+    /// Always true (a missing block is 404).
+    pub cleared: bool,
+}
+
+/// Lists rollback blocks (at most 1000), by VIN and package.
+#[utoipa::path(get, path = "/admin/v1/rollback-blocks", params(BlocksQuery),
+    responses((status = 200, body = Vec<BlockView>), (status = 400, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn list_blocks(
+    State(st): State<AdminState>,
+    q: Result<Query<BlocksQuery>, QueryRejection>,
+) -> Result<Json<Vec<BlockView>>, AdminError> {
+    let q = query(q)?;
+    let bs = st
+        .store
+        .rollback_blocks(q.vin.as_deref(), q.package.as_deref(), MAX_PAGE)
+        .await?;
+    Ok(Json(
+        bs.into_iter()
+            .map(|b| BlockView {
+                vin: b.vin,
+                package: b.package_id,
+                outcome: b.outcome,
+                created_ms: b.created_ms,
+            })
+            .collect(),
+    ))
+}
+
+/// Clears a rollback block (the operator's "offer again"): the package is
+/// directed to the vehicle again if still assigned.
+#[utoipa::path(delete, path = "/admin/v1/rollback-blocks/{vin}/{package}",
+    params(("vin" = String, Path), ("package" = String, Path)),
+    responses((status = 200, body = ClearedView), (status = 404, body = AdminErrorBody)),
+    security(("bearer" = [])))]
+async fn clear_block(
+    State(st): State<AdminState>,
+    Path((v, package)): Path<(String, String)>,
+) -> Result<Json<ClearedView>, AdminError> {
+    let v = vin(&v)?;
+    if st
+        .store
+        .clear_rollback_block(v.as_str(), &package, st.now_ms())
+        .await?
+    {
+        st.director.forget(&v);
+        Ok(Json(ClearedView { cleared: true }))
+    } else {
+        Err(AdminError::not_found(
+            "rollback block",
+            format!("{package} for {}", v.as_str()),
+        ))
+    }
+}
+
 /// The admin API's OpenAPI document, generated from the handlers.
 #[derive(OpenApi)]
 #[openapi(
@@ -1476,11 +1758,15 @@ impl Modify for BearerAuth {
         get_certificate, revoke_certificate, upload_image, get_image, create_package_route,
         get_package, assign, unassign, list_deltas, request_delta_route, create_token_route,
         revoke_token, upload_metadata, create_online_keys, director_root, rotate_director_key,
-        admin_openapi, device_openapi),
+        create_campaign, dry_run_campaign, list_campaigns, get_campaign, campaign_vehicles,
+        start_campaign, pause_campaign, resume_campaign, abort_campaign, approve_campaign,
+        list_blocks, clear_block, admin_openapi, device_openapi),
     components(schemas(AdminErrorBody, AdminErrorCode, VehicleBody, VehicleView, EcuBody, EcuView,
         CsrBody, IssuedView, CertificateView, RevokeBody, ImageView, AssignBody, AssignView,
         Assigned, DeltaBody, DeltaJobView, TokenBody, TokenView, UploadedView, OnlineKeysView,
-        RotatedView)),
+        RotatedView, InstalledView, CampaignSpec, Target, InstalledVersion, WaveSpec, Approval,
+        MaintenanceWindow, Created, DryRun, CampaignView, WaveView, HistoryView, MemberView,
+        MembersPage, BlockView, ClearedView)),
     modifiers(&BearerAuth)
 )]
 pub struct AdminDoc;
@@ -1507,6 +1793,17 @@ pub fn admin_router(state: AdminState) -> Router {
         .route(&p("/assignments"), post(assign))
         .route(&p("/assignments/{package}/{vin}"), delete(unassign))
         .route(&p("/deltas"), get(list_deltas).post(request_delta_route))
+        .route(&p("/campaigns"), get(list_campaigns).post(create_campaign))
+        .route(&p("/campaigns/dry-run"), post(dry_run_campaign))
+        .route(&p("/campaigns/{id}"), get(get_campaign))
+        .route(&p("/campaigns/{id}/vehicles"), get(campaign_vehicles))
+        .route(&p("/campaigns/{id}/start"), post(start_campaign))
+        .route(&p("/campaigns/{id}/pause"), post(pause_campaign))
+        .route(&p("/campaigns/{id}/resume"), post(resume_campaign))
+        .route(&p("/campaigns/{id}/abort"), post(abort_campaign))
+        .route(&p("/campaigns/{id}/approve"), post(approve_campaign))
+        .route(&p("/rollback-blocks"), get(list_blocks))
+        .route(&p("/rollback-blocks/{vin}/{package}"), delete(clear_block))
         .route(&p("/tokens"), post(create_token_route))
         .route(&p("/tokens/{name}"), delete(revoke_token))
         .route(

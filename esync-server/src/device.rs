@@ -26,7 +26,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{on, MethodFilter};
 use axum::Router;
-use esync_api::body::{CheckInRequest, Report, ReportStored};
+use esync_api::body::{CheckInRequest, Report, ReportEvent, ReportStored};
 use esync_api::range::{content_range, serve_range, unsatisfied, RangeError};
 use esync_api::{ApiError, BlobId, ErrorCode, MetadataFileName, ReportId, Route};
 use esync_proto::id::Vin;
@@ -37,6 +37,7 @@ use tower::ServiceExt as _;
 
 use crate::blob::{BlobError, BlobStore};
 use crate::director::{Director, DirectorError, ManifestError};
+use crate::metrics::Metrics;
 use crate::repo::{ImageRepo, RepoError};
 use crate::store::{Inserted, Store};
 use crate::tls::{device_peer, DeviceTls};
@@ -66,6 +67,8 @@ pub struct DeviceState {
     pub images: Arc<ImageRepo>,
     /// Wall clock.
     pub clock: WallClock,
+    /// Counters (campaign offers and results).
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for DeviceState {
@@ -88,7 +91,14 @@ impl DeviceState {
             director,
             images,
             clock: system_clock(),
+            metrics: Metrics::new(),
         }
+    }
+
+    /// The same state counting into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The same state with another clock (tests).
@@ -258,9 +268,18 @@ async fn check_in(
 ) -> Result<axum::response::Response, DeviceError> {
     let bytes = read_body(Route::CheckIn, &headers, body).await?;
     let req: CheckInRequest = parse_json(&bytes)?;
+    let now = st.now();
+    // Campaign offers are made here, from the database (one indexed query
+    // when nothing is due). A new offer is an assignment the Director's
+    // up-to-date cache does not know: forget it so this check-in serves it.
+    let offered = crate::campaigns::offer(st.store.as_ref(), vin.as_str(), now).await?;
+    if !offered.is_empty() {
+        st.metrics.add_campaign_offers(offered.len() as u64);
+        st.director.forget(&vin);
+    }
     let answer = st
         .director
-        .check_in(&vin, &req.manifest_sha256, st.now())
+        .check_in(&vin, &req.manifest_sha256, now)
         .await?;
     json_response(StatusCode::OK, &answer)
 }
@@ -390,20 +409,53 @@ async fn report(
 ) -> Result<axum::response::Response, DeviceError> {
     let id = ReportId::new(&id).map_err(|e| DeviceError::new(ErrorCode::BadPath, e.to_string()))?;
     let bytes = read_body(Route::Report, &headers, body).await?;
-    let _: Report = parse_json(&bytes)?;
+    let parsed: Report = parse_json(&bytes)?;
     let stored = |duplicate| ReportStored {
         report_id: id.to_string(),
         duplicate,
     };
+    let now = st.now();
+    // A final result counts in campaigns (once: conditional updates) and
+    // blocks a package not installed. Counted for a retry too, so a node
+    // that died between storing the report and counting it loses nothing.
+    let count = |new_report: bool| {
+        let st = st.clone();
+        let vin = vin.clone();
+        let event = parsed.event.clone();
+        async move {
+            if let ReportEvent::Result {
+                package, outcome, ..
+            } = event
+            {
+                let counted = crate::campaigns::on_result(
+                    st.store.as_ref(),
+                    vin.as_str(),
+                    &package,
+                    outcome,
+                    new_report,
+                    now,
+                )
+                .await?;
+                for c in &counted {
+                    st.metrics.record_campaign_result(c.member.as_str());
+                }
+            }
+            Ok::<(), DeviceError>(())
+        }
+    };
     match st
         .store
-        .insert_report(vin.as_str(), id.as_str(), &bytes, st.now())
+        .insert_report(vin.as_str(), id.as_str(), &bytes, now)
         .await?
     {
-        Inserted::New => json_response(StatusCode::CREATED, &stored(false)),
+        Inserted::New => {
+            count(true).await?;
+            json_response(StatusCode::CREATED, &stored(false))
+        }
         Inserted::Existing => {
             let before = st.store.report(vin.as_str(), id.as_str()).await?;
             if before.as_deref() == Some(bytes.as_slice()) {
+                count(false).await?;
                 json_response(StatusCode::OK, &stored(true))
             } else {
                 Err(DeviceError::new(

@@ -48,7 +48,8 @@ use crate::deltas::format_name;
 use crate::meta::{self, MetaError, TOP_ROLES};
 use crate::packages::{load_package, PackageBuildError, DEFAULT_CHUNK_SIZE};
 use crate::store::{
-    DbError, DeltaState, Ecu, ManifestRecord, MetadataRecord, RepoKind, SigningKeyRecord, Store,
+    DbError, DeltaState, Ecu, InstalledImage, ManifestRecord, MetadataRecord, RepoKind,
+    SigningKeyRecord, Store,
 };
 
 /// Lifetimes and choices of the Director.
@@ -722,14 +723,35 @@ impl Director {
         }
         let hash: [u8; 32] = Sha256::digest(bytes).into();
         self.forget(vin);
-        self.store
-            .put_manifest(&ManifestRecord {
-                vin: vin.to_string(),
-                hash: hash.to_vec(),
-                body: bytes.to_vec(),
-                received_ms: now_ms,
-            })
-            .await?;
+        let record = ManifestRecord {
+            vin: vin.to_string(),
+            hash: hash.to_vec(),
+            body: bytes.to_vec(),
+            received_ms: now_ms,
+        };
+        self.store.put_manifest(&record).await?;
+        // What the vehicle runs now, queryable (campaign targeting): the
+        // verified manifest is the Server's only record of it, so after a
+        // rollback on the vehicle it says the old version again.
+        let mut installed = Vec::new();
+        for (serial, sha) in reported_images(&record)? {
+            let Some(ecu) = ecus.iter().find(|e| e.serial == serial.as_str()) else {
+                continue;
+            };
+            let version = self
+                .store
+                .image(&sha.0)
+                .await?
+                .map(|i| i.version)
+                .unwrap_or_default();
+            installed.push(InstalledImage {
+                ecu_serial: ecu.serial.clone(),
+                hardware_id: ecu.hardware_id.clone(),
+                sha256: sha.0,
+                version,
+            });
+        }
+        self.store.put_installed(vin.as_str(), &installed).await?;
         // Queue the deltas for what the vehicle now reports.
         self.plan(vin, now_ms).await?;
         Ok(ManifestAccepted {

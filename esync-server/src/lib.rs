@@ -17,14 +17,18 @@
 //! checks; both on [`meta`]) and the device API ([`device`]: axum over
 //! mutual TLS, the `esync_api` routes), the admin API ([`admin`]: bearer
 //! tokens with operator and viewer roles, OpenAPI from the handlers),
-//! Prometheus [`metrics`], the TOML [`config`] and the `esync-server`
-//! binary (`init`, `serve`, admin subcommands). Not built yet: campaigns,
-//! status history, data ingestion, the dashboard.
+//! Prometheus [`metrics`], the TOML [`config`], [`campaigns`] (waves,
+//! thresholds, pause/abort/approval, maintenance windows, offers at
+//! check-in, rollback blocks; all state in the database) and the
+//! `esync-server` binary (`init`, `serve`, admin and campaign subcommands).
+//! Not built yet: status history beyond campaigns, data ingestion, the
+//! dashboard.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod blob;
+pub mod campaigns;
 pub mod config;
 pub mod deltas;
 pub mod device;

@@ -1,7 +1,7 @@
 //! Prometheus metrics of the Server (prometheus-client, one [`Registry`] per
 //! [`Metrics`], no process-wide recorder): HTTP requests by listener, route
 //! template, method and status; bytes received by image uploads; delta jobs
-//! by outcome. Served as text by [`metrics_router`] (`GET /metrics`) on its
+//! by outcome; campaign offers and results. Served as text by [`metrics_router`] (`GET /metrics`) on its
 //! own listener.
 //!
 //! The route label is the matched route template (`/admin/v1/images/{sha256}`),
@@ -47,6 +47,13 @@ pub struct DeltaLabels {
     pub outcome: String,
 }
 
+/// Labels of the campaign result counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CampaignResultLabels {
+    /// The member's new state: `succeeded`, `failed` or `rolled_back`.
+    pub state: String,
+}
+
 /// The Server's metrics. Cheap to clone (shared counters).
 #[derive(Clone)]
 pub struct Metrics {
@@ -54,6 +61,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     upload_bytes: Counter,
     delta_jobs: Family<DeltaLabels, Counter>,
+    campaign_offers: Counter,
+    campaign_results: Family<CampaignResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -75,6 +84,18 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let upload_bytes = Counter::default();
         let delta_jobs = Family::<DeltaLabels, Counter>::default();
+        let campaign_offers = Counter::default();
+        let campaign_results = Family::<CampaignResultLabels, Counter>::default();
+        registry.register(
+            "campaign_offers",
+            "Campaign offers made by this process (a pending vehicle offered at its check-in)",
+            campaign_offers.clone(),
+        );
+        registry.register(
+            "campaign_results",
+            "Campaign results counted by this process, by the vehicle's new state",
+            campaign_results.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests answered, by listener, route, method and status",
@@ -95,6 +116,8 @@ impl Metrics {
             requests,
             upload_bytes,
             delta_jobs,
+            campaign_offers,
+            campaign_results,
         }
     }
 
@@ -122,6 +145,25 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts `n` campaign offers.
+    pub fn add_campaign_offers(&self, n: u64) {
+        self.campaign_offers.inc_by(n);
+    }
+
+    /// Counts one campaign result (the member's new state).
+    pub fn record_campaign_result(&self, state: &str) {
+        self.campaign_results
+            .get_or_create(&CampaignResultLabels {
+                state: state.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Campaign offers counted so far.
+    pub fn campaign_offers(&self) -> u64 {
+        self.campaign_offers.get()
     }
 
     /// The current value of the request counter for these labels (0 if never

@@ -4,9 +4,11 @@ mod store_support;
 
 use std::sync::Arc;
 
+use esync_server::campaigns::{Approval, CampaignSpec, Target, WaveSpec};
 use esync_server::store::{
-    AdminRole, Certificate, DbError, DeltaState, Ecu, Image, Inserted, ManifestRecord,
-    MetadataRecord, PackageRecord, RepoKind, SigningKeyRecord, Store, Vehicle,
+    AdminRole, CampaignState, Certificate, DbError, DeltaState, Ecu, Image, Inserted,
+    InstalledImage, ManifestRecord, MemberState, MetadataRecord, PackageRecord, RepoKind,
+    SigningKeyRecord, Store, Vehicle,
 };
 
 fn vehicle(vin: &str) -> Vehicle {
@@ -451,11 +453,279 @@ async fn concurrent_versions(s: Arc<dyn Store>) {
     assert_eq!(all, (1..=80).collect::<Vec<u64>>());
 }
 
+fn spec(package: &str, failure_count: Option<u64>) -> String {
+    serde_json::to_string(&CampaignSpec {
+        name: "c".into(),
+        package: package.into(),
+        target: Target::default(),
+        waves: vec![WaveSpec::Count(4), WaveSpec::Count(4)],
+        success_threshold_percent: 50,
+        failure_threshold_percent: None,
+        failure_threshold_count: failure_count,
+        approval: Approval::Auto,
+        maintenance_window: None,
+        reoffer_rolled_back: false,
+    })
+    .expect("spec")
+}
+
+/// Campaign storage: membership, offers claimed once under concurrency,
+/// results counted once, thresholds, abort, rollback blocks, installed
+/// versions.
+async fn campaigns(s: Arc<dyn Store>) {
+    let vins: Vec<String> = (0..8).map(|i| format!("CVIN{i}")).collect();
+    for v in &vins {
+        s.upsert_vehicle(&vehicle(v), 1).await.expect("vehicle");
+    }
+    let r = s.insert_campaign("c", "no-such-pkg", "{}", 0, 1).await;
+    assert!(matches!(r, Err(DbError::NotFound { .. })), "{r:?}");
+    s.insert_package(&PackageRecord {
+        id: "cpkg".into(),
+        model_json: "{}".into(),
+        created_ms: 1,
+    })
+    .await
+    .expect("package");
+    let id = s
+        .insert_campaign("c", "cpkg", &spec("cpkg", Some(2)), 8, 10)
+        .await
+        .expect("campaign");
+    let c = s.campaign(id).await.expect("get").expect("some");
+    assert_eq!(
+        (c.state, c.current_wave, c.matched),
+        (CampaignState::Draft, 0, 8)
+    );
+    assert!(s.due_offers("CVIN0").await.expect("due").is_empty());
+    let members: Vec<(String, u32)> = vins
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.clone(), if i < 4 { 1 } else { 2 }))
+        .collect();
+    assert!(s.start_campaign(id, &members, 2, 20).await.expect("start"));
+    assert!(!s.start_campaign(id, &members, 2, 21).await.expect("again"));
+    let c = s.campaign(id).await.expect("get").expect("some");
+    assert_eq!(
+        (c.state, c.current_wave, c.wave_count),
+        (CampaignState::Running, 1, 2)
+    );
+
+    // Wave 2 is not open: nothing due for CVIN4.
+    assert!(s.due_offers("CVIN4").await.expect("due").is_empty());
+    let due = s.due_offers("CVIN0").await.expect("due");
+    assert_eq!(due.len(), 1);
+    assert!(!due[0].blocked);
+
+    // Concurrent claims of one member: exactly one wins, one assignment.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.claim_offer(id, "CVIN0", "cpkg", false, 30)
+                .await
+                .expect("claim")
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.expect("join"));
+    }
+    assert_eq!(won, 1);
+    assert_eq!(s.assignments("CVIN0").await.expect("a"), ["cpkg"]);
+    assert!(s.due_offers("CVIN0").await.expect("due").is_empty());
+    for v in &vins[1..4] {
+        assert!(s
+            .claim_offer(id, v, "cpkg", false, 31)
+            .await
+            .expect("claim"));
+    }
+
+    // A result counted once, however many times (and nodes) it arrives.
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            s.record_result("CVIN0", "cpkg", MemberState::RolledBack, "rolled_back", 40)
+                .await
+                .expect("result")
+                .len()
+        }));
+    }
+    let mut counted = 0;
+    for t in tasks {
+        counted += t.await.expect("join");
+    }
+    assert_eq!(counted, 1);
+    let w = s.wave_counts(id).await.expect("counts");
+    assert_eq!((w[0].rolled_back, w[0].offered, w[1].pending), (1, 3, 4));
+    // Rolled back: blocked, so the Director no longer directs it.
+    assert!(s.assignments("CVIN0").await.expect("a").is_empty());
+    let blocks = s.rollback_blocks(Some("CVIN0"), None, 10).await.expect("b");
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0].outcome, "rolled_back");
+    assert_eq!(
+        s.rollback_blocks(None, Some("cpkg"), 10)
+            .await
+            .expect("b")
+            .len(),
+        1
+    );
+
+    // Second failure reaches the count threshold: paused by itself.
+    let r = s
+        .record_result("CVIN1", "cpkg", MemberState::Failed, "failed", 41)
+        .await
+        .expect("result");
+    assert_eq!(r[0].campaign, CampaignState::Paused);
+    let c = s.campaign(id).await.expect("get").expect("some");
+    assert_eq!(c.state, CampaignState::Paused);
+    assert!(c.reason.expect("reason").contains("failure threshold"));
+    let r = s
+        .claim_offer(id, "CVIN4", "cpkg", false, 42)
+        .await
+        .expect("claim");
+    assert!(!r, "a paused campaign offers nothing");
+
+    // Resume; two successes reach 50 % of wave 1: wave 2 opens.
+    assert!(!s
+        .transition_campaign(
+            id,
+            &[CampaignState::Draft],
+            CampaignState::Running,
+            None,
+            false,
+            43
+        )
+        .await
+        .expect("wrong state"));
+    assert!(s
+        .transition_campaign(
+            id,
+            &[CampaignState::Paused],
+            CampaignState::Running,
+            None,
+            false,
+            44
+        )
+        .await
+        .expect("resume"));
+    s.record_result("CVIN2", "cpkg", MemberState::Succeeded, "installed", 45)
+        .await
+        .expect("ok");
+    s.record_result("CVIN3", "cpkg", MemberState::Succeeded, "installed", 46)
+        .await
+        .expect("ok");
+    let c = s.campaign(id).await.expect("get").expect("some");
+    assert_eq!((c.state, c.current_wave), (CampaignState::Running, 2));
+    assert_eq!(s.due_offers("CVIN4").await.expect("due").len(), 1);
+    assert!(s
+        .claim_offer(id, "CVIN4", "cpkg", false, 47)
+        .await
+        .expect("claim"));
+
+    // Abort: pending members aborted, no further claim.
+    assert!(s
+        .transition_campaign(
+            id,
+            &[CampaignState::Running, CampaignState::Paused],
+            CampaignState::Aborted,
+            Some("stop"),
+            false,
+            48
+        )
+        .await
+        .expect("abort"));
+    let w = s.wave_counts(id).await.expect("counts");
+    assert_eq!((w[1].aborted, w[1].offered), (3, 1));
+    assert!(!s
+        .claim_offer(id, "CVIN5", "cpkg", false, 49)
+        .await
+        .expect("claim"));
+    assert!(s.due_offers("CVIN5").await.expect("due").is_empty());
+    // The offered vehicle's result still counts; the campaign stays aborted.
+    let r = s
+        .record_result("CVIN4", "cpkg", MemberState::Succeeded, "installed", 50)
+        .await
+        .expect("ok");
+    assert_eq!(r[0].campaign, CampaignState::Aborted);
+
+    // History and members.
+    let page = s.campaign_members(id, None, 3).await.expect("members");
+    assert_eq!(page.len(), 3);
+    assert_eq!(page[0].state, MemberState::RolledBack);
+    let h = s
+        .campaign_history(id, Some(("", "CVIN0")))
+        .await
+        .expect("history");
+    let events: Vec<&str> = h.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(events, ["offered", "rolled_back"]);
+    let own = s.campaign_history(id, None).await.expect("own");
+    let own: Vec<&str> = own.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        own,
+        [
+            "created",
+            "started",
+            "paused",
+            "running",
+            "wave_opened",
+            "aborted"
+        ]
+    );
+
+    // Clearing the block: directed again; a cleared block is gone.
+    assert!(s
+        .clear_rollback_block("CVIN0", "cpkg", 60)
+        .await
+        .expect("clear"));
+    assert!(!s
+        .clear_rollback_block("CVIN0", "cpkg", 61)
+        .await
+        .expect("clear"));
+    assert_eq!(s.assignments("CVIN0").await.expect("a"), ["cpkg"]);
+    s.block_package("CVIN7", "cpkg", "refused", 62)
+        .await
+        .expect("block");
+    s.block_package("CVIN7", "cpkg", "failed", 63)
+        .await
+        .expect("again");
+    let b = s.rollback_blocks(Some("CVIN7"), None, 10).await.expect("b");
+    assert_eq!(b[0].outcome, "refused");
+
+    // Installed versions: replaced whole, read by VIN and by range.
+    let img = |serial: &str, v: &str| InstalledImage {
+        ecu_serial: serial.into(),
+        hardware_id: "hw-ecm".into(),
+        sha256: [7; 32],
+        version: v.into(),
+    };
+    s.put_installed("CVIN1", &[img("e1", "1.0"), img("e2", "1.0")])
+        .await
+        .expect("put");
+    s.put_installed("CVIN1", &[img("e1", "2.0")])
+        .await
+        .expect("put");
+    s.put_installed("CVIN2", &[img("e9", "1.0")])
+        .await
+        .expect("put");
+    assert_eq!(
+        s.installed("CVIN1").await.expect("get"),
+        vec![img("e1", "2.0")]
+    );
+    let r = s.installed_range("CVIN0", "CVIN2").await.expect("range");
+    assert_eq!(
+        r.iter()
+            .map(|(v, i)| (v.as_str(), i.ecu_serial.as_str()))
+            .collect::<Vec<_>>(),
+        [("CVIN1", "e1"), ("CVIN2", "e9")]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suite_on_sqlite() {
     let (s, _dir) = store_support::sqlite().await;
     suite(s.clone()).await;
     repositories(s.clone()).await;
+    campaigns(s.clone()).await;
     concurrent_versions(s).await;
 }
 
@@ -466,6 +736,7 @@ async fn suite_on_postgres() {
     };
     suite(s.clone()).await;
     repositories(s.clone()).await;
+    campaigns(s.clone()).await;
     concurrent_versions(s).await;
     schema.drop_schema().await;
 }

@@ -139,6 +139,106 @@ enum Command {
         #[command(subcommand)]
         cmd: TokensCmd,
     },
+    /// Campaigns: waves of offers of one package to matching vehicles.
+    Campaign {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: CampaignCmd,
+    },
+    /// Rollback blocks: packages not offered again to a vehicle that did
+    /// not install them, until cleared.
+    RollbackBlocks {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: BlocksCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CampaignCmd {
+    /// Creates a draft campaign from a JSON spec file (`CampaignSpec`).
+    Create {
+        /// The spec, JSON.
+        #[arg(long)]
+        spec: PathBuf,
+    },
+    /// Counts the vehicles a spec matches now and its wave sizes.
+    DryRun {
+        /// The spec, JSON.
+        #[arg(long)]
+        spec: PathBuf,
+    },
+    /// Starts a draft campaign (members taken now, wave 1 opens).
+    Start {
+        /// Campaign id.
+        id: i64,
+    },
+    /// Pauses a campaign.
+    Pause {
+        /// Campaign id.
+        id: i64,
+    },
+    /// Resumes a paused campaign.
+    Resume {
+        /// Campaign id.
+        id: i64,
+    },
+    /// Aborts a campaign.
+    Abort {
+        /// Campaign id.
+        id: i64,
+    },
+    /// Opens the next wave of a campaign waiting for approval.
+    Approve {
+        /// Campaign id.
+        id: i64,
+    },
+    /// Shows every campaign, or one with its per-wave counts; `--watch`
+    /// shows progress bars per wave until it completes, aborts, pauses or
+    /// waits for approval.
+    Status {
+        /// Campaign id.
+        id: Option<i64>,
+        /// Follow with progress bars (needs an id).
+        #[arg(long, requires = "id")]
+        watch: bool,
+        /// Give up watching after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// Lists a campaign's vehicles with state and history.
+    Vehicles {
+        /// Campaign id.
+        id: i64,
+        /// After this VIN.
+        #[arg(long)]
+        after: Option<String>,
+        /// At most this many (at most 1000).
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BlocksCmd {
+    /// Lists blocks.
+    List {
+        /// Only this vehicle's.
+        #[arg(long)]
+        vin: Option<String>,
+        /// Only this package's.
+        #[arg(long)]
+        package: Option<String>,
+    },
+    /// Clears a block: the package may be directed to the vehicle again.
+    Clear {
+        /// VIN.
+        vin: String,
+        /// Package id.
+        package: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -603,6 +703,82 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 .await?,
             )
         }
+        Command::Campaign { conn, cmd } => {
+            let c = Client::new(&conn)?;
+            let spec = |path: &Path| -> Result<Value, Error> {
+                let text = read_small(path, 4 * 1024 * 1024)?;
+                Ok(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+            };
+            let act = |id: i64, what: &str| format!("/campaigns/{id}/{what}");
+            let v = match cmd {
+                CampaignCmd::Create { spec: f } => {
+                    c.json(Method::POST, "/campaigns", Some(spec(&f)?)).await?
+                }
+                CampaignCmd::DryRun { spec: f } => {
+                    c.json(Method::POST, "/campaigns/dry-run", Some(spec(&f)?))
+                        .await?
+                }
+                CampaignCmd::Start { id } => c.json(Method::POST, &act(id, "start"), None).await?,
+                CampaignCmd::Pause { id } => c.json(Method::POST, &act(id, "pause"), None).await?,
+                CampaignCmd::Resume { id } => {
+                    c.json(Method::POST, &act(id, "resume"), None).await?
+                }
+                CampaignCmd::Abort { id } => c.json(Method::POST, &act(id, "abort"), None).await?,
+                CampaignCmd::Approve { id } => {
+                    c.json(Method::POST, &act(id, "approve"), None).await?
+                }
+                CampaignCmd::Status {
+                    id: None,
+                    watch: _,
+                    timeout: _,
+                } => c.json(Method::GET, "/campaigns", None).await?,
+                CampaignCmd::Status {
+                    id: Some(id),
+                    watch,
+                    timeout,
+                } => {
+                    let path = format!("/campaigns/{id}");
+                    if watch {
+                        watch_campaign(&c, &path, Duration::from_secs(timeout), conn.quiet).await?
+                    } else {
+                        c.json(Method::GET, &path, None).await?
+                    }
+                }
+                CampaignCmd::Vehicles { id, after, limit } => {
+                    let mut q = Vec::new();
+                    if let Some(a) = after {
+                        q.push(format!("after={}", enc(&a)));
+                    }
+                    if let Some(l) = limit {
+                        q.push(format!("limit={l}"));
+                    }
+                    let path = format!("/campaigns/{id}/vehicles?{}", q.join("&"));
+                    c.json(Method::GET, &path, None).await?
+                }
+            };
+            print_json(&v)
+        }
+        Command::RollbackBlocks { conn, cmd } => {
+            let c = Client::new(&conn)?;
+            let v = match cmd {
+                BlocksCmd::List { vin, package } => {
+                    let mut q = Vec::new();
+                    if let Some(v) = vin {
+                        q.push(format!("vin={}", enc(&v)));
+                    }
+                    if let Some(p) = package {
+                        q.push(format!("package={}", enc(&p)));
+                    }
+                    let path = format!("/rollback-blocks?{}", q.join("&"));
+                    c.json(Method::GET, &path, None).await?
+                }
+                BlocksCmd::Clear { vin, package } => {
+                    let path = format!("/rollback-blocks/{}/{}", enc(&vin), enc(&package));
+                    c.json(Method::DELETE, &path, None).await?
+                }
+            };
+            print_json(&v)
+        }
         Command::Deltas { conn, cmd } => {
             let c = Client::new(&conn)?;
             match cmd {
@@ -852,12 +1028,15 @@ async fn serve(config_path: &Path) -> Result<(), Error> {
     let device_listener = tokio::net::TcpListener::bind(config.device_listen).await?;
     let device_addr = device_listener.local_addr()?;
     let device = metrics.instrument(
-        device_router(DeviceState::new(
-            Arc::clone(&store),
-            blobs.clone(),
-            Arc::clone(&director),
-            Arc::clone(&images),
-        )),
+        device_router(
+            DeviceState::new(
+                Arc::clone(&store),
+                blobs.clone(),
+                Arc::clone(&director),
+                Arc::clone(&images),
+            )
+            .with_metrics(metrics.clone()),
+        ),
         "device",
     );
     let dtls = Arc::clone(&device_tls);
@@ -1204,6 +1383,64 @@ async fn follow_deltas(
         if tokio::time::Instant::now() >= deadline {
             spinner.finish_and_clear();
             return Err(format!("delta jobs not finished after {timeout:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Follows a campaign with one progress bar per wave (finished vehicles of
+/// its size) until it is completed, aborted, paused or waiting for
+/// approval; returns its last view.
+async fn watch_campaign(
+    c: &Client,
+    path: &str,
+    timeout: Duration,
+    quiet: bool,
+) -> Result<Value, Error> {
+    let multi = indicatif::MultiProgress::new();
+    if quiet {
+        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let style = ProgressStyle::with_template("wave {prefix:>3} [{bar:40}] {pos}/{len} {msg}")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let mut bars: Vec<ProgressBar> = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let v = c.json(Method::GET, path, None).await?;
+        let waves = v["waves"].as_array().cloned().unwrap_or_default();
+        let n = |w: &Value, k: &str| w[k].as_u64().unwrap_or(0);
+        for (i, w) in waves.iter().enumerate() {
+            if bars.len() <= i {
+                let b = multi.add(ProgressBar::new(n(w, "size")));
+                b.set_style(style.clone());
+                b.set_prefix(format!("{}", i + 1));
+                bars.push(b);
+            }
+            let finished =
+                n(w, "succeeded") + n(w, "failed") + n(w, "rolled_back") + n(w, "aborted");
+            bars[i].set_length(n(w, "size"));
+            bars[i].set_position(finished);
+            bars[i].set_message(format!(
+                "ok {} failed {} rolled back {} offered {}",
+                n(w, "succeeded"),
+                n(w, "failed"),
+                n(w, "rolled_back"),
+                n(w, "offered")
+            ));
+        }
+        let state = v["state"].as_str().unwrap_or("?").to_owned();
+        if matches!(
+            state.as_str(),
+            "completed" | "aborted" | "paused" | "waiting_approval"
+        ) {
+            for b in &bars {
+                b.finish();
+            }
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("campaign still {state} after {timeout:?}").into());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

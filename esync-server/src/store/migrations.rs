@@ -50,6 +50,11 @@ pub(super) const SQLITE: Embedded = Embedded(&[
         "repositories",
         include_str!("../../migrations/sqlite/0002_repositories.sql"),
     ),
+    (
+        3,
+        "campaigns",
+        include_str!("../../migrations/sqlite/0003_campaigns.sql"),
+    ),
 ]);
 
 /// PostgreSQL migrations.
@@ -63,6 +68,11 @@ pub(super) const POSTGRES: Embedded = Embedded(&[
         2,
         "repositories",
         include_str!("../../migrations/postgres/0002_repositories.sql"),
+    ),
+    (
+        3,
+        "campaigns",
+        include_str!("../../migrations/postgres/0003_campaigns.sql"),
     ),
 ]);
 

@@ -284,6 +284,267 @@ impl AdminRole {
     }
 }
 
+/// State of a campaign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CampaignState {
+    /// Created, not started: no members yet.
+    Draft,
+    /// Offering the open waves.
+    Running,
+    /// The current wave reached its success threshold; the next one opens on
+    /// an operator's approval (offers of open waves go on).
+    WaitingApproval,
+    /// No new offers (by an operator or by itself: see the reason).
+    Paused,
+    /// Stopped for good: no further offers, pending members aborted.
+    Aborted,
+    /// Every wave open and no member pending or offered.
+    Completed,
+}
+
+impl CampaignState {
+    /// Every state.
+    pub const ALL: [Self; 6] = [
+        Self::Draft,
+        Self::Running,
+        Self::WaitingApproval,
+        Self::Paused,
+        Self::Aborted,
+        Self::Completed,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Running => "running",
+            Self::WaitingApproval => "waiting_approval",
+            Self::Paused => "paused",
+            Self::Aborted => "aborted",
+            Self::Completed => "completed",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Result<Self, DbError> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| DbError::Corrupt {
+                column: "campaigns.state",
+                reason: format!("unknown state {s:?}"),
+            })
+    }
+
+    /// Whether members of open waves may be offered in this state.
+    pub fn offers(self) -> bool {
+        matches!(self, Self::Running | Self::WaitingApproval)
+    }
+}
+
+/// State of a vehicle in a campaign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MemberState {
+    /// Not offered yet.
+    Pending,
+    /// The package is assigned; no final result yet.
+    Offered,
+    /// Reported installed.
+    Succeeded,
+    /// Reported failed or refused.
+    Failed,
+    /// Reported rolled back.
+    RolledBack,
+    /// The campaign was aborted before it was offered.
+    Aborted,
+}
+
+impl MemberState {
+    /// Every state.
+    pub const ALL: [Self; 6] = [
+        Self::Pending,
+        Self::Offered,
+        Self::Succeeded,
+        Self::Failed,
+        Self::RolledBack,
+        Self::Aborted,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Offered => "offered",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::RolledBack => "rolled_back",
+            Self::Aborted => "aborted",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Result<Self, DbError> {
+        Self::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| DbError::Corrupt {
+                column: "campaign_members.state",
+                reason: format!("unknown state {s:?}"),
+            })
+    }
+}
+
+/// A stored campaign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CampaignRecord {
+    /// Id (assigned by the database).
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Package offered.
+    pub package_id: String,
+    /// The `CampaignSpec` as JSON.
+    pub spec_json: String,
+    /// State.
+    pub state: CampaignState,
+    /// Why it is paused (or was last paused), when it is.
+    pub reason: Option<String>,
+    /// The highest open wave (1-based; 0 before start).
+    pub current_wave: u32,
+    /// Number of waves (set at start).
+    pub wave_count: u32,
+    /// Vehicles matched (at creation; at start, the members).
+    pub matched: u64,
+    /// Creation time.
+    pub created_ms: i64,
+    /// Last change.
+    pub updated_ms: i64,
+}
+
+/// A vehicle's membership in a campaign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// Campaign.
+    pub campaign_id: i64,
+    /// Vehicle.
+    pub vin: String,
+    /// Its wave (1-based).
+    pub wave: u32,
+    /// State.
+    pub state: MemberState,
+    /// When it was offered.
+    pub offered_ms: Option<i64>,
+    /// When its final result arrived.
+    pub finished_ms: Option<i64>,
+}
+
+/// One entry of a campaign's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CampaignEvent {
+    /// The vehicle, or `None` for an event of the campaign itself.
+    pub vin: Option<String>,
+    /// When.
+    pub at_ms: i64,
+    /// What (`offered`, `succeeded`, `paused`, `wave_opened`, ...).
+    pub event: String,
+    /// Details.
+    pub detail: Option<String>,
+}
+
+/// Member counts of one wave.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaveCounts {
+    /// Wave (1-based).
+    pub wave: u32,
+    /// Members.
+    pub size: u64,
+    /// Not offered yet.
+    pub pending: u64,
+    /// Offered, no result yet.
+    pub offered: u64,
+    /// Installed.
+    pub succeeded: u64,
+    /// Failed or refused.
+    pub failed: u64,
+    /// Rolled back.
+    pub rolled_back: u64,
+    /// Aborted before an offer.
+    pub aborted: u64,
+}
+
+impl WaveCounts {
+    /// Adds one member in `state` (`n` times).
+    pub fn add(&mut self, state: MemberState, n: u64) {
+        self.size += n;
+        match state {
+            MemberState::Pending => self.pending += n,
+            MemberState::Offered => self.offered += n,
+            MemberState::Succeeded => self.succeeded += n,
+            MemberState::Failed => self.failed += n,
+            MemberState::RolledBack => self.rolled_back += n,
+            MemberState::Aborted => self.aborted += n,
+        }
+    }
+
+    /// Members without a final state (pending or offered).
+    pub fn unfinished(&self) -> u64 {
+        self.pending + self.offered
+    }
+}
+
+/// A campaign with a pending member for a vehicle in an open wave, as the
+/// check-in sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfferCandidate {
+    /// Campaign.
+    pub campaign_id: i64,
+    /// Its package.
+    pub package_id: String,
+    /// Its spec (maintenance window, re-offer rule).
+    pub spec_json: String,
+    /// Whether the vehicle is rollback-blocked for the package.
+    pub blocked: bool,
+}
+
+/// A campaign whose state a result changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultCounted {
+    /// Campaign.
+    pub campaign_id: i64,
+    /// The member's new state.
+    pub member: MemberState,
+    /// The campaign's state after the thresholds were evaluated.
+    pub campaign: CampaignState,
+}
+
+/// A package blocked for a vehicle after it did not install it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollbackBlock {
+    /// Vehicle.
+    pub vin: String,
+    /// Package.
+    pub package_id: String,
+    /// The reported outcome (`rolled_back`, `failed`, `refused`).
+    pub outcome: String,
+    /// When.
+    pub created_ms: i64,
+}
+
+/// What one ECU runs, from the vehicle's last verified manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstalledImage {
+    /// ECU serial.
+    pub ecu_serial: String,
+    /// Its hardware id.
+    pub hardware_id: String,
+    /// The reported image SHA-256.
+    pub sha256: Digest,
+    /// The Image repository's version of that image (`""` if unknown).
+    pub version: String,
+}
+
 /// Outcome of an idempotent insert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Inserted {
@@ -347,7 +608,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn assign(&self, package_id: &str, vin: &str, now_ms: i64) -> Result<Inserted, DbError>;
     /// Removes an assignment; `true` if one was removed.
     async fn unassign(&self, package_id: &str, vin: &str) -> Result<bool, DbError>;
-    /// Package ids assigned to a vehicle, oldest first.
+    /// Package ids assigned to a vehicle and not rollback-blocked for it
+    /// ([`Store::rollback_blocks`]), oldest first: what the Director directs.
     async fn assignments(&self, vin: &str) -> Result<Vec<String>, DbError>;
 
     // --- manifests, nonces, Director versions
@@ -450,6 +712,130 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         files: &[MetadataRecord],
         now_ms: i64,
     ) -> Result<(), DbError>;
+
+    // --- campaigns
+    /// Stores a new campaign in state draft; returns its id. An unknown
+    /// package is [`DbError::NotFound`].
+    async fn insert_campaign(
+        &self,
+        name: &str,
+        package_id: &str,
+        spec_json: &str,
+        matched: u64,
+        now_ms: i64,
+    ) -> Result<i64, DbError>;
+    /// A campaign by id.
+    async fn campaign(&self, id: i64) -> Result<Option<CampaignRecord>, DbError>;
+    /// Campaigns, newest first, at most `limit`.
+    async fn campaigns(&self, limit: u32) -> Result<Vec<CampaignRecord>, DbError>;
+    /// In one transaction: moves a draft campaign to running with wave 1
+    /// open and stores its members `(vin, wave)`. `false` (nothing stored)
+    /// if it is not a draft any more.
+    async fn start_campaign(
+        &self,
+        id: i64,
+        members: &[(String, u32)],
+        wave_count: u32,
+        now_ms: i64,
+    ) -> Result<bool, DbError>;
+    /// Moves a campaign from one of `from` to `to` (with `reason`, and the
+    /// next wave opened if `open_next_wave`), recording `event`; `false` if
+    /// it was in none of `from`. Aborting also marks its pending members
+    /// aborted, in the same transaction.
+    async fn transition_campaign(
+        &self,
+        id: i64,
+        from: &[CampaignState],
+        to: CampaignState,
+        reason: Option<&str>,
+        open_next_wave: bool,
+        now_ms: i64,
+    ) -> Result<bool, DbError>;
+    /// Member counts of every wave, by wave.
+    async fn wave_counts(&self, id: i64) -> Result<Vec<WaveCounts>, DbError>;
+    /// Members by VIN, at most `limit` after `after` (exclusive).
+    async fn campaign_members(
+        &self,
+        id: i64,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<MemberRecord>, DbError>;
+    /// History of members with `after < vin <= last` (or of the campaign
+    /// itself when both are `None`), oldest first.
+    async fn campaign_history(
+        &self,
+        id: i64,
+        range: Option<(&str, &str)>,
+    ) -> Result<Vec<CampaignEvent>, DbError>;
+    /// The one check-in query: campaigns in an offering state with a
+    /// pending member `vin` in an open wave.
+    async fn due_offers(&self, vin: &str) -> Result<Vec<OfferCandidate>, DbError>;
+    /// In one transaction: moves member `vin` of campaign `id` pending →
+    /// offered if the campaign still offers and its wave is open (one
+    /// conditional update: of concurrent callers on any node at most one
+    /// wins), assigns the package and records the event (clearing the
+    /// vehicle's rollback block for it when `clear_block`). `false` if
+    /// another caller won or the campaign stopped offering.
+    async fn claim_offer(
+        &self,
+        id: i64,
+        vin: &str,
+        package_id: &str,
+        clear_block: bool,
+        now_ms: i64,
+    ) -> Result<bool, DbError>;
+    /// Records the final result of `package_id` on `vin`: a result other
+    /// than succeeded blocks the package for the vehicle (`outcome` is the
+    /// reported outcome); every offered member of a campaign for the package
+    /// moves to `state` once (conditional update), then that campaign's
+    /// thresholds are evaluated ([`crate::campaigns::evaluate`]) under its
+    /// row lock. Repeating it changes nothing. Returns the campaigns it
+    /// counted in.
+    async fn record_result(
+        &self,
+        vin: &str,
+        package_id: &str,
+        state: MemberState,
+        outcome: &str,
+        now_ms: i64,
+    ) -> Result<Vec<ResultCounted>, DbError>;
+    /// Blocks `package_id` for `vin` (outside a campaign: a plain
+    /// assignment's non-installed result); an existing block is kept.
+    async fn block_package(
+        &self,
+        vin: &str,
+        package_id: &str,
+        outcome: &str,
+        now_ms: i64,
+    ) -> Result<(), DbError>;
+    /// Rollback blocks, of one vehicle and/or one package or all (by VIN,
+    /// package), at most `limit`.
+    async fn rollback_blocks(
+        &self,
+        vin: Option<&str>,
+        package_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RollbackBlock>, DbError>;
+    /// Clears a block (the operator's "offer again"): the assignment, if
+    /// still present, is directed again, and a rolled-back or failed member
+    /// of a campaign for the package goes back to offered. `false` if there
+    /// was no block.
+    async fn clear_rollback_block(
+        &self,
+        vin: &str,
+        package_id: &str,
+        now_ms: i64,
+    ) -> Result<bool, DbError>;
+    /// Replaces what the vehicle runs (from its last verified manifest).
+    async fn put_installed(&self, vin: &str, images: &[InstalledImage]) -> Result<(), DbError>;
+    /// What vehicle `vin` runs, by ECU.
+    async fn installed(&self, vin: &str) -> Result<Vec<InstalledImage>, DbError>;
+    /// What the vehicles with `after < vin <= last` run, by VIN and ECU.
+    async fn installed_range(
+        &self,
+        after: &str,
+        last: &str,
+    ) -> Result<Vec<(String, InstalledImage)>, DbError>;
 
     // --- admin tokens
     /// Stores an admin token by the SHA-256 of its secret (name unique).

@@ -44,5 +44,6 @@ impl PgStore {
 store_impl!(
     PgStore,
     sqlx::postgres::PgRow,
+    sqlx::Postgres,
     claim_sql!("FOR UPDATE SKIP LOCKED")
 );

@@ -65,6 +65,73 @@ pub(super) const PUT_METADATA: &str =
      version = excluded.version, body = excluded.body, created_ms = excluded.created_ms \
      WHERE repo_metadata.version < excluded.version";
 
+/// Members inserted per statement when a campaign starts (3 parameters
+/// each, well under either backend's parameter limit).
+pub(super) const MEMBER_BATCH: usize = 300;
+
+/// `INSERT INTO campaign_members` of `n` rows: `$1` is the campaign, then
+/// (vin, wave) pairs.
+pub(super) fn member_insert(n: usize) -> String {
+    let mut s =
+        String::from("INSERT INTO campaign_members (campaign_id, vin, wave, state) VALUES ");
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&format!("($1, ${}, ${}, 'pending')", 2 + 2 * i, 3 + 2 * i));
+    }
+    s
+}
+
+/// `'a', 'b'` of the states' stored names (constants, never user input).
+pub(super) fn state_list(states: &[super::CampaignState]) -> String {
+    if states.is_empty() {
+        return "NULL".into();
+    }
+    states
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(super) fn to_wave(v: i64) -> Result<u32, DbError> {
+    u32::try_from(v).map_err(|_| DbError::Corrupt {
+        column: "campaign_members.wave",
+        reason: format!("{v} out of range"),
+    })
+}
+
+/// Wave counts from `(wave, state, count)` rows ordered by wave.
+pub(super) fn fold_counts(
+    rows: Vec<(i64, String, i64)>,
+) -> Result<Vec<super::WaveCounts>, DbError> {
+    let mut out: Vec<super::WaveCounts> = Vec::new();
+    for (wave, state, n) in rows {
+        let wave = to_wave(wave)?;
+        let state = super::MemberState::parse(&state)?;
+        let n = to_u64(n, "count")?;
+        match out.last_mut() {
+            Some(w) if w.wave == wave => w.add(state, n),
+            _ => {
+                let mut w = super::WaveCounts {
+                    wave,
+                    ..Default::default()
+                };
+                w.add(state, n);
+                out.push(w);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Blocks `package_id` for `vin` (kept if already blocked): `$1` vin,
+/// `$2` package, `$3` outcome, `$4` time.
+pub(super) const BLOCK: &str =
+    "INSERT INTO rollback_blocks (vin, package_id, outcome, created_ms) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (vin, package_id) DO NOTHING";
+
 macro_rules! job_cols {
     () => {
         "id, from_sha256, to_sha256, format, state, claimed_by, attempts, result_sha256, result_length, error"
@@ -90,7 +157,7 @@ pub(super) use claim_sql;
 /// Implements [`super::Store`] for `$ty` (a struct with field `pool: $pool`)
 /// whose rows are `$row`; `$claim` is the job claim statement.
 macro_rules! store_impl {
-    ($ty:ty, $row:ty, $claim:expr) => {
+    ($ty:ty, $row:ty, $db:ty, $claim:expr) => {
         impl $ty {
             fn vehicle_row(r: &$row) -> Result<$crate::store::Vehicle, $crate::store::DbError> {
                 use sqlx::Row as _;
@@ -172,6 +239,104 @@ macro_rules! store_impl {
                         .transpose()?,
                     error: r.try_get("error")?,
                 })
+            }
+
+            fn campaign_row(
+                r: &$row,
+            ) -> Result<$crate::store::CampaignRecord, $crate::store::DbError> {
+                use sqlx::Row as _;
+                let state: String = r.try_get("state")?;
+                let wave = |c: &'static str, v: i64| {
+                    u32::try_from(v).map_err(|_| $crate::store::DbError::Corrupt {
+                        column: c,
+                        reason: format!("{v} out of range"),
+                    })
+                };
+                Ok($crate::store::CampaignRecord {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    package_id: r.try_get("package_id")?,
+                    spec_json: r.try_get("spec")?,
+                    state: $crate::store::CampaignState::parse(&state)?,
+                    reason: r.try_get("reason")?,
+                    current_wave: wave("campaigns.current_wave", r.try_get("current_wave")?)?,
+                    wave_count: wave("campaigns.wave_count", r.try_get("wave_count")?)?,
+                    matched: $crate::store::sql::to_u64(r.try_get("matched")?, "campaigns.matched")?,
+                    created_ms: r.try_get("created_ms")?,
+                    updated_ms: r.try_get("updated_ms")?,
+                })
+            }
+
+            fn member_row(r: &$row) -> Result<$crate::store::MemberRecord, $crate::store::DbError> {
+                use sqlx::Row as _;
+                let state: String = r.try_get("state")?;
+                let wave: i64 = r.try_get("wave")?;
+                Ok($crate::store::MemberRecord {
+                    campaign_id: r.try_get("campaign_id")?,
+                    vin: r.try_get("vin")?,
+                    wave: $crate::store::sql::to_wave(wave)?,
+                    state: $crate::store::MemberState::parse(&state)?,
+                    offered_ms: r.try_get("offered_ms")?,
+                    finished_ms: r.try_get("finished_ms")?,
+                })
+            }
+
+            /// Evaluates campaign `rec`'s thresholds inside `tx`, which
+            /// holds its row lock, and applies the transition, if any.
+            /// Returns the state after.
+            async fn evaluate_locked(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                rec: &$crate::store::CampaignRecord,
+                result: Option<(u32, $crate::store::MemberState)>,
+                now_ms: i64,
+            ) -> Result<$crate::store::CampaignState, $crate::store::DbError> {
+                let id = rec.id;
+                let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+                    "SELECT wave, state, COUNT(*) FROM campaign_members \
+                     WHERE campaign_id = $1 AND wave = $2 GROUP BY wave, state",
+                )
+                .bind(id)
+                .bind(i64::from(rec.current_wave))
+                .fetch_all(&mut **tx)
+                .await?;
+                let mut current = $crate::store::sql::fold_counts(rows)?
+                    .pop()
+                    .unwrap_or_default();
+                current.wave = rec.current_wave;
+                let unfinished: Option<i64> = sqlx::query_scalar(
+                    "SELECT CAST(1 AS BIGINT) FROM campaign_members WHERE campaign_id = $1 \
+                     AND state IN ('pending', 'offered') LIMIT 1",
+                )
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(t) =
+                    $crate::campaigns::evaluate(rec, &current, unfinished.is_some(), result)?
+                else {
+                    return Ok(rec.state);
+                };
+                sqlx::query(
+                    "UPDATE campaigns SET state = $2, reason = $3, current_wave = $4, \
+                     updated_ms = $5 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(t.state.as_str())
+                .bind(t.reason.as_deref())
+                .bind(i64::from(t.current_wave))
+                .bind(now_ms)
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO campaign_events (campaign_id, vin, at_ms, event, detail) \
+                     VALUES ($1, NULL, $2, $3, $4)",
+                )
+                .bind(id)
+                .bind(now_ms)
+                .bind(t.event)
+                .bind(t.reason.as_deref())
+                .execute(&mut **tx)
+                .await?;
+                Ok(t.state)
             }
         }
 
@@ -485,7 +650,8 @@ macro_rules! store_impl {
 
             async fn assignments(&self, vin: &str) -> Result<Vec<String>, $crate::store::DbError> {
                 Ok(sqlx::query_scalar(
-                    "SELECT package_id FROM assignments WHERE vin = $1 \
+                    "SELECT package_id FROM assignments a WHERE vin = $1 AND NOT EXISTS \
+                     (SELECT 1 FROM rollback_blocks b WHERE b.vin = a.vin AND b.package_id = a.package_id) \
                      ORDER BY created_ms, package_id",
                 )
                 .bind(vin)
@@ -866,6 +1032,581 @@ macro_rules! store_impl {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn insert_campaign(
+                &self,
+                name: &str,
+                package_id: &str,
+                spec_json: &str,
+                matched: u64,
+                now_ms: i64,
+            ) -> Result<i64, $crate::store::DbError> {
+                if self.package(package_id).await?.is_none() {
+                    return Err($crate::store::DbError::NotFound {
+                        entity: "package",
+                        key: package_id.to_owned(),
+                    });
+                }
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO campaigns (name, package_id, spec, state, matched, created_ms, updated_ms) \
+                     VALUES ($1, $2, $3, 'draft', $4, $5, $5) RETURNING id",
+                )
+                .bind(name)
+                .bind(package_id)
+                .bind(spec_json)
+                .bind($crate::store::sql::to_i64(matched, "matched")?)
+                .bind(now_ms)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| $crate::store::sql::map_err(e, "campaign", name))?;
+                sqlx::query(
+                    "INSERT INTO campaign_events (campaign_id, vin, at_ms, event, detail) \
+                     VALUES ($1, NULL, $2, 'created', NULL)",
+                )
+                .bind(id)
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+                Ok(id)
+            }
+
+            async fn campaign(
+                &self,
+                id: i64,
+            ) -> Result<Option<$crate::store::CampaignRecord>, $crate::store::DbError> {
+                sqlx::query("SELECT * FROM campaigns WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .as_ref()
+                    .map(Self::campaign_row)
+                    .transpose()
+            }
+
+            async fn campaigns(
+                &self,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::CampaignRecord>, $crate::store::DbError> {
+                sqlx::query("SELECT * FROM campaigns ORDER BY id DESC LIMIT $1")
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(Self::campaign_row)
+                    .collect()
+            }
+
+            async fn start_campaign(
+                &self,
+                id: i64,
+                members: &[(String, u32)],
+                wave_count: u32,
+                now_ms: i64,
+            ) -> Result<bool, $crate::store::DbError> {
+                let mut tx = self.pool.begin().await?;
+                let r = sqlx::query(
+                    "UPDATE campaigns SET state = 'running', current_wave = 1, wave_count = $2, \
+                     matched = $3, reason = NULL, updated_ms = $4 WHERE id = $1 AND state = 'draft'",
+                )
+                .bind(id)
+                .bind(i64::from(wave_count))
+                .bind($crate::store::sql::to_i64(members.len() as u64, "members")?)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                for chunk in members.chunks($crate::store::sql::MEMBER_BATCH) {
+                    let sql = $crate::store::sql::member_insert(chunk.len());
+                    let mut q = sqlx::query(&sql).bind(id);
+                    for (vin, wave) in chunk {
+                        q = q.bind(vin.as_str()).bind(i64::from(*wave));
+                    }
+                    q.execute(&mut *tx)
+                        .await
+                        .map_err(|e| $crate::store::sql::map_err(e, "campaign member", "batch"))?;
+                }
+                sqlx::query(
+                    "INSERT INTO campaign_events (campaign_id, vin, at_ms, event, detail) \
+                     VALUES ($1, NULL, $2, 'started', $3)",
+                )
+                .bind(id)
+                .bind(now_ms)
+                .bind(format!("{} vehicles in {wave_count} waves", members.len()))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn transition_campaign(
+                &self,
+                id: i64,
+                from: &[$crate::store::CampaignState],
+                to: $crate::store::CampaignState,
+                reason: Option<&str>,
+                open_next_wave: bool,
+                now_ms: i64,
+            ) -> Result<bool, $crate::store::DbError> {
+                let sql = format!(
+                    "UPDATE campaigns SET state = $2, reason = $3, \
+                     current_wave = current_wave + $4, updated_ms = $5 \
+                     WHERE id = $1 AND state IN ({}) RETURNING *",
+                    $crate::store::sql::state_list(from)
+                );
+                let mut tx = self.pool.begin().await?;
+                let Some(rec) = sqlx::query(&sql)
+                    .bind(id)
+                    .bind(to.as_str())
+                    .bind(reason)
+                    .bind(i64::from(open_next_wave))
+                    .bind(now_ms)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                else {
+                    return Ok(false);
+                };
+                let rec = Self::campaign_row(&rec)?;
+                if to == $crate::store::CampaignState::Aborted {
+                    sqlx::query(
+                        "INSERT INTO campaign_events (campaign_id, vin, at_ms, event, detail) \
+                         SELECT campaign_id, vin, $2, 'aborted', NULL FROM campaign_members \
+                         WHERE campaign_id = $1 AND state = 'pending'",
+                    )
+                    .bind(id)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE campaign_members SET state = 'aborted', finished_ms = $2 \
+                         WHERE campaign_id = $1 AND state = 'pending'",
+                    )
+                    .bind(id)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let event = if open_next_wave { "wave_opened" } else { to.as_str() };
+                sqlx::query(
+                    "INSERT INTO campaign_events (campaign_id, vin, at_ms, event, detail) \
+                     VALUES ($1, NULL, $2, $3, $4)",
+                )
+                .bind(id)
+                .bind(now_ms)
+                .bind(event)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+                if to.offers() {
+                    // Resumed or approved: a wave that finished meanwhile
+                    // moves the campaign on now, not at a later result.
+                    Self::evaluate_locked(&mut tx, &rec, None, now_ms).await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn wave_counts(
+                &self,
+                id: i64,
+            ) -> Result<Vec<$crate::store::WaveCounts>, $crate::store::DbError> {
+                let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+                    "SELECT wave, state, COUNT(*) FROM campaign_members WHERE campaign_id = $1 \
+                     GROUP BY wave, state ORDER BY wave",
+                )
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+                $crate::store::sql::fold_counts(rows)
+            }
+
+            async fn campaign_members(
+                &self,
+                id: i64,
+                after: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::MemberRecord>, $crate::store::DbError> {
+                sqlx::query(
+                    "SELECT * FROM campaign_members WHERE campaign_id = $1 AND vin > $2 \
+                     ORDER BY vin LIMIT $3",
+                )
+                .bind(id)
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(Self::member_row)
+                .collect()
+            }
+
+            async fn campaign_history(
+                &self,
+                id: i64,
+                range: Option<(&str, &str)>,
+            ) -> Result<Vec<$crate::store::CampaignEvent>, $crate::store::DbError> {
+                let rows: Vec<(Option<String>, i64, String, Option<String>)> = match range {
+                    Some((after, last)) => {
+                        sqlx::query_as(
+                            "SELECT vin, at_ms, event, detail FROM campaign_events \
+                             WHERE campaign_id = $1 AND vin > $2 AND vin <= $3 ORDER BY vin, id",
+                        )
+                        .bind(id)
+                        .bind(after)
+                        .bind(last)
+                        .fetch_all(&self.pool)
+                        .await?
+                    }
+                    None => {
+                        sqlx::query_as(
+                            "SELECT vin, at_ms, event, detail FROM campaign_events \
+                             WHERE campaign_id = $1 AND vin IS NULL ORDER BY id",
+                        )
+                        .bind(id)
+                        .fetch_all(&self.pool)
+                        .await?
+                    }
+                };
+                Ok(rows
+                    .into_iter()
+                    .map(|(vin, at_ms, event, detail)| $crate::store::CampaignEvent {
+                        vin,
+                        at_ms,
+                        event,
+                        detail,
+                    })
+                    .collect())
+            }
+
+            async fn due_offers(
+                &self,
+                vin: &str,
+            ) -> Result<Vec<$crate::store::OfferCandidate>, $crate::store::DbError> {
+                let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
+                    "SELECT c.id, c.package_id, c.spec, CAST(CASE WHEN EXISTS (SELECT 1 FROM rollback_blocks b \
+                     WHERE b.vin = m.vin AND b.package_id = c.package_id) THEN 1 ELSE 0 END AS BIGINT) \
+                     FROM campaign_members m JOIN campaigns c ON c.id = m.campaign_id \
+                     WHERE m.vin = $1 AND m.state = 'pending' \
+                     AND c.state IN ('running', 'waiting_approval') AND m.wave <= c.current_wave \
+                     ORDER BY c.id",
+                )
+                .bind(vin)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(campaign_id, package_id, spec_json, blocked)| {
+                        $crate::store::OfferCandidate {
+                            campaign_id,
+                            package_id,
+                            spec_json,
+                            blocked: blocked != 0,
+                        }
+                    })
+                    .collect())
+            }
+
+            async fn claim_offer(
+                &self,
+                id: i64,
+                vin: &str,
+                package_id: &str,
+                clear_block: bool,
+                now_ms: i64,
+            ) -> Result<bool, $crate::store::DbError> {
+                let mut tx = self.pool.begin().await?;
+                let r = sqlx::query(
+                    "UPDATE campaign_members SET state = 'offered', offered_ms = $3 \
+                     WHERE campaign_id = $1 AND vin = $2 AND state = 'pending' AND wave <= \
+                     (SELECT current_wave FROM campaigns WHERE id = $1 \
+                      AND state IN ('running', 'waiting_approval'))",
+                )
+                .bind(id)
+                .bind(vin)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                if r.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                if clear_block {
+                    sqlx::query("DELETE FROM rollback_blocks WHERE vin = $1 AND package_id = $2")
+                        .bind(vin)
+                        .bind(package_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "INSERT INTO assignments (package_id, vin, created_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (package_id, vin) DO NOTHING",
+                )
+                .bind(package_id)
+                .bind(vin)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| $crate::store::sql::map_err(e, "assignment", vin))?;
+                sqlx::query(
+                    "INSERT INTO campaign_events (campaign_id, vin, at_ms, event, detail) \
+                     VALUES ($1, $2, $3, 'offered', $4)",
+                )
+                .bind(id)
+                .bind(vin)
+                .bind(now_ms)
+                .bind(package_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn record_result(
+                &self,
+                vin: &str,
+                package_id: &str,
+                state: $crate::store::MemberState,
+                outcome: &str,
+                now_ms: i64,
+            ) -> Result<Vec<$crate::store::ResultCounted>, $crate::store::DbError> {
+                use $crate::store::{MemberState, ResultCounted};
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT m.campaign_id FROM campaign_members m \
+                     JOIN campaigns c ON c.id = m.campaign_id \
+                     WHERE m.vin = $1 AND m.state = 'offered' AND c.package_id = $2 \
+                     ORDER BY m.campaign_id",
+                )
+                .bind(vin)
+                .bind(package_id)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut out = Vec::new();
+                for id in ids {
+                    let mut tx = self.pool.begin().await?;
+                    // The campaign's row lock (a write on SQLite, which
+                    // serialises writers): results of one campaign are
+                    // evaluated one at a time, on every node.
+                    let Some(rec) = sqlx::query(
+                        "UPDATE campaigns SET updated_ms = updated_ms WHERE id = $1 RETURNING *",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    else {
+                        continue;
+                    };
+                    let rec = Self::campaign_row(&rec)?;
+                    let wave: Option<i64> = sqlx::query_scalar(
+                        "UPDATE campaign_members SET state = $3, finished_ms = $4 \
+                         WHERE campaign_id = $1 AND vin = $2 AND state = 'offered' RETURNING wave",
+                    )
+                    .bind(id)
+                    .bind(vin)
+                    .bind(state.as_str())
+                    .bind(now_ms)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(wave) = wave else {
+                        // Counted by another call (a retry, another node).
+                        continue;
+                    };
+                    let wave = $crate::store::sql::to_wave(wave)?;
+                    sqlx::query(
+                        "INSERT INTO campaign_events (campaign_id, vin, at_ms, event, detail) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(id)
+                    .bind(vin)
+                    .bind(now_ms)
+                    .bind(state.as_str())
+                    .bind(outcome)
+                    .execute(&mut *tx)
+                    .await?;
+                    if state != MemberState::Succeeded {
+                        sqlx::query($crate::store::sql::BLOCK)
+                            .bind(vin)
+                            .bind(package_id)
+                            .bind(outcome)
+                            .bind(now_ms)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(|e| $crate::store::sql::map_err(e, "rollback block", vin))?;
+                    }
+                    let after =
+                        Self::evaluate_locked(&mut tx, &rec, Some((wave, state)), now_ms).await?;
+                    tx.commit().await?;
+                    out.push(ResultCounted {
+                        campaign_id: id,
+                        member: state,
+                        campaign: after,
+                    });
+                }
+                Ok(out)
+            }
+
+            async fn block_package(
+                &self,
+                vin: &str,
+                package_id: &str,
+                outcome: &str,
+                now_ms: i64,
+            ) -> Result<(), $crate::store::DbError> {
+                sqlx::query($crate::store::sql::BLOCK)
+                    .bind(vin)
+                    .bind(package_id)
+                    .bind(outcome)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| $crate::store::sql::map_err(e, "rollback block", vin))?;
+                Ok(())
+            }
+
+            async fn rollback_blocks(
+                &self,
+                vin: Option<&str>,
+                package_id: Option<&str>,
+                limit: u32,
+            ) -> Result<Vec<$crate::store::RollbackBlock>, $crate::store::DbError> {
+                let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+                    "SELECT vin, package_id, outcome, created_ms FROM rollback_blocks \
+                     WHERE ($1 IS NULL OR vin = $1) AND ($2 IS NULL OR package_id = $2) \
+                     ORDER BY vin, package_id LIMIT $3",
+                )
+                .bind(vin)
+                .bind(package_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(vin, package_id, outcome, created_ms)| $crate::store::RollbackBlock {
+                        vin,
+                        package_id,
+                        outcome,
+                        created_ms,
+                    })
+                    .collect())
+            }
+
+            async fn clear_rollback_block(
+                &self,
+                vin: &str,
+                package_id: &str,
+                now_ms: i64,
+            ) -> Result<bool, $crate::store::DbError> {
+                let mut tx = self.pool.begin().await?;
+                let r = sqlx::query("DELETE FROM rollback_blocks WHERE vin = $1 AND package_id = $2")
+                    .bind(vin)
+                    .bind(package_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if r.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "UPDATE campaign_members SET state = 'offered', finished_ms = NULL \
+                     WHERE vin = $1 AND state IN ('rolled_back', 'failed') AND campaign_id IN \
+                     (SELECT id FROM campaigns WHERE package_id = $2 \
+                      AND state IN ('running', 'waiting_approval', 'paused')) RETURNING campaign_id",
+                )
+                .bind(vin)
+                .bind(package_id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for id in ids {
+                    sqlx::query(
+                        "INSERT INTO campaign_events (campaign_id, vin, at_ms, event, detail) \
+                         VALUES ($1, $2, $3, 'block_cleared', NULL)",
+                    )
+                    .bind(id)
+                    .bind(vin)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn put_installed(
+                &self,
+                vin: &str,
+                images: &[$crate::store::InstalledImage],
+            ) -> Result<(), $crate::store::DbError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("DELETE FROM installed_images WHERE vin = $1")
+                    .bind(vin)
+                    .execute(&mut *tx)
+                    .await?;
+                for i in images {
+                    sqlx::query(
+                        "INSERT INTO installed_images (vin, ecu_serial, hardware_id, sha256, version) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(vin)
+                    .bind(&i.ecu_serial)
+                    .bind(&i.hardware_id)
+                    .bind(&i.sha256[..])
+                    .bind(&i.version)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::store::sql::map_err(e, "installed image", &i.ecu_serial))?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn installed(
+                &self,
+                vin: &str,
+            ) -> Result<Vec<$crate::store::InstalledImage>, $crate::store::DbError> {
+                let rows: Vec<(String, String, Vec<u8>, String)> = sqlx::query_as(
+                    "SELECT ecu_serial, hardware_id, sha256, version FROM installed_images \
+                     WHERE vin = $1 ORDER BY ecu_serial",
+                )
+                .bind(vin)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(ecu_serial, hardware_id, sha, version)| {
+                        Ok($crate::store::InstalledImage {
+                            ecu_serial,
+                            hardware_id,
+                            sha256: $crate::store::sql::digest(sha, "installed_images.sha256")?,
+                            version,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn installed_range(
+                &self,
+                after: &str,
+                last: &str,
+            ) -> Result<Vec<(String, $crate::store::InstalledImage)>, $crate::store::DbError> {
+                let rows: Vec<(String, String, String, Vec<u8>, String)> = sqlx::query_as(
+                    "SELECT vin, ecu_serial, hardware_id, sha256, version FROM installed_images \
+                     WHERE vin > $1 AND vin <= $2 ORDER BY vin, ecu_serial",
+                )
+                .bind(after)
+                .bind(last)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter()
+                    .map(|(vin, ecu_serial, hardware_id, sha, version)| {
+                        Ok((
+                            vin,
+                            $crate::store::InstalledImage {
+                                ecu_serial,
+                                hardware_id,
+                                sha256: $crate::store::sql::digest(sha, "installed_images.sha256")?,
+                                version,
+                            },
+                        ))
+                    })
+                    .collect()
             }
 
             async fn insert_admin_token(

@@ -41,4 +41,9 @@ impl SqliteStore {
     }
 }
 
-store_impl!(SqliteStore, sqlx::sqlite::SqliteRow, claim_sql!(""));
+store_impl!(
+    SqliteStore,
+    sqlx::sqlite::SqliteRow,
+    sqlx::Sqlite,
+    claim_sql!("")
+);
