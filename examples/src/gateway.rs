@@ -367,6 +367,11 @@ impl Gateway {
         &self.downloads
     }
 
+    /// What the Client knows of its Agents (for the final reports).
+    pub fn client_inventory(&self) -> &esync_client::core::inventory::Inventory {
+        self.rt.client().inventory()
+    }
+
     /// Counters of the orchestrator's loop.
     pub fn stats(&self) -> esync_client::runtime::vehicle::VehicleStats {
         self.rt.stats()

@@ -35,6 +35,7 @@
 
 pub mod backend;
 pub mod firmware;
+pub mod fleet;
 pub mod gateway;
 pub mod server;
 pub mod vehicle;
@@ -369,6 +370,7 @@ pub async fn run_demo(opts: DemoOptions) -> Result<Summary, DemoError> {
             release_counter: 1,
             safety_precondition: safety.clone(),
             deltas: i < 2,
+            fault_version: None,
         };
         let dir = work.join(format!(
             "agent-{}",
