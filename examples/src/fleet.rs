@@ -371,7 +371,8 @@ async fn run_vehicle(
     srv.register_vehicle(vin_s, "M1", "eu", &hw).await?;
     let vid = srv.issue_identity(vin_s, None).await?;
     let vkey = PublicKey::from_verifying_key(vid.signing_key.verifying_key());
-    srv.add_ecu(vin_s, "GW0001", "gw-hw", true, &vkey).await?;
+    let primary = format!("GW-{}", &vin_s[11..]);
+    srv.add_ecu(vin_s, &primary, "gw-hw", true, &vkey).await?;
     let verr = |e: &dyn std::fmt::Display| DemoError::Vehicle(format!("{vin_s}: {e}"));
     let ecus: Vec<EcuSpec> = HARDWARE[..ctx.agents]
         .iter()
@@ -442,6 +443,7 @@ async fn run_vehicle(
         vec![],
     )
     .await?;
+    gw.set_primary_serial(EcuSerial::new(primary).map_err(|e| verr(&e))?);
     let devs: Vec<DevicePath> = ecus.iter().map(|e| e.device.clone()).collect();
     gw.wait_connected(&devs).await?;
     let _ = ready.send(());

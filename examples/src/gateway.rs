@@ -60,6 +60,7 @@ pub struct Gateway {
     accepted_manifest: Option<esync_proto::id::Sha256Digest>,
     signals: watch::Sender<Conditions>,
     started: Instant,
+    primary: EcuSerial,
 }
 
 fn vehicle_err(e: impl std::fmt::Display) -> DemoError {
@@ -126,6 +127,7 @@ impl Gateway {
             accepted_manifest: None,
             signals: tx,
             started: Instant::now(),
+            primary: EcuSerial::new("GW0001").map_err(vehicle_err)?,
         })
     }
 
@@ -134,6 +136,12 @@ impl Gateway {
             mono_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             wall_ms: crate::now_ms(),
         }
+    }
+
+    /// The Client's own ECU serial in the manifests (ECU serials are
+    /// unique in the fleet; `GW0001` by default).
+    pub fn set_primary_serial(&mut self, serial: EcuSerial) {
+        self.primary = serial;
     }
 
     /// The vehicle state the orchestrator evaluates preconditions on.
@@ -172,7 +180,7 @@ impl Gateway {
     /// The signed vehicle manifest: a fresh, Agent-signed version report of
     /// each of `devs`, signed by the Client.
     pub async fn manifest(&mut self, devs: &[DevicePath]) -> Result<Vec<u8>, DemoError> {
-        let primary = EcuSerial::new("GW0001").map_err(vehicle_err)?;
+        let primary = self.primary.clone();
         self.rt
             .vehicle_manifest(
                 devs,
