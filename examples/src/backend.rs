@@ -115,9 +115,14 @@ impl Backend {
             Arc::clone(&store),
             ImageRepoConfig::default(),
         ));
-        let token = create_token(store.as_ref(), "demo-operator", AdminRole::Operator, now * 1000)
-            .await
-            .map_err(|e| err("operator token", e))?;
+        let token = create_token(
+            store.as_ref(),
+            "demo-operator",
+            AdminRole::Operator,
+            now * 1000,
+        )
+        .await
+        .map_err(|e| err("operator token", e))?;
         let metrics = Metrics::new();
         let state = AdminState {
             store: Arc::clone(&store),
@@ -364,12 +369,9 @@ impl Backend {
             );
             roles.insert("snapshot".into(), (vec![key("snapshot")?], 1));
             roles.insert("timestamp".into(), (vec![key("timestamp")?], 1));
-            let bytes = offline::initial_root(
-                &roles,
-                expires,
-                std::slice::from_ref(&self.image_root_key),
-            )
-            .map_err(|e| err("Image root", e))?;
+            let bytes =
+                offline::initial_root(&roles, expires, std::slice::from_ref(&self.image_root_key))
+                    .map_err(|e| err("Image root", e))?;
             self.admin(Method::POST, "/image-repo/metadata", Some(bytes.clone()))
                 .await?;
             *root = Some(bytes);

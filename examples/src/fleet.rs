@@ -172,8 +172,12 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetSummary, DemoError> {
         let v1 = firmware::initial(dev, "1.0.0", 100 + i as u64, opts.image_size);
         let v2 = firmware::derive(&v1, dev, "2.0.0", 200 + i as u64, true);
         if i < PACKAGE_COMPONENTS {
-            let h1 = srv.upload_image(&hw.replace("-hw", ""), "1.0.0", hw, &v1).await?;
-            let h2 = srv.upload_image(&hw.replace("-hw", ""), "2.0.0", hw, &v2).await?;
+            let h1 = srv
+                .upload_image(&hw.replace("-hw", ""), "1.0.0", hw, &v1)
+                .await?;
+            let h2 = srv
+                .upload_image(&hw.replace("-hw", ""), "2.0.0", hw, &v2)
+                .await?;
             let job = srv.delta(&h1, &h2, Duration::from_secs(60)).await?;
             deltas_built += 1;
             println!(
@@ -189,7 +193,9 @@ pub async fn run_fleet(opts: FleetOptions) -> Result<FleetSummary, DemoError> {
     srv.create_package(&json!({"id": PACKAGE, "components": components}))
         .await?;
     srv.sign_image_targets(&[PACKAGE]).await?;
-    println!("  package {PACKAGE}: {PACKAGE_COMPONENTS} components, Image repository signed offline");
+    println!(
+        "  package {PACKAGE}: {PACKAGE_COMPONENTS} components, Image repository signed offline"
+    );
     let director_root = Arc::new(srv.director_root().await?);
     let image_root = Arc::new(srv.image_root().await?);
     let firmware = Arc::new(firmware);
@@ -318,16 +324,16 @@ async fn follow_campaign(
 fn verify(s: &FleetSummary) -> Result<(), DemoError> {
     for v in &s.vehicles {
         let want = if v.faulted { "1.0.0" } else { "2.0.0" };
-        check(
-            v.faulted == v.outcome.starts_with("rolled back"),
-            || format!("{}: {}", v.vin, v.outcome),
-        )?;
-        check(
-            !v.faulted == (v.outcome == "installed"),
-            || format!("{}: {}", v.vin, v.outcome),
-        )?;
+        check(v.faulted == v.outcome.starts_with("rolled back"), || {
+            format!("{}: {}", v.vin, v.outcome)
+        })?;
+        check(v.faulted != (v.outcome == "installed"), || {
+            format!("{}: {}", v.vin, v.outcome)
+        })?;
         for (dev, ver) in &v.running {
-            check(ver == want, || format!("{} {dev} runs {ver}, not {want}", v.vin))?;
+            check(ver == want, || {
+                format!("{} {dev} runs {ver}, not {want}", v.vin)
+            })?;
         }
     }
     let n = |k: &str| -> u64 {
@@ -394,8 +400,14 @@ async fn run_vehicle(
     for (k, e) in ecus.iter().enumerate() {
         let id = srv.issue_identity(vin_s, Some(e.device.as_str())).await?;
         let key = PublicKey::from_verifying_key(id.signing_key.verifying_key());
-        srv.add_ecu(vin_s, e.serial.as_str(), e.hardware_id.as_str(), false, &key)
-            .await?;
+        srv.add_ecu(
+            vin_s,
+            e.serial.as_str(),
+            e.hardware_id.as_str(),
+            false,
+            &key,
+        )
+        .await?;
         agents.push(vehicle::start_agent(
             AgentSetup {
                 ecu: e.clone(),
@@ -519,9 +531,7 @@ async fn run_vehicle(
             let body = api_report(&report, gw.client_inventory(), crate::now_ms())
                 .ok_or_else(|| verr(&"report names an unknown ECU"))?;
             let id = report_id(&package).ok_or_else(|| verr(&"report id"))?;
-            http.put_report(&id, &body, t)
-                .await
-                .map_err(|e| verr(&e))?;
+            http.put_report(&id, &body, t).await.map_err(|e| verr(&e))?;
             // What runs changed: a fresh manifest at the next check-in.
             manifest = None;
         }

@@ -124,7 +124,9 @@ async fn real_server_provisions_builds_deltas_and_directs_a_package() {
     use std::time::Duration;
 
     let work = tempfile::tempdir().unwrap();
-    let srv = Backend::start(&work.path().join("server"), 1).await.unwrap();
+    let srv = Backend::start(&work.path().join("server"), 1)
+        .await
+        .unwrap();
     let vin = "WVWZZZ1JZXW000001";
     let primary = PrivateKey::from_seed(&[7; 32]);
     let ecu = PrivateKey::from_seed(&[8; 32]);
@@ -141,8 +143,14 @@ async fn real_server_provisions_builds_deltas_and_directs_a_package() {
 
     let v1 = firmware::initial("/powertrain/ecm", "1.0.0", 1, 96 * 1024);
     let v2 = firmware::derive(&v1, "/powertrain/ecm", "2.0.0", 2, true);
-    let h1 = srv.upload_image("ecm", "1.0.0", "ecm-hw", &v1).await.unwrap();
-    let h2 = srv.upload_image("ecm", "2.0.0", "ecm-hw", &v2).await.unwrap();
+    let h1 = srv
+        .upload_image("ecm", "1.0.0", "ecm-hw", &v1)
+        .await
+        .unwrap();
+    let h2 = srv
+        .upload_image("ecm", "2.0.0", "ecm-hw", &v2)
+        .await
+        .unwrap();
     // Bad input is refused with the Server's reason: wrong hash.
     let bad = srv.upload_image("ecm", "1.0.0", "ecm-hw", &v2[..100]).await;
     assert!(bad.is_err());
@@ -312,16 +320,18 @@ async fn real_server_one_vehicle_installs_through_its_agents() {
     use esync_client::runtime::session::{drive, SessionHost};
     use esync_client::runtime::{ConfigFile, StateDir};
     use esync_examples::backend::Backend;
+    use esync_examples::firmware;
     use esync_examples::gateway::Gateway;
     use esync_examples::server::EcuSpec;
     use esync_examples::vehicle::{self, AgentSetup};
-    use esync_examples::firmware;
     use esync_proto::id::{DevicePath, EcuSerial, HardwareId, SoftwareVersion, Vin};
     use esync_uptane::PublicKey;
     use std::time::Duration;
 
     let work = tempfile::tempdir().unwrap();
-    let srv = Backend::start(&work.path().join("server"), 1).await.unwrap();
+    let srv = Backend::start(&work.path().join("server"), 1)
+        .await
+        .unwrap();
     let vin_s = "WVWZZZ1JZXW000002";
     let vin = Vin::new(vin_s).unwrap();
     srv.register_vehicle(vin_s, "M1", "eu", &["gw-hw", "ecm-hw", "bcm-hw"])
@@ -329,7 +339,9 @@ async fn real_server_one_vehicle_installs_through_its_agents() {
         .unwrap();
     let vid = srv.issue_identity(vin_s, None).await.unwrap();
     let vkey = PublicKey::from_verifying_key(vid.signing_key.verifying_key());
-    srv.add_ecu(vin_s, "GW0001", "gw-hw", true, &vkey).await.unwrap();
+    srv.add_ecu(vin_s, "GW0001", "gw-hw", true, &vkey)
+        .await
+        .unwrap();
     let ecus = [
         EcuSpec {
             device: DevicePath::new("/powertrain/ecm").unwrap(),
@@ -355,8 +367,10 @@ async fn real_server_one_vehicle_installs_through_its_agents() {
         let h1 = srv.upload_image(d, "1.0.0", hw, &v1).await.unwrap();
         let h2 = srv.upload_image(d, "2.0.0", hw, &v2).await.unwrap();
         srv.delta(&h1, &h2, Duration::from_secs(30)).await.unwrap();
-        comps.push(serde_json::json!({"device": d, "image": h2, "release_counter": 2,
-                                      "stage": e.stage}));
+        comps.push(
+            serde_json::json!({"device": d, "image": h2, "release_counter": 2,
+                                      "stage": e.stage}),
+        );
         images.push((v1, v2));
     }
     srv.create_package(&serde_json::json!({"id": "fw-2", "components": comps}))
@@ -366,7 +380,9 @@ async fn real_server_one_vehicle_installs_through_its_agents() {
     let director_root = srv.director_root().await.unwrap();
     let image_root = srv.image_root().await.unwrap();
 
-    let (broker, endpoint) = vehicle::start_broker(&vid, &srv.anchors, &vin).await.unwrap();
+    let (broker, endpoint) = vehicle::start_broker(&vid, &srv.anchors, &vin)
+        .await
+        .unwrap();
     let capacity = vehicle::capacity_for(size + 64 * 1024);
     let mut agents = Vec::new();
     for (i, e) in ecus.iter().enumerate() {
@@ -375,9 +391,15 @@ async fn real_server_one_vehicle_installs_through_its_agents() {
             .await
             .unwrap();
         let key = PublicKey::from_verifying_key(id.signing_key.verifying_key());
-        srv.add_ecu(vin_s, e.serial.as_str(), e.hardware_id.as_str(), false, &key)
-            .await
-            .unwrap();
+        srv.add_ecu(
+            vin_s,
+            e.serial.as_str(),
+            e.hardware_id.as_str(),
+            false,
+            &key,
+        )
+        .await
+        .unwrap();
         agents.push(
             vehicle::start_agent(
                 AgentSetup {
@@ -439,9 +461,14 @@ async fn real_server_one_vehicle_installs_through_its_agents() {
     let manifest = gw.manifest(&devs).await.unwrap();
     http.upload_manifest(&manifest, t).await.unwrap();
     let sha = esync_agent::device::sha256(&manifest);
-    http.check_in(&CheckInRequest { manifest_sha256: sha }, t)
-        .await
-        .unwrap();
+    http.check_in(
+        &CheckInRequest {
+            manifest_sha256: sha,
+        },
+        t,
+    )
+    .await
+    .unwrap();
     let mut session = Session::open(
         esync_store::trust::DirTrustStore::new(&state.director_dir()),
         esync_store::trust::DirTrustStore::new(&state.image_dir()),
@@ -466,7 +493,11 @@ async fn real_server_one_vehicle_installs_through_its_agents() {
     assert!(matches!(report.outcome, Outcome::Installed), "{report:?}");
     for (i, a) in agents.iter().enumerate() {
         let slot = vehicle::read_slot(&a.device_dir, capacity).unwrap();
-        assert_eq!(slot.file_sha256, esync_agent::device::sha256(&images[i].1), "agent {i}");
+        assert_eq!(
+            slot.file_sha256,
+            esync_agent::device::sha256(&images[i].1),
+            "agent {i}"
+        );
     }
     for a in agents {
         a.stop().await.unwrap();

@@ -14,7 +14,10 @@ use clap::Parser;
 use esync_examples::fleet::{print_summary, run_fleet, FleetOptions};
 
 #[derive(Parser)]
-#[command(name = "demo", about = "esync-rs fleet demo on the real Server (no external service)")]
+#[command(
+    name = "demo",
+    about = "esync-rs fleet demo on the real Server (no external service)"
+)]
 struct Cli {
     /// Vehicles in the fleet (at least 2).
     #[arg(long, default_value_t = 20)]
