@@ -24,8 +24,7 @@ use tokio::sync::watch;
 
 use crate::backend::Backend;
 use crate::gateway::Gateway;
-use crate::server::EcuSpec;
-use crate::vehicle::{self, AgentSetup};
+use crate::vehicle::{self, AgentSetup, EcuSpec};
 use crate::{firmware, DemoError};
 
 /// The hardware types of the fleet: device path, hardware id, install
@@ -449,8 +448,6 @@ async fn run_vehicle(
         broker.peer_keys(),
         &vid,
         vin.clone(),
-        ctx.director_root.to_vec(),
-        ctx.image_root.to_vec(),
         &ctx.dir.join("gw"),
         vec![],
     )

@@ -30,8 +30,20 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::firmware;
-use crate::server::EcuSpec;
 use crate::{now_ms, DemoError};
+
+/// An ECU as the Server knows it.
+#[derive(Clone, Debug)]
+pub struct EcuSpec {
+    /// Device path.
+    pub device: esync_proto::id::DevicePath,
+    /// Hardware id.
+    pub hardware_id: esync_proto::id::HardwareId,
+    /// ECU serial (Uptane ECU id).
+    pub serial: esync_proto::id::EcuSerial,
+    /// Install stage in packages.
+    pub stage: u16,
+}
 
 /// How one Agent is set up.
 pub struct AgentSetup {
