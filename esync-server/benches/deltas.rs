@@ -34,6 +34,7 @@
 
 #[path = "../tests/e2e_support/mod.rs"]
 mod e2e_support;
+mod nginx;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,7 +45,8 @@ use esync_api::BlobId;
 use esync_client::http::{partial_path, DeviceHttp, DownloadLimits};
 use esync_identity::client_tls_config;
 
-use e2e_support::{fetch_metrics, free_port, sha, sign_image_repo, Car, Env};
+use e2e_support::{fetch_metrics, sha, sign_image_repo, Car, Env};
+use nginx::{Nginx, NginxTls};
 
 /// The corpus pairs (name, old file, new file).
 const PAIRS: &[(&str, &str, &str)] = &[
@@ -176,94 +178,20 @@ async fn generation_seconds(metrics_url: &str) -> (f64, u64) {
 
 /// nginx serving the Server's blob directory at the device API's blob
 /// paths, over mutual TLS with the Server's certificate and the fleet CA.
-struct Nginx {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The Server's ed25519 key as PKCS#8 v1 (OpenSSL 3.0 does not read the
-/// v2 form with the public key that rcgen writes): the same key, so nginx
-/// presents the Server's own certificate.
-fn pkcs8_v1(pem_text: &str) -> Option<String> {
-    let der = pem::parse(pem_text).ok()?.into_contents();
-    // v2: SEQUENCE { INTEGER 1, AlgorithmIdentifier { id-Ed25519 },
-    // OCTET STRING { OCTET STRING seed }, [1] public key }.
-    const ALG_SEED: [u8; 11] = [
-        0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-    ];
-    if der.len() < 48 || der[2..5] != [0x02, 0x01, 0x01] || der[5..16] != ALG_SEED {
-        return der
-            .get(2..5)
-            .filter(|v| *v == [0x02, 0x01, 0x00])
-            .map(|_| pem_text.to_owned());
-    }
-    let mut v1 = vec![0x30, 0x2e, 0x02, 0x01, 0x00];
-    v1.extend_from_slice(&ALG_SEED);
-    v1.extend_from_slice(&der[16..48]);
-    Some(pem::encode(&pem::Pem::new("PRIVATE KEY", v1)))
-}
-
 fn nginx(env: &Env, blob_dir: &Path) -> Option<Nginx> {
-    if !ensure("nginx", "nginx") {
-        return None;
-    }
-    let dir = tempfile::tempdir().ok()?;
-    let key = dir.path().join("server.key");
-    let key_pem = std::fs::read_to_string(env.key_file("server.key")).ok()?;
-    std::fs::write(&key, pkcs8_v1(&key_pem)?).ok()?;
-    let port = free_port();
-    let conf = format!(
-        "user root;\nworker_processes 2;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  sendfile on;\n  keepalive_requests 100000;\n\
-           server {{\n    listen 127.0.0.1:{port} ssl;\n\
-             ssl_protocols TLSv1.3;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
-             ssl_client_certificate {ca};\n    ssl_verify_client on;\n\
-             location ~ \"^/v1/blobs/([0-9a-f]{{2}})([0-9a-f]{{62}})$\" {{ alias {blobs}/$1/$1$2; }}\n\
-           }}\n}}\n",
-        d = dir.path().display(),
-        cert = env.key_file("server.pem").display(),
-        key = key.display(),
-        ca = env.key_file("fleet-ca.pem").display(),
-        blobs = blob_dir.display(),
+    let read = |name: &str| std::fs::read_to_string(env.key_file(name)).expect("key file");
+    let (chain, key, ca) = (read("server.pem"), read("server.key"), read("fleet-ca.pem"));
+    let tls = NginxTls {
+        chain_pem: &chain,
+        key_pem: &key,
+        ca_pem: &ca,
+        crl_der: None,
+    };
+    let location = format!(
+        "location ~ \"^/v1/blobs/([0-9a-f]{{2}})([0-9a-f]{{62}})$\" {{ alias {}/$1/$1$2; }}",
+        blob_dir.display()
     );
-    let path = dir.path().join("nginx.conf");
-    std::fs::write(&path, conf).ok()?;
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(&path)
-        .arg("-e")
-        .arg(dir.path().join("error.log"))
-        .stdout(Stdio::null())
-        .spawn()
-        .ok()?;
-    // Wait until it listens.
-    let addr = format!("127.0.0.1:{port}");
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(&addr).is_ok() {
-            return Some(Nginx {
-                child,
-                url: format!("https://127.0.0.1:{port}"),
-                _dir: dir,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    eprintln!(
-        "nginx did not start: {}",
-        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-    );
-    None
+    Nginx::start(&tls, 2, &location)
 }
 
 /// How many times each connection downloads the blob in a row.

@@ -24,12 +24,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod nginx;
+
 use clap::{Parser, ValueEnum};
+use nginx::{Nginx, NginxTls};
 use esync_api::body::{CheckInRequest, CheckInResponse};
 use esync_client::http::DeviceHttp;
 use esync_identity::{client_tls_config, FleetCa, IssuedIdentity, TrustAnchors, Validity};
@@ -451,149 +453,6 @@ async fn warm_up(cs: &[(DeviceHttp, CheckInRequest, Vec<u8>)], upload: bool) {
     );
 }
 
-/// nginx on loopback with mutual TLS (the fleet CA and CRL), answering
-/// `POST /v1/checkin` with `body`.
-struct Nginx {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // The master process ends its workers on SIGTERM.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn nginx_binary() -> Option<PathBuf> {
-    let found = || {
-        ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.exists())
-    };
-    if let Some(p) = found() {
-        return Some(p);
-    }
-    println!("nginx missing: apt-get install -y nginx");
-    let ok = Command::new("apt-get")
-        .args(["install", "-y", "nginx"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        println!("SKIPPED: nginx: apt-get install -y nginx failed");
-        return None;
-    }
-    found()
-}
-
-/// OpenSSL reads only PKCS#8 v1 ed25519 keys; ours are v2 (with the
-/// public key). The seed follows `04 22 04 20` in both: re-wrap it as v1.
-fn openssl_key_pem(v2_pem: &str) -> String {
-    let der = pem::parse(v2_pem).expect("key pem").into_contents();
-    const SEED_TAG: [u8; 4] = [0x04, 0x22, 0x04, 0x20];
-    let at = der
-        .windows(4)
-        .position(|w| w == SEED_TAG)
-        .expect("ed25519 PKCS#8 key")
-        + 4;
-    let mut v1 = vec![
-        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-        0x20,
-    ];
-    v1.extend_from_slice(&der[at..at + 32]);
-    pem::encode(&pem::Pem::new("PRIVATE KEY", v1))
-}
-
-fn start_nginx(pki: &Pki, body: &str, workers: usize) -> Option<Nginx> {
-    let bin = nginx_binary()?;
-    let dir = tempfile::tempdir().expect("dir");
-    let d = dir.path();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    std::fs::write(d.join("server.pem"), pki.server_id.chain_pem()).expect("write");
-    std::fs::write(
-        d.join("server.key"),
-        openssl_key_pem(&pki.server_id.key_pem()),
-    )
-    .expect("write");
-    std::fs::write(d.join("ca.pem"), pki.prov.ca().cert_pem()).expect("write");
-    std::fs::write(
-        d.join("crl.pem"),
-        pem::encode(&pem::Pem::new("X509 CRL", pki.crl.clone())),
-    )
-    .expect("write");
-    let conf = format!(
-        r#"worker_processes {workers};
-user root;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 20000; }}
-worker_rlimit_nofile 40000;
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    keepalive_requests 100000000;
-    keepalive_timeout 90s;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {d}/server.pem;
-        ssl_certificate_key {d}/server.key;
-        ssl_client_certificate {d}/ca.pem;
-        ssl_crl {d}/crl.pem;
-        ssl_verify_client on;
-        ssl_protocols TLSv1.3;
-        location = /v1/checkin {{
-            default_type application/json;
-            return 200 '{body}';
-        }}
-    }}
-}}
-"#,
-        d = d.display()
-    );
-    std::fs::write(d.join("nginx.conf"), conf).expect("write");
-    let child = Command::new(bin)
-        .arg("-e")
-        .arg(d.join("error.log"))
-        .arg("-p")
-        .arg(d)
-        .arg("-c")
-        .arg(d.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn nginx");
-    let mut n = Nginx {
-        child,
-        url: format!("https://127.0.0.1:{port}"),
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = n.child.try_wait() {
-            let log = std::fs::read_to_string(d_error(&n)).unwrap_or_default();
-            println!("SKIPPED: nginx exited with {status}: {log}");
-            return None;
-        }
-        assert!(Instant::now() < deadline, "nginx did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(n)
-}
-
-fn d_error(n: &Nginx) -> PathBuf {
-    n._dir.path().join("error.log")
-}
-
 fn main() {
     let args = Args::parse();
     assert!(
@@ -617,7 +476,19 @@ fn main() {
         .collect();
 
     // nginx first: the ceiling, with the same client code and concurrency.
-    let ceiling = start_nginx(&pki, &body, args.server_threads).map(|n| {
+    let chain = pki.server_id.chain_pem();
+    let key = pki.server_id.key_pem();
+    let ca = pki.prov.ca().cert_pem();
+    let tls = NginxTls {
+        chain_pem: &chain,
+        key_pem: &key,
+        ca_pem: &ca,
+        crl_der: Some(&pki.crl),
+    };
+    let location = format!(
+        "location = /v1/checkin {{ default_type application/json; return 200 '{body}'; }}"
+    );
+    let ceiling = Nginx::start(&tls, args.server_threads, &location).map(|n| {
         let cs = clients(&pki, &sims, &n.url);
         client_rt.block_on(warm_up(&cs, false));
         let plain: Vec<_> = cs.into_iter().map(|(h, r, _)| (h, r)).collect();

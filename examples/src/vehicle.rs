@@ -30,8 +30,20 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::firmware;
-use crate::server::EcuSpec;
 use crate::{now_ms, DemoError};
+
+/// An ECU as the Server knows it.
+#[derive(Clone, Debug)]
+pub struct EcuSpec {
+    /// Device path.
+    pub device: esync_proto::id::DevicePath,
+    /// Hardware id.
+    pub hardware_id: esync_proto::id::HardwareId,
+    /// ECU serial (Uptane ECU id).
+    pub serial: esync_proto::id::EcuSerial,
+    /// Install stage in packages.
+    pub stage: u16,
+}
 
 /// How one Agent is set up.
 pub struct AgentSetup {
@@ -50,6 +62,9 @@ pub struct AgentSetup {
     pub safety_precondition: Option<String>,
     /// Whether the Agent can apply deltas.
     pub deltas: bool,
+    /// Fault injection: the ECU's self-test fails when it boots this
+    /// version (whatever the image holds).
+    pub fault_version: Option<SoftwareVersion>,
 }
 
 /// A running Agent.
@@ -115,7 +130,11 @@ pub fn start_agent(
     // The simulated ECU runs its firmware's power-on self-test on the image
     // it booted (read back from the running slot file).
     let hook_dir = device_dir.clone();
+    let fault = setup.fault_version.clone();
     device.set_self_test(Box::new(move |running| {
+        if fault.as_ref() == Some(&running.version) {
+            return SelfTest::Failed(format!("injected fault on {}", running.version));
+        }
         let bytes = FileDevice::open(&hook_dir, capacity)
             .map_err(|x| x.to_string())
             .and_then(|d| std::fs::read(d.running_path()).map_err(|x| x.to_string()));
