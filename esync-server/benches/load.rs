@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 mod nginx;
 
 use clap::{Parser, ValueEnum};
-use nginx::{Nginx, NginxTls};
 use esync_api::body::{CheckInRequest, CheckInResponse};
 use esync_client::http::DeviceHttp;
 use esync_identity::{client_tls_config, FleetCa, IssuedIdentity, TrustAnchors, Validity};
@@ -46,6 +45,7 @@ use esync_server::store::{Ecu, PgStore, SqliteStore, Store, Vehicle};
 use esync_server::tls::DeviceTls;
 use esync_uptane::manifest::{EcuVersionReport, ReportedImage, VehicleManifest};
 use esync_uptane::{PrivateKey, UnixTime};
+use nginx::{Nginx, NginxTls};
 use sha2::{Digest as _, Sha256};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions as _, Connection as _};
@@ -485,9 +485,8 @@ fn main() {
         ca_pem: &ca,
         crl_der: Some(&pki.crl),
     };
-    let location = format!(
-        "location = /v1/checkin {{ default_type application/json; return 200 '{body}'; }}"
-    );
+    let location =
+        format!("location = /v1/checkin {{ default_type application/json; return 200 '{body}'; }}");
     let ceiling = Nginx::start(&tls, args.server_threads, &location).map(|n| {
         let cs = clients(&pki, &sims, &n.url);
         client_rt.block_on(warm_up(&cs, false));

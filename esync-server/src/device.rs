@@ -15,8 +15,9 @@
 //!   before they are read; every error is an [`esync_api::ErrorBody`] with
 //!   the status of its code.
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -69,6 +70,11 @@ pub struct DeviceState {
     pub clock: WallClock,
     /// Counters (campaign offers and results).
     pub metrics: Metrics,
+    /// VINs found registered. Vehicles are never deleted (a vehicle is
+    /// shut out by revoking its certificate, at the TLS layer), so a VIN
+    /// once found stays registered and this cache is exact; it only spares
+    /// every request a database read.
+    registered: Arc<Mutex<HashSet<Vin>>>,
 }
 
 impl std::fmt::Debug for DeviceState {
@@ -92,6 +98,7 @@ impl DeviceState {
             images,
             clock: system_clock(),
             metrics: Metrics::new(),
+            registered: Arc::default(),
         }
     }
 
@@ -109,6 +116,24 @@ impl DeviceState {
 
     fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    fn is_registered(&self, vin: &Vin) -> bool {
+        self.registered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(vin)
+    }
+
+    fn remember_registered(&self, vin: Vin) {
+        let mut set = self
+            .registered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if set.len() >= crate::director::MAX_CACHED_VEHICLES {
+            set.clear();
+        }
+        set.insert(vin);
     }
 }
 
@@ -180,12 +205,16 @@ impl FromRequestParts<DeviceState> for Vehicle {
             .0
             .clone()
             .map_err(|e| DeviceError::new(ErrorCode::Forbidden, e))?;
+        if state.is_registered(&vin) {
+            return Ok(Vehicle(vin));
+        }
         if state.store.vehicle(vin.as_str()).await?.is_none() {
             return Err(DeviceError::new(
                 ErrorCode::Forbidden,
                 format!("vehicle {vin} is not registered"),
             ));
         }
+        state.remember_registered(vin.clone());
         Ok(Vehicle(vin))
     }
 }

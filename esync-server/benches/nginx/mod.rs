@@ -158,8 +158,8 @@ http {{
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = n.child.try_wait() {
-                let log = std::fs::read_to_string(n.dir.path().join("error.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(n.dir.path().join("error.log")).unwrap_or_default();
                 println!("SKIPPED: nginx exited with {status}: {log}");
                 return None;
             }
