@@ -1604,6 +1604,7 @@ async fn campaign_action(
 ) -> Result<Json<CampaignView>, AdminError> {
     let id = campaign_id(id)?;
     campaigns::act(st.store.as_ref(), id, action, st.now_ms()).await?;
+    st.director.offer_gate().changed();
     Ok(Json(campaigns::view(st.store.as_ref(), id).await?))
 }
 

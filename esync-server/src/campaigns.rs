@@ -486,6 +486,49 @@ pub fn evaluate(
 /// Makes the offers due to `vin` at its check-in (at most one per
 /// campaign); returns the campaigns that offered. Nothing due costs one
 /// indexed query.
+/// How long a node trusts "no campaign is offering" before asking the
+/// database again (ms): a campaign started through another node makes its
+/// first offers here within this bound; one started through this node at
+/// once ([`OfferGate::changed`]). Pause, abort and every state of a running
+/// campaign are read from the database at each check-in, never from here.
+pub const OFFER_GATE_RECHECK_MS: i64 = 1000;
+
+/// A node's cache of whether any campaign is offering (running or waiting
+/// for approval), so that a check-in while no campaign runs costs no
+/// database read. Held by the [`crate::director::Director`], which every
+/// listener of a node shares.
+#[derive(Debug, Default)]
+pub struct OfferGate {
+    /// When it was last read and what it said.
+    last: std::sync::Mutex<Option<(i64, bool)>>,
+}
+
+impl OfferGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(i64, bool)>> {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets what was read (call after a campaign changed on this node).
+    pub fn changed(&self) {
+        *self.lock() = None;
+    }
+
+    /// Whether some campaign may offer at `now_ms`: the cached answer if it
+    /// is younger than [`OFFER_GATE_RECHECK_MS`], else the database's.
+    pub async fn open(&self, store: &dyn Store, now_ms: i64) -> Result<bool, DbError> {
+        if let Some((at, any)) = *self.lock() {
+            if (at..at + OFFER_GATE_RECHECK_MS).contains(&now_ms) {
+                return Ok(any);
+            }
+        }
+        let any = store.offering_campaign_exists().await?;
+        *self.lock() = Some((now_ms, any));
+        Ok(any)
+    }
+}
+
 pub async fn offer(store: &dyn Store, vin: &str, now_ms: i64) -> Result<Vec<i64>, DbError> {
     let mut out = Vec::new();
     for c in store.due_offers(vin).await? {

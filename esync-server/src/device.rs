@@ -301,7 +301,18 @@ async fn check_in(
     // Campaign offers are made here, from the database (one indexed query
     // when nothing is due). A new offer is an assignment the Director's
     // up-to-date cache does not know: forget it so this check-in serves it.
-    let offered = crate::campaigns::offer(st.store.as_ref(), vin.as_str(), now).await?;
+    // While no campaign offers anywhere (as this node last read it, at most
+    // `OFFER_GATE_RECHECK_MS` ago), that query is skipped.
+    let offered = if st
+        .director
+        .offer_gate()
+        .open(st.store.as_ref(), now)
+        .await?
+    {
+        crate::campaigns::offer(st.store.as_ref(), vin.as_str(), now).await?
+    } else {
+        Vec::new()
+    };
     if !offered.is_empty() {
         st.metrics.add_campaign_offers(offered.len() as u64);
         st.director.forget(&vin);

@@ -187,6 +187,9 @@ pub struct Director {
     patches: Mutex<HashMap<Sha256Digest, Artifact>>,
     /// Vehicles last answered "up to date": manifest hash and when.
     up_to_date: Mutex<HashMap<Vin, (Sha256Digest, i64)>>,
+    /// Whether any campaign is offering (the node's cache, shared by its
+    /// admin and device listeners).
+    offer_gate: crate::campaigns::OfferGate,
 }
 
 /// Nonces the in-manifest tracker remembers.
@@ -205,6 +208,7 @@ impl Director {
             config,
             patches: Mutex::new(HashMap::new()),
             up_to_date: Mutex::new(HashMap::new()),
+            offer_gate: crate::campaigns::OfferGate::default(),
         }
     }
 
@@ -212,6 +216,11 @@ impl Director {
     /// its assignments).
     pub fn forget(&self, vin: &Vin) {
         self.cache().remove(vin);
+    }
+
+    /// This node's cache of whether any campaign is offering.
+    pub fn offer_gate(&self) -> &crate::campaigns::OfferGate {
+        &self.offer_gate
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<Vin, (Sha256Digest, i64)>> {

@@ -501,7 +501,9 @@ async fn campaigns(s: Arc<dyn Store>) {
         .enumerate()
         .map(|(i, v)| (v.clone(), if i < 4 { 1 } else { 2 }))
         .collect();
+    assert!(!s.offering_campaign_exists().await.expect("offering"));
     assert!(s.start_campaign(id, &members, 2, 20).await.expect("start"));
+    assert!(s.offering_campaign_exists().await.expect("offering"));
     assert!(!s.start_campaign(id, &members, 2, 21).await.expect("again"));
     let c = s.campaign(id).await.expect("get").expect("some");
     assert_eq!(
@@ -636,6 +638,7 @@ async fn campaigns(s: Arc<dyn Store>) {
         .expect("abort"));
     let w = s.wave_counts(id).await.expect("counts");
     assert_eq!((w[1].aborted, w[1].offered), (3, 1));
+    assert!(!s.offering_campaign_exists().await.expect("offering"));
     assert!(!s
         .claim_offer(id, "CVIN5", "cpkg", false, 49)
         .await

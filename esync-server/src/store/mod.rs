@@ -732,6 +732,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn campaign(&self, id: i64) -> Result<Option<CampaignRecord>, DbError>;
     /// Campaigns, newest first, at most `limit`.
     async fn campaigns(&self, limit: u32) -> Result<Vec<CampaignRecord>, DbError>;
+    /// Whether some campaign may make offers (running or waiting for
+    /// approval).
+    async fn offering_campaign_exists(&self) -> Result<bool, DbError>;
     /// In one transaction: moves a draft campaign to running with wave 1
     /// open and stores its members `(vin, wave)`. `false` (nothing stored)
     /// if it is not a draft any more.

@@ -1084,6 +1084,16 @@ macro_rules! store_impl {
                     .transpose()
             }
 
+            async fn offering_campaign_exists(&self) -> Result<bool, $crate::store::DbError> {
+                let (n,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM campaigns \
+                     WHERE state IN ('running', 'waiting_approval') LIMIT 1) t",
+                )
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(n > 0)
+            }
+
             async fn campaigns(
                 &self,
                 limit: u32,
