@@ -483,9 +483,6 @@ pub fn evaluate(
     Ok(None)
 }
 
-/// Makes the offers due to `vin` at its check-in (at most one per
-/// campaign); returns the campaigns that offered. Nothing due costs one
-/// indexed query.
 /// How long a node trusts "no campaign is offering" before asking the
 /// database again (ms): a campaign started through another node makes its
 /// first offers here within this bound; one started through this node at
@@ -529,6 +526,9 @@ impl OfferGate {
     }
 }
 
+/// Makes the offers due to `vin` at its check-in (at most one per
+/// campaign); returns the campaigns that offered. Nothing due costs one
+/// indexed query.
 pub async fn offer(store: &dyn Store, vin: &str, now_ms: i64) -> Result<Vec<i64>, DbError> {
     let mut out = Vec::new();
     for c in store.due_offers(vin).await? {
