@@ -30,7 +30,8 @@ use sha2::{Digest as _, Sha256};
 use utoipa::ToSchema;
 
 use crate::store::{
-    CampaignRecord, CampaignState, DbError, MemberState, ResultCounted, Store, Vehicle, WaveCounts,
+    CampaignRecord, CampaignState, DbError, MemberState, ResultCounted, Store, VehicleRecord,
+    WaveCounts,
 };
 
 /// Most waves in a campaign.
@@ -259,7 +260,7 @@ impl CampaignSpec {
 
     /// Whether `v` (running `installed`: `(hardware id, version)`) matches
     /// the target (explicit VINs are checked by the caller).
-    pub fn matches(&self, v: &Vehicle, installed: &[(&str, &str)]) -> bool {
+    pub fn matches(&self, v: &VehicleRecord, installed: &[(&str, &str)]) -> bool {
         let t = &self.target;
         let any = |list: &[String], x: &str| list.is_empty() || list.iter().any(|s| s == x);
         any(&t.models, &v.model)

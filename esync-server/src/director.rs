@@ -48,7 +48,7 @@ use crate::deltas::format_name;
 use crate::meta::{self, MetaError, TOP_ROLES};
 use crate::packages::{load_package, PackageBuildError, DEFAULT_CHUNK_SIZE};
 use crate::store::{
-    DbError, DeltaState, Ecu, InstalledImage, ManifestRecord, MetadataRecord, RepoKind,
+    DbError, DeltaState, Ecu, EcuInstalledRecord, ManifestRecord, MetadataRecord, RepoKind,
     SigningKeyRecord, Store,
 };
 
@@ -753,7 +753,7 @@ impl Director {
                 .await?
                 .map(|i| i.version)
                 .unwrap_or_default();
-            installed.push(InstalledImage {
+            installed.push(EcuInstalledRecord {
                 ecu_serial: ecu.serial.clone(),
                 hardware_id: ecu.hardware_id.clone(),
                 sha256: sha.0,

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use esync_server::campaigns::{Approval, CampaignSpec, Target, WaveSpec};
 use esync_server::store::{
-    AdminRole, CampaignState, Certificate, DbError, DeltaState, Ecu, Image, Inserted,
-    InstalledImage, ManifestRecord, MemberState, MetadataRecord, PackageRecord, RepoKind,
-    SigningKeyRecord, Store, Vehicle,
+    AdminRole, CampaignState, Certificate, DbError, DeltaState, Ecu, EcuInstalledRecord, Image,
+    Inserted, ManifestRecord, MemberState, MetadataRecord, PackageRecord, RepoKind,
+    SigningKeyRecord, Store, VehicleRecord,
 };
 
-fn vehicle(vin: &str) -> Vehicle {
-    Vehicle {
+fn vehicle(vin: &str) -> VehicleRecord {
+    VehicleRecord {
         vin: vin.into(),
         model: "M1".into(),
         region: "eu".into(),
@@ -695,7 +695,7 @@ async fn campaigns(s: Arc<dyn Store>) {
     assert_eq!(b[0].outcome, "refused");
 
     // Installed versions: replaced whole, read by VIN and by range.
-    let img = |serial: &str, v: &str| InstalledImage {
+    let img = |serial: &str, v: &str| EcuInstalledRecord {
         ecu_serial: serial.into(),
         hardware_id: "hw-ecm".into(),
         sha256: [7; 32],
@@ -727,7 +727,7 @@ async fn campaigns(s: Arc<dyn Store>) {
 /// (here in the last batch) writes nothing.
 async fn fleet_import(s: Arc<dyn Store>) {
     let n = esync_server::store::IMPORT_BATCH * 2 + 7;
-    let fleet: Vec<Vehicle> = (0..n).map(|i| vehicle(&format!("FLEET{i:07}"))).collect();
+    let fleet: Vec<VehicleRecord> = (0..n).map(|i| vehicle(&format!("FLEET{i:07}"))).collect();
     let ecus: Vec<Ecu> = fleet
         .iter()
         .map(|v| Ecu {

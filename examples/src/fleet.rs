@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use esync_client::core::orchestrate::Outcome;
-use esync_client::core::session::{Session, SessionConfig, Step};
+use esync_client::core::session::{Session, SessionConfig, SessionStep};
 use esync_client::runtime::session::{drive, SessionHost};
 use esync_client::runtime::vehicle::{api_report, report_id};
 use esync_client::runtime::{ConfigFile, StateDir};
@@ -508,7 +508,7 @@ async fn run_vehicle(
             .await
             .map_err(|e| verr(&e))?;
         accepted = session.accepted_manifest();
-        if let Step::Ready(pkg) = step {
+        if let SessionStep::Ready(pkg) = step {
             for c in &pkg.components {
                 end.downloaded += c.artifact.length;
                 if let ImageEncoding::Delta { .. } = c.encoding {

@@ -138,7 +138,7 @@ async fn real_server_provisions_builds_deltas_and_directs_a_package() {
     // full into the state directory, the package planned against the
     // ECM's inventory (it applies bsdiff+zstd patches), its blob
     // downloaded over mutual TLS and verified.
-    use esync_client::core::session::{Session, SessionConfig, Step};
+    use esync_client::core::session::{Session, SessionConfig, SessionStep};
     use esync_client::runtime::session::{drive, SessionHost};
     use esync_proto::message::{
         AgentState, Criticality, DeltaCapability, ImageEncoding, InventoryReport, PatchFormat,
@@ -183,7 +183,7 @@ async fn real_server_provisions_builds_deltas_and_directs_a_package() {
         .check_in(host.now(), manifest.clone(), vec![inventory])
         .unwrap();
     let ready = match drive(&mut session, &host, step, |_| None).await.unwrap() {
-        Step::Ready(r) => r,
+        SessionStep::Ready(r) => r,
         other => panic!("session: {other:?}"),
     };
     assert_eq!(ready.package.id().as_str(), "ecm-2");
@@ -216,7 +216,7 @@ async fn real_server_provisions_builds_deltas_and_directs_a_package() {
 async fn real_server_one_vehicle_installs_through_its_agents() {
     use esync_api::body::CheckInRequest;
     use esync_client::core::orchestrate::Outcome;
-    use esync_client::core::session::{Session, SessionConfig, Step};
+    use esync_client::core::session::{Session, SessionConfig, SessionStep};
     use esync_client::runtime::session::{drive, SessionHost};
     use esync_client::runtime::{ConfigFile, StateDir};
     use esync_examples::backend::Backend;
@@ -383,7 +383,7 @@ async fn real_server_one_vehicle_installs_through_its_agents() {
     };
     let step = session.check_in(host.now(), manifest, inventory).unwrap();
     let ready = match drive(&mut session, &host, step, |_| None).await.unwrap() {
-        Step::Ready(r) => r,
+        SessionStep::Ready(r) => r,
         other => panic!("session: {other:?}"),
     };
     let report = gw.install(*ready).await.unwrap();
