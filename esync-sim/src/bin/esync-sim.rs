@@ -164,6 +164,15 @@ async fn run(cli: Cli) -> Result<(), Error> {
             eprintln!("stopping…");
             let report = fleet.stop().await;
             println!("{}", report.summary());
+            // Linux: the simulator's own peak resident set.
+            if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+                if let Some(l) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+                    println!(
+                        "simulator peak RSS {}",
+                        l.trim_start_matches("VmHWM:").trim()
+                    );
+                }
+            }
             if let Some(p) = r.report {
                 std::fs::write(&p, serde_json::to_vec_pretty(&report)?)
                     .map_err(|e| format!("{}: {e}", p.display()))?;
