@@ -176,26 +176,38 @@ async fn settle_and_stop(fleet: esync_sim::FleetHandle) -> FleetReport {
     fleet.stop().await
 }
 
+impl Rig {
+    /// Starts the campaign with `failure_threshold_percent` while the fleet
+    /// runs; its view once it completed, paused or aborted.
+    async fn campaign_until_it_stops(
+        &self,
+        failure_threshold_percent: u32,
+    ) -> (i64, esync_server::campaigns::CampaignView) {
+        let id = self
+            .op
+            .start_campaign(&campaign_spec(failure_threshold_percent))
+            .await
+            .expect("campaign");
+        let view = self
+            .op
+            .wait_for(
+                id,
+                &["completed", "paused", "aborted"],
+                Duration::from_secs(40),
+            )
+            .await
+            .expect("campaign stopped");
+        (id, view)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_in_two_waves_completes_and_the_servers_record_is_the_simulators_truth() {
     let seed = 11;
     let rate = 0.1;
     let rig = rig(seed).await;
     let fleet = rig.fleet(rate);
-    let id = rig
-        .op
-        .start_campaign(&campaign_spec(50))
-        .await
-        .expect("campaign");
-    let done = rig
-        .op
-        .wait_for(
-            id,
-            &["completed", "paused", "aborted"],
-            Duration::from_secs(40),
-        )
-        .await
-        .expect("campaign finished");
+    let (id, done) = rig.campaign_until_it_stops(50).await;
     assert_eq!(
         done.state, "completed",
         "{:?} {:?}",
@@ -286,20 +298,7 @@ async fn failures_crossing_the_waves_threshold_pause_the_campaign_by_itself() {
     let rate = 0.6;
     let rig = rig(seed).await;
     let fleet = rig.fleet(rate);
-    let id = rig
-        .op
-        .start_campaign(&campaign_spec(20))
-        .await
-        .expect("campaign");
-    let paused = rig
-        .op
-        .wait_for(
-            id,
-            &["completed", "paused", "aborted"],
-            Duration::from_secs(40),
-        )
-        .await
-        .expect("campaign stopped");
+    let (id, paused) = rig.campaign_until_it_stops(20).await;
     assert_eq!(paused.state, "paused", "{:?}", paused.waves);
     assert!(
         paused.reason.as_deref().unwrap_or("").contains("fail"),
@@ -344,20 +343,7 @@ async fn vehicles_whose_first_server_refuses_connections_carry_on_through_the_ne
     };
     let live = rig.server.device_url();
     let fleet = rig.fleet_on(vec![dead.clone(), live.clone()], 0.0);
-    let id = rig
-        .op
-        .start_campaign(&campaign_spec(50))
-        .await
-        .expect("campaign");
-    let done = rig
-        .op
-        .wait_for(
-            id,
-            &["completed", "paused", "aborted"],
-            Duration::from_secs(40),
-        )
-        .await
-        .expect("campaign finished");
+    let (_, done) = rig.campaign_until_it_stops(50).await;
     assert_eq!(done.state, "completed", "{:?}", done.waves);
     let report = settle_and_stop(fleet).await;
     let t = &report.totals;
