@@ -206,6 +206,22 @@ async fn check_waves_opened(rig: &TwoNodes, id: i64, p: &Prediction, success_pct
     }
 }
 
+/// When the first offer to one of `vins` made by a check-in after `after`
+/// (ms) was made (waits for it).
+async fn first_offer_after(rig: &TwoNodes, id: i64, vins: &[String], after: i64) -> i64 {
+    wait_for("an offer", Duration::from_secs(30), || async move {
+        rig.pg
+            .campaign_log(id)
+            .await
+            .iter()
+            .filter(|e| e.event == "offered" && e.at_ms > after)
+            .filter(|e| e.vin.as_ref().is_some_and(|v| vins.contains(v)))
+            .map(|e| e.at_ms)
+            .min()
+    })
+    .await
+}
+
 fn campaign_offers(rig: &TwoNodes, node: usize) -> u64 {
     rig.nodes[node].metric("esync_server_campaign_offers_total", &[]) as u64
 }
@@ -328,16 +344,20 @@ async fn a_pause_through_node_1_stops_node_2_at_once_and_a_resume_through_node_2
         .start_campaign(&json!({"name": name, "package": PKG, "waves": waves}))
         .await
         .expect("campaign");
-    // Node 2 is offering (it read the started campaign within its gate).
-    wait_for("node 2's first offer", Duration::from_secs(20), || {
-        let n = campaign_offers(&rig, 1);
-        async move { (n > 0).then_some(()) }
-    })
-    .await;
+    let started_at = nodes_support::now_ms();
+    let homes = [home(0), home(1)];
+    let gap = i64::try_from((interval + jitter).as_millis()).expect("ms");
+    // Started through node 1: node 2, which last read "nothing is
+    // offering", makes its first offer within its gate bound plus one
+    // check-in interval (plus 1 s for a loaded machine).
+    let first_start = first_offer_after(&rig, id, &homes[1], 0).await - started_at;
+    assert!(
+        first_start <= OFFER_GATE_RECHECK_MS + gap + 1000,
+        "node 2 offered {first_start} ms after the start through node 1"
+    );
 
     rig.act(0, id, "pause").await;
     let paused_at = nodes_support::now_ms();
-    let homes = [home(0), home(1)];
     let pending = [
         rig.pg.members_in(id, "pending", &homes[0]).await.len(),
         rig.pg.members_in(id, "pending", &homes[1]).await.len(),
@@ -383,28 +403,11 @@ async fn a_pause_through_node_1_stops_node_2_at_once_and_a_resume_through_node_2
     let offers_before = [campaign_offers(&rig, 0), campaign_offers(&rig, 1)];
     rig.act(1, id, "resume").await;
     let resumed_at = nodes_support::now_ms();
-    let first_offer = |node: usize| {
-        let vins = home(node);
-        let pg = &rig.pg;
-        async move {
-            wait_for("an offer after the resume", Duration::from_secs(30), || {
-                let vins = vins.clone();
-                async move {
-                    pg.campaign_log(id)
-                        .await
-                        .iter()
-                        .filter(|e| e.event == "offered" && e.at_ms > paused_at)
-                        .filter(|e| e.vin.as_ref().is_some_and(|v| vins.contains(v)))
-                        .map(|e| e.at_ms)
-                        .min()
-                }
-            })
-            .await
-        }
-    };
-    let first = [first_offer(0).await, first_offer(1).await];
+    let first = [
+        first_offer_after(&rig, id, &homes[0], paused_at).await,
+        first_offer_after(&rig, id, &homes[1], paused_at).await,
+    ];
     let latency = first.map(|at| at - resumed_at);
-    let gap = i64::try_from((interval + jitter).as_millis()).expect("ms");
     // Node 1: the gate's re-read, then the next check-in of one of its
     // pending vehicles (at most one interval plus jitter), plus 1 s for a
     // loaded machine. Node 2: the next check-in.
@@ -437,7 +440,8 @@ async fn a_pause_through_node_1_stops_node_2_at_once_and_a_resume_through_node_2
     check_end(&rig, 0, &c, &members, &p, &report).await;
     println!(
         "two nodes, pause/resume: {N} vehicles, pending at the pause by node {pending:?}, \
-         first offer after the resume by node {latency:?} ms, offers by node {offers:?}; {:?}",
+         first offer by node 2 {first_start} ms after the start through node 1, first offer \
+         after the resume through node 2 by node {latency:?} ms, offers by node {offers:?}; {:?}",
         t0.elapsed()
     );
 }

@@ -15,10 +15,12 @@
 //!   (each printed after its listener is bound), from which the ports are
 //!   read. [`Node::kill`] sends SIGKILL; dropping a node kills it too.
 //!
-//! The binary is `esync-server` next to this test's own target directory
-//! (`cargo test --workspace` builds it); when it is missing it is built
-//! with `cargo build -p esync-server --bin esync-server` (honouring
-//! `CARGO_TARGET_DIR`, which cargo passes on).
+//! The binary is `esync-server` in this test's own target directory
+//! (`cargo test --workspace` builds it); when it is missing or older than
+//! the sources of `esync-server` (a run of `cargo test -p esync-sim` alone
+//! does not rebuild it) it is built with `cargo build -p esync-server
+//! --bin esync-server` (honouring `CARGO_TARGET_DIR`, which cargo passes
+//! on).
 
 #![allow(dead_code)]
 
@@ -199,8 +201,12 @@ fn find_or_build_server() -> PathBuf {
         .and_then(Path::parent)
         .expect("test executable in <target>/<profile>/deps");
     let bin = profile_dir.join(format!("esync-server{}", std::env::consts::EXE_SUFFIX));
-    if bin.exists() {
-        return bin;
+    let server_crate = Path::new(env!("CARGO_MANIFEST_DIR")).join("../esync-server");
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).ok();
+    match built {
+        Some(t) if newest_source(&server_crate).is_none_or(|s| s <= t) => return bin,
+        Some(_) => eprintln!("{} is older than its sources", bin.display()),
+        None => eprintln!("{} missing", bin.display()),
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -209,7 +215,7 @@ fn find_or_build_server() -> PathBuf {
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
-    eprintln!("{} missing: building it ({cmd:?})", bin.display());
+    eprintln!("building it: {cmd:?}");
     let status = cmd.status().expect("run cargo build");
     assert!(status.success(), "cargo build of esync-server failed");
     assert!(
@@ -218,6 +224,26 @@ fn find_or_build_server() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The newest modification time of the files under `dir`'s `src/` and
+/// `migrations/` and its `Cargo.toml`.
+fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
+    fn walk(p: &Path, newest: &mut Option<std::time::SystemTime>) {
+        let Ok(m) = std::fs::metadata(p) else { return };
+        if m.is_dir() {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                walk(&e.path(), newest);
+            }
+        } else if let Ok(t) = m.modified() {
+            *newest = Some(newest.map_or(t, |n| n.max(t)));
+        }
+    }
+    let mut newest = None;
+    for sub in ["src", "migrations", "Cargo.toml"] {
+        walk(&dir.join(sub), &mut newest);
+    }
+    newest
 }
 
 /// A Server directory made by `esync-server init` on the test's database.
