@@ -738,10 +738,10 @@ impl Director {
             body: bytes.to_vec(),
             received_ms: now_ms,
         };
-        self.store.put_manifest(&record).await?;
         // What the vehicle runs now, queryable (campaign targeting): the
         // verified manifest is the Server's only record of it, so after a
-        // rollback on the vehicle it says the old version again.
+        // rollback on the vehicle it says the old version again. Stored
+        // with the manifest in one transaction.
         let mut installed = Vec::new();
         for (serial, sha) in reported_images(&record)? {
             let Some(ecu) = ecus.iter().find(|e| e.serial == serial.as_str()) else {
@@ -760,7 +760,7 @@ impl Director {
                 version,
             });
         }
-        self.store.put_installed(vin.as_str(), &installed).await?;
+        self.store.put_manifest(&record, &installed).await?;
         // Queue the deltas for what the vehicle now reports.
         self.plan(vin, now_ms).await?;
         Ok(ManifestAccepted {

@@ -605,8 +605,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn assignments(&self, vin: &str) -> Result<Vec<String>, DbError>;
 
     // --- manifests, nonces, Director versions
-    /// Stores the vehicle's last manifest (replaces the previous one).
-    async fn put_manifest(&self, m: &ManifestRecord) -> Result<(), DbError>;
+    /// Stores the vehicle's last verified manifest and what it says each
+    /// ECU runs (replacing both), in one transaction: a node that dies
+    /// midway leaves the previous pair, never a manifest whose installed
+    /// images are not recorded (a retry of the same manifest is a nonce
+    /// replay, and a check-in with its hash asks for nothing, so such a
+    /// half-write would never be repaired).
+    async fn put_manifest(
+        &self,
+        m: &ManifestRecord,
+        installed: &[EcuInstalledRecord],
+    ) -> Result<(), DbError>;
     /// The vehicle's last manifest.
     async fn manifest(&self, vin: &str) -> Result<Option<ManifestRecord>, DbError>;
     /// Marks a nonce used: `New` the first time, `Existing` on a replay.
@@ -821,9 +830,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         package_id: &str,
         now_ms: i64,
     ) -> Result<bool, DbError>;
-    /// Replaces what the vehicle runs (from its last verified manifest).
-    async fn put_installed(&self, vin: &str, images: &[EcuInstalledRecord]) -> Result<(), DbError>;
-    /// What vehicle `vin` runs, by ECU.
+    /// What vehicle `vin` runs, by ECU (from its last verified manifest,
+    /// [`Store::put_manifest`]).
     async fn installed(&self, vin: &str) -> Result<Vec<EcuInstalledRecord>, DbError>;
     /// What the vehicles with `after < vin <= last` run, by VIN and ECU.
     async fn installed_range(

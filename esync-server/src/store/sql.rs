@@ -662,7 +662,9 @@ macro_rules! store_impl {
             async fn put_manifest(
                 &self,
                 m: &$crate::store::ManifestRecord,
+                installed: &[$crate::store::EcuInstalledRecord],
             ) -> Result<(), $crate::store::DbError> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO vehicle_manifests (vin, hash, body, received_ms) \
                      VALUES ($1, $2, $3, $4) ON CONFLICT (vin) DO UPDATE SET \
@@ -672,9 +674,28 @@ macro_rules! store_impl {
                 .bind(&m.hash)
                 .bind(&m.body)
                 .bind(m.received_ms)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| $crate::store::sql::map_err(e, "manifest", &m.vin))?;
+                sqlx::query("DELETE FROM installed_images WHERE vin = $1")
+                    .bind(&m.vin)
+                    .execute(&mut *tx)
+                    .await?;
+                for i in installed {
+                    sqlx::query(
+                        "INSERT INTO installed_images (vin, ecu_serial, hardware_id, sha256, version) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&m.vin)
+                    .bind(&i.ecu_serial)
+                    .bind(&i.hardware_id)
+                    .bind(&i.sha256[..])
+                    .bind(&i.version)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::store::sql::map_err(e, "installed image", &i.ecu_serial))?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -1538,34 +1559,6 @@ macro_rules! store_impl {
                 }
                 tx.commit().await?;
                 Ok(true)
-            }
-
-            async fn put_installed(
-                &self,
-                vin: &str,
-                images: &[$crate::store::EcuInstalledRecord],
-            ) -> Result<(), $crate::store::DbError> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query("DELETE FROM installed_images WHERE vin = $1")
-                    .bind(vin)
-                    .execute(&mut *tx)
-                    .await?;
-                for i in images {
-                    sqlx::query(
-                        "INSERT INTO installed_images (vin, ecu_serial, hardware_id, sha256, version) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(vin)
-                    .bind(&i.ecu_serial)
-                    .bind(&i.hardware_id)
-                    .bind(&i.sha256[..])
-                    .bind(&i.version)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| $crate::store::sql::map_err(e, "installed image", &i.ecu_serial))?;
-                }
-                tx.commit().await?;
-                Ok(())
             }
 
             async fn installed(
