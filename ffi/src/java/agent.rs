@@ -28,7 +28,7 @@ use jni::objects::{
 use jni::sys::{jboolean, jint, jlong, JNI_FALSE, JNI_TRUE};
 use jni::{JNIEnv, JavaVM};
 
-use super::{bytes, check, last_error, live, opt_bytes, release, run, stepped, string, Thrown};
+use super::{bytes, check, opt_bytes, run, string, Native, Thrown, Userdata, Wrapped};
 use crate::agent::*;
 use crate::esync_result;
 use crate::host::{
@@ -39,7 +39,7 @@ use crate::host::{
 
 /// The callbacks' `userdata`: the Java host and what went wrong in the
 /// call running now.
-struct Upcalls {
+pub(super) struct Upcalls {
     vm: JavaVM,
     /// The `io.esync.AgentHost`.
     host: GlobalRef,
@@ -52,12 +52,27 @@ struct Upcalls {
     last_error: String,
 }
 
-/// What the Java object owns: the handle and its callbacks' userdata (a
-/// separate allocation: the callbacks use it while a call holds the host).
-struct JavaAgent {
-    up: *mut Upcalls,
-    agent: *mut esync_agent,
-    step: esync_step,
+impl Userdata for Upcalls {
+    fn last_error(&self) -> String {
+        self.last_error.clone()
+    }
+
+    fn take_failure(&mut self) -> (Option<GlobalRef>, Option<String>) {
+        (self.thrown.take(), self.fault.take())
+    }
+}
+
+impl Native for esync_agent {
+    type Step = esync_step;
+    type Userdata = Upcalls;
+    const NAME: &'static str = "Agent";
+    const LAST_ERROR: unsafe extern "C" fn(*mut Self, *mut u8, usize, *mut usize) -> esync_result =
+        esync_agent_last_error;
+    const FREE: unsafe extern "C" fn(*mut Self) = esync_agent_free;
+}
+
+fn agent<'a>(h: jlong) -> Result<&'a mut Wrapped<esync_agent>, Thrown> {
+    Wrapped::live(h)
 }
 
 /// Why a callback could not give its outputs.
@@ -692,52 +707,6 @@ fn callbacks(up: *mut Upcalls) -> esync_agent_callbacks {
     }
 }
 
-impl JavaAgent {
-    /// `Err` if `r` is not OK or a callback of the call that returned `r`
-    /// threw or failed (then with the throwable as the cause).
-    fn check(&mut self, r: esync_result) -> Result<(), Thrown> {
-        // SAFETY: this handle's userdata; the C call returned.
-        let up = unsafe { &mut *self.up };
-        let (cause, fault) = (up.thrown.take(), up.fault.take());
-        let agent = self.agent;
-        let last = &up.last_error;
-        let mut t = match check(r, || {
-            // SAFETY: a live handle (or NULL before creation), no call
-            // running; else the last error logged.
-            unsafe { last_error(esync_agent_last_error, agent) }.unwrap_or_else(|| last.clone())
-        }) {
-            Ok(()) if cause.is_none() && fault.is_none() => return Ok(()),
-            Ok(()) => Thrown::new("the call succeeded, but"),
-            Err(t) => t,
-        };
-        if let Some(f) = fault {
-            t.message
-                .push_str(&format!("; a host callback failed: {f}"));
-        }
-        if cause.is_some() {
-            t.message
-                .push_str("; a host callback threw (the cause; it counted as FAILED)");
-        }
-        t.cause = cause;
-        Err(t)
-    }
-
-    /// Runs a C call that writes a step, on this handle.
-    fn step(
-        &mut self,
-        f: impl FnOnce(*mut esync_agent, &mut esync_step) -> esync_result,
-    ) -> Result<esync_step, Thrown> {
-        let a = self.agent;
-        let (r, s) = stepped(&mut self.step, |s| f(a, s));
-        self.check(r)?;
-        Ok(s)
-    }
-}
-
-fn agent<'a>(h: jlong) -> Result<&'a mut JavaAgent, Thrown> {
-    live(h, "Agent")
-}
-
 /// `static native long create(String device, String hardwareId, String
 /// serial, String vin, byte[] agentSeed, byte[] clientKey, long sequence,
 /// byte[] directorRoot, long confirmTimeoutMs, long writeQuantum, AgentHost
@@ -768,18 +737,13 @@ pub extern "system" fn Java_io_esync_Agent_create<'l>(
         if host.is_null() {
             return Err(Thrown::new("the AgentHost is null"));
         }
-        let up = Box::into_raw(Box::new(Upcalls {
+        let up = Upcalls {
             vm: env.get_java_vm()?,
             host: env.new_global_ref(&host)?,
             thrown: None,
             fault: None,
             last_error: String::new(),
-        }));
-        let mut ja = Box::new(JavaAgent {
-            up,
-            agent: std::ptr::null_mut(),
-            step: esync_step::default(),
-        });
+        };
         let mut limits = std::mem::MaybeUninit::uninit();
         // SAFETY: a local output.
         let r = unsafe { esync_agent_limits_default(limits.as_mut_ptr()) };
@@ -815,20 +779,12 @@ pub extern "system" fn Java_io_esync_Agent_create<'l>(
             safety_precondition_len: 0,
             limits,
         };
-        let cbs = callbacks(up);
-        let mut a = std::ptr::null_mut();
-        let created = ja.step(|_, step| {
+        Wrapped::<esync_agent>::create(up, |up, a, step| {
+            let cbs = callbacks(up);
             // SAFETY: every pointer is valid for the call; `up` outlives
             // the handle (both are freed together in `free`).
-            unsafe { esync_agent_new(&config, &cbs, mono as u64, wall as u64, &mut a, step) }
-        });
-        if let Err(e) = created {
-            // SAFETY: not handed out; released once (no handle uses it).
-            drop(unsafe { Box::from_raw(up) });
-            return Err(e);
-        }
-        ja.agent = a;
-        Ok(Box::into_raw(ja) as jlong)
+            unsafe { esync_agent_new(&config, &cbs, mono as u64, wall as u64, a, step) }
+        })
     })
 }
 
@@ -840,16 +796,9 @@ pub extern "system" fn Java_io_esync_Agent_free<'l>(
     h: jlong,
 ) {
     run(&mut env, (), |_| {
-        // SAFETY: a `JavaAgent` from `create`, released once (the Java
-        // class zeroes its field).
-        if let Some(ja) = unsafe { release::<JavaAgent>(h) } {
-            // SAFETY: the handle (no callback runs while it is freed), then
-            // its userdata, which it no longer uses.
-            unsafe {
-                esync_agent_free(ja.agent);
-                drop(Box::from_raw(ja.up));
-            }
-        }
+        // SAFETY: a handle from `create`, released once (the Java class
+        // zeroes its field).
+        unsafe { Wrapped::<esync_agent>::free(h) };
         Ok(())
     })
 }
@@ -924,7 +873,7 @@ pub extern "system" fn Java_io_esync_Agent_nextFrame<'l>(
         let ja = agent(h)?;
         let (mut f, mut n, mut id, mut has) = (std::ptr::null(), 0, 0u64, false);
         // SAFETY: a live handle; outputs are locals.
-        let r = unsafe { esync_agent_next_frame(ja.agent, &mut f, &mut n, &mut id, &mut has) };
+        let r = unsafe { esync_agent_next_frame(ja.handle, &mut f, &mut n, &mut id, &mut has) };
         if r == esync_result::ESYNC_RESULT_NO_FRAME {
             return Ok(std::ptr::null_mut());
         }
@@ -947,7 +896,7 @@ pub extern "system" fn Java_io_esync_Agent_markSent<'l>(
     run(&mut env, (), |_| {
         let ja = agent(h)?;
         // SAFETY: a live handle.
-        let r = unsafe { esync_agent_mark_sent(ja.agent, outbox_id as u64) };
+        let r = unsafe { esync_agent_mark_sent(ja.handle, outbox_id as u64) };
         ja.check(r)
     })
 }

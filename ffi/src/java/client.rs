@@ -1,7 +1,7 @@
 //! The native methods of `io.esync.Client` (`ffi/java/io/esync/Client.java`)
 //! over the `esync_client` handle ([`crate::client`]).
 //!
-//! The Java object holds the handle (a `long`) and a host record in Rust
+//! The Java object holds the handle (a `long`: a [`Wrapped`] client) and a host record in Rust
 //! that keeps the campaign journal in memory: it starts from the bytes the
 //! Java host passes to `Client.create` (what it persisted last), and
 //! `Client.journal()` gives the current record, which the Java host stores
@@ -14,7 +14,7 @@ use jni::objects::{JByteArray, JClass, JObject, JString};
 use jni::sys::{jboolean, jint, jlong, jlongArray, jobjectArray, jstring, JNI_TRUE};
 use jni::JNIEnv;
 
-use super::{bytes, check, last_error, live, opt_bytes, release, run, stepped, string, Thrown};
+use super::{bytes, opt_bytes, run, string, Native, Thrown, Userdata, Wrapped};
 use crate::client::*;
 use crate::esync_result;
 use crate::host::{
@@ -25,18 +25,28 @@ use crate::host::{
 /// record and the last error logged (the detail of a failed `create`,
 /// which has no handle to ask).
 #[derive(Default)]
-struct Journal {
+pub(super) struct Journal {
     record: Option<Vec<u8>>,
     last_error: String,
 }
 
-/// What the Java object owns: the handle and its in-memory journal (a
-/// separate allocation: the callbacks write it while a call holds the
-/// host).
-struct JavaClient {
-    journal: *mut Journal,
-    client: *mut esync_client,
-    step: esync_client_step,
+impl Userdata for Journal {
+    fn last_error(&self) -> String {
+        self.last_error.clone()
+    }
+}
+
+impl Native for esync_client {
+    type Step = esync_client_step;
+    type Userdata = Journal;
+    const NAME: &'static str = "Client";
+    const LAST_ERROR: unsafe extern "C" fn(*mut Self, *mut u8, usize, *mut usize) -> esync_result =
+        esync_client_last_error;
+    const FREE: unsafe extern "C" fn(*mut Self) = esync_client_free;
+}
+
+fn client<'a>(h: jlong) -> Result<&'a mut Wrapped<esync_client>, Thrown> {
+    Wrapped::live(h)
 }
 
 unsafe extern "C" fn jload(
@@ -87,32 +97,6 @@ unsafe extern "C" fn jlog(ud: *mut c_void, level: esync_log_level, msg: *const u
     }
 }
 
-impl JavaClient {
-    fn check(&self, r: esync_result) -> Result<(), Thrown> {
-        check(r, || {
-            // SAFETY: a live handle (or NULL before creation), no call
-            // running; else the journal record's last logged error.
-            unsafe { last_error(esync_client_last_error, self.client) }
-                .unwrap_or_else(|| unsafe { (*self.journal).last_error.clone() })
-        })
-    }
-
-    /// Runs a C call that writes a step, on this handle.
-    fn step(
-        &mut self,
-        f: impl FnOnce(*mut esync_client, &mut esync_client_step) -> esync_result,
-    ) -> Result<esync_client_step, Thrown> {
-        let c = self.client;
-        let (r, s) = stepped(&mut self.step, |s| f(c, s));
-        self.check(r)?;
-        Ok(s)
-    }
-}
-
-fn client<'a>(h: jlong) -> Result<&'a mut JavaClient, Thrown> {
-    live(h, "Client")
-}
-
 /// `static native long create(byte[] clientSeed, long envelopeSequence,
 /// String device, byte[] agentKey, byte[] journal, long mono, long wall)`.
 #[no_mangle]
@@ -131,15 +115,10 @@ pub extern "system" fn Java_io_esync_Client_create<'l>(
         let seed = bytes(env, &seed)?;
         let device = string(env, &device)?;
         let agent_key = bytes(env, &agent_key)?;
-        let journal: *mut Journal = Box::into_raw(Box::new(Journal {
+        let journal = Journal {
             record: opt_bytes(env, &journal)?,
             last_error: String::new(),
-        }));
-        let mut host = Box::new(JavaClient {
-            journal,
-            client: std::ptr::null_mut(),
-            step: esync_client_step::default(),
-        });
+        };
         let agent = esync_client_agent {
             device_path: device.as_ptr(),
             device_path_len: device.len(),
@@ -158,25 +137,17 @@ pub extern "system" fn Java_io_esync_Client_create<'l>(
             window: 0,
             precondition_wait_ms: 0,
         };
-        let cbs = esync_client_callbacks {
-            userdata: journal.cast(),
-            journal_load: Some(jload),
-            journal_store: Some(jstore),
-            log: Some(jlog),
-        };
-        let mut client = std::ptr::null_mut();
-        let created = host.step(|_, step| {
-            // SAFETY: every pointer is valid for the call; `journal`
-            // outlives the handle (both are freed together in `free`).
-            unsafe { esync_client_new(&config, &cbs, mono as u64, wall as u64, &mut client, step) }
-        });
-        if let Err(e) = created {
-            // SAFETY: not handed out; released once.
-            drop(unsafe { Box::from_raw(journal) });
-            return Err(e);
-        }
-        host.client = client;
-        Ok(Box::into_raw(host) as jlong)
+        Wrapped::<esync_client>::create(journal, |ud, client, step| {
+            let cbs = esync_client_callbacks {
+                userdata: ud.cast(),
+                journal_load: Some(jload),
+                journal_store: Some(jstore),
+                log: Some(jlog),
+            };
+            // SAFETY: every pointer is valid for the call; `ud` outlives
+            // the handle (both are freed together in `free`).
+            unsafe { esync_client_new(&config, &cbs, mono as u64, wall as u64, client, step) }
+        })
     })
 }
 
@@ -188,16 +159,9 @@ pub extern "system" fn Java_io_esync_Client_free<'l>(
     h: jlong,
 ) {
     run(&mut env, (), |_| {
-        // SAFETY: a `JavaClient` from `create`, released once (the Java
-        // class zeroes its field).
-        if let Some(host) = unsafe { release::<JavaClient>(h) } {
-            // SAFETY: the handle of this host, then its journal (the
-            // handle no longer uses it).
-            unsafe {
-                esync_client_free(host.client);
-                drop(Box::from_raw(host.journal));
-            }
-        }
+        // SAFETY: a handle from `create`, released once (the Java class
+        // zeroes its field).
+        unsafe { Wrapped::<esync_client>::free(h) };
         Ok(())
     })
 }
@@ -216,7 +180,7 @@ pub extern "system" fn Java_io_esync_Client_presence<'l>(
         let h = client(h)?;
         // SAFETY: a live handle; `d` valid for the call.
         let r =
-            unsafe { esync_client_presence(h.client, d.as_ptr(), d.len(), connected == JNI_TRUE) };
+            unsafe { esync_client_presence(h.handle, d.as_ptr(), d.len(), connected == JNI_TRUE) };
         h.check(r)
     })
 }
@@ -365,7 +329,7 @@ pub extern "system" fn Java_io_esync_Client_nextFrame<'l>(
         let (mut to, mut to_len, mut f, mut f_len) = (std::ptr::null(), 0, std::ptr::null(), 0);
         // SAFETY: a live handle; outputs are locals.
         let r =
-            unsafe { esync_client_next_frame(h.client, &mut to, &mut to_len, &mut f, &mut f_len) };
+            unsafe { esync_client_next_frame(h.handle, &mut to, &mut to_len, &mut f, &mut f_len) };
         if r == esync_result::ESYNC_RESULT_NO_FRAME {
             return Ok(std::ptr::null_mut());
         }
@@ -397,7 +361,7 @@ pub extern "system" fn Java_io_esync_Client_nextNeed<'l>(
         let h = client(h)?;
         let mut need = esync_client_need::default();
         // SAFETY: a live handle; output is a local.
-        let r = unsafe { esync_client_next_need(h.client, &mut need) };
+        let r = unsafe { esync_client_next_need(h.handle, &mut need) };
         if r == esync_result::ESYNC_RESULT_NO_FRAME {
             return Ok(std::ptr::null_mut());
         }
@@ -428,7 +392,7 @@ pub extern "system" fn Java_io_esync_Client_nextReport<'l>(
         let h = client(h)?;
         let (mut p, mut n) = (std::ptr::null(), 0);
         // SAFETY: a live handle; outputs are locals.
-        let r = unsafe { esync_client_next_report(h.client, &mut p, &mut n) };
+        let r = unsafe { esync_client_next_report(h.handle, &mut p, &mut n) };
         if r == esync_result::ESYNC_RESULT_NO_FRAME {
             return Ok(std::ptr::null_mut());
         }
@@ -469,7 +433,7 @@ pub extern "system" fn Java_io_esync_Client_journal<'l>(
     run(&mut env, std::ptr::null_mut(), |env| {
         let h = client(h)?;
         // SAFETY: the host's journal; no call on the handle is running.
-        match unsafe { &(*h.journal).record } {
+        match unsafe { &(*h.ud).record } {
             None => Ok(std::ptr::null_mut()),
             Some(j) => Ok(env.byte_array_from_slice(j)?.into_raw()),
         }

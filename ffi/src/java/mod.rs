@@ -78,40 +78,141 @@ unsafe fn last_error<H>(
     (r == esync_result::ESYNC_RESULT_OK).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-/// The wrapper object behind a Java `long` handle.
-///
-/// The Java classes zero their field on close and are used by one thread
-/// at a time (their documented contract), so a non-zero value is a live
-/// `T` that no other call is using.
-fn live<'a, T>(h: jlong, what: &str) -> Result<&'a mut T, Thrown> {
-    if h == 0 {
-        return Err(Thrown::new(format!("the {what} is closed")));
-    }
-    // SAFETY: a non-zero handle is a `Box<T>` the `create` of this class
-    // leaked and its `free` has not released (see above).
-    Ok(unsafe { &mut *(h as *mut T) })
+/// A C ABI handle type the Java classes wrap (`esync_client`,
+/// `esync_agent`).
+trait Native: Sized {
+    /// What its calls write (`esync_step`, `esync_client_step`).
+    type Step: Copy + Default;
+    /// The callbacks' userdata, owned beside the handle.
+    type Userdata: Userdata;
+    /// The Java class's name, for messages.
+    const NAME: &'static str;
+    /// `esync_*_last_error`.
+    const LAST_ERROR: unsafe extern "C" fn(*mut Self, *mut u8, usize, *mut usize) -> esync_result;
+    /// `esync_*_free`.
+    const FREE: unsafe extern "C" fn(*mut Self);
 }
 
-/// Releases what [`live`] points at (0 accepted).
-///
-/// # Safety
-///
-/// `h` is 0 or a `Box<T>` leaked by `create`, released once.
-unsafe fn release<T>(h: jlong) -> Option<Box<T>> {
-    // SAFETY: as the caller guarantees.
-    (h != 0).then(|| unsafe { Box::from_raw(h as *mut T) })
+/// What the callbacks' userdata tells after a call.
+trait Userdata {
+    /// The last error logged (the detail of a failed `create`, which has
+    /// no handle to ask).
+    fn last_error(&self) -> String;
+    /// What went wrong in the Java host's callbacks during the call that
+    /// returned: the first exception a Java method threw, and the first
+    /// failure of the adapter. Taken: the next call starts clean.
+    fn take_failure(&mut self) -> (Option<GlobalRef>, Option<String>) {
+        (None, None)
+    }
 }
 
-/// Runs a call that writes a step: `f` gets a copy of the current step and
-/// writes the new one; it is kept only on success (outputs only on
-/// success, as in C).
-fn stepped<S: Copy>(cur: &mut S, f: impl FnOnce(&mut S) -> esync_result) -> (esync_result, S) {
-    let mut s = *cur;
-    let r = f(&mut s);
-    if r == esync_result::ESYNC_RESULT_OK {
-        *cur = s;
+/// What a Java object's `long` handle points at: the C handle, its
+/// callbacks' userdata (a separate allocation: the callbacks use it while a
+/// call holds the wrapper) and the last step.
+struct Wrapped<H: Native> {
+    ud: *mut H::Userdata,
+    handle: *mut H,
+    step: H::Step,
+}
+
+impl<H: Native> Wrapped<H> {
+    /// Creates the handle (`new` calls `esync_*_new` with the userdata's
+    /// pointer); returns the Java handle.
+    fn create(
+        ud: H::Userdata,
+        new: impl FnOnce(*mut H::Userdata, &mut *mut H, &mut H::Step) -> esync_result,
+    ) -> Result<jlong, Thrown> {
+        let mut w = Box::new(Wrapped::<H> {
+            ud: Box::into_raw(Box::new(ud)),
+            handle: std::ptr::null_mut(),
+            step: H::Step::default(),
+        });
+        let (ud, mut handle) = (w.ud, std::ptr::null_mut());
+        if let Err(e) = w.step(|_, s| new(ud, &mut handle, s)) {
+            // SAFETY: not handed out (no handle was made); released once.
+            drop(unsafe { Box::from_raw(ud) });
+            return Err(e);
+        }
+        w.handle = handle;
+        Ok(Box::into_raw(w) as jlong)
     }
-    (r, *cur)
+
+    /// The wrapper behind a Java handle.
+    ///
+    /// The Java classes zero their field on close and are used by one
+    /// thread at a time (their documented contract), so a non-zero value is
+    /// a live wrapper that no other call is using.
+    fn live<'a>(h: jlong) -> Result<&'a mut Wrapped<H>, Thrown> {
+        if h == 0 {
+            return Err(Thrown::new(format!("the {} is closed", H::NAME)));
+        }
+        // SAFETY: a non-zero handle is a `Box<Wrapped<H>>` that `create`
+        // leaked and `free` has not released (see above).
+        Ok(unsafe { &mut *(h as *mut Wrapped<H>) })
+    }
+
+    /// Frees the handle, then its userdata (0 accepted).
+    ///
+    /// # Safety
+    ///
+    /// `h` is 0 or a handle from `create`, released once (the Java classes
+    /// zero their field).
+    unsafe fn free(h: jlong) {
+        if h != 0 {
+            // SAFETY: as the caller guarantees; the handle no longer uses
+            // its userdata once freed (no callback runs in `_free`).
+            unsafe {
+                let w = Box::from_raw(h as *mut Wrapped<H>);
+                (H::FREE)(w.handle);
+                drop(Box::from_raw(w.ud));
+            }
+        }
+    }
+
+    /// `Err` if `r` is not OK (its number, message and the handle's last
+    /// error) or a callback of the call that returned `r` threw or failed
+    /// (then with the Java throwable as the cause).
+    fn check(&mut self, r: esync_result) -> Result<(), Thrown> {
+        // SAFETY: this wrapper's userdata; the C call returned.
+        let ud = unsafe { &mut *self.ud };
+        let (cause, fault) = ud.take_failure();
+        let handle = self.handle;
+        let mut t = match check(r, || {
+            // SAFETY: a live handle (or NULL before creation), no call
+            // running; else the last error logged.
+            unsafe { last_error(H::LAST_ERROR, handle) }.unwrap_or_else(|| ud.last_error())
+        }) {
+            Ok(()) if cause.is_none() && fault.is_none() => return Ok(()),
+            Ok(()) => Thrown::new("the call succeeded, but"),
+            Err(t) => t,
+        };
+        if let Some(f) = fault {
+            t.message
+                .push_str(&format!("; a host callback failed: {f}"));
+        }
+        if cause.is_some() {
+            t.message
+                .push_str("; a host callback threw (the cause; it counted as FAILED)");
+        }
+        t.cause = cause;
+        Err(t)
+    }
+
+    /// Runs a C call that writes a step: `f` gets the handle and a copy of
+    /// the current step, kept only on success (outputs only on success, as
+    /// in C).
+    fn step(
+        &mut self,
+        f: impl FnOnce(*mut H, &mut H::Step) -> esync_result,
+    ) -> Result<H::Step, Thrown> {
+        let mut s = self.step;
+        let r = f(self.handle, &mut s);
+        if r == esync_result::ESYNC_RESULT_OK {
+            self.step = s;
+        }
+        self.check(r)?;
+        Ok(s)
+    }
 }
 
 /// Runs a native method body: errors and panics become an
