@@ -12,6 +12,12 @@
 //!   on trial, confirm; slot B then runs 2.0.0, committed.
 //! - `java_agent_rolls_back_on_a_failed_self_test`: the Java host's
 //!   self-test fails; the Agent reports it and slot A runs 1.0.0 again.
+//! - `java_agent_resumes_after_a_power_cut_mid_transfer`: the JVM is
+//!   killed after 3 chunks and started again on its files; the Agent
+//!   recovers from the journal its Java host stored, asks for chunk 3, and
+//!   the update completes.
+//! - `java_agent_rolls_back_when_the_confirm_deadline_passes`: no confirm
+//!   comes; the Java host polls at the deadline, the Agent rolls back.
 //! - `java_agent_failures_are_exceptions`: `AgentTest --errors`: a Rust
 //!   error arrives as `EsyncException` with its result number (a 5-byte
 //!   seed: 2, naming `agent_key`), a Java callback that throws inside the
@@ -36,7 +42,7 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use esync_agent::device::sha256;
-use esync_proto::message::InstallOutcome;
+use esync_proto::message::{FailureCode, InstallOutcome};
 use support::*;
 
 /// The compiled classes (once for all the tests of this binary).
@@ -100,6 +106,48 @@ fn java_agent_rolls_back_on_a_failed_self_test() {
     let (active, trial, version, sha) = boot_state(dir.path());
     assert_eq!((active, trial, version.as_str()), ('a', false, "1.0.0"));
     assert_eq!(sha, hex(&sha256(&world().old).0));
+}
+
+#[test]
+fn java_agent_resumes_after_a_power_cut_mid_transfer() {
+    if !have_jdk() {
+        skip("no JDK (javac and java)");
+        return;
+    }
+    let opts = RunOpts {
+        crash_after_chunks: Some(3),
+        ..RunOpts::default()
+    };
+    let w = world();
+    let (dir, outcome, status) = run_update_of(&w, &java_agent(), &opts, Duration::from_secs(60));
+    assert_updated(dir.path(), &outcome, status);
+    let new = std::fs::read(dir.path().join("slot_b.bin")).unwrap();
+    assert_eq!(sha256(&new), sha256(&w.new));
+}
+
+#[test]
+fn java_agent_rolls_back_when_the_confirm_deadline_passes() {
+    if !have_jdk() {
+        skip("no JDK (javac and java)");
+        return;
+    }
+    let opts = RunOpts {
+        confirm_timeout_ms: Some(300),
+        withhold_confirm: true,
+        ..RunOpts::default()
+    };
+    let (dir, outcome, status) =
+        run_update_of(&world(), &java_agent(), &opts, Duration::from_secs(60));
+    match &outcome {
+        InstallOutcome::Failed { failure, running } => {
+            assert_eq!(running, &v("1.0.0"));
+            assert_eq!(failure.code, FailureCode::Timeout, "{failure:?}");
+        }
+        other => panic!("expected a rollback report, got {other:?}"),
+    }
+    assert_eq!(status, 0);
+    let (active, trial, version, _) = boot_state(dir.path());
+    assert_eq!((active, trial, version.as_str()), ('a', false, "1.0.0"));
 }
 
 #[test]
