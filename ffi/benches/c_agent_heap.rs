@@ -13,13 +13,13 @@
 //! massif profile (read it with `ms_print FILE`).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark")]
 
-#[path = "../tests/c_rig/mod.rs"]
-mod c_rig;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant};
 
-use c_rig::*;
 use esync_proto::message::InstallOutcome;
+use support::*;
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -46,8 +46,7 @@ fn main() {
     let t = Instant::now();
     let (_dir, outcome, status) = run_update_of(
         &w,
-        &exe,
-        &["valgrind", "--tool=massif", "--depth=40", &arg],
+        &AgentCmd::c(&exe, &["valgrind", "--tool=massif", "--depth=40", &arg]),
         &RunOpts::default(),
         Duration::from_secs(900),
     );

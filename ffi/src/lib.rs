@@ -13,8 +13,10 @@
 //! trust store, vehicle signals, consent and logging supplied by the host as
 //! callbacks ([`host`]), and metadata verification (Uptane partial, pinned
 //! Director root) and patch application (esync-package's applier) built in
-//! and chosen by configuration. Not built yet: the Client's handle and the
-//! JNI wrapper.
+//! and chosen by configuration; the **Client** ([`client`], feature
+//! `client`): an `esync_client` handle over the Client's orchestration
+//! core; the **JNI wrapper** (`java`, feature `jni`): `io.esync.Client` and
+//! `io.esync.Agent` over the same handles.
 
 // The workspace denies `unsafe_code`. A C ABI cannot be written without it:
 // every entry point dereferences pointers the caller passes and calls the

@@ -30,20 +30,21 @@
 //! - `header_compiles_as_cxx17`: the header with `g++ -std=c++17`.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
-mod c_rig;
+mod support;
 
 use std::process::Command;
 use std::time::Duration;
 
-use c_rig::*;
 use esync_agent::device::sha256;
 use esync_proto::message::*;
+use support::*;
 
 #[test]
 fn c_agent_completes_a_delta_update() {
     let out = tempfile::tempdir().unwrap();
     let exe = build_c_agent(out.path(), &[]);
-    let (dir, outcome, status) = run_update(&exe, &[], false, Duration::from_secs(60));
+    let (dir, outcome, status) =
+        run_update(&AgentCmd::c(&exe, &[]), false, Duration::from_secs(60));
     assert_updated(dir.path(), &outcome, status);
     let new = std::fs::read(dir.path().join("slot_b.bin")).unwrap();
     assert_eq!(
@@ -57,7 +58,7 @@ fn c_agent_completes_a_delta_update() {
 fn c_agent_rolls_back_on_a_failed_self_test() {
     let out = tempfile::tempdir().unwrap();
     let exe = build_c_agent(out.path(), &[]);
-    let (dir, outcome, status) = run_update(&exe, &[], true, Duration::from_secs(60));
+    let (dir, outcome, status) = run_update(&AgentCmd::c(&exe, &[]), true, Duration::from_secs(60));
     match &outcome {
         InstallOutcome::Failed { failure, running } => {
             assert_eq!(running, &v("1.0.0"));
@@ -87,7 +88,8 @@ fn c_agent_resumes_after_a_power_cut_mid_transfer() {
         crash_after_chunks: Some(3),
         ..RunOpts::default()
     };
-    let (dir, outcome, status) = run_update_of(&w, &exe, &[], &opts, Duration::from_secs(60));
+    let (dir, outcome, status) =
+        run_update_of(&w, &AgentCmd::c(&exe, &[]), &opts, Duration::from_secs(60));
     assert_updated(dir.path(), &outcome, status);
     let new = std::fs::read(dir.path().join("slot_b.bin")).unwrap();
     assert_eq!(sha256(&new), sha256(&w.new));
@@ -102,7 +104,12 @@ fn c_agent_rolls_back_when_the_confirm_deadline_passes() {
         withhold_confirm: true,
         ..RunOpts::default()
     };
-    let (dir, outcome, status) = run_update_of(&world(), &exe, &[], &opts, Duration::from_secs(60));
+    let (dir, outcome, status) = run_update_of(
+        &world(),
+        &AgentCmd::c(&exe, &[]),
+        &opts,
+        Duration::from_secs(60),
+    );
     match &outcome {
         InstallOutcome::Failed { failure, running } => {
             assert_eq!(running, &v("1.0.0"));
@@ -118,20 +125,13 @@ fn c_agent_rolls_back_when_the_confirm_deadline_passes() {
 #[test]
 fn c_agent_under_valgrind() {
     if !have("valgrind") {
-        println!("SKIPPED: valgrind is not installed");
+        skip("valgrind is not installed");
         return;
     }
     let out = tempfile::tempdir().unwrap();
     let exe = build_c_agent(out.path(), &[]);
     let (dir, outcome, status) = run_update(
-        &exe,
-        &[
-            "valgrind",
-            "--error-exitcode=97",
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite,indirect,possible",
-            "-q",
-        ],
+        &AgentCmd::c(&exe, VALGRIND),
         false,
         Duration::from_secs(300),
     );
@@ -153,7 +153,7 @@ fn c_agent_with_sanitizers() {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        println!("SKIPPED: the C compiler cannot link -fsanitize=address,undefined");
+        skip("the C compiler cannot link -fsanitize=address,undefined");
         return;
     }
     let exe = build_c_agent(
@@ -164,7 +164,8 @@ fn c_agent_with_sanitizers() {
             "-fno-omit-frame-pointer",
         ],
     );
-    let (dir, outcome, status) = run_update(&exe, &[], true, Duration::from_secs(120));
+    let (dir, outcome, status) =
+        run_update(&AgentCmd::c(&exe, &[]), true, Duration::from_secs(120));
     assert!(
         matches!(outcome, InstallOutcome::Failed { .. }),
         "{outcome:?}"
@@ -176,7 +177,7 @@ fn c_agent_with_sanitizers() {
 #[test]
 fn pkg_config_file_links_the_shared_library() {
     if !have("pkg-config") {
-        println!("SKIPPED: pkg-config is not installed");
+        skip("pkg-config is not installed");
         return;
     }
     // An installation prefix as ffi/esync.pc.in describes it.
@@ -226,8 +227,10 @@ fn pkg_config_file_links_the_shared_library() {
     );
     // The dynamically linked C Agent completes the update too.
     let (dir, outcome, status) = run_update(
-        &exe,
-        &["env", &format!("LD_LIBRARY_PATH={}", lib.display())],
+        &AgentCmd::c(
+            &exe,
+            &["env", &format!("LD_LIBRARY_PATH={}", lib.display())],
+        ),
         false,
         Duration::from_secs(60),
     );
@@ -236,41 +239,5 @@ fn pkg_config_file_links_the_shared_library() {
 
 #[test]
 fn header_compiles_as_cxx17() {
-    if !have("g++") {
-        println!("SKIPPED: g++ is not installed");
-        return;
-    }
-    let out = tempfile::tempdir().unwrap();
-    let src = out.path().join("h.cpp");
-    std::fs::write(
-        &src,
-        "#include \"esync.h\"\nint main() { esync_agent_free(nullptr); return ESYNC_RESULT_OK; }\n",
-    )
-    .unwrap();
-    let o = Command::new("g++")
-        .args([
-            "-std=c++17",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-I",
-        ])
-        .arg(repo().join("include"))
-        .arg(&src)
-        .arg(staticlib())
-        .args(native_libs())
-        .arg("-o")
-        .arg(out.path().join("h"))
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "g++ failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(Command::new(out.path().join("h"))
-        .status()
-        .unwrap()
-        .success());
+    support::header_compiles_as_cxx17(&[], "esync_agent_free");
 }

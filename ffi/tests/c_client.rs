@@ -29,39 +29,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 #![allow(unsafe_code, reason = "a C host written in Rust calls the C ABI")]
 
-mod c_rig;
+mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use c_rig::*;
 use ed25519_dalek::SigningKey;
 use esync_agent::device::sha256;
 use esync_client::core::plan::{BlobHandle, ForwardedMetadata, ReadyComponent, ReadyPackage};
 use esync_proto::message::{ImageEncoding, PatchFormat};
-
-fn build_c_client(out: &Path, extra: &[&str]) -> PathBuf {
-    let exe = out.join("client");
-    let o = Command::new("cc")
-        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
-        .args(["-DESYNC_CLIENT"])
-        .args(extra)
-        .arg("-I")
-        .arg(repo().join("include"))
-        .arg(repo().join("examples/c/client/client.c"))
-        .arg(staticlib())
-        .args(native_libs())
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "cc failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    exe
-}
+use support::*;
 
 /// The package the Client's session would hand over: the component's delta
 /// from 1.0.0, its chunk hashes, the Director metadata to forward.
@@ -141,13 +118,11 @@ fn setup() -> Setup {
 impl Setup {
     /// The C Agent's command line.
     fn agent_args(&self, fail_self_test: bool) -> Vec<std::ffi::OsString> {
-        let mut a: Vec<std::ffi::OsString> =
-            vec![self.agent.clone().into(), self.agent_dir.path().into()];
-        a.extend([VIN, DEVICE, HW, SERIAL].map(Into::into));
-        if fail_self_test {
-            a.push("--fail-self-test".into());
-        }
-        a
+        let opts = RunOpts {
+            fail_self_test,
+            ..RunOpts::default()
+        };
+        AgentCmd::c(&self.agent, &[]).argv(self.agent_dir.path(), &opts)
     }
 }
 
@@ -155,7 +130,7 @@ impl Setup {
 /// report (JSON), the Agent's directory and the host's exit status.
 fn run(wrapper: &[&str], fail_self_test: bool) -> (serde_json::Value, tempfile::TempDir, i32) {
     let s = setup();
-    let client = build_c_client(s.out.path(), &[]);
+    let client = build_c(s.out.path(), "client", &["-DESYNC_CLIENT"]);
     let mut cmd = match wrapper.split_first() {
         Some((tool, args)) => {
             let mut c = Command::new(tool);
@@ -223,19 +198,10 @@ fn c_client_rolls_back_on_a_failed_self_test() {
 #[test]
 fn c_client_under_valgrind() {
     if !have("valgrind") {
-        println!("SKIPPED: valgrind is not installed");
+        skip("valgrind is not installed");
         return;
     }
-    let (report, dir, status) = run(
-        &[
-            "valgrind",
-            "--error-exitcode=97",
-            "--leak-check=full",
-            "--errors-for-leak-kinds=definite,indirect,possible",
-            "-q",
-        ],
-        false,
-    );
+    let (report, dir, status) = run(VALGRIND, false);
     assert_ne!(status, 97, "valgrind reported errors or leaks");
     assert_eq!(status, 0, "{report}");
     assert_eq!(outcome(&report), "Installed", "{report}");
@@ -245,34 +211,13 @@ fn c_client_under_valgrind() {
 #[cfg(feature = "jni")]
 #[test]
 fn java_client_installs_an_update_through_jni() {
-    if !have("javac")
-        || !Command::new("java")
-            .arg("-version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    {
-        println!("SKIPPED: no JDK (javac and java)");
+    if !have_jdk() {
+        skip("no JDK (javac and java)");
         return;
     }
     let s = setup();
-    let classes = s.out.path().join("classes");
-    let java = repo().join("ffi/java/io/esync");
-    let o = Command::new("javac")
-        .arg("-Xlint:all")
-        .arg("-Werror")
-        .arg("-d")
-        .arg(&classes)
-        .arg(java.join("Client.java"))
-        .arg(java.join("EsyncException.java"))
-        .arg(repo().join("ffi/tests/java/ClientTest.java"))
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "javac failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let so = staticlib().with_file_name("libesync_ffi.so");
+    let classes = compile_java(s.out.path(), &["ClientTest.java"]);
+    let so = cdylib();
     let o = Command::new("java")
         .arg("-cp")
         .arg(&classes)
@@ -301,37 +246,7 @@ fn java_client_installs_an_update_through_jni() {
 
 #[test]
 fn client_header_compiles_as_cxx17() {
-    if !have("g++") {
-        println!("SKIPPED: g++ is not installed");
-        return;
-    }
-    let out = tempfile::tempdir().unwrap();
-    let src = out.path().join("h.cpp");
-    std::fs::write(
-        &src,
-        "#include \"esync.h\"\nint main() { esync_client_free(nullptr); return ESYNC_RESULT_OK; }\n",
-    )
-    .unwrap();
-    let o = Command::new("g++")
-        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic"])
-        .args(["-DESYNC_CLIENT", "-I"])
-        .arg(repo().join("include"))
-        .arg(&src)
-        .arg(staticlib())
-        .args(native_libs())
-        .arg("-o")
-        .arg(out.path().join("h"))
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "g++ failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(Command::new(out.path().join("h"))
-        .status()
-        .unwrap()
-        .success());
+    header_compiles_as_cxx17(&["-DESYNC_CLIENT"], "esync_client_free");
 }
 
 mod conventions {

@@ -49,7 +49,8 @@ public class ClientTest {
             new Client(new byte[5], 1, device, agentPub, null).close();
             throw new AssertionError("a 5-byte client seed was accepted");
         } catch (EsyncException e) {
-            check(e.getMessage().contains("client_key"), "the exception names the field: " + e);
+            check(e.result() == 2 && e.getMessage().contains("client_key"),
+                    "INVALID_ARGUMENT naming the field: " + e);
             System.out.println("exception as expected: " + e.getMessage());
         }
 
@@ -119,7 +120,8 @@ public class ClientTest {
                         c.start("{\"not\":\"a package\"}".getBytes(StandardCharsets.UTF_8));
                         throw new AssertionError("a malformed package was accepted");
                     } catch (EsyncException e) {
-                        check(e.getMessage().startsWith("esync_result 10 "), "REFUSED: " + e);
+                        check(e.result() == 10 && e.getMessage().startsWith("esync_result 10 "),
+                                "REFUSED: " + e);
                         System.out.println("exception as expected: " + e.getMessage());
                     }
                     c.start(pkg);

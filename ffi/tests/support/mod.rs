@@ -1,6 +1,9 @@
-//! The rig of the C Agent runs (`c_agent.rs`, `benches/c_agent_heap.rs`):
-//! building `examples/c/agent/agent.c` against the static library, a
-//! signed Uptane delta update, and the Client's end of the C Agent's bus.
+//! The rig of the tests and benches of the C ABI (`c_agent.rs`,
+//! `c_client.rs`, `java_agent.rs`, `benches/c_agent_heap.rs`): building the
+//! C examples against the static library, a signed Uptane delta update, the
+//! Client's end of an Agent's bus (the C Agent's, or the Java Agent's: both
+//! take the same command line and keep the same files), the header's C++17
+//! check, and the tools a test needs (valgrind, a JDK).
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -9,6 +12,7 @@
 )]
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -70,26 +74,168 @@ pub fn have(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Compiles the C Agent with the flags the issue sets (and `extra`).
-pub fn build_c_agent(out: &Path, extra: &[&str]) -> PathBuf {
-    let exe = out.join("agent");
-    let mut cmd = Command::new("cc");
-    cmd.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
+/// The tool is absent: "SKIPPED: ..." (a failure in CI, `CI=true`, where
+/// every tool must be there).
+pub fn skip(why: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{why} (CI=true: not skipped)"
+    );
+    println!("SKIPPED: {why}");
+}
+
+/// `javac` and `java` are installed.
+pub fn have_jdk() -> bool {
+    have("javac")
+        && Command::new("java")
+            .arg("-version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// Compiles the Java classes of `ffi/java` and the test sources `tests`
+/// (paths below `ffi/tests/java`) with `javac -Xlint:all -Werror` into
+/// `out/classes`; returns that directory.
+pub fn compile_java(out: &Path, tests: &[&str]) -> PathBuf {
+    let classes = out.join("classes");
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(repo().join("ffi/java/io/esync"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "java"))
+        .collect();
+    sources.extend(tests.iter().map(|t| repo().join("ffi/tests/java").join(t)));
+    let o = Command::new("javac")
+        .args(["-Xlint:all", "-Werror", "-d"])
+        .arg(&classes)
+        .args(&sources)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "javac failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    classes
+}
+
+/// The shared library (`libesync_ffi.so`) beside the static one.
+pub fn cdylib() -> PathBuf {
+    staticlib().with_file_name("libesync_ffi.so")
+}
+
+/// valgrind as a wrapper: exit status 97 on any error or leak.
+pub const VALGRIND: &[&str] = &[
+    "valgrind",
+    "--error-exitcode=97",
+    "--leak-check=full",
+    "--errors-for-leak-kinds=definite,indirect,possible",
+    "-q",
+];
+
+/// Compiles the C example `examples/c/{name}/{name}.c` to `out/{name}` with
+/// the flags the issue sets (and `extra`), against the static library.
+pub fn build_c(out: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let exe = out.join(name);
+    let o = Command::new("cc")
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
         .args(extra)
         .arg("-I")
         .arg(repo().join("include"))
-        .arg(repo().join("examples/c/agent/agent.c"))
+        .arg(repo().join(format!("examples/c/{name}/{name}.c")))
         .arg(staticlib())
         .args(native_libs())
         .arg("-o")
-        .arg(&exe);
-    let o = cmd.output().unwrap();
+        .arg(&exe)
+        .output()
+        .unwrap();
     assert!(
         o.status.success(),
         "cc failed:\n{}",
         String::from_utf8_lossy(&o.stderr)
     );
     exe
+}
+
+/// Compiles the C Agent with the flags the issue sets (and `extra`).
+pub fn build_c_agent(out: &Path, extra: &[&str]) -> PathBuf {
+    build_c(out, "agent", extra)
+}
+
+/// `include/esync.h` (with `defines`) compiles under `g++ -std=c++17` and
+/// links against the static library in a program that calls `free_fn(nullptr)`.
+pub fn header_compiles_as_cxx17(defines: &[&str], free_fn: &str) {
+    if !have("g++") {
+        skip("g++ is not installed");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let src = out.path().join("h.cpp");
+    std::fs::write(
+        &src,
+        format!(
+            "#include \"esync.h\"\nint main() {{ {free_fn}(nullptr); return ESYNC_RESULT_OK; }}\n"
+        ),
+    )
+    .unwrap();
+    let o = Command::new("g++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .args(defines)
+        .arg("-I")
+        .arg(repo().join("include"))
+        .arg(&src)
+        .arg(staticlib())
+        .args(native_libs())
+        .arg("-o")
+        .arg(out.path().join("h"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "g++ failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(Command::new(out.path().join("h"))
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// An Agent's command line before its arguments (`DIR VIN DEVICE_PATH
+/// HARDWARE_ID SERIAL [--fail-self-test] [--confirm-timeout-ms N]`, as
+/// `examples/c/agent/agent.c` and `ffi/tests/java/AgentTest.java` take
+/// them): the program and its leading arguments.
+#[derive(Clone, Debug)]
+pub struct AgentCmd(pub Vec<OsString>);
+
+impl AgentCmd {
+    /// The C Agent `exe`, under `wrapper` (e.g. [`VALGRIND`]; may be empty).
+    pub fn c(exe: &Path, wrapper: &[&str]) -> AgentCmd {
+        let mut v: Vec<OsString> = wrapper.iter().map(Into::into).collect();
+        v.push(exe.into());
+        AgentCmd(v)
+    }
+
+    /// The whole command line for the files in `dir`.
+    pub fn argv(&self, dir: &Path, opts: &RunOpts) -> Vec<OsString> {
+        let mut a = self.0.clone();
+        a.push(dir.into());
+        a.extend([VIN, DEVICE, HW, SERIAL].map(Into::into));
+        if opts.fail_self_test {
+            a.push("--fail-self-test".into());
+        }
+        if let Some(t) = opts.confirm_timeout_ms {
+            a.push("--confirm-timeout-ms".into());
+            a.push(t.to_string().into());
+        }
+        a
+    }
+
+    fn command(&self, dir: &Path, opts: &RunOpts) -> Command {
+        let argv = self.argv(dir, opts);
+        let mut c = Command::new(&argv[0]);
+        c.args(&argv[1..]);
+        c
+    }
 }
 
 pub fn v(s: &str) -> SoftwareVersion {
@@ -373,11 +519,10 @@ pub fn boot_state(dir: &Path) -> (char, bool, String, String) {
     (active, trial, version, sha)
 }
 
-/// Runs one update against the C Agent `exe` (under `wrapper`, e.g.
-/// valgrind); returns the install outcome and the Agent's exit status.
+/// Runs one update against the Agent `agent`; returns the install outcome
+/// and the Agent's exit status.
 pub fn run_update(
-    exe: &Path,
-    wrapper: &[&str],
+    agent: &AgentCmd,
     fail_self_test: bool,
     timeout: Duration,
 ) -> (tempfile::TempDir, InstallOutcome, i32) {
@@ -385,7 +530,7 @@ pub fn run_update(
         fail_self_test,
         ..RunOpts::default()
     };
-    run_update_of(&world(), exe, wrapper, &opts, timeout)
+    run_update_of(&world(), agent, &opts, timeout)
 }
 
 /// How [`run_update_of`] runs.
@@ -409,8 +554,7 @@ pub struct RunOpts {
 /// journal and staging say (checked: the Agent asks for chunk `k`).
 pub fn run_update_of(
     w: &World,
-    exe: &Path,
-    wrapper: &[&str],
+    agent: &AgentCmd,
     opts: &RunOpts,
     timeout: Duration,
 ) -> (tempfile::TempDir, InstallOutcome, i32) {
@@ -420,21 +564,7 @@ pub fn run_update_of(
     let client_key = SigningKey::from_bytes(&[6; 32]);
     provision(dir.path(), w, &agent_key, &client_key.verifying_key());
 
-    let mut cmd = match wrapper.split_first() {
-        Some((tool, args)) => {
-            let mut c = Command::new(tool);
-            c.args(args).arg(exe);
-            c
-        }
-        None => Command::new(exe),
-    };
-    cmd.arg(dir.path()).args([VIN, DEVICE, HW, SERIAL]);
-    if opts.fail_self_test {
-        cmd.arg("--fail-self-test");
-    }
-    if let Some(t) = opts.confirm_timeout_ms {
-        cmd.arg("--confirm-timeout-ms").arg(t.to_string());
-    }
+    let mut cmd = agent.command(dir.path(), opts);
     let mut peer = Peer::spawn(&mut cmd, &agent_key, client_key.clone(), timeout);
 
     let update_id = Id128([0x42; 16]);

@@ -1,29 +1,20 @@
-//! The JNI wrapper (feature `jni`): the native methods of `io.esync.Client`
-//! (`ffi/java/io/esync/Client.java`) over the same `esync_client` handle
-//! and functions C hosts use ([`crate::client`]).
+//! The native methods of `io.esync.Client` (`ffi/java/io/esync/Client.java`)
+//! over the `esync_client` handle ([`crate::client`]).
 //!
-//! The Java object holds the handle (a `long`) and a host record in Rust
+//! The Java object holds the handle (a `long`: a [`Wrapped`] client) and a host record in Rust
 //! that keeps the campaign journal in memory: it starts from the bytes the
 //! Java host passes to `Client.create` (what it persisted last), and
 //! `Client.journal()` gives the current record, which the Java host stores
 //! durably **before** it sends the frames of the same call (the journal
 //! rule of the C ABI's `journal_store`, moved to the Java side).
-//!
-//! Every failure (`esync_result` other than OK, a malformed argument, a JNI
-//! error) becomes an `io.esync.EsyncException` carrying the result's number
-//! and the handle's last error; a panic is caught (by the C ABI's entry
-//! points and again here) and becomes an exception: nothing unwinds into
-//! the JVM.
-//!
-//! Not wrapped yet: the Agent (its device callbacks would call into Java).
 
 use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use jni::objects::{JByteArray, JClass, JObject, JString};
 use jni::sys::{jboolean, jint, jlong, jlongArray, jobjectArray, jstring, JNI_TRUE};
 use jni::JNIEnv;
 
+use super::{bytes, opt_bytes, run, string, Native, Thrown, Userdata, Wrapped};
 use crate::client::*;
 use crate::esync_result;
 use crate::host::{
@@ -34,18 +25,28 @@ use crate::host::{
 /// record and the last error logged (the detail of a failed `create`,
 /// which has no handle to ask).
 #[derive(Default)]
-struct Journal {
+pub(super) struct Journal {
     record: Option<Vec<u8>>,
     last_error: String,
 }
 
-/// What the Java object owns: the handle and its in-memory journal (a
-/// separate allocation: the callbacks write it while a call holds the
-/// host).
-struct JavaHost {
-    journal: *mut Journal,
-    client: *mut esync_client,
-    step: esync_client_step,
+impl Userdata for Journal {
+    fn last_error(&self) -> String {
+        self.last_error.clone()
+    }
+}
+
+impl Native for esync_client {
+    type Step = esync_client_step;
+    type Userdata = Journal;
+    const NAME: &'static str = "Client";
+    const LAST_ERROR: unsafe extern "C" fn(*mut Self, *mut u8, usize, *mut usize) -> esync_result =
+        esync_client_last_error;
+    const FREE: unsafe extern "C" fn(*mut Self) = esync_client_free;
+}
+
+fn client<'a>(h: jlong) -> Result<&'a mut Wrapped<esync_client>, Thrown> {
+    Wrapped::live(h)
 }
 
 unsafe extern "C" fn jload(
@@ -96,83 +97,6 @@ unsafe extern "C" fn jlog(ud: *mut c_void, level: esync_log_level, msg: *const u
     }
 }
 
-/// A failure to turn into `io.esync.EsyncException`.
-struct Thrown(String);
-
-impl From<jni::errors::Error> for Thrown {
-    fn from(e: jni::errors::Error) -> Thrown {
-        Thrown(format!("JNI: {e}"))
-    }
-}
-
-fn host<'a>(h: jlong) -> Result<&'a mut JavaHost, Thrown> {
-    if h == 0 {
-        return Err(Thrown("the Client is closed".into()));
-    }
-    // SAFETY: a non-zero handle is a `JavaHost` from `create` that
-    // `free` has not released (the Java class clears it on close; it is
-    // not shared between threads without synchronisation).
-    Ok(unsafe { &mut *(h as *mut JavaHost) })
-}
-
-fn check(h: &JavaHost, r: esync_result) -> Result<(), Thrown> {
-    if r == esync_result::ESYNC_RESULT_OK {
-        return Ok(());
-    }
-    let mut buf = [0u8; 512];
-    let mut n = 0usize;
-    // SAFETY: a live handle, a local buffer.
-    let detail = if !h.client.is_null()
-        && unsafe { esync_client_last_error(h.client, buf.as_mut_ptr(), buf.len(), &mut n) }
-            == esync_result::ESYNC_RESULT_OK
-    {
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    } else {
-        // SAFETY: the host's own journal record (no call is running).
-        unsafe { (*h.journal).last_error.clone() }
-    };
-    Err(Thrown(format!(
-        "esync_result {} ({}): {detail}",
-        r as u32,
-        r.message()
-    )))
-}
-
-/// Runs a native method body: errors and panics become an
-/// `io.esync.EsyncException` and the method returns `fallback`.
-fn run<'l, T>(
-    env: &mut JNIEnv<'l>,
-    fallback: T,
-    f: impl FnOnce(&mut JNIEnv<'l>) -> Result<T, Thrown>,
-) -> T {
-    let r = catch_unwind(AssertUnwindSafe(|| f(env)))
-        .unwrap_or_else(|_| Err(Thrown("a panic was caught in the native code".into())));
-    match r {
-        Ok(v) => v,
-        Err(Thrown(msg)) => {
-            // An exception may be pending already (a failed JNI call).
-            if !env.exception_check().unwrap_or(true) {
-                let _ = env.throw_new("io/esync/EsyncException", msg);
-            }
-            fallback
-        }
-    }
-}
-
-fn string(env: &mut JNIEnv<'_>, s: &JString<'_>) -> Result<String, Thrown> {
-    if s.is_null() {
-        return Err(Thrown("a String argument is null".into()));
-    }
-    Ok(env.get_string(s)?.into())
-}
-
-fn bytes(env: &mut JNIEnv<'_>, b: &JByteArray<'_>) -> Result<Vec<u8>, Thrown> {
-    if b.is_null() {
-        return Err(Thrown("a byte[] argument is null".into()));
-    }
-    Ok(env.convert_byte_array(b)?)
-}
-
 /// `static native long create(byte[] clientSeed, long envelopeSequence,
 /// String device, byte[] agentKey, byte[] journal, long mono, long wall)`.
 #[no_mangle]
@@ -191,20 +115,10 @@ pub extern "system" fn Java_io_esync_Client_create<'l>(
         let seed = bytes(env, &seed)?;
         let device = string(env, &device)?;
         let agent_key = bytes(env, &agent_key)?;
-        let journal = if journal.is_null() {
-            None
-        } else {
-            Some(bytes(env, &journal)?)
-        };
-        let journal: *mut Journal = Box::into_raw(Box::new(Journal {
-            record: journal,
+        let journal = Journal {
+            record: opt_bytes(env, &journal)?,
             last_error: String::new(),
-        }));
-        let host = Box::into_raw(Box::new(JavaHost {
-            journal,
-            client: std::ptr::null_mut(),
-            step: esync_client_step::default(),
-        }));
+        };
         let agent = esync_client_agent {
             device_path: device.as_ptr(),
             device_path_len: device.len(),
@@ -223,36 +137,17 @@ pub extern "system" fn Java_io_esync_Client_create<'l>(
             window: 0,
             precondition_wait_ms: 0,
         };
-        let cbs = esync_client_callbacks {
-            userdata: journal.cast(),
-            journal_load: Some(jload),
-            journal_store: Some(jstore),
-            log: Some(jlog),
-        };
-        let mut client = std::ptr::null_mut();
-        let mut step = esync_client_step::default();
-        // SAFETY: every pointer is valid for the call; `host` outlives the
-        // handle (both are freed together in `free`).
-        let r = unsafe {
-            esync_client_new(
-                &config,
-                &cbs,
-                mono as u64,
-                wall as u64,
-                &mut client,
-                &mut step,
-            )
-        };
-        // SAFETY: `host` is the live Box from above.
-        let h = unsafe { &mut *host };
-        if let Err(e) = check(h, r) {
-            // SAFETY: not handed out; released once.
-            drop(unsafe { (Box::from_raw(host), Box::from_raw(journal)) });
-            return Err(e);
-        }
-        h.client = client;
-        h.step = step;
-        Ok(host as jlong)
+        Wrapped::<esync_client>::create(journal, |ud, client, step| {
+            let cbs = esync_client_callbacks {
+                userdata: ud.cast(),
+                journal_load: Some(jload),
+                journal_store: Some(jstore),
+                log: Some(jlog),
+            };
+            // SAFETY: every pointer is valid for the call; `ud` outlives
+            // the handle (both are freed together in `free`).
+            unsafe { esync_client_new(&config, &cbs, mono as u64, wall as u64, client, step) }
+        })
     })
 }
 
@@ -264,17 +159,9 @@ pub extern "system" fn Java_io_esync_Client_free<'l>(
     h: jlong,
 ) {
     run(&mut env, (), |_| {
-        if h != 0 {
-            // SAFETY: a `JavaHost` from `create`, released once (the Java
-            // class zeroes its field).
-            let host = unsafe { Box::from_raw(h as *mut JavaHost) };
-            // SAFETY: the handle of this host, then its journal (the
-            // handle no longer uses it).
-            unsafe {
-                esync_client_free(host.client);
-                drop(Box::from_raw(host.journal));
-            }
-        }
+        // SAFETY: a handle from `create`, released once (the Java class
+        // zeroes its field).
+        unsafe { Wrapped::<esync_client>::free(h) };
         Ok(())
     })
 }
@@ -290,11 +177,11 @@ pub extern "system" fn Java_io_esync_Client_presence<'l>(
 ) {
     run(&mut env, (), |env| {
         let d = string(env, &device)?;
-        let h = host(h)?;
+        let h = client(h)?;
         // SAFETY: a live handle; `d` valid for the call.
         let r =
-            unsafe { esync_client_presence(h.client, d.as_ptr(), d.len(), connected == JNI_TRUE) };
-        check(h, r)
+            unsafe { esync_client_presence(h.handle, d.as_ptr(), d.len(), connected == JNI_TRUE) };
+        h.check(r)
     })
 }
 
@@ -314,24 +201,25 @@ pub extern "system" fn Java_io_esync_Client_queryInventory<'l>(
         let d = string(env, &device)?;
         let n = bytes(env, &nonce)?;
         if n.len() != 16 {
-            return Err(Thrown(format!("nonce: {} bytes, 16 expected", n.len())));
+            return Err(Thrown::new(format!(
+                "nonce: {} bytes, 16 expected",
+                n.len()
+            )));
         }
-        let h = host(h)?;
-        let mut step = h.step;
-        // SAFETY: a live handle; buffers valid for the call.
-        let r = unsafe {
-            esync_client_query_inventory(
-                h.client,
-                d.as_ptr(),
-                d.len(),
-                n.as_ptr(),
-                mono as u64,
-                wall as u64,
-                &mut step,
-            )
-        };
-        check(h, r)?;
-        h.step = step;
+        client(h)?.step(|c, s| {
+            // SAFETY: a live handle; buffers valid for the call.
+            unsafe {
+                esync_client_query_inventory(
+                    c,
+                    d.as_ptr(),
+                    d.len(),
+                    n.as_ptr(),
+                    mono as u64,
+                    wall as u64,
+                    s,
+                )
+            }
+        })?;
         Ok(())
     })
 }
@@ -349,22 +237,11 @@ pub extern "system" fn Java_io_esync_Client_receive<'l>(
 ) -> jint {
     run(&mut env, -1, |env| {
         let f = bytes(env, &frame)?;
-        let h = host(h)?;
-        let mut step = h.step;
-        // SAFETY: a live handle; `f` valid for the call.
-        let r = unsafe {
-            esync_client_receive(
-                h.client,
-                f.as_ptr(),
-                f.len(),
-                mono as u64,
-                wall as u64,
-                &mut step,
-            )
-        };
-        check(h, r)?;
-        h.step = step;
-        Ok(step.input as jint)
+        let s = client(h)?.step(|c, s| {
+            // SAFETY: a live handle; `f` valid for the call.
+            unsafe { esync_client_receive(c, f.as_ptr(), f.len(), mono as u64, wall as u64, s) }
+        })?;
+        Ok(s.input as jint)
     })
 }
 
@@ -378,12 +255,8 @@ pub extern "system" fn Java_io_esync_Client_poll<'l>(
     wall: jlong,
 ) {
     run(&mut env, (), |_| {
-        let h = host(h)?;
-        let mut step = h.step;
         // SAFETY: a live handle.
-        let r = unsafe { esync_client_poll(h.client, mono as u64, wall as u64, &mut step) };
-        check(h, r)?;
-        h.step = step;
+        client(h)?.step(|c, s| unsafe { esync_client_poll(c, mono as u64, wall as u64, s) })?;
         Ok(())
     })
 }
@@ -401,21 +274,10 @@ pub extern "system" fn Java_io_esync_Client_start<'l>(
 ) {
     run(&mut env, (), |env| {
         let p = bytes(env, &package)?;
-        let h = host(h)?;
-        let mut step = h.step;
-        // SAFETY: a live handle; `p` valid for the call.
-        let r = unsafe {
-            esync_client_start(
-                h.client,
-                p.as_ptr(),
-                p.len(),
-                mono as u64,
-                wall as u64,
-                &mut step,
-            )
-        };
-        check(h, r)?;
-        h.step = step;
+        client(h)?.step(|c, s| {
+            // SAFETY: a live handle; `p` valid for the call.
+            unsafe { esync_client_start(c, p.as_ptr(), p.len(), mono as u64, wall as u64, s) }
+        })?;
         Ok(())
     })
 }
@@ -435,23 +297,21 @@ pub extern "system" fn Java_io_esync_Client_provideBlob<'l>(
 ) {
     run(&mut env, (), |env| {
         let d = bytes(env, &data)?;
-        let h = host(h)?;
-        let mut step = h.step;
-        // SAFETY: a live handle; `d` valid for the call.
-        let r = unsafe {
-            esync_client_provide_blob(
-                h.client,
-                blob as u64,
-                offset as u64,
-                d.as_ptr(),
-                d.len(),
-                mono as u64,
-                wall as u64,
-                &mut step,
-            )
-        };
-        check(h, r)?;
-        h.step = step;
+        client(h)?.step(|c, s| {
+            // SAFETY: a live handle; `d` valid for the call.
+            unsafe {
+                esync_client_provide_blob(
+                    c,
+                    blob as u64,
+                    offset as u64,
+                    d.as_ptr(),
+                    d.len(),
+                    mono as u64,
+                    wall as u64,
+                    s,
+                )
+            }
+        })?;
         Ok(())
     })
 }
@@ -465,15 +325,15 @@ pub extern "system" fn Java_io_esync_Client_nextFrame<'l>(
     h: jlong,
 ) -> jobjectArray {
     run(&mut env, std::ptr::null_mut(), |env| {
-        let h = host(h)?;
+        let h = client(h)?;
         let (mut to, mut to_len, mut f, mut f_len) = (std::ptr::null(), 0, std::ptr::null(), 0);
         // SAFETY: a live handle; outputs are locals.
         let r =
-            unsafe { esync_client_next_frame(h.client, &mut to, &mut to_len, &mut f, &mut f_len) };
+            unsafe { esync_client_next_frame(h.handle, &mut to, &mut to_len, &mut f, &mut f_len) };
         if r == esync_result::ESYNC_RESULT_NO_FRAME {
             return Ok(std::ptr::null_mut());
         }
-        check(h, r)?;
+        h.check(r)?;
         // SAFETY: borrowed outputs, valid until the next call on the handle.
         let (to, f) = unsafe {
             (
@@ -498,14 +358,14 @@ pub extern "system" fn Java_io_esync_Client_nextNeed<'l>(
     h: jlong,
 ) -> jlongArray {
     run(&mut env, std::ptr::null_mut(), |env| {
-        let h = host(h)?;
+        let h = client(h)?;
         let mut need = esync_client_need::default();
         // SAFETY: a live handle; output is a local.
-        let r = unsafe { esync_client_next_need(h.client, &mut need) };
+        let r = unsafe { esync_client_next_need(h.handle, &mut need) };
         if r == esync_result::ESYNC_RESULT_NO_FRAME {
             return Ok(std::ptr::null_mut());
         }
-        check(h, r)?;
+        h.check(r)?;
         let arr = env.new_long_array(3)?;
         env.set_long_array_region(
             &arr,
@@ -529,14 +389,14 @@ pub extern "system" fn Java_io_esync_Client_nextReport<'l>(
     h: jlong,
 ) -> jstring {
     run(&mut env, std::ptr::null_mut(), |env| {
-        let h = host(h)?;
+        let h = client(h)?;
         let (mut p, mut n) = (std::ptr::null(), 0);
         // SAFETY: a live handle; outputs are locals.
-        let r = unsafe { esync_client_next_report(h.client, &mut p, &mut n) };
+        let r = unsafe { esync_client_next_report(h.handle, &mut p, &mut n) };
         if r == esync_result::ESYNC_RESULT_NO_FRAME {
             return Ok(std::ptr::null_mut());
         }
-        check(h, r)?;
+        h.check(r)?;
         // SAFETY: borrowed output, valid until the next call.
         let json =
             String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(p, n) }).into_owned();
@@ -553,9 +413,9 @@ pub extern "system" fn Java_io_esync_Client_deadline<'l>(
     h: jlong,
 ) -> jlong {
     run(&mut env, -1, |_| {
-        let h = host(h)?;
-        Ok(if h.step.has_deadline {
-            h.step.deadline_ms as jlong
+        let s = client(h)?.step;
+        Ok(if s.has_deadline {
+            s.deadline_ms as jlong
         } else {
             -1
         })
@@ -571,9 +431,9 @@ pub extern "system" fn Java_io_esync_Client_journal<'l>(
     h: jlong,
 ) -> jni::sys::jbyteArray {
     run(&mut env, std::ptr::null_mut(), |env| {
-        let h = host(h)?;
+        let h = client(h)?;
         // SAFETY: the host's journal; no call on the handle is running.
-        match unsafe { &(*h.journal).record } {
+        match unsafe { &(*h.ud).record } {
             None => Ok(std::ptr::null_mut()),
             Some(j) => Ok(env.byte_array_from_slice(j)?.into_raw()),
         }
