@@ -495,8 +495,14 @@ async fn node_1_killed_mid_wave_its_vehicles_finish_through_node_2_with_every_re
         }))
         .await
         .expect("campaign");
-    // Kill node 1 while some of its vehicles hold an offer without a
-    // result (verifying, downloading or about to report).
+    // Kill node 1 while several of its vehicles hold an offer without a
+    // result (verifying, downloading or about to report: about 200 ms of
+    // each vehicle's update here), in wave 1.
+    let in_wave_1 = home1
+        .iter()
+        .filter(|v| p.members[v.as_str()].0 == 1)
+        .count();
+    let want = in_wave_1.min(3);
     let busy = wait_for(
         "node 1's vehicles between offer and report",
         Duration::from_secs(30),
@@ -505,7 +511,7 @@ async fn node_1_killed_mid_wave_its_vehicles_finish_through_node_2_with_every_re
             let vins = &home1;
             async move {
                 let busy = pg.members_in(id, "offered", vins).await;
-                (!busy.is_empty()).then_some(busy.len())
+                (busy.len() >= want).then_some(busy.len())
             }
         },
     )
@@ -543,12 +549,24 @@ async fn node_1_killed_mid_wave_its_vehicles_finish_through_node_2_with_every_re
     );
     println!(
         "two nodes, SIGKILL: {N} vehicles, node 1 killed with {} of its vehicles between offer \
-         and report and {} not offered yet, {} failovers, completed {:?} after the kill; {:?}; {}",
+         and report and {} not offered yet, {} failovers, completed {:?} after the kill; {:?}; \
+         offer to result median {} ms; {}",
         offered_at_kill.len(),
         pending_at_kill.len(),
         report.totals.failovers,
         killed.elapsed(),
         t0.elapsed(),
+        median_offer_to_result(&members),
         report.summary()
     );
+}
+
+/// The median time from a member's offer to its result (ms).
+fn median_offer_to_result(members: &[MemberView]) -> i64 {
+    let mut d: Vec<i64> = members
+        .iter()
+        .filter_map(|m| Some(m.finished_ms? - m.offered_ms?))
+        .collect();
+    d.sort_unstable();
+    d.get(d.len() / 2).copied().unwrap_or(0)
 }
