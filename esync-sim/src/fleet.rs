@@ -14,7 +14,7 @@ use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinSet;
 
 use crate::provision::SimVehicle;
-use crate::stats::{Counters, Snapshot};
+use crate::stats::{Counters, Mark, Snapshot, Window};
 use crate::vehicle::{SimTask, VehicleReport};
 use crate::SimError;
 
@@ -236,6 +236,17 @@ impl FleetHandle {
     pub fn snapshot(&self) -> Snapshot {
         self.counters
             .snapshot(self.started.elapsed(), self.tasks.len().min(self.vehicles))
+    }
+
+    /// The counters now, to measure a window from ([`FleetHandle::since`]).
+    pub fn mark(&self) -> Mark {
+        self.counters.mark()
+    }
+
+    /// Check-ins, latency and errors since `mark` (a steady state after a
+    /// warm-up, say).
+    pub fn since(&self, mark: &Mark) -> Window {
+        self.counters.since(mark)
     }
 
     /// Stops every vehicle (each finishes the request it is in; an update

@@ -72,7 +72,7 @@ pub mod vehicle;
 pub use fleet::{Fleet, FleetConfig, FleetHandle, FleetReport};
 pub use provision::{provision, provision_with, Provisioned, SimVehicle};
 pub use spec::{EcuPlan, EcuType, FleetSpec};
-pub use stats::{ErrorKind, Snapshot};
+pub use stats::{ErrorKind, Mark, Snapshot, Window};
 pub use vehicle::{fails, EcuState, VehicleReport};
 
 /// Errors of the simulator's setup (a running vehicle counts its errors

@@ -73,30 +73,84 @@ impl Histogram {
     /// The `q`-quantile (0..=1) in milliseconds (bucket upper bound, at
     /// most the largest observation); 0 when empty.
     pub fn quantile_ms(&self, q: f64) -> f64 {
-        let counts: Vec<u64> = self
-            .buckets
+        let max = self.max.load(Ordering::Relaxed);
+        quantile_of(&self.counts(), q).map_or(0.0, |us| us.min(max) as f64 / 1000.0)
+    }
+
+    /// The count of every bucket (for [`quantile_of`]).
+    pub fn counts(&self) -> Vec<u64> {
+        self.buckets
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0.0;
-        }
-        let rank = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                let us = bucket_high(i).min(self.max.load(Ordering::Relaxed));
-                return us as f64 / 1000.0;
-            }
-        }
-        self.max.load(Ordering::Relaxed) as f64 / 1000.0
+            .collect()
     }
 
     /// The largest observation, ms.
     pub fn max_ms(&self) -> f64 {
         self.max.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+}
+
+/// The `q`-quantile (µs, a bucket's upper bound) of bucket counts `counts`
+/// ([`Histogram::counts`], or the difference of two); `None` when empty.
+pub fn quantile_of(counts: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return Some(bucket_high(i));
+        }
+    }
+    None
+}
+
+/// The counters at one moment, to measure a window from
+/// ([`crate::FleetHandle::mark`], [`crate::FleetHandle::since`]).
+#[derive(Clone, Debug)]
+pub struct Mark {
+    at: std::time::Instant,
+    check_ins: u64,
+    errors: u64,
+    latency: Vec<u64>,
+}
+
+/// Check-ins, latency and errors between a [`Mark`] and now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Seconds.
+    pub secs: f64,
+    /// Check-ins answered.
+    pub check_ins: u64,
+    /// Check-ins per second.
+    pub check_ins_per_s: f64,
+    /// Median check-in latency (ms).
+    pub latency_p50_ms: f64,
+    /// 99th percentile check-in latency (ms).
+    pub latency_p99_ms: f64,
+    /// Errors.
+    pub errors: u64,
+    /// Errors per request made (check-ins and errors).
+    pub error_rate: f64,
+}
+
+impl Window {
+    /// One line.
+    pub fn line(&self) -> String {
+        format!(
+            "{:.1} s: {} check-ins ({:.1}/s)  p50 {:.2} ms  p99 {:.2} ms  errors {} ({:.4} %)",
+            self.secs,
+            self.check_ins,
+            self.check_ins_per_s,
+            self.latency_p50_ms,
+            self.latency_p99_ms,
+            self.errors,
+            self.error_rate * 100.0
+        )
     }
 }
 
@@ -175,6 +229,50 @@ impl Counters {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *m.entry(package.to_owned()).or_default() += 1;
+    }
+
+    fn errors_total(&self) -> u64 {
+        self.errors.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    }
+
+    pub fn mark(&self) -> Mark {
+        Mark {
+            at: std::time::Instant::now(),
+            check_ins: self.check_ins.load(Ordering::Relaxed),
+            errors: self.errors_total(),
+            latency: self.latency.counts(),
+        }
+    }
+
+    pub fn since(&self, m: &Mark) -> Window {
+        let now = self.mark();
+        let secs = now.at.duration_since(m.at).as_secs_f64();
+        let diff: Vec<u64> = now
+            .latency
+            .iter()
+            .zip(&m.latency)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        let q = |p| quantile_of(&diff, p).map_or(0.0, |us| us as f64 / 1000.0);
+        let check_ins = now.check_ins - m.check_ins;
+        let errors = now.errors - m.errors;
+        Window {
+            secs,
+            check_ins,
+            check_ins_per_s: if secs > 0.0 {
+                check_ins as f64 / secs
+            } else {
+                0.0
+            },
+            latency_p50_ms: q(0.5),
+            latency_p99_ms: q(0.99),
+            errors,
+            error_rate: if check_ins + errors == 0 {
+                0.0
+            } else {
+                errors as f64 / (check_ins + errors) as f64
+            },
+        }
     }
 
     pub fn snapshot(&self, elapsed: Duration, running: usize) -> Snapshot {
@@ -307,6 +405,14 @@ mod tests {
         assert_eq!(h.max_ms(), 10.0);
         assert_eq!(h.count(), 10_000);
         assert_eq!(Histogram::default().quantile_ms(0.99), 0.0);
+        // A window: only what was recorded after the first counts.
+        let before = h.counts();
+        for _ in 0..100 {
+            h.record(Duration::from_millis(50));
+        }
+        let diff: Vec<u64> = h.counts().iter().zip(&before).map(|(a, b)| a - b).collect();
+        let p50 = quantile_of(&diff, 0.5).expect("some") as f64 / 1000.0;
+        assert!((p50 - 50.0).abs() / 50.0 < 0.04, "{p50}");
     }
 
     #[test]

@@ -57,8 +57,8 @@ pub struct VehicleReport {
     pub offers: BTreeMap<String, u32>,
     /// The last reported outcome of each package.
     pub outcomes: BTreeMap<String, PackageOutcome>,
-    /// A package whose offer was taken but not finished when the run
-    /// stopped.
+    /// A package whose offer was taken but not finished (no result stored,
+    /// or the manifest after it not accepted yet) when the run stopped.
     pub unfinished: Option<String>,
     /// What each ECU runs now, by serial (the manifest it last uploaded
     /// says the same once it was accepted).
@@ -106,6 +106,9 @@ pub(crate) struct SimTask {
     offers: BTreeMap<String, u32>,
     outcomes: BTreeMap<String, PackageOutcome>,
     in_flight: Option<String>,
+    /// The result of `in_flight` is stored; its manifest is not accepted
+    /// yet (uploaded before the next check-in).
+    reported: bool,
     errors: u64,
     rng: rand::rngs::StdRng,
 }
@@ -202,6 +205,7 @@ impl SimTask {
             offers: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             in_flight: None,
+            reported: false,
             errors: 0,
             rng: rand::rngs::StdRng::from_seed(seed),
             cfg,
@@ -341,6 +345,10 @@ impl SimTask {
 
     /// One check-in (and what it asks for).
     async fn check_in_once(&mut self) -> Result<(), Abort> {
+        if self.reported {
+            // A result stored whose manifest did not reach the Server.
+            self.finish_offer().await?;
+        }
         if self.manifest_hash.is_none() {
             // The first manifest: its hash is what the first check-in asks
             // about (the Server then wants it, or already has it).
@@ -704,7 +712,7 @@ impl SimTask {
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.outcomes.insert(package.clone(), outcome);
-        self.in_flight = None;
+        self.reported = true;
         if outcome == PackageOutcome::Installed {
             for p in &planned {
                 let c = &p.desc.component;
@@ -720,7 +728,16 @@ impl SimTask {
         }
         // The manifest that tells the truth: new versions after success,
         // the old ones after the rollback.
-        self.upload_manifest().await
+        self.finish_offer().await
+    }
+
+    /// Uploads the manifest after a stored result; the offer is finished
+    /// once the Server accepted it.
+    async fn finish_offer(&mut self) -> Result<(), Abort> {
+        self.upload_manifest().await?;
+        self.reported = false;
+        self.in_flight = None;
+        Ok(())
     }
 
     /// The vehicle's loop until the fleet stops.

@@ -113,13 +113,16 @@ async fn rig(seed: u64) -> Rig {
 
 impl Rig {
     fn fleet(&self, failure_rate: f64) -> esync_sim::FleetHandle {
-        let mut cfg = FleetConfig::new(vec![self.server.device_url()], self.server.ca_pem.clone());
+        self.fleet_on(vec![self.server.device_url()], failure_rate)
+    }
+
+    fn fleet_on(&self, servers: Vec<String>, failure_rate: f64) -> esync_sim::FleetHandle {
+        let mut cfg = FleetConfig::new(servers, self.server.ca_pem.clone());
         cfg.interval = Duration::from_millis(300);
         cfg.jitter = Duration::from_millis(100);
         cfg.failure_rate = failure_rate;
         cfg.seed = self.spec.seed;
         cfg.request_timeout = Duration::from_secs(10);
-        cfg.log_errors = true;
         Fleet::spawn(cfg, &self.vehicles).expect("fleet")
     }
 
@@ -173,26 +176,38 @@ async fn settle_and_stop(fleet: esync_sim::FleetHandle) -> FleetReport {
     fleet.stop().await
 }
 
+impl Rig {
+    /// Starts the campaign with `failure_threshold_percent` while the fleet
+    /// runs; its view once it completed, paused or aborted.
+    async fn campaign_until_it_stops(
+        &self,
+        failure_threshold_percent: u32,
+    ) -> (i64, esync_server::campaigns::CampaignView) {
+        let id = self
+            .op
+            .start_campaign(&campaign_spec(failure_threshold_percent))
+            .await
+            .expect("campaign");
+        let view = self
+            .op
+            .wait_for(
+                id,
+                &["completed", "paused", "aborted"],
+                Duration::from_secs(40),
+            )
+            .await
+            .expect("campaign stopped");
+        (id, view)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_campaign_in_two_waves_completes_and_the_servers_record_is_the_simulators_truth() {
     let seed = 11;
     let rate = 0.1;
     let rig = rig(seed).await;
     let fleet = rig.fleet(rate);
-    let id = rig
-        .op
-        .start_campaign(&campaign_spec(50))
-        .await
-        .expect("campaign");
-    let done = rig
-        .op
-        .wait_for(
-            id,
-            &["completed", "paused", "aborted"],
-            Duration::from_secs(40),
-        )
-        .await
-        .expect("campaign finished");
+    let (id, done) = rig.campaign_until_it_stops(50).await;
     assert_eq!(
         done.state, "completed",
         "{:?} {:?}",
@@ -283,20 +298,7 @@ async fn failures_crossing_the_waves_threshold_pause_the_campaign_by_itself() {
     let rate = 0.6;
     let rig = rig(seed).await;
     let fleet = rig.fleet(rate);
-    let id = rig
-        .op
-        .start_campaign(&campaign_spec(20))
-        .await
-        .expect("campaign");
-    let paused = rig
-        .op
-        .wait_for(
-            id,
-            &["completed", "paused", "aborted"],
-            Duration::from_secs(40),
-        )
-        .await
-        .expect("campaign stopped");
+    let (id, paused) = rig.campaign_until_it_stops(20).await;
     assert_eq!(paused.state, "paused", "{:?}", paused.waves);
     assert!(
         paused.reason.as_deref().unwrap_or("").contains("fail"),
@@ -329,4 +331,33 @@ async fn failures_crossing_the_waves_threshold_pause_the_campaign_by_itself() {
     assert!(wave2 > 0);
     let w1 = &paused.waves[0];
     assert!((w1.failed + w1.rolled_back) * 100 >= 20 * w1.size, "{w1:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vehicles_whose_first_server_refuses_connections_carry_on_through_the_next() {
+    let rig = rig(3).await;
+    // Nothing listens on `dead`: half the vehicles start there.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("https://{}", l.local_addr().expect("addr"))
+    };
+    let live = rig.server.device_url();
+    let fleet = rig.fleet_on(vec![dead.clone(), live.clone()], 0.0);
+    let (_, done) = rig.campaign_until_it_stops(50).await;
+    assert_eq!(done.state, "completed", "{:?}", done.waves);
+    let report = settle_and_stop(fleet).await;
+    let t = &report.totals;
+    assert!(t.failovers >= (N / 2) as u64, "{}", report.summary());
+    assert!(
+        t.errors
+            .get(&esync_sim::ErrorKind::Transport)
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+    assert_eq!(t.installed, rig.targeted().len() as u64);
+    for v in &report.vehicles {
+        assert_eq!(v.server, live, "{}", v.vin);
+        assert!(v.manifest_accepted, "{}", v.vin);
+    }
 }

@@ -88,6 +88,10 @@ struct RunArgs {
     /// Seconds to run (0: until interrupted).
     #[arg(long, default_value_t = 60.0)]
     duration: f64,
+    /// Seconds of warm-up (first check-ins, manifest uploads) before the
+    /// steady-state window the summary also reports.
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 5.0)]
     progress: f64,
@@ -148,7 +152,13 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 .map(|d| tokio::time::Instant::now() + d);
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
+            let warm_end = tokio::time::Instant::now() + secs("warmup", r.warmup)?;
+            let mut mark = None;
             loop {
+                if mark.is_none() && r.warmup > 0.0 && tokio::time::Instant::now() >= warm_end {
+                    mark = Some(fleet.mark());
+                    println!("warm-up over: steady-state window starts");
+                }
                 let until_end = async {
                     match end {
                         Some(e) => tokio::time::sleep_until(e).await,
@@ -162,8 +172,21 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 }
             }
             eprintln!("stopping…");
+            let window = mark.as_ref().map(|m| fleet.since(m));
             let report = fleet.stop().await;
             println!("{}", report.summary());
+            if let Some(w) = window {
+                println!("steady state (after {} s warm-up): {}", r.warmup, w.line());
+            }
+            // Linux: the simulator's own peak resident set.
+            if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+                if let Some(l) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+                    println!(
+                        "simulator peak RSS {}",
+                        l.trim_start_matches("VmHWM:").trim()
+                    );
+                }
+            }
             if let Some(p) = r.report {
                 std::fs::write(&p, serde_json::to_vec_pretty(&report)?)
                     .map_err(|e| format!("{}: {e}", p.display()))?;
