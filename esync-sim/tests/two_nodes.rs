@@ -19,6 +19,9 @@
 //!   vehicles between offer and report: they carry on through node 2 and
 //!   the campaign completes with every result recorded once and no vehicle
 //!   offered twice.
+//! * The same vehicle at both nodes at once (four concurrent check-ins,
+//!   then four concurrent copies of its report, over both nodes): offered
+//!   once and counted once, whichever node wins each race.
 //!
 //! PostgreSQL unreachable: "SKIPPED" (a failure under `CI=true`).
 
@@ -569,4 +572,151 @@ fn median_offer_to_result(members: &[MemberView]) -> i64 {
         .collect();
     d.sort_unstable();
     d.get(d.len() / 2).copied().unwrap_or(0)
+}
+
+/// The same vehicle at both nodes at once: each vehicle's check-ins go to
+/// both nodes concurrently (two on each, on their own connections), then
+/// its one Result report is PUT concurrently to both (twice each). Both
+/// nodes compete for every claim and every count; the database lets one
+/// win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_vehicle_at_both_nodes_at_once_is_offered_once_and_counted_once() {
+    use esync_api::body::{CheckInRequest, PackageOutcome, Report, ReportEvent};
+    use esync_api::ReportId;
+    use esync_client::http::DeviceHttp;
+    use esync_identity::{client_tls_config, TrustAnchors};
+    use esync_proto::id::Sha256Digest;
+
+    const N: usize = 16;
+    // N racing vehicles and one more, the only member of a first campaign
+    // that keeps both nodes' gates open ("a campaign is offering") while
+    // the racers' connections are opened.
+    let Some(rig) = TwoNodes::start("race", "NDRACE", N + 1, 0).await else {
+        return;
+    };
+    let t0 = std::time::Instant::now();
+    let anchors = TrustAnchors::from_pem(&rig.dir.ca_pem).expect("fleet CA");
+    let urls = [rig.nodes[0].device_url(), rig.nodes[1].device_url()];
+    let (racers, keeper) = rig.vehicles.split_at(N);
+    rig.op
+        .start_campaign(&json!({
+            "name": "two-nodes-keeper",
+            "package": PKG,
+            "target": {"vins": [keeper[0].vin.as_str()]},
+            "waves": [{"count": 1}],
+        }))
+        .await
+        .expect("keeper campaign");
+    let t = Duration::from_secs(20);
+    let check_in = |c: DeviceHttp| async move {
+        let req = CheckInRequest {
+            manifest_sha256: Sha256Digest([0; 32]),
+        };
+        c.check_in(&req, t).await.map(|_| ())
+    };
+    // Four clients per racer: two per node, each with its own connection,
+    // opened by one check-in (nothing is due to a racer yet).
+    let clients: Vec<Vec<DeviceHttp>> = racers
+        .iter()
+        .map(|v| {
+            let tls = client_tls_config(&v.identity().expect("identity"), &anchors).expect("tls");
+            (0..4)
+                .map(|k| DeviceHttp::new(&urls[k % 2], tls.clone()).expect("client"))
+                .collect()
+        })
+        .collect();
+    for c in clients.iter().flatten() {
+        check_in(c.clone()).await.expect("warm-up check-in");
+    }
+    assert_eq!(campaign_offers(&rig, 0) + campaign_offers(&rig, 1), 0);
+    let name = "two-nodes-race";
+    let vins: Vec<&str> = racers.iter().map(|v| v.vin.as_str()).collect();
+    let id = rig
+        .op
+        .start_campaign(&json!({
+            "name": name,
+            "package": PKG,
+            "target": {"vins": vins},
+            "waves": [{"percent": 100}],
+        }))
+        .await
+        .expect("campaign");
+    let t = Duration::from_secs(20);
+    let mut calls = tokio::task::JoinSet::new();
+    for c in clients.iter().flatten() {
+        calls.spawn(check_in(c.clone()));
+    }
+    while let Some(r) = calls.join_next().await {
+        r.expect("task").expect("check-in");
+    }
+    let offers = [campaign_offers(&rig, 0), campaign_offers(&rig, 1)];
+    assert_eq!(offers[0] + offers[1], N as u64, "offers by node {offers:?}");
+    let log = rig.pg.campaign_log(id).await;
+    let mut offered: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in log.iter().filter(|e| e.event == "offered") {
+        *offered.entry(e.vin.as_deref().expect("vin")).or_default() += 1;
+    }
+    assert_eq!(offered.len(), N);
+    assert!(offered.values().all(|&n| n == 1), "{offered:?}");
+
+    for cs in &clients {
+        let report = Report {
+            created_wall_ms: 1,
+            event: ReportEvent::Result {
+                package: PKG.into(),
+                outcome: PackageOutcome::Installed,
+                components: Vec::new(),
+            },
+        };
+        // One id for the four copies (a retry sends the same).
+        let rid = ReportId::from_bytes(rand::random::<[u8; 16]>());
+        for c in cs {
+            let (c, report, rid) = (c.clone(), report.clone(), rid.clone());
+            calls.spawn(async move { c.put_report(&rid, &report, t).await.map(|_| ()) });
+        }
+    }
+    while let Some(r) = calls.join_next().await {
+        r.expect("task").expect("report");
+    }
+    let c = rig
+        .op
+        .wait_for(
+            id,
+            &["completed", "paused", "aborted"],
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("campaign ends");
+    assert_eq!(c.state, "completed", "{:?}", c.waves);
+    assert_eq!(
+        (c.waves[0].size, c.waves[0].succeeded),
+        (N as u64, N as u64)
+    );
+    let results =
+        [0, 1].map(|n| rig.nodes[n].metric("esync_server_campaign_results_total", &[]) as u64);
+    assert_eq!(
+        results[0] + results[1],
+        N as u64,
+        "results by node {results:?}"
+    );
+    let members = rig.op.members(id).await.expect("members");
+    for m in &members {
+        assert_eq!(m.state, "succeeded", "{}", m.vin);
+        assert_eq!(events(m, "offered"), 1, "{}: {:?}", m.vin, m.history);
+        assert_eq!(events(m, "succeeded"), 1, "{}: {:?}", m.vin, m.history);
+    }
+    let completed = rig
+        .pg
+        .campaign_log(id)
+        .await
+        .iter()
+        .filter(|e| e.event == "completed")
+        .count();
+    assert_eq!(completed, 1);
+    println!(
+        "two nodes, races: {N} vehicles x 4 concurrent check-ins and 4 concurrent copies of \
+         their report over both nodes: offers by node {offers:?}, results counted by node \
+         {results:?}; {:?}",
+        t0.elapsed()
+    );
 }
