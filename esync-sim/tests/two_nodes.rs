@@ -60,6 +60,18 @@ impl Prediction {
         Self { members, sizes }
     }
 
+    /// Panics unless every wave's predicted successes reach `success_pct`
+    /// and its failures stay under `failure_pct` (the seed fits the test).
+    fn assert_within(&self, success_pct: u64, failure_pct: u64) {
+        for w in 1..=self.sizes.len() as u32 {
+            let (size, ok, rb) = self.wave(w);
+            assert!(
+                ok * 100 >= size * success_pct && rb * 100 < size * failure_pct,
+                "the seed does not fit: wave {w} of {size}: {ok} succeed, {rb} roll back"
+            );
+        }
+    }
+
     /// (size, succeeded, rolled back) of `wave`.
     fn wave(&self, wave: u32) -> (u64, u64, u64) {
         let (mut n, mut ok, mut rb) = (0, 0, 0);
@@ -171,6 +183,31 @@ async fn check_end(
     }
 }
 
+/// Waits for campaign `id` to stop (through the operator's node), lets the
+/// fleet settle and stops it, then checks the end state ([`check_end`],
+/// the Server's vehicle records read through node `node`).
+async fn run_to_end(
+    rig: &TwoNodes,
+    node: usize,
+    id: i64,
+    fleet: FleetHandle,
+    p: &Prediction,
+) -> (Vec<MemberView>, FleetReport) {
+    let c = rig
+        .op
+        .wait_for(
+            id,
+            &["completed", "paused", "aborted"],
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("campaign ends");
+    let report = settle(fleet, rig.vehicles.len() as u64).await;
+    let members = rig.op.members(id).await.expect("members");
+    check_end(rig, node, &c, &members, p, &report).await;
+    (members, report)
+}
+
 /// Each wave opened only once the previous one had reached its success
 /// threshold (`success_pct`), and none of its members was offered before:
 /// in the order the events were written (ids of one sequence, taken inside
@@ -255,13 +292,7 @@ async fn a_campaign_in_waves_over_two_nodes_offers_each_vehicle_once_and_counts_
     // some (the rollback path is taken).
     let failing = p.members.values().filter(|(_, f)| *f).count();
     assert!(failing > 0, "seed {seed} makes no vehicle fail");
-    for w in 1..=p.sizes.len() as u32 {
-        let (size, ok, rb) = p.wave(w);
-        assert!(
-            ok * 100 >= size * 75 && rb * 100 < size * 34,
-            "seed: wave {w}"
-        );
-    }
+    p.assert_within(75, 34);
     let fleet = rig.fleet(
         Duration::from_millis(300),
         Duration::from_millis(100),
@@ -279,18 +310,7 @@ async fn a_campaign_in_waves_over_two_nodes_offers_each_vehicle_once_and_counts_
         }))
         .await
         .expect("campaign");
-    let c = rig
-        .op
-        .wait_for(
-            id,
-            &["completed", "paused", "aborted"],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("campaign ends");
-    let report = settle(fleet, N as u64).await;
-    let members = rig.op.members(id).await.expect("members");
-    check_end(&rig, 0, &c, &members, &p, &report).await;
+    let (_, report) = run_to_end(&rig, 0, id, fleet, &p).await;
 
     check_waves_opened(&rig, id, &p, 75).await;
 
@@ -424,23 +444,12 @@ async fn a_pause_through_node_1_stops_node_2_at_once_and_a_resume_through_node_2
         "node 2 offered {} ms after the resume",
         latency[1]
     );
-    let c = rig
-        .op
-        .wait_for(
-            id,
-            &["completed", "paused", "aborted"],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("campaign ends");
-    let report = settle(fleet, N as u64).await;
+    run_to_end(&rig, 0, id, fleet, &p).await;
     let offers = [campaign_offers(&rig, 0), campaign_offers(&rig, 1)];
     assert!(
         offers[0] > offers_before[0] && offers[1] > offers_before[1],
         "both nodes offered after the resume: {offers_before:?} -> {offers:?}"
     );
-    let members = rig.op.members(id).await.expect("members");
-    check_end(&rig, 0, &c, &members, &p, &report).await;
     println!(
         "two nodes, pause/resume: {N} vehicles, pending at the pause by node {pending:?}, \
          first offer by node 2 {first_start} ms after the start through node 1, first offer \
@@ -468,13 +477,7 @@ async fn node_1_killed_mid_wave_its_vehicles_finish_through_node_2_with_every_re
     let waves = [WaveSpec::Percent(50), WaveSpec::Percent(50)];
     let name = "two-nodes-kill";
     let p = Prediction::new(&rig, name, &waves, seed, rate);
-    for w in 1..=p.sizes.len() as u32 {
-        let (size, ok, rb) = p.wave(w);
-        assert!(
-            ok * 100 >= size * 75 && rb * 100 < size * 40,
-            "seed: wave {w}"
-        );
-    }
+    p.assert_within(75, 40);
     let fleet = rig.fleet(
         Duration::from_millis(400),
         Duration::from_millis(100),
@@ -527,18 +530,7 @@ async fn node_1_killed_mid_wave_its_vehicles_finish_through_node_2_with_every_re
         !offered_at_kill.is_empty(),
         "node 1 killed with none of its vehicles between offer and report (seen {busy} just before)"
     );
-    let c = rig
-        .op
-        .wait_for(
-            id,
-            &["completed", "paused", "aborted"],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("campaign ends");
-    let report = settle(fleet, N as u64).await;
-    let members = rig.op.members(id).await.expect("members");
-    check_end(&rig, 1, &c, &members, &p, &report).await;
+    let (members, report) = run_to_end(&rig, 1, id, fleet, &p).await;
     check_waves_opened(&rig, id, &p, 75).await;
     // Every vehicle of node 1 ended on node 2.
     let node2 = rig.nodes[1].device_url();
