@@ -54,7 +54,12 @@
 //! * **Crash**: every change is one transaction (claim, count and evaluate,
 //!   transitions, a manifest with its installed images), so a node killed
 //!   with SIGKILL leaves no half-made offer or result; its vehicles carry on
-//!   through another node.
+//!   through another node. An offer made through the killed node is in the
+//!   database (member offered, package assigned): the other node directs it
+//!   at the vehicle's next check-in there, unless that node answered this
+//!   vehicle "up to date" for the same manifest less than
+//!   `DirectorConfig::up_to_date_cache_ms` (30 s) before; then once that
+//!   answer expires.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};

@@ -32,6 +32,10 @@ pub struct FleetConfig {
     pub interval: Duration,
     /// Each wait is `interval` ± up to this (uniform).
     pub jitter: Duration,
+    /// The first check-ins are spread uniformly over this (at least one
+    /// interval): each vehicle's first check-in uploads its manifest, far
+    /// more work for the Server than a check-in that changes nothing.
+    pub ramp_up: Duration,
     /// Share of offers (0.0..=1.0) a vehicle fails and rolls back
     /// (deterministic per seed, VIN and package).
     pub failure_rate: f64,
@@ -52,7 +56,7 @@ pub struct FleetConfig {
 
 impl FleetConfig {
     /// A configuration for `servers` and the CA `ca_pem`: 30 s interval
-    /// ± 3 s, no failures, seed 0, 30 s request timeout, backoff 200 ms to
+    /// ± 3 s, first check-ins over one interval, no failures, seed 0, 30 s request timeout, backoff 200 ms to
     /// 10 s, 8 attempts.
     pub fn new(servers: Vec<String>, ca_pem: String) -> Self {
         Self {
@@ -60,6 +64,7 @@ impl FleetConfig {
             ca_pem,
             interval: Duration::from_secs(30),
             jitter: Duration::from_secs(3),
+            ramp_up: Duration::ZERO,
             failure_rate: 0.0,
             seed: 0,
             request_timeout: Duration::from_secs(30),

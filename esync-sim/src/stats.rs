@@ -373,13 +373,14 @@ impl Snapshot {
     /// One progress line.
     pub fn line(&self) -> String {
         format!(
-            "{:>7.1}s  {} vehicles  {} check-ins ({:.0}/s)  p50 {:.2} ms  p99 {:.2} ms  errors {}  offers {}  installed {}  rolled back {}",
+            "{:>7.1}s  {} vehicles  {} check-ins ({:.0}/s)  p50 {:.2} ms  p99 {:.2} ms  manifests {}  errors {}  offers {}  installed {}  rolled back {}",
             self.elapsed_s,
             self.vehicles_running,
             self.check_ins,
             self.check_ins_per_s(),
             self.latency_p50_ms,
             self.latency_p99_ms,
+            self.manifests_uploaded,
             self.errors_total,
             self.offers.values().sum::<u64>(),
             self.installed,

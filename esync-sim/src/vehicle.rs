@@ -71,6 +71,44 @@ pub struct VehicleReport {
     pub server: String,
 }
 
+/// What a vehicle manifest is signed from (a snapshot of the ECUs).
+struct ManifestInput {
+    vin: Vin,
+    primary_serial: EcuSerial,
+    primary_key: esync_uptane::PrivateKey,
+    ecus: Vec<(EcuSerial, esync_uptane::PrivateKey, InstalledImage, String)>,
+}
+
+impl ManifestInput {
+    /// The signed manifest: every ECU report signed by its ECU's key with a
+    /// fresh random nonce, the whole by the primary's key.
+    fn sign(&self) -> Result<Vec<u8>, String> {
+        let ts = UnixTime(now_unix());
+        let mut reports = BTreeMap::new();
+        for (serial, key, installed, filename) in &self.ecus {
+            let r = EcuVersionReport {
+                ecu_serial: serial.clone(),
+                installed_image: ReportedImage::from_installed(installed, filename.clone()),
+                release_counter: installed.release_counter.0,
+                // Random, never from the seed: the Server remembers every
+                // nonce, also across runs of the simulator.
+                nonce: format!("{:032x}", rand::random::<u128>()),
+                attacks_detected: String::new(),
+                timestamp: ts,
+            };
+            let signed = r.sign(key).map_err(|x| x.to_string())?;
+            reports.insert(serial.to_string(), signed);
+        }
+        VehicleManifest {
+            vin: self.vin.clone(),
+            primary_ecu_serial: self.primary_serial.clone(),
+            ecu_version_reports: reports,
+        }
+        .sign(&self.primary_key)
+        .map_err(|x| x.to_string())
+    }
+}
+
 /// Why a step stopped.
 enum Abort {
     /// The fleet is stopping.
@@ -290,49 +328,49 @@ impl SimTask {
         }
     }
 
-    /// Signs the manifest of what the ECUs run now (fresh nonces).
-    fn sign_manifest(&self) -> Result<Vec<u8>, String> {
-        let ts = UnixTime(now_unix());
-        let mut reports = BTreeMap::new();
-        for e in &self.ecus {
-            let r = EcuVersionReport {
-                ecu_serial: e.serial.clone(),
-                installed_image: ReportedImage::from_installed(&e.installed, e.filename.clone()),
-                release_counter: e.installed.release_counter.0,
-                // Random, never from the seed: the Server remembers every
-                // nonce, also across runs of the simulator.
-                nonce: format!("{:032x}", rand::random::<u128>()),
-                attacks_detected: String::new(),
-                timestamp: ts,
-            };
-            let signed = r.sign(&e.key).map_err(|x| x.to_string())?;
-            reports.insert(e.serial.to_string(), signed);
-        }
-        VehicleManifest {
+    /// What the manifest of what the ECUs run now is signed from.
+    fn manifest_input(&self) -> Arc<ManifestInput> {
+        Arc::new(ManifestInput {
             vin: self.vin.clone(),
-            primary_ecu_serial: self.primary_serial.clone(),
-            ecu_version_reports: reports,
-        }
-        .sign(&self.primary_key)
-        .map_err(|x| x.to_string())
+            primary_serial: self.primary_serial.clone(),
+            primary_key: self.primary_key.clone(),
+            ecus: self
+                .ecus
+                .iter()
+                .map(|e| {
+                    (
+                        e.serial.clone(),
+                        e.key.clone(),
+                        e.installed.clone(),
+                        e.filename.clone(),
+                    )
+                })
+                .collect(),
+        })
     }
 
-    /// Signs and uploads the manifest; the hash the next check-ins carry.
+    /// Signs the manifest of what the ECUs run now (fresh nonces).
+    fn sign_manifest(&self) -> Result<Vec<u8>, String> {
+        self.manifest_input().sign()
+    }
+
+    /// Signs and uploads the manifest (signed again, fresh nonces, for every
+    /// attempt: a retry after a timeout must not replay an upload the
+    /// Server may have taken); the hash the next check-ins carry.
     async fn upload_manifest(&mut self) -> Result<(), Abort> {
-        let bytes = match self.sign_manifest() {
-            Ok(b) => Arc::new(b),
-            Err(e) => {
-                self.fail(ErrorKind::Other, &format!("sign manifest: {e}"));
-                return Err(Abort::Failed);
-            }
-        };
-        self.manifest_hash = Some(Sha256Digest(Sha256::digest(bytes.as_slice()).into()));
+        let input = self.manifest_input();
         self.manifest_accepted = false;
         let t = self.cfg.request_timeout;
         let accepted = self
             .call("manifest", |h| {
-                let b = Arc::clone(&bytes);
-                Box::pin(async move { h.upload_manifest(&b, t).await })
+                let input = Arc::clone(&input);
+                Box::pin(async move {
+                    let bytes = input.sign().map_err(|reason| HttpError::Malformed {
+                        what: "signing the manifest",
+                        reason,
+                    })?;
+                    h.upload_manifest(&bytes, t).await
+                })
             })
             .await?;
         self.manifest_accepted = true;
@@ -742,8 +780,9 @@ impl SimTask {
 
     /// The vehicle's loop until the fleet stops.
     pub(crate) async fn run(mut self) -> VehicleReport {
-        // Spread the first check-ins over one interval.
-        let first = self.cfg.interval.mul_f64(self.rng.gen_range(0.0..1.0));
+        // Spread the first check-ins over the ramp-up (at least one interval).
+        let ramp = self.cfg.ramp_up.max(self.cfg.interval);
+        let first = ramp.mul_f64(self.rng.gen_range(0.0..1.0));
         if self.sleep(first).await.is_ok() {
             loop {
                 match self.check_in_once().await {

@@ -19,6 +19,9 @@
 //!   vehicles between offer and report: they carry on through node 2 and
 //!   the campaign completes with every result recorded once and no vehicle
 //!   offered twice.
+//! * The same vehicle at both nodes at once (four concurrent check-ins,
+//!   then four concurrent copies of its report, over both nodes): offered
+//!   once and counted once, whichever node wins each race.
 //!
 //! PostgreSQL unreachable: "SKIPPED" (a failure under `CI=true`).
 
@@ -55,6 +58,18 @@ impl Prediction {
             })
             .collect();
         Self { members, sizes }
+    }
+
+    /// Panics unless every wave's predicted successes reach `success_pct`
+    /// and its failures stay under `failure_pct` (the seed fits the test).
+    fn assert_within(&self, success_pct: u64, failure_pct: u64) {
+        for w in 1..=self.sizes.len() as u32 {
+            let (size, ok, rb) = self.wave(w);
+            assert!(
+                ok * 100 >= size * success_pct && rb * 100 < size * failure_pct,
+                "the seed does not fit: wave {w} of {size}: {ok} succeed, {rb} roll back"
+            );
+        }
     }
 
     /// (size, succeeded, rolled back) of `wave`.
@@ -168,6 +183,31 @@ async fn check_end(
     }
 }
 
+/// Waits for campaign `id` to stop (through the operator's node), lets the
+/// fleet settle and stops it, then checks the end state ([`check_end`],
+/// the Server's vehicle records read through node `node`).
+async fn run_to_end(
+    rig: &TwoNodes,
+    node: usize,
+    id: i64,
+    fleet: FleetHandle,
+    p: &Prediction,
+) -> (Vec<MemberView>, FleetReport) {
+    let c = rig
+        .op
+        .wait_for(
+            id,
+            &["completed", "paused", "aborted"],
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("campaign ends");
+    let report = settle(fleet, rig.vehicles.len() as u64).await;
+    let members = rig.op.members(id).await.expect("members");
+    check_end(rig, node, &c, &members, p, &report).await;
+    (members, report)
+}
+
 /// Each wave opened only once the previous one had reached its success
 /// threshold (`success_pct`), and none of its members was offered before:
 /// in the order the events were written (ids of one sequence, taken inside
@@ -252,13 +292,7 @@ async fn a_campaign_in_waves_over_two_nodes_offers_each_vehicle_once_and_counts_
     // some (the rollback path is taken).
     let failing = p.members.values().filter(|(_, f)| *f).count();
     assert!(failing > 0, "seed {seed} makes no vehicle fail");
-    for w in 1..=p.sizes.len() as u32 {
-        let (size, ok, rb) = p.wave(w);
-        assert!(
-            ok * 100 >= size * 75 && rb * 100 < size * 34,
-            "seed: wave {w}"
-        );
-    }
+    p.assert_within(75, 34);
     let fleet = rig.fleet(
         Duration::from_millis(300),
         Duration::from_millis(100),
@@ -276,18 +310,7 @@ async fn a_campaign_in_waves_over_two_nodes_offers_each_vehicle_once_and_counts_
         }))
         .await
         .expect("campaign");
-    let c = rig
-        .op
-        .wait_for(
-            id,
-            &["completed", "paused", "aborted"],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("campaign ends");
-    let report = settle(fleet, N as u64).await;
-    let members = rig.op.members(id).await.expect("members");
-    check_end(&rig, 0, &c, &members, &p, &report).await;
+    let (_, report) = run_to_end(&rig, 0, id, fleet, &p).await;
 
     check_waves_opened(&rig, id, &p, 75).await;
 
@@ -421,23 +444,12 @@ async fn a_pause_through_node_1_stops_node_2_at_once_and_a_resume_through_node_2
         "node 2 offered {} ms after the resume",
         latency[1]
     );
-    let c = rig
-        .op
-        .wait_for(
-            id,
-            &["completed", "paused", "aborted"],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("campaign ends");
-    let report = settle(fleet, N as u64).await;
+    run_to_end(&rig, 0, id, fleet, &p).await;
     let offers = [campaign_offers(&rig, 0), campaign_offers(&rig, 1)];
     assert!(
         offers[0] > offers_before[0] && offers[1] > offers_before[1],
         "both nodes offered after the resume: {offers_before:?} -> {offers:?}"
     );
-    let members = rig.op.members(id).await.expect("members");
-    check_end(&rig, 0, &c, &members, &p, &report).await;
     println!(
         "two nodes, pause/resume: {N} vehicles, pending at the pause by node {pending:?}, \
          first offer by node 2 {first_start} ms after the start through node 1, first offer \
@@ -465,13 +477,7 @@ async fn node_1_killed_mid_wave_its_vehicles_finish_through_node_2_with_every_re
     let waves = [WaveSpec::Percent(50), WaveSpec::Percent(50)];
     let name = "two-nodes-kill";
     let p = Prediction::new(&rig, name, &waves, seed, rate);
-    for w in 1..=p.sizes.len() as u32 {
-        let (size, ok, rb) = p.wave(w);
-        assert!(
-            ok * 100 >= size * 75 && rb * 100 < size * 40,
-            "seed: wave {w}"
-        );
-    }
+    p.assert_within(75, 40);
     let fleet = rig.fleet(
         Duration::from_millis(400),
         Duration::from_millis(100),
@@ -495,8 +501,14 @@ async fn node_1_killed_mid_wave_its_vehicles_finish_through_node_2_with_every_re
         }))
         .await
         .expect("campaign");
-    // Kill node 1 while some of its vehicles hold an offer without a
-    // result (verifying, downloading or about to report).
+    // Kill node 1 while several of its vehicles hold an offer without a
+    // result (verifying, downloading or about to report: about 200 ms of
+    // each vehicle's update here), in wave 1.
+    let in_wave_1 = home1
+        .iter()
+        .filter(|v| p.members[v.as_str()].0 == 1)
+        .count();
+    let want = in_wave_1.min(3);
     let busy = wait_for(
         "node 1's vehicles between offer and report",
         Duration::from_secs(30),
@@ -505,7 +517,7 @@ async fn node_1_killed_mid_wave_its_vehicles_finish_through_node_2_with_every_re
             let vins = &home1;
             async move {
                 let busy = pg.members_in(id, "offered", vins).await;
-                (!busy.is_empty()).then_some(busy.len())
+                (busy.len() >= want).then_some(busy.len())
             }
         },
     )
@@ -518,18 +530,7 @@ async fn node_1_killed_mid_wave_its_vehicles_finish_through_node_2_with_every_re
         !offered_at_kill.is_empty(),
         "node 1 killed with none of its vehicles between offer and report (seen {busy} just before)"
     );
-    let c = rig
-        .op
-        .wait_for(
-            id,
-            &["completed", "paused", "aborted"],
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("campaign ends");
-    let report = settle(fleet, N as u64).await;
-    let members = rig.op.members(id).await.expect("members");
-    check_end(&rig, 1, &c, &members, &p, &report).await;
+    let (members, report) = run_to_end(&rig, 1, id, fleet, &p).await;
     check_waves_opened(&rig, id, &p, 75).await;
     // Every vehicle of node 1 ended on node 2.
     let node2 = rig.nodes[1].device_url();
@@ -543,12 +544,171 @@ async fn node_1_killed_mid_wave_its_vehicles_finish_through_node_2_with_every_re
     );
     println!(
         "two nodes, SIGKILL: {N} vehicles, node 1 killed with {} of its vehicles between offer \
-         and report and {} not offered yet, {} failovers, completed {:?} after the kill; {:?}; {}",
+         and report and {} not offered yet, {} failovers, completed {:?} after the kill; {:?}; \
+         offer to result median {} ms; {}",
         offered_at_kill.len(),
         pending_at_kill.len(),
         report.totals.failovers,
         killed.elapsed(),
         t0.elapsed(),
+        median_offer_to_result(&members),
         report.summary()
+    );
+}
+
+/// The median time from a member's offer to its result (ms).
+fn median_offer_to_result(members: &[MemberView]) -> i64 {
+    let mut d: Vec<i64> = members
+        .iter()
+        .filter_map(|m| Some(m.finished_ms? - m.offered_ms?))
+        .collect();
+    d.sort_unstable();
+    d.get(d.len() / 2).copied().unwrap_or(0)
+}
+
+/// The same vehicle at both nodes at once: each vehicle's check-ins go to
+/// both nodes concurrently (two on each, on their own connections), then
+/// its one Result report is PUT concurrently to both (twice each). Both
+/// nodes compete for every claim and every count; the database lets one
+/// win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_vehicle_at_both_nodes_at_once_is_offered_once_and_counted_once() {
+    use esync_api::body::{CheckInRequest, PackageOutcome, Report, ReportEvent};
+    use esync_api::ReportId;
+    use esync_client::http::DeviceHttp;
+    use esync_identity::{client_tls_config, TrustAnchors};
+    use esync_proto::id::Sha256Digest;
+
+    const N: usize = 16;
+    // N racing vehicles and one more, the only member of a first campaign
+    // that keeps both nodes' gates open ("a campaign is offering") while
+    // the racers' connections are opened.
+    let Some(rig) = TwoNodes::start("race", "NDRACE", N + 1, 0).await else {
+        return;
+    };
+    let t0 = std::time::Instant::now();
+    let anchors = TrustAnchors::from_pem(&rig.dir.ca_pem).expect("fleet CA");
+    let urls = [rig.nodes[0].device_url(), rig.nodes[1].device_url()];
+    let (racers, keeper) = rig.vehicles.split_at(N);
+    rig.op
+        .start_campaign(&json!({
+            "name": "two-nodes-keeper",
+            "package": PKG,
+            "target": {"vins": [keeper[0].vin.as_str()]},
+            "waves": [{"count": 1}],
+        }))
+        .await
+        .expect("keeper campaign");
+    let t = Duration::from_secs(20);
+    let check_in = |c: DeviceHttp| async move {
+        let req = CheckInRequest {
+            manifest_sha256: Sha256Digest([0; 32]),
+        };
+        c.check_in(&req, t).await.map(|_| ())
+    };
+    // Four clients per racer: two per node, each with its own connection,
+    // opened by one check-in (nothing is due to a racer yet).
+    let clients: Vec<Vec<DeviceHttp>> = racers
+        .iter()
+        .map(|v| {
+            let tls = client_tls_config(&v.identity().expect("identity"), &anchors).expect("tls");
+            (0..4)
+                .map(|k| DeviceHttp::new(&urls[k % 2], tls.clone()).expect("client"))
+                .collect()
+        })
+        .collect();
+    for c in clients.iter().flatten() {
+        check_in(c.clone()).await.expect("warm-up check-in");
+    }
+    assert_eq!(campaign_offers(&rig, 0) + campaign_offers(&rig, 1), 0);
+    let name = "two-nodes-race";
+    let vins: Vec<&str> = racers.iter().map(|v| v.vin.as_str()).collect();
+    let id = rig
+        .op
+        .start_campaign(&json!({
+            "name": name,
+            "package": PKG,
+            "target": {"vins": vins},
+            "waves": [{"percent": 100}],
+        }))
+        .await
+        .expect("campaign");
+    let t = Duration::from_secs(20);
+    let mut calls = tokio::task::JoinSet::new();
+    for c in clients.iter().flatten() {
+        calls.spawn(check_in(c.clone()));
+    }
+    while let Some(r) = calls.join_next().await {
+        r.expect("task").expect("check-in");
+    }
+    let offers = [campaign_offers(&rig, 0), campaign_offers(&rig, 1)];
+    assert_eq!(offers[0] + offers[1], N as u64, "offers by node {offers:?}");
+    let log = rig.pg.campaign_log(id).await;
+    let mut offered: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in log.iter().filter(|e| e.event == "offered") {
+        *offered.entry(e.vin.as_deref().expect("vin")).or_default() += 1;
+    }
+    assert_eq!(offered.len(), N);
+    assert!(offered.values().all(|&n| n == 1), "{offered:?}");
+
+    for cs in &clients {
+        let report = Report {
+            created_wall_ms: 1,
+            event: ReportEvent::Result {
+                package: PKG.into(),
+                outcome: PackageOutcome::Installed,
+                components: Vec::new(),
+            },
+        };
+        // One id for the four copies (a retry sends the same).
+        let rid = ReportId::from_bytes(rand::random::<[u8; 16]>());
+        for c in cs {
+            let (c, report, rid) = (c.clone(), report.clone(), rid.clone());
+            calls.spawn(async move { c.put_report(&rid, &report, t).await.map(|_| ()) });
+        }
+    }
+    while let Some(r) = calls.join_next().await {
+        r.expect("task").expect("report");
+    }
+    let c = rig
+        .op
+        .wait_for(
+            id,
+            &["completed", "paused", "aborted"],
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("campaign ends");
+    assert_eq!(c.state, "completed", "{:?}", c.waves);
+    assert_eq!(
+        (c.waves[0].size, c.waves[0].succeeded),
+        (N as u64, N as u64)
+    );
+    let results =
+        [0, 1].map(|n| rig.nodes[n].metric("esync_server_campaign_results_total", &[]) as u64);
+    assert_eq!(
+        results[0] + results[1],
+        N as u64,
+        "results by node {results:?}"
+    );
+    let members = rig.op.members(id).await.expect("members");
+    for m in &members {
+        assert_eq!(m.state, "succeeded", "{}", m.vin);
+        assert_eq!(events(m, "offered"), 1, "{}: {:?}", m.vin, m.history);
+        assert_eq!(events(m, "succeeded"), 1, "{}: {:?}", m.vin, m.history);
+    }
+    let completed = rig
+        .pg
+        .campaign_log(id)
+        .await
+        .iter()
+        .filter(|e| e.event == "completed")
+        .count();
+    assert_eq!(completed, 1);
+    println!(
+        "two nodes, races: {N} vehicles x 4 concurrent check-ins and 4 concurrent copies of \
+         their report over both nodes: offers by node {offers:?}, results counted by node \
+         {results:?}; {:?}",
+        t0.elapsed()
     );
 }

@@ -82,6 +82,10 @@ struct RunArgs {
     /// Seconds of uniform jitter around the interval (default: a tenth).
     #[arg(long)]
     jitter: Option<f64>,
+    /// Seconds over which the first check-ins (manifest uploads) are
+    /// spread (at least one interval).
+    #[arg(long, default_value_t = 0.0)]
+    ramp_up: f64,
     /// Share of offers failed and rolled back (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     failure_rate: f64,
@@ -140,6 +144,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let mut cfg = FleetConfig::new(r.servers.clone(), ca_pem);
             cfg.interval = secs("interval", r.interval)?;
             cfg.jitter = secs("jitter", r.jitter.unwrap_or(r.interval / 10.0))?;
+            cfg.ramp_up = secs("ramp-up", r.ramp_up)?;
             cfg.failure_rate = r.failure_rate;
             cfg.seed = r.fleet.seed;
             cfg.request_timeout = secs("timeout", r.timeout)?;

@@ -552,6 +552,16 @@ pub struct TwoNodes {
     pub pg: Pg,
 }
 
+impl Drop for TwoNodes {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                eprintln!("---- {} log (last 4 KiB):\n{}", n.name, n.log_tail());
+            }
+        }
+    }
+}
+
 impl TwoNodes {
     /// `esync-server init` on a fresh schema, two `serve` processes, the
     /// engine images 1.0.0 and 2.0.0 and package [`PKG`] (engine to 2.0.0)
