@@ -1,7 +1,8 @@
 //! The Java Agent (`io.esync.Agent` over the C ABI's Agent handle through
 //! JNI, feature `jni`): `ffi/tests/java/AgentTest.java`, an A/B ECU Agent
 //! whose `io.esync.AgentHost` keeps its flash on files as the C Agent
-//! example does, compiled with `javac` with the classes of `ffi/java` and
+//! example does (signals meeting the install precondition, a consent that
+//! checks the offer), compiled with `javac` with the classes of `ffi/java` and
 //! run on the JVM against `libesync_ffi.so`. The rig that plays the Client
 //! to the C Agent (`support`) plays it to the Java Agent over the same
 //! pipe bus and checks the same files.
