@@ -29,7 +29,10 @@ use jni::objects::{
 use jni::sys::{jboolean, jint, jlong, JNI_FALSE, JNI_TRUE};
 use jni::{JNIEnv, JavaVM};
 
-use super::{bytes, check, opt_bytes, run, string, Native, Thrown, Userdata, Wrapped};
+use super::{
+    bytes, check, opt_bytes, run, string, LastErrorFn, Native, PollFn, ReceiveFn, Thrown, Userdata,
+    Wrapped,
+};
 use crate::agent::*;
 use crate::esync_result;
 use crate::host::{
@@ -69,14 +72,26 @@ impl Native for esync_agent {
     type Step = esync_step;
     type Userdata = Upcalls;
     const NAME: &'static str = "Agent";
-    const LAST_ERROR: unsafe extern "C" fn(*mut Self, *mut u8, usize, *mut usize) -> esync_result =
-        esync_agent_last_error;
+    const LAST_ERROR: LastErrorFn<Self> = esync_agent_last_error;
     const FREE: unsafe extern "C" fn(*mut Self) = esync_agent_free;
+    const RECEIVE: ReceiveFn<Self, esync_step> = esync_agent_receive;
+    const POLL: PollFn<Self, esync_step> = esync_agent_poll;
+
+    fn input_and_deadline(s: &esync_step) -> (u32, Option<u64>) {
+        (s.input, s.has_deadline.then_some(s.deadline_ms))
+    }
 }
 
 fn agent<'a>(h: jlong) -> Result<&'a mut Wrapped<esync_agent>, Thrown> {
     Wrapped::live(h)
 }
+
+step_natives!(
+    esync_agent,
+    Java_io_esync_Agent_receive,
+    Java_io_esync_Agent_poll,
+    Java_io_esync_Agent_deadline
+);
 
 /// Why a callback could not give its outputs.
 enum Fail {
@@ -941,43 +956,6 @@ pub extern "system" fn Java_io_esync_Agent_free<'l>(
     })
 }
 
-/// `static native int receive(long h, byte[] frame, long mono, long wall)`:
-/// what became of the frame (`INPUT_*`).
-#[no_mangle]
-pub extern "system" fn Java_io_esync_Agent_receive<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    h: jlong,
-    frame: JByteArray<'l>,
-    mono: jlong,
-    wall: jlong,
-) -> jint {
-    run(&mut env, -1, |env| {
-        let f = bytes(env, &frame)?;
-        let s = agent(h)?.step(|a, s| {
-            // SAFETY: a live handle; `f` valid for the call.
-            unsafe { esync_agent_receive(a, f.as_ptr(), f.len(), mono as u64, wall as u64, s) }
-        })?;
-        Ok(s.input as jint)
-    })
-}
-
-/// `static native void poll(long h, long mono, long wall)`.
-#[no_mangle]
-pub extern "system" fn Java_io_esync_Agent_poll<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    h: jlong,
-    mono: jlong,
-    wall: jlong,
-) {
-    run(&mut env, (), |_| {
-        // SAFETY: a live handle.
-        agent(h)?.step(|a, s| unsafe { esync_agent_poll(a, mono as u64, wall as u64, s) })?;
-        Ok(())
-    })
-}
-
 /// `static native void reconnected(long h, long mono, long wall)`.
 #[no_mangle]
 pub extern "system" fn Java_io_esync_Agent_reconnected<'l>(
@@ -1051,24 +1029,6 @@ pub extern "system" fn Java_io_esync_Agent_pollPending<'l>(
             JNI_TRUE
         } else {
             JNI_FALSE
-        })
-    })
-}
-
-/// `static native long deadline(long h)`: the monotonic time to call
-/// `poll` at, or -1.
-#[no_mangle]
-pub extern "system" fn Java_io_esync_Agent_deadline<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    h: jlong,
-) -> jlong {
-    run(&mut env, -1, |_| {
-        let s = agent(h)?.step;
-        Ok(if s.has_deadline {
-            s.deadline_ms as jlong
-        } else {
-            -1
         })
     })
 }
