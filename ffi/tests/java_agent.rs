@@ -43,7 +43,6 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use esync_agent::device::sha256;
-use esync_proto::message::{FailureCode, InstallOutcome};
 use support::*;
 
 /// The compiled classes (once for all the tests of this binary).
@@ -93,20 +92,7 @@ fn java_agent_rolls_back_on_a_failed_self_test() {
         return;
     }
     let (dir, outcome, status) = run_update(&java_agent(), true, Duration::from_secs(60));
-    match &outcome {
-        InstallOutcome::Failed { failure, running } => {
-            assert_eq!(running, &v("1.0.0"));
-            assert!(
-                failure.message.contains("injected self-test failure"),
-                "{failure:?}"
-            );
-        }
-        other => panic!("expected a failed install, got {other:?}"),
-    }
-    assert_eq!(status, 0, "the Java Agent's exit status");
-    let (active, trial, version, sha) = boot_state(dir.path());
-    assert_eq!((active, trial, version.as_str()), ('a', false, "1.0.0"));
-    assert_eq!(sha, hex(&sha256(&world().old).0));
+    assert_rolled_back_on_self_test(dir.path(), &outcome, status);
 }
 
 #[test]
@@ -139,16 +125,7 @@ fn java_agent_rolls_back_when_the_confirm_deadline_passes() {
     };
     let (dir, outcome, status) =
         run_update_of(&world(), &java_agent(), &opts, Duration::from_secs(60));
-    match &outcome {
-        InstallOutcome::Failed { failure, running } => {
-            assert_eq!(running, &v("1.0.0"));
-            assert_eq!(failure.code, FailureCode::Timeout, "{failure:?}");
-        }
-        other => panic!("expected a rollback report, got {other:?}"),
-    }
-    assert_eq!(status, 0);
-    let (active, trial, version, _) = boot_state(dir.path());
-    assert_eq!((active, trial, version.as_str()), ('a', false, "1.0.0"));
+    assert_rolled_back_at_the_deadline(dir.path(), &outcome, status);
 }
 
 #[test]

@@ -86,8 +86,9 @@ fn agent<'a>(h: jlong) -> Result<&'a mut Wrapped<esync_agent>, Thrown> {
     Wrapped::live(h)
 }
 
-step_natives!(
+handle_natives!(
     esync_agent,
+    Java_io_esync_Agent_free,
     Java_io_esync_Agent_receive,
     Java_io_esync_Agent_poll,
     Java_io_esync_Agent_deadline
@@ -938,21 +939,6 @@ pub extern "system" fn Java_io_esync_Agent_create<'l>(
             // the handle (both are freed together in `free`).
             unsafe { esync_agent_new(&config, &cbs, mono as u64, wall as u64, a, step) }
         })
-    })
-}
-
-/// `static native void free(long h)`: frees the handle (0 accepted).
-#[no_mangle]
-pub extern "system" fn Java_io_esync_Agent_free<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    h: jlong,
-) {
-    run(&mut env, (), |_| {
-        // SAFETY: a handle from `create`, released once (the Java class
-        // zeroes its field).
-        unsafe { Wrapped::<esync_agent>::free(h) };
-        Ok(())
     })
 }
 

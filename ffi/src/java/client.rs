@@ -57,8 +57,9 @@ fn client<'a>(h: jlong) -> Result<&'a mut Wrapped<esync_client>, Thrown> {
     Wrapped::live(h)
 }
 
-step_natives!(
+handle_natives!(
     esync_client,
+    Java_io_esync_Client_free,
     Java_io_esync_Client_receive,
     Java_io_esync_Client_poll,
     Java_io_esync_Client_deadline
@@ -163,21 +164,6 @@ pub extern "system" fn Java_io_esync_Client_create<'l>(
             // the handle (both are freed together in `free`).
             unsafe { esync_client_new(&config, &cbs, mono as u64, wall as u64, client, step) }
         })
-    })
-}
-
-/// `static native void free(long h)`: frees the handle (0 accepted).
-#[no_mangle]
-pub extern "system" fn Java_io_esync_Client_free<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    h: jlong,
-) {
-    run(&mut env, (), |_| {
-        // SAFETY: a handle from `create`, released once (the Java class
-        // zeroes its field).
-        unsafe { Wrapped::<esync_client>::free(h) };
-        Ok(())
     })
 }
 

@@ -11,11 +11,23 @@
 //! result's number (or -1) and the handle's last error: nothing unwinds
 //! into the JVM.
 
-/// Defines the native methods `receive`, `poll` and `deadline` of a Java
-/// class over the handle type `$h` (their bodies: [`receive`], [`poll`],
-/// [`deadline`]), under their JNI names.
-macro_rules! step_natives {
-    ($h:ty, $receive:ident, $poll:ident, $deadline:ident) => {
+/// Defines the native methods `free`, `receive`, `poll` and `deadline` of
+/// a Java class over the handle type `$h` (their bodies: [`Wrapped::free`],
+/// [`receive`], [`poll`], [`deadline`]), under their JNI names.
+macro_rules! handle_natives {
+    ($h:ty, $free:ident, $receive:ident, $poll:ident, $deadline:ident) => {
+        /// `static native void free(long h)`: frees the handle (0
+        /// accepted).
+        #[no_mangle]
+        pub extern "system" fn $free<'l>(mut env: JNIEnv<'l>, _class: JClass<'l>, h: jlong) {
+            super::run(&mut env, (), |_| {
+                // SAFETY: a handle from `create`, released once (the Java
+                // class zeroes its field).
+                unsafe { super::Wrapped::<$h>::free(h) };
+                Ok(())
+            })
+        }
+
         /// `static native int receive(long h, byte[] frame, long mono, long
         /// wall)`: what became of the frame (`INPUT_*`).
         #[no_mangle]
