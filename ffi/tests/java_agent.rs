@@ -30,7 +30,9 @@
 //!   C ABI entry point (9) arrive as exceptions too; then an Agent is
 //!   created and polled on the same JVM.
 //!
-//! Each prints SKIPPED without a JDK (a failure in CI).
+//! The JVM runs with `-Xcheck:jni` (a misuse of JNI is reported; the errors
+//! run fails on any report). Each prints SKIPPED without a JDK (a failure in
+//! CI).
 #![cfg(feature = "jni")]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
@@ -62,6 +64,7 @@ fn classes() -> PathBuf {
 fn java_agent() -> AgentCmd {
     AgentCmd(vec![
         "java".into(),
+        "-Xcheck:jni".into(),
         "-cp".into(),
         classes().into(),
         "AgentTest".into(),
@@ -143,7 +146,8 @@ fn java_agent_failures_are_exceptions() {
         &client_key.verifying_key(),
     );
     let mut cmd = Command::new("java");
-    cmd.arg("-cp")
+    cmd.arg("-Xcheck:jni")
+        .arg("-cp")
         .arg(classes())
         .args(["AgentTest", "--errors"])
         .arg(cdylib())
@@ -161,6 +165,12 @@ fn java_agent_failures_are_exceptions() {
         String::from_utf8_lossy(&o.stderr)
     );
     println!("{stdout}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !stdout.contains("WARNING in native method")
+            && !stderr.contains("WARNING in native method"),
+        "-Xcheck:jni found a misuse of JNI:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("ERRORS OK"), "{stdout}");
     assert_eq!(
         stdout.matches("exception as expected").count(),

@@ -39,7 +39,7 @@ use crate::host::{
     esync_agent_callbacks, esync_decision, esync_host_status, esync_image, esync_log_level,
     esync_offer, esync_signal, esync_trust_loader, esync_trust_loader_add_role,
     esync_trust_loader_set_time, ESYNC_HOST_FAILED, ESYNC_HOST_OK, ESYNC_HOST_POWER_LOSS,
-    ESYNC_LOG_ERROR, ESYNC_REASON_MAX, ESYNC_SIGNAL_NAME_MAX, ESYNC_SIGNAL_TEXT,
+    ESYNC_LOG_ERROR, ESYNC_MAX_SIGNALS, ESYNC_REASON_MAX, ESYNC_SIGNAL_NAME_MAX, ESYNC_SIGNAL_TEXT,
     ESYNC_SIGNAL_TEXT_MAX, ESYNC_VERSION_MAX,
 };
 
@@ -115,6 +115,11 @@ enum Outcome<T> {
     Fault(String),
 }
 
+/// Local references one callback may hold: the largest is `signals` (the
+/// array, and per signal the element, its name and its text: 1 + 3 x 32),
+/// and a few for the call itself.
+const LOCAL_REFS: i32 = 1 + 3 * ESYNC_MAX_SIGNALS as i32 + 8;
+
 /// Calls the Java host for callback `op` (`ud` the handle's [`Upcalls`]):
 /// the outcome as the module docs say; `Err` holds the status to return.
 fn upcall<T>(
@@ -131,7 +136,7 @@ fn upcall<T>(
             Err(e) => return Outcome::Fault(format!("{op}: no JNIEnv on this thread: {e}")),
         };
         let host = up.host.as_obj();
-        let r = env.with_local_frame(16, |env| -> jni::errors::Result<Outcome<T>> {
+        let r = env.with_local_frame(LOCAL_REFS, |env| -> jni::errors::Result<Outcome<T>> {
             match f(env, host) {
                 Ok(v) => Ok(Outcome::Done(v)),
                 Err(Fail::Bad(why)) => Ok(Outcome::Fault(format!("{op}: {why}"))),
