@@ -16,7 +16,8 @@
 //! and chosen by configuration; the **Client** ([`client`], feature
 //! `client`): an `esync_client` handle over the Client's orchestration
 //! core; the **JNI wrapper** (`java`, feature `jni`): `io.esync.Client` and
-//! `io.esync.Agent` over the same handles.
+//! `io.esync.Agent` over the same handles. Not built yet: the Client's
+//! Server-facing session (`esync_client::core::session`) over the ABI.
 
 // The workspace denies `unsafe_code`. A C ABI cannot be written without it:
 // every entry point dereferences pointers the caller passes and calls the

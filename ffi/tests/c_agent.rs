@@ -59,20 +59,7 @@ fn c_agent_rolls_back_on_a_failed_self_test() {
     let out = tempfile::tempdir().unwrap();
     let exe = build_c_agent(out.path(), &[]);
     let (dir, outcome, status) = run_update(&AgentCmd::c(&exe, &[]), true, Duration::from_secs(60));
-    match &outcome {
-        InstallOutcome::Failed { failure, running } => {
-            assert_eq!(running, &v("1.0.0"));
-            assert!(
-                failure.message.contains("injected self-test failure"),
-                "{failure:?}"
-            );
-        }
-        other => panic!("expected a failed install, got {other:?}"),
-    }
-    assert_eq!(status, 0);
-    let (active, trial, version, sha) = boot_state(dir.path());
-    assert_eq!((active, trial, version.as_str()), ('a', false, "1.0.0"));
-    assert_eq!(sha, hex(&sha256(&world().old).0));
+    assert_rolled_back_on_self_test(dir.path(), &outcome, status);
 }
 
 #[test]
@@ -110,16 +97,7 @@ fn c_agent_rolls_back_when_the_confirm_deadline_passes() {
         &opts,
         Duration::from_secs(60),
     );
-    match &outcome {
-        InstallOutcome::Failed { failure, running } => {
-            assert_eq!(running, &v("1.0.0"));
-            assert_eq!(failure.code, FailureCode::Timeout, "{failure:?}");
-        }
-        other => panic!("expected a rollback report, got {other:?}"),
-    }
-    assert_eq!(status, 0);
-    let (active, trial, version, _) = boot_state(dir.path());
-    assert_eq!((active, trial, version.as_str()), ('a', false, "1.0.0"));
+    assert_rolled_back_at_the_deadline(dir.path(), &outcome, status);
 }
 
 #[test]

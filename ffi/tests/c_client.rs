@@ -219,6 +219,7 @@ fn java_client_installs_an_update_through_jni() {
     let classes = compile_java(s.out.path(), &["ClientTest.java"]);
     let so = cdylib();
     let o = Command::new("java")
+        .arg("-Xcheck:jni")
         .arg("-cp")
         .arg(&classes)
         .arg("ClientTest")
@@ -235,6 +236,11 @@ fn java_client_installs_an_update_through_jni() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(stdout.contains("JAVA CLIENT OK"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !format!("{stdout}{stderr}").contains("WARNING in native method"),
+        "-Xcheck:jni found a misuse of JNI:\n{stdout}\n{stderr}"
+    );
     assert_eq!(
         stdout.matches("exception as expected").count(),
         2,

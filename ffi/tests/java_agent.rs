@@ -1,7 +1,8 @@
 //! The Java Agent (`io.esync.Agent` over the C ABI's Agent handle through
 //! JNI, feature `jni`): `ffi/tests/java/AgentTest.java`, an A/B ECU Agent
 //! whose `io.esync.AgentHost` keeps its flash on files as the C Agent
-//! example does, compiled with `javac` with the classes of `ffi/java` and
+//! example does (signals meeting the install precondition, a consent that
+//! checks the offer), compiled with `javac` with the classes of `ffi/java` and
 //! run on the JVM against `libesync_ffi.so`. The rig that plays the Client
 //! to the C Agent (`support`) plays it to the Java Agent over the same
 //! pipe bus and checks the same files.
@@ -29,7 +30,9 @@
 //!   C ABI entry point (9) arrive as exceptions too; then an Agent is
 //!   created and polled on the same JVM.
 //!
-//! Each prints SKIPPED without a JDK (a failure in CI).
+//! The JVM runs with `-Xcheck:jni` (a misuse of JNI is reported; the errors
+//! run fails on any report). Each prints SKIPPED without a JDK (a failure in
+//! CI).
 #![cfg(feature = "jni")]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
 
@@ -42,7 +45,6 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use esync_agent::device::sha256;
-use esync_proto::message::{FailureCode, InstallOutcome};
 use support::*;
 
 /// The compiled classes (once for all the tests of this binary).
@@ -62,6 +64,7 @@ fn classes() -> PathBuf {
 fn java_agent() -> AgentCmd {
     AgentCmd(vec![
         "java".into(),
+        "-Xcheck:jni".into(),
         "-cp".into(),
         classes().into(),
         "AgentTest".into(),
@@ -92,20 +95,7 @@ fn java_agent_rolls_back_on_a_failed_self_test() {
         return;
     }
     let (dir, outcome, status) = run_update(&java_agent(), true, Duration::from_secs(60));
-    match &outcome {
-        InstallOutcome::Failed { failure, running } => {
-            assert_eq!(running, &v("1.0.0"));
-            assert!(
-                failure.message.contains("injected self-test failure"),
-                "{failure:?}"
-            );
-        }
-        other => panic!("expected a failed install, got {other:?}"),
-    }
-    assert_eq!(status, 0, "the Java Agent's exit status");
-    let (active, trial, version, sha) = boot_state(dir.path());
-    assert_eq!((active, trial, version.as_str()), ('a', false, "1.0.0"));
-    assert_eq!(sha, hex(&sha256(&world().old).0));
+    assert_rolled_back_on_self_test(dir.path(), &outcome, status);
 }
 
 #[test]
@@ -138,16 +128,7 @@ fn java_agent_rolls_back_when_the_confirm_deadline_passes() {
     };
     let (dir, outcome, status) =
         run_update_of(&world(), &java_agent(), &opts, Duration::from_secs(60));
-    match &outcome {
-        InstallOutcome::Failed { failure, running } => {
-            assert_eq!(running, &v("1.0.0"));
-            assert_eq!(failure.code, FailureCode::Timeout, "{failure:?}");
-        }
-        other => panic!("expected a rollback report, got {other:?}"),
-    }
-    assert_eq!(status, 0);
-    let (active, trial, version, _) = boot_state(dir.path());
-    assert_eq!((active, trial, version.as_str()), ('a', false, "1.0.0"));
+    assert_rolled_back_at_the_deadline(dir.path(), &outcome, status);
 }
 
 #[test]
@@ -165,7 +146,8 @@ fn java_agent_failures_are_exceptions() {
         &client_key.verifying_key(),
     );
     let mut cmd = Command::new("java");
-    cmd.arg("-cp")
+    cmd.arg("-Xcheck:jni")
+        .arg("-cp")
         .arg(classes())
         .args(["AgentTest", "--errors"])
         .arg(cdylib())
@@ -183,6 +165,12 @@ fn java_agent_failures_are_exceptions() {
         String::from_utf8_lossy(&o.stderr)
     );
     println!("{stdout}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !stdout.contains("WARNING in native method")
+            && !stderr.contains("WARNING in native method"),
+        "-Xcheck:jni found a misuse of JNI:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("ERRORS OK"), "{stdout}");
     assert_eq!(
         stdout.matches("exception as expected").count(),

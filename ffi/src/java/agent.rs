@@ -1,7 +1,8 @@
 //! The native methods of `io.esync.Agent` (`ffi/java/io/esync/Agent.java`)
 //! over the `esync_agent` handle ([`crate::agent`]), its callbacks
 //! ([`esync_agent_callbacks`]) calls into the Java host's `io.esync.AgentHost`
-//! methods, and of `io.esync.TrustLoader` (over `esync_trust_loader_*`).
+//! methods (device, signals, journal, trust store, consent, log), and of
+//! `io.esync.TrustLoader` (over `esync_trust_loader_*`).
 //!
 //! The callbacks run synchronously inside a native method (the C ABI's
 //! threading rule), so the calling thread is attached: each takes its
@@ -28,13 +29,18 @@ use jni::objects::{
 use jni::sys::{jboolean, jint, jlong, JNI_FALSE, JNI_TRUE};
 use jni::{JNIEnv, JavaVM};
 
-use super::{bytes, check, opt_bytes, run, string, Native, Thrown, Userdata, Wrapped};
+use super::{
+    bytes, check, opt_bytes, run, string, LastErrorFn, Native, PollFn, ReceiveFn, Thrown, Userdata,
+    Wrapped,
+};
 use crate::agent::*;
 use crate::esync_result;
 use crate::host::{
-    esync_agent_callbacks, esync_host_status, esync_image, esync_log_level, esync_trust_loader,
-    esync_trust_loader_add_role, esync_trust_loader_set_time, ESYNC_HOST_FAILED, ESYNC_HOST_OK,
-    ESYNC_HOST_POWER_LOSS, ESYNC_LOG_ERROR, ESYNC_VERSION_MAX,
+    esync_agent_callbacks, esync_decision, esync_host_status, esync_image, esync_log_level,
+    esync_offer, esync_signal, esync_trust_loader, esync_trust_loader_add_role,
+    esync_trust_loader_set_time, ESYNC_HOST_FAILED, ESYNC_HOST_OK, ESYNC_HOST_POWER_LOSS,
+    ESYNC_LOG_ERROR, ESYNC_MAX_SIGNALS, ESYNC_REASON_MAX, ESYNC_SIGNAL_NAME_MAX, ESYNC_SIGNAL_TEXT,
+    ESYNC_SIGNAL_TEXT_MAX, ESYNC_VERSION_MAX,
 };
 
 /// The callbacks' `userdata`: the Java host and what went wrong in the
@@ -66,14 +72,27 @@ impl Native for esync_agent {
     type Step = esync_step;
     type Userdata = Upcalls;
     const NAME: &'static str = "Agent";
-    const LAST_ERROR: unsafe extern "C" fn(*mut Self, *mut u8, usize, *mut usize) -> esync_result =
-        esync_agent_last_error;
+    const LAST_ERROR: LastErrorFn<Self> = esync_agent_last_error;
     const FREE: unsafe extern "C" fn(*mut Self) = esync_agent_free;
+    const RECEIVE: ReceiveFn<Self, esync_step> = esync_agent_receive;
+    const POLL: PollFn<Self, esync_step> = esync_agent_poll;
+
+    fn input_and_deadline(s: &esync_step) -> (u32, Option<u64>) {
+        (s.input, s.has_deadline.then_some(s.deadline_ms))
+    }
 }
 
 fn agent<'a>(h: jlong) -> Result<&'a mut Wrapped<esync_agent>, Thrown> {
     Wrapped::live(h)
 }
+
+handle_natives!(
+    esync_agent,
+    Java_io_esync_Agent_free,
+    Java_io_esync_Agent_receive,
+    Java_io_esync_Agent_poll,
+    Java_io_esync_Agent_deadline
+);
 
 /// Why a callback could not give its outputs.
 enum Fail {
@@ -96,6 +115,11 @@ enum Outcome<T> {
     Fault(String),
 }
 
+/// Local references one callback may hold: the largest is `signals` (the
+/// array, and per signal the element, its name and its text: 1 + 3 x 32),
+/// and a few for the call itself.
+const LOCAL_REFS: i32 = 1 + 3 * ESYNC_MAX_SIGNALS as i32 + 8;
+
 /// Calls the Java host for callback `op` (`ud` the handle's [`Upcalls`]):
 /// the outcome as the module docs say; `Err` holds the status to return.
 fn upcall<T>(
@@ -112,7 +136,7 @@ fn upcall<T>(
             Err(e) => return Outcome::Fault(format!("{op}: no JNIEnv on this thread: {e}")),
         };
         let host = up.host.as_obj();
-        let r = env.with_local_frame(16, |env| -> jni::errors::Result<Outcome<T>> {
+        let r = env.with_local_frame(LOCAL_REFS, |env| -> jni::errors::Result<Outcome<T>> {
             match f(env, host) {
                 Ok(v) => Ok(Outcome::Done(v)),
                 Err(Fail::Bad(why)) => Ok(Outcome::Fault(format!("{op}: {why}"))),
@@ -526,6 +550,134 @@ unsafe extern "C" fn j_restore_backup(
     }))
 }
 
+/// A Java string field (`null` as empty) copied into a fixed C buffer.
+fn text_field<const N: usize>(
+    env: &mut JNIEnv<'_>,
+    o: &JObject<'_>,
+    field: &str,
+) -> Result<([u8; N], usize), Fail> {
+    let v = env.get_field(o, field, "Ljava/lang/String;")?.l()?;
+    let mut out = [0u8; N];
+    if v.is_null() {
+        return Ok((out, 0));
+    }
+    let v: String = env.get_string(&JString::from(v))?.into();
+    out.get_mut(..v.len())
+        .ok_or_else(|| Fail::Bad(format!("{field} over {N} bytes")))?
+        .copy_from_slice(v.as_bytes());
+    Ok((out, v.len()))
+}
+
+unsafe extern "C" fn j_signals(
+    ud: *mut c_void,
+    out: *mut esync_signal,
+    cap: usize,
+    count: *mut usize,
+) -> esync_host_status {
+    status(upcall(ud, "signals", |env, host| {
+        let arr = JObjectArray::from(
+            env.call_method(host, "signals", "()[Lio/esync/Signal;", &[])?
+                .l()?,
+        );
+        let n = if arr.is_null() {
+            0
+        } else {
+            env.get_array_length(&arr)? as usize
+        };
+        if n > cap {
+            return Err(Fail::Bad(format!("{n} signals, at most {cap}")));
+        }
+        let mut got = Vec::with_capacity(n);
+        for i in 0..n {
+            let o = env.get_object_array_element(&arr, i as i32)?;
+            if o.is_null() {
+                return Err(Fail::Bad("a null Signal".into()));
+            }
+            let (name, name_len) = text_field::<ESYNC_SIGNAL_NAME_MAX>(env, &o, "name")?;
+            let kind = env.get_field(&o, "kind", "I")?.i()? as u32;
+            let (text, text_len) = if kind == ESYNC_SIGNAL_TEXT {
+                text_field::<ESYNC_SIGNAL_TEXT_MAX>(env, &o, "text")?
+            } else {
+                ([0; ESYNC_SIGNAL_TEXT_MAX], 0)
+            };
+            got.push(esync_signal {
+                name,
+                name_len,
+                kind,
+                bool_value: env.get_field(&o, "boolValue", "Z")?.z()?,
+                int_value: env.get_field(&o, "intValue", "J")?.j()?,
+                float_value: env.get_field(&o, "floatValue", "D")?.d()?,
+                text,
+                text_len,
+            });
+        }
+        // SAFETY: `out` valid for `cap >= n` signals, `count` for a write.
+        unsafe {
+            std::ptr::copy_nonoverlapping(got.as_ptr(), out, n);
+            count.write(n);
+        }
+        Ok(())
+    }))
+}
+
+unsafe extern "C" fn j_consent(
+    ud: *mut c_void,
+    offer: *const esync_offer,
+    now_ms: u64,
+    out: *mut esync_decision,
+) -> esync_host_status {
+    // SAFETY: `offer` and what it points to valid during the call.
+    let offer = unsafe { &*offer };
+    status(upcall(ud, "consent", |env, host| {
+        let id = env.byte_array_from_slice(&offer.update_id)?;
+        // SAFETY: the offer's texts, valid for their lengths.
+        let target = unsafe { jtext(env, offer.target_name, offer.target_name_len) }?;
+        let version = unsafe { jtext(env, offer.version, offer.version_len) }?;
+        let o = env.new_object(
+            "io/esync/Offer",
+            "([BLjava/lang/String;Ljava/lang/String;JJJZ)V",
+            &[
+                (&id).into(),
+                (&target).into(),
+                (&version).into(),
+                JValue::Long(offer.release_counter as jlong),
+                JValue::Long(offer.image_length as jlong),
+                JValue::Long(offer.download_length as jlong),
+                JValue::Bool(offer.is_delta.into()),
+            ],
+        )?;
+        let d = env
+            .call_method(
+                host,
+                "consent",
+                "(Lio/esync/Offer;J)Lio/esync/Decision;",
+                &[(&o).into(), JValue::Long(now_ms as jlong)],
+            )?
+            .l()?;
+        if d.is_null() {
+            return Err(Fail::Bad("returned a null Decision".into()));
+        }
+        let kind = env.get_field(&d, "kind", "I")?.i()? as u32;
+        let until = env.get_field(&d, "postponeUntilMs", "J")?.j()? as u64;
+        let r = env.get_field(&d, "reason", "Ljava/lang/String;")?.l()?;
+        let reason: String = if r.is_null() {
+            String::new()
+        } else {
+            env.get_string(&JString::from(r))?.into()
+        };
+        let mut dec = esync_decision {
+            kind,
+            postpone_until_ms: until,
+            reason: [0; ESYNC_REASON_MAX],
+            reason_len: 0,
+        };
+        dec.reason_len = crate::copy_text(&reason, &mut dec.reason);
+        // SAFETY: `out` valid for a write.
+        unsafe { out.write(dec) };
+        Ok(())
+    }))
+}
+
 unsafe extern "C" fn j_journal_load(
     ud: *mut c_void,
     buf: *mut u8,
@@ -695,22 +847,22 @@ fn callbacks(up: *mut Upcalls) -> esync_agent_callbacks {
         rollback_previous: Some(j_rollback_previous),
         backups: Some(j_backups),
         restore_backup: Some(j_restore_backup),
-        signals: None,
+        signals: Some(j_signals),
         journal_load: Some(j_journal_load),
         journal_store: Some(j_journal_store),
         trust_load: Some(j_trust_load),
         trust_store_role: Some(j_trust_store_role),
         trust_remove_role: Some(j_trust_remove_role),
         trust_store_time: Some(j_trust_store_time),
-        consent: None,
+        consent: Some(j_consent),
         log: Some(j_log),
     }
 }
 
 /// `static native long create(String device, String hardwareId, String
 /// serial, String vin, byte[] agentSeed, byte[] clientKey, long sequence,
-/// byte[] directorRoot, long confirmTimeoutMs, long writeQuantum, AgentHost
-/// host, long mono, long wall)`.
+/// byte[] directorRoot, long confirmTimeoutMs, long writeQuantum, String
+/// precondition, int uptaneSchemes, AgentHost host, long mono, long wall)`.
 #[no_mangle]
 pub extern "system" fn Java_io_esync_Agent_create<'l>(
     mut env: JNIEnv<'l>,
@@ -725,6 +877,8 @@ pub extern "system" fn Java_io_esync_Agent_create<'l>(
     root: JByteArray<'l>,
     confirm_timeout_ms: jlong,
     write_quantum: jlong,
+    precondition: JString<'l>,
+    uptane_schemes: jint,
     host: JObject<'l>,
     mono: jlong,
     wall: jlong,
@@ -734,6 +888,11 @@ pub extern "system" fn Java_io_esync_Agent_create<'l>(
         let (serial, vin) = (string(env, &serial)?, string(env, &vin)?);
         let (seed, client_key) = (bytes(env, &seed)?, bytes(env, &client_key)?);
         let root = opt_bytes(env, &root)?.unwrap_or_default();
+        let precondition = if precondition.is_null() {
+            String::new()
+        } else {
+            string(env, &precondition)?
+        };
         if host.is_null() {
             return Err(Thrown::new("the AgentHost is null"));
         }
@@ -774,9 +933,9 @@ pub extern "system" fn Java_io_esync_Agent_create<'l>(
             director_root: root.as_ptr(),
             director_root_len: root.len(),
             patching: ESYNC_PATCH_BUILTIN,
-            uptane_schemes: 0,
-            safety_precondition: std::ptr::null(),
-            safety_precondition_len: 0,
+            uptane_schemes: uptane_schemes as u32,
+            safety_precondition: precondition.as_ptr(),
+            safety_precondition_len: precondition.len(),
             limits,
         };
         Wrapped::<esync_agent>::create(up, |up, a, step| {
@@ -785,58 +944,6 @@ pub extern "system" fn Java_io_esync_Agent_create<'l>(
             // the handle (both are freed together in `free`).
             unsafe { esync_agent_new(&config, &cbs, mono as u64, wall as u64, a, step) }
         })
-    })
-}
-
-/// `static native void free(long h)`: frees the handle (0 accepted).
-#[no_mangle]
-pub extern "system" fn Java_io_esync_Agent_free<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    h: jlong,
-) {
-    run(&mut env, (), |_| {
-        // SAFETY: a handle from `create`, released once (the Java class
-        // zeroes its field).
-        unsafe { Wrapped::<esync_agent>::free(h) };
-        Ok(())
-    })
-}
-
-/// `static native int receive(long h, byte[] frame, long mono, long wall)`:
-/// what became of the frame (`INPUT_*`).
-#[no_mangle]
-pub extern "system" fn Java_io_esync_Agent_receive<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    h: jlong,
-    frame: JByteArray<'l>,
-    mono: jlong,
-    wall: jlong,
-) -> jint {
-    run(&mut env, -1, |env| {
-        let f = bytes(env, &frame)?;
-        let s = agent(h)?.step(|a, s| {
-            // SAFETY: a live handle; `f` valid for the call.
-            unsafe { esync_agent_receive(a, f.as_ptr(), f.len(), mono as u64, wall as u64, s) }
-        })?;
-        Ok(s.input as jint)
-    })
-}
-
-/// `static native void poll(long h, long mono, long wall)`.
-#[no_mangle]
-pub extern "system" fn Java_io_esync_Agent_poll<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    h: jlong,
-    mono: jlong,
-    wall: jlong,
-) {
-    run(&mut env, (), |_| {
-        // SAFETY: a live handle.
-        agent(h)?.step(|a, s| unsafe { esync_agent_poll(a, mono as u64, wall as u64, s) })?;
-        Ok(())
     })
 }
 
@@ -913,24 +1020,6 @@ pub extern "system" fn Java_io_esync_Agent_pollPending<'l>(
             JNI_TRUE
         } else {
             JNI_FALSE
-        })
-    })
-}
-
-/// `static native long deadline(long h)`: the monotonic time to call
-/// `poll` at, or -1.
-#[no_mangle]
-pub extern "system" fn Java_io_esync_Agent_deadline<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    h: jlong,
-) -> jlong {
-    run(&mut env, -1, |_| {
-        let s = agent(h)?.step;
-        Ok(if s.has_deadline {
-            s.deadline_ms as jlong
-        } else {
-            -1
         })
     })
 }

@@ -14,7 +14,10 @@ use jni::objects::{JByteArray, JClass, JObject, JString};
 use jni::sys::{jboolean, jint, jlong, jlongArray, jobjectArray, jstring, JNI_TRUE};
 use jni::JNIEnv;
 
-use super::{bytes, opt_bytes, run, string, Native, Thrown, Userdata, Wrapped};
+use super::{
+    bytes, opt_bytes, run, string, LastErrorFn, Native, PollFn, ReceiveFn, Thrown, Userdata,
+    Wrapped,
+};
 use crate::client::*;
 use crate::esync_result;
 use crate::host::{
@@ -40,14 +43,27 @@ impl Native for esync_client {
     type Step = esync_client_step;
     type Userdata = Journal;
     const NAME: &'static str = "Client";
-    const LAST_ERROR: unsafe extern "C" fn(*mut Self, *mut u8, usize, *mut usize) -> esync_result =
-        esync_client_last_error;
+    const LAST_ERROR: LastErrorFn<Self> = esync_client_last_error;
     const FREE: unsafe extern "C" fn(*mut Self) = esync_client_free;
+    const RECEIVE: ReceiveFn<Self, esync_client_step> = esync_client_receive;
+    const POLL: PollFn<Self, esync_client_step> = esync_client_poll;
+
+    fn input_and_deadline(s: &esync_client_step) -> (u32, Option<u64>) {
+        (s.input, s.has_deadline.then_some(s.deadline_ms))
+    }
 }
 
 fn client<'a>(h: jlong) -> Result<&'a mut Wrapped<esync_client>, Thrown> {
     Wrapped::live(h)
 }
+
+handle_natives!(
+    esync_client,
+    Java_io_esync_Client_free,
+    Java_io_esync_Client_receive,
+    Java_io_esync_Client_poll,
+    Java_io_esync_Client_deadline
+);
 
 unsafe extern "C" fn jload(
     ud: *mut c_void,
@@ -151,21 +167,6 @@ pub extern "system" fn Java_io_esync_Client_create<'l>(
     })
 }
 
-/// `static native void free(long h)`: frees the handle (0 accepted).
-#[no_mangle]
-pub extern "system" fn Java_io_esync_Client_free<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    h: jlong,
-) {
-    run(&mut env, (), |_| {
-        // SAFETY: a handle from `create`, released once (the Java class
-        // zeroes its field).
-        unsafe { Wrapped::<esync_client>::free(h) };
-        Ok(())
-    })
-}
-
 /// `static native void presence(long h, String device, boolean connected)`.
 #[no_mangle]
 pub extern "system" fn Java_io_esync_Client_presence<'l>(
@@ -220,43 +221,6 @@ pub extern "system" fn Java_io_esync_Client_queryInventory<'l>(
                 )
             }
         })?;
-        Ok(())
-    })
-}
-
-/// `static native int receive(long h, byte[] frame, long mono, long wall)`:
-/// returns what became of the frame (`ESYNC_INPUT_*`).
-#[no_mangle]
-pub extern "system" fn Java_io_esync_Client_receive<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    h: jlong,
-    frame: JByteArray<'l>,
-    mono: jlong,
-    wall: jlong,
-) -> jint {
-    run(&mut env, -1, |env| {
-        let f = bytes(env, &frame)?;
-        let s = client(h)?.step(|c, s| {
-            // SAFETY: a live handle; `f` valid for the call.
-            unsafe { esync_client_receive(c, f.as_ptr(), f.len(), mono as u64, wall as u64, s) }
-        })?;
-        Ok(s.input as jint)
-    })
-}
-
-/// `static native void poll(long h, long mono, long wall)`.
-#[no_mangle]
-pub extern "system" fn Java_io_esync_Client_poll<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    h: jlong,
-    mono: jlong,
-    wall: jlong,
-) {
-    run(&mut env, (), |_| {
-        // SAFETY: a live handle.
-        client(h)?.step(|c, s| unsafe { esync_client_poll(c, mono as u64, wall as u64, s) })?;
         Ok(())
     })
 }
@@ -401,24 +365,6 @@ pub extern "system" fn Java_io_esync_Client_nextReport<'l>(
         let json =
             String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(p, n) }).into_owned();
         Ok(env.new_string(json)?.into_raw())
-    })
-}
-
-/// `static native long deadline(long h)`: the monotonic time to call
-/// `poll` at, or -1.
-#[no_mangle]
-pub extern "system" fn Java_io_esync_Client_deadline<'l>(
-    mut env: JNIEnv<'l>,
-    _class: JClass<'l>,
-    h: jlong,
-) -> jlong {
-    run(&mut env, -1, |_| {
-        let s = client(h)?.step;
-        Ok(if s.has_deadline {
-            s.deadline_ms as jlong
-        } else {
-            -1
-        })
     })
 }
 

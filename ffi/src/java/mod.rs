@@ -11,13 +11,69 @@
 //! result's number (or -1) and the handle's last error: nothing unwinds
 //! into the JVM.
 
+/// Defines the native methods `free`, `receive`, `poll` and `deadline` of
+/// a Java class over the handle type `$h` (their bodies: [`Wrapped::free`],
+/// [`receive`], [`poll`], [`deadline`]), under their JNI names.
+macro_rules! handle_natives {
+    ($h:ty, $free:ident, $receive:ident, $poll:ident, $deadline:ident) => {
+        /// `static native void free(long h)`: frees the handle (0
+        /// accepted).
+        #[no_mangle]
+        pub extern "system" fn $free<'l>(mut env: JNIEnv<'l>, _class: JClass<'l>, h: jlong) {
+            super::run(&mut env, (), |_| {
+                // SAFETY: a handle from `create`, released once (the Java
+                // class zeroes its field).
+                unsafe { super::Wrapped::<$h>::free(h) };
+                Ok(())
+            })
+        }
+
+        /// `static native int receive(long h, byte[] frame, long mono, long
+        /// wall)`: what became of the frame (`INPUT_*`).
+        #[no_mangle]
+        pub extern "system" fn $receive<'l>(
+            mut env: JNIEnv<'l>,
+            _class: JClass<'l>,
+            h: jlong,
+            frame: JByteArray<'l>,
+            mono: jlong,
+            wall: jlong,
+        ) -> jint {
+            super::receive::<$h>(&mut env, h, &frame, mono, wall)
+        }
+
+        /// `static native void poll(long h, long mono, long wall)`.
+        #[no_mangle]
+        pub extern "system" fn $poll<'l>(
+            mut env: JNIEnv<'l>,
+            _class: JClass<'l>,
+            h: jlong,
+            mono: jlong,
+            wall: jlong,
+        ) {
+            super::poll::<$h>(&mut env, h, mono, wall)
+        }
+
+        /// `static native long deadline(long h)`: the monotonic time to
+        /// call `poll` at, or -1.
+        #[no_mangle]
+        pub extern "system" fn $deadline<'l>(
+            mut env: JNIEnv<'l>,
+            _class: JClass<'l>,
+            h: jlong,
+        ) -> jlong {
+            super::deadline::<$h>(&mut env, h)
+        }
+    };
+}
+
 pub mod agent;
 pub mod client;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use jni::objects::{GlobalRef, JByteArray, JObject, JString, JThrowable, JValue};
-use jni::sys::jlong;
+use jni::sys::{jint, jlong};
 use jni::JNIEnv;
 
 use crate::esync_result;
@@ -67,16 +123,21 @@ fn check(r: esync_result, detail: impl FnOnce() -> String) -> Result<(), Thrown>
 /// # Safety
 ///
 /// `h` is NULL or a live handle of `f`'s type, not in use.
-unsafe fn last_error<H>(
-    f: unsafe extern "C" fn(*mut H, *mut u8, usize, *mut usize) -> esync_result,
-    h: *mut H,
-) -> Option<String> {
+unsafe fn last_error<H>(f: LastErrorFn<H>, h: *mut H) -> Option<String> {
     let mut buf = [0u8; 512];
     let mut n = 0usize;
     // SAFETY: as the caller guarantees; a local buffer.
     let r = unsafe { f(h, buf.as_mut_ptr(), buf.len(), &mut n) };
     (r == esync_result::ESYNC_RESULT_OK).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
 }
+
+/// `esync_*_last_error(handle, buf, len, written)`.
+type LastErrorFn<H> = unsafe extern "C" fn(*mut H, *mut u8, usize, *mut usize) -> esync_result;
+/// `esync_*_receive(handle, frame, len, mono, wall, step)`.
+type ReceiveFn<H, S> =
+    unsafe extern "C" fn(*mut H, *const u8, usize, u64, u64, *mut S) -> esync_result;
+/// `esync_*_poll(handle, mono, wall, step)`.
+type PollFn<H, S> = unsafe extern "C" fn(*mut H, u64, u64, *mut S) -> esync_result;
 
 /// A C ABI handle type the Java classes wrap (`esync_client`,
 /// `esync_agent`).
@@ -88,9 +149,52 @@ trait Native: Sized {
     /// The Java class's name, for messages.
     const NAME: &'static str;
     /// `esync_*_last_error`.
-    const LAST_ERROR: unsafe extern "C" fn(*mut Self, *mut u8, usize, *mut usize) -> esync_result;
+    const LAST_ERROR: LastErrorFn<Self>;
     /// `esync_*_free`.
     const FREE: unsafe extern "C" fn(*mut Self);
+    /// `esync_*_receive`.
+    const RECEIVE: ReceiveFn<Self, Self::Step>;
+    /// `esync_*_poll`.
+    const POLL: PollFn<Self, Self::Step>;
+    /// A step's `input` (`ESYNC_INPUT_*`) and deadline.
+    fn input_and_deadline(s: &Self::Step) -> (u32, Option<u64>);
+}
+
+/// The body of `native int receive(long h, byte[] frame, long mono, long
+/// wall)` of either class: what became of the frame (`INPUT_*`).
+fn receive<H: Native>(
+    env: &mut JNIEnv<'_>,
+    h: jlong,
+    frame: &JByteArray<'_>,
+    mono: jlong,
+    wall: jlong,
+) -> jint {
+    run(env, -1, |env| {
+        let f = bytes(env, frame)?;
+        let s = Wrapped::<H>::live(h)?.step(|a, s| {
+            // SAFETY: a live handle; `f` valid for the call.
+            unsafe { (H::RECEIVE)(a, f.as_ptr(), f.len(), mono as u64, wall as u64, s) }
+        })?;
+        Ok(H::input_and_deadline(&s).0 as jint)
+    })
+}
+
+/// The body of `native void poll(long h, long mono, long wall)`.
+fn poll<H: Native>(env: &mut JNIEnv<'_>, h: jlong, mono: jlong, wall: jlong) {
+    run(env, (), |_| {
+        // SAFETY: a live handle.
+        Wrapped::<H>::live(h)?.step(|a, s| unsafe { (H::POLL)(a, mono as u64, wall as u64, s) })?;
+        Ok(())
+    })
+}
+
+/// The body of `native long deadline(long h)`: the monotonic time to call
+/// `poll` at, or -1.
+fn deadline<H: Native>(env: &mut JNIEnv<'_>, h: jlong) -> jlong {
+    run(env, -1, |_| {
+        let w = Wrapped::<H>::live(h)?;
+        Ok(H::input_and_deadline(&w.step).1.map_or(-1, |d| d as jlong))
+    })
 }
 
 /// What the callbacks' userdata tells after a call.

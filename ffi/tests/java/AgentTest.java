@@ -2,7 +2,8 @@
 // flash simulated on files exactly as examples/c/agent/agent.c does (slot_a.bin, slot_b.bin,
 // staging.bin, boot.ctl, journal.bin, trust/role-NAME, trust/time), so the Rust rig that plays the
 // Client to the C Agent plays it to this one over the same bus: stdin/stdout, a 4-byte big-endian
-// length before each frame. Logs go to stderr.
+// length before each frame. Logs go to stderr. Its signals (speed 0, gear P) meet the install
+// precondition speed == 0 && gear == "P"; its consent checks what arrived of the offer.
 //
 //   java -cp CLASSES AgentTest LIB DIR VIN DEVICE_PATH HARDWARE_ID SERIAL [--fail-self-test]
 //        [--confirm-timeout-ms N]
@@ -14,9 +15,12 @@
 
 import io.esync.Agent;
 import io.esync.AgentHost;
+import io.esync.Decision;
 import io.esync.EsyncException;
 import io.esync.HostException;
 import io.esync.Image;
+import io.esync.Offer;
+import io.esync.Signal;
 import io.esync.TrustLoader;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
@@ -242,6 +246,25 @@ public class AgentTest {
             bootSave();
         }
 
+        @Override public Signal[] signals() {
+            return new Signal[] {Signal.of("speed", 0L), Signal.of("gear", "P")};
+        }
+
+        /** Consents to the update the rig offers, checking what arrived of the offer. */
+        @Override public Decision consent(Offer offer, long nowMs) {
+            System.err.println("java agent: offer of " + offer.version + " (" + offer.downloadLength
+                    + " bytes to download, " + (offer.isDelta ? "delta" : "full") + ")");
+            if (offer.updateId.length != 16 || !offer.version.equals("2.0.0") || !offer.isDelta
+                    || offer.downloadLength <= 0 || offer.downloadLength >= offer.imageLength
+                    || offer.releaseCounter != 2 || offer.targetName.isEmpty()) {
+                return Decision.deny("not the offer the rig makes");
+            }
+            if (offer.downloadLength > CAPACITY) {
+                return Decision.deny("larger than the staging area");
+            }
+            return Decision.consent();
+        }
+
         @Override public byte[] journalLoad() throws Exception {
             try {
                 return Files.readAllBytes(dir.resolve("journal.bin"));
@@ -303,6 +326,9 @@ public class AgentTest {
         c.directorRoot = Files.readAllBytes(dir.resolve("director_root.json"));
         c.envelopeSequence = System.currentTimeMillis() * 1000L;
         c.writeQuantum = 4096;
+        // Installs only at standstill in park: over this host's signals.
+        c.precondition = "speed == 0 && gear == \"P\"";
+        c.uptaneSchemes = 1; // ESYNC_SCHEME_ED25519: this Director signs with ed25519
         return c;
     }
 

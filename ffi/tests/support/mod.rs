@@ -731,3 +731,36 @@ pub fn assert_updated(dir: &Path, outcome: &InstallOutcome, status: i32) {
     assert!(dir.join("trust/role-root").exists());
     assert!(dir.join("trust/role-targets").exists());
 }
+
+/// The Agent rolled back after its host's injected self-test failure: the
+/// report says so and slot A runs 1.0.0 again, committed.
+pub fn assert_rolled_back_on_self_test(dir: &Path, outcome: &InstallOutcome, status: i32) {
+    match outcome {
+        InstallOutcome::Failed { failure, running } => {
+            assert_eq!(running, &v("1.0.0"));
+            assert!(
+                failure.message.contains("injected self-test failure"),
+                "{failure:?}"
+            );
+        }
+        other => panic!("expected a failed install, got {other:?}"),
+    }
+    assert_eq!(status, 0, "the Agent's exit status");
+    let (active, trial, version, sha) = boot_state(dir);
+    assert_eq!((active, trial, version.as_str()), ('a', false, "1.0.0"));
+    assert_eq!(sha, hex(&sha256(&world().old).0));
+}
+
+/// The Agent rolled back by itself when its confirm deadline passed.
+pub fn assert_rolled_back_at_the_deadline(dir: &Path, outcome: &InstallOutcome, status: i32) {
+    match outcome {
+        InstallOutcome::Failed { failure, running } => {
+            assert_eq!(running, &v("1.0.0"));
+            assert_eq!(failure.code, FailureCode::Timeout, "{failure:?}");
+        }
+        other => panic!("expected a rollback report, got {other:?}"),
+    }
+    assert_eq!(status, 0, "the Agent's exit status");
+    let (active, trial, version, _) = boot_state(dir);
+    assert_eq!((active, trial, version.as_str()), ('a', false, "1.0.0"));
+}

@@ -42,6 +42,14 @@ public final class Agent implements AutoCloseable {
         public long confirmTimeoutMs = -1;
         /** Bytes written to the slot per poll; 0 the library's default. */
         public long writeQuantum;
+        /**
+         * Install precondition over the host's {@link AgentHost#signals} (esync's precondition
+         * language, e.g. {@code speed == 0 && gear == "P"}); non-null makes the Agent
+         * safety-critical.
+         */
+        public String precondition;
+        /** Uptane key schemes accepted (the C ABI's {@code ESYNC_SCHEME_*} bits); 0 all built. */
+        public int uptaneSchemes;
     }
 
     /** A frame to send; {@link #outboxId} is -1 unless it is a final report. */
@@ -63,8 +71,8 @@ public final class Agent implements AutoCloseable {
      */
     public Agent(Config c, AgentHost host) {
         handle = create(c.devicePath, c.hardwareId, c.serial, c.vin, c.agentSeed, c.clientKey,
-                c.envelopeSequence, c.directorRoot, c.confirmTimeoutMs, c.writeQuantum, host,
-                Client.mono(), Client.wall());
+                c.envelopeSequence, c.directorRoot, c.confirmTimeoutMs, c.writeQuantum,
+                c.precondition, c.uptaneSchemes, host, Client.mono(), Client.wall());
     }
 
     /** @return what became of the frame ({@code INPUT_*}) */
@@ -112,7 +120,8 @@ public final class Agent implements AutoCloseable {
 
     private static native long create(String device, String hardwareId, String serial, String vin,
             byte[] agentSeed, byte[] clientKey, long sequence, byte[] directorRoot,
-            long confirmTimeoutMs, long writeQuantum, AgentHost host, long mono, long wall);
+            long confirmTimeoutMs, long writeQuantum, String precondition, int uptaneSchemes,
+            AgentHost host, long mono, long wall);
     private static native void free(long h);
     private static native int receive(long h, byte[] frame, long mono, long wall);
     private static native void poll(long h, long mono, long wall);

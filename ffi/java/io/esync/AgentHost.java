@@ -11,9 +11,6 @@ package io.esync;
  * that call, and must not call back into the same Agent. A method reports a status to the Agent by
  * throwing {@link HostException}; any other exception counts as {@link HostException#FAILED} for
  * the Agent and is thrown again by the Agent method (the cause of an {@link EsyncException}).
- *
- * <p>Not wrapped for Java: vehicle signals (so no install precondition) and consent (every
- * verified offer is consented to).
  */
 public interface AgentHost {
     /** @return the running image */
@@ -75,6 +72,22 @@ public interface AgentHost {
     /** Restores the backup of {@code version} into the inactive slot and boots it (committed). */
     default void restoreBackup(String version) throws Exception {
         throw new HostException(HostException.REFUSED, "no backups");
+    }
+
+    /**
+     * @return the vehicle signals (at most 32) an install precondition ({@link
+     *     Agent.Config#precondition}) is evaluated over; none by default
+     */
+    default Signal[] signals() throws Exception {
+        return new Signal[0];
+    }
+
+    /**
+     * Decides on a verified download offer ({@code nowMs} wall time); by default every verified
+     * offer is consented to. A failure postpones the decision by a minute.
+     */
+    default Decision consent(Offer offer, long nowMs) throws Exception {
+        return Decision.consent();
     }
 
     /** @return the journal record stored last, or null if none was ever stored */
