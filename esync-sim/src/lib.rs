@@ -10,7 +10,7 @@
 //!
 //! * [`spec`]: what a fleet is ([`FleetSpec`]: count, VIN prefix, model,
 //!   region, ECU types with their factory images, seed).
-//! * [`provision`]: registering the fleet through the admin API with
+//! * [`provision`](mod@provision): registering the fleet through the admin API with
 //!   [`esync_server::admin_client::AdminClient`] (vehicle, ECUs with their
 //!   public keys, a certificate from a CSR), concurrently, cached in a
 //!   directory for the next run.

@@ -61,6 +61,12 @@ struct FleetArgs {
     /// Seed of every derived key and choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Vehicle model (campaign targeting).
+    #[arg(long, default_value = "sim-model")]
+    model: String,
+    /// Vehicle region (campaign targeting).
+    #[arg(long, default_value = "eu")]
+    region: String,
     /// Where identities are cached.
     #[arg(long, default_value = "esync-sim-cache")]
     cache_dir: PathBuf,
@@ -117,7 +123,9 @@ fn secs(what: &str, s: f64) -> Result<Duration, Error> {
 async fn provision_fleet(a: &AdminArgs, f: &FleetArgs) -> Result<(Vec<SimVehicle>, String), Error> {
     let ca_pem = std::fs::read_to_string(&a.ca).map_err(|e| format!("{}: {e}", a.ca.display()))?;
     let admin = AdminClient::new(&a.admin, &ca_pem, &a.token)?;
-    let spec = FleetSpec::demo(f.vehicles, &f.vin_prefix, f.seed)?;
+    let mut spec = FleetSpec::demo(f.vehicles, &f.vin_prefix, f.seed)?;
+    spec.model.clone_from(&f.model);
+    spec.region.clone_from(&f.region);
     let started = std::time::Instant::now();
     let p = provision_with(&admin, &spec, Some(&f.cache_dir), a.concurrency).await?;
     eprintln!(
