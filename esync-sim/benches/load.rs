@@ -18,7 +18,9 @@
 //!   the package once, verifies the Director's and Image repository's
 //!   metadata, downloads small blobs (`--blob-size` images, or their
 //!   deltas), reports the result (`--failure-rate` roll back) and uploads its
-//!   new manifest; every check-in runs the campaign offer query.
+//!   new manifest; every check-in runs the campaign offer query. (Vehicles
+//!   whose ECUs are all of the body type are members too: the package has
+//!   no component for them, so they stay offered.)
 //!
 //! Client, Server (or nginx) and database share the machine's cores: the
 //! Server runs on its own tokio runtime of `--server-threads` workers, nginx
@@ -637,5 +639,32 @@ fn main() {
         );
         drop(server);
         server_rt.shutdown_timeout(Duration::from_secs(1));
+        client_rt.block_on(drop_copy(name, &tmp));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Removes the run's copy of the fleet (the pristine one stays).
+async fn drop_copy(backend: &str, tmp: &Path) {
+    if backend == "sqlite" {
+        let copy = tmp.join("run-sqlite.db");
+        for ext in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{ext}", copy.display()));
+        }
+        return;
+    }
+    let base: PgConnectOptions = PG_URL.parse().expect("url");
+    match base.connect().await {
+        Ok(mut admin) => {
+            if let Err(e) =
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {PG_RUN_DB} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+            {
+                println!("run database {PG_RUN_DB} not dropped: {e}");
+            }
+            let _ = admin.close().await;
+        }
+        Err(e) => println!("run database {PG_RUN_DB} not dropped: {e}"),
     }
 }
