@@ -1,8 +1,8 @@
 //! nginx (Debian's package) as the baseline of the Server benchmarks
-//! (`deltas.rs`, `load.rs`): started on a free loopback port with mutual
-//! TLS 1.3 (the Server's own certificate and key, the fleet CA, optionally
-//! its CRL), answering the `location` blocks a benchmark gives, stopped on
-//! drop. Installed with apt-get when missing; `None` (with `SKIPPED: ...`
+//! (`deltas.rs` here, `esync-sim/benches/load.rs` through `#[path]`):
+//! started on a free loopback port with mutual TLS 1.3 (the Server's own
+//! certificate and key, the fleet CA, optionally its CRL), answering the
+//! `location` blocks a benchmark gives, stopped on drop. Installed with apt-get when missing; `None` (with `SKIPPED: ...`
 //! printed) when it cannot be had or does not start.
 
 #![allow(dead_code)]
