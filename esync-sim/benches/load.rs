@@ -55,7 +55,7 @@ use esync_proto::id::{HardwareId, SoftwareVersion};
 use esync_server::config::{keys, open_store, ServerConfig};
 use esync_server::node::{self, InitOptions};
 use esync_server::provision::Provisioner;
-use esync_server::store::{Ecu, Store, Vehicle};
+use esync_server::store::{Ecu, Store, VehicleRecord};
 use esync_sim::rehearsal::{LocalServer, Operator};
 use esync_sim::{provision_with, EcuType, Fleet, FleetConfig, FleetHandle, FleetSpec, SimVehicle};
 use esync_sim::{Snapshot, Window};
@@ -176,7 +176,7 @@ async fn import(store: &dyn Store, fleet: usize) {
                     public_key: key.clone(),
                 });
             }
-            vehicles.push(Vehicle {
+            vehicles.push(VehicleRecord {
                 vin: v,
                 model: "LB1".into(),
                 region: if i % 2 == 0 { "eu" } else { "us" }.into(),
