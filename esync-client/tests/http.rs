@@ -775,7 +775,7 @@ async fn binary_provisions_runs_once_and_reports_status() {
 
 #[tokio::test]
 async fn runtime_drives_the_session_core_over_https() {
-    use esync_client::core::session::{Session, SessionConfig, Step};
+    use esync_client::core::session::{Session, SessionConfig, SessionStep};
     use esync_client::runtime::session::{drive, SessionHost};
     let f = fleet();
     let expires = UnixTime(now_unix() + 86_400);
@@ -813,7 +813,7 @@ async fn runtime_drives_the_session_core_over_https() {
         .expect("drive");
     // Manifest uploaded, Director and Image metadata fetched and verified
     // over mTLS, nothing directed to this vehicle.
-    assert_eq!(end, Step::UpToDate);
+    assert_eq!(end, SessionStep::UpToDate);
     assert!(session.accepted_manifest().is_some());
     assert!(server.state.manifest.lock().expect("lock").is_some());
     // At least the Director: 2.root.json (404), timestamp, snapshot, targets.

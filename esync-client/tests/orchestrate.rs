@@ -3,7 +3,7 @@
 
 mod orchestrate_rig;
 
-use esync_client::core::orchestrate::{Outcome, Phase};
+use esync_client::core::orchestrate::{ComponentPhase, Outcome};
 use esync_client::core::plan::Refusal;
 use esync_client::core::ClientError;
 use esync_proto::message::{FailureCode, Signal, SignalValue};
@@ -42,10 +42,10 @@ fn agent_failing_in_stage_2_rolls_back_stages_1_and_2_and_never_starts_stage_3()
         let n = veh.nodes.iter().find(|n| n.device == c.device).unwrap();
         match c.stage {
             0 => {
-                assert!(matches!(c.end, Phase::RolledBack { .. }), "{c:?}");
+                assert!(matches!(c.end, ComponentPhase::RolledBack { .. }), "{c:?}");
                 assert!(n.received.contains(&"rollback"));
             }
-            1 => assert!(matches!(c.end, Phase::RolledBack { .. }), "{c:?}"),
+            1 => assert!(matches!(c.end, ComponentPhase::RolledBack { .. }), "{c:?}"),
             _ => {
                 assert!(
                     !n.received.contains(&"install-start"),

@@ -8,7 +8,8 @@ mod orchestrate_rig;
 
 use esync_client::core::journal::{decode, encode, ClientJournal, JOURNAL_FORMAT};
 use esync_client::core::orchestrate::{
-    Campaign, ComponentReport, ComponentState, Outcome, PackageReport, PackageVerdict, Phase,
+    Campaign, ComponentPhase, ComponentReport, ComponentState, Outcome, PackageReport,
+    PackageVerdict,
 };
 use esync_proto::id::Id128;
 use esync_proto::message::{ErrorClass, Failure, FailureCode};
@@ -40,7 +41,7 @@ fn state() -> ClientJournal {
                     version: v("2.0.0"),
                     update_id: Id128([1; 16]),
                     transfer_id: Id128([2; 16]),
-                    phase: Phase::RollingBack,
+                    phase: ComponentPhase::RollingBack,
                     attempts: 1,
                     failure: None,
                 },
@@ -50,7 +51,7 @@ fn state() -> ClientJournal {
                     version: v("2.0.0"),
                     update_id: Id128([3; 16]),
                     transfer_id: Id128([4; 16]),
-                    phase: Phase::RolledBack {
+                    phase: ComponentPhase::RolledBack {
                         running: v("1.0.0"),
                     },
                     attempts: 2,
@@ -68,7 +69,7 @@ fn state() -> ClientJournal {
                 device: device(0),
                 stage: 0,
                 target: v("1.0.0"),
-                end: Phase::Confirmed {
+                end: ComponentPhase::Confirmed {
                     version: v("1.0.0"),
                 },
                 attempts: 1,

@@ -4,7 +4,9 @@ mod session_common;
 
 use esync_client::core::session::download::TransferLimits;
 use esync_client::core::session::policy::{Blocked, Conditions, Rules};
-use esync_client::core::session::{Answer, Need, SessionConfig, SessionError, Step};
+use esync_client::core::session::{
+    Answer, ServerRequest, SessionConfig, SessionError, SessionStep,
+};
 use esync_package::package::{ComponentPolicy, NetworkKind};
 use esync_proto::message::{ConsentResponse, Decision, ImageEncoding, PatchFormat};
 use session_common::*;
@@ -16,7 +18,7 @@ fn start(
     >,
     clock: &Clock,
     ecus: &[Ecu],
-) -> Step {
+) -> SessionStep {
     s.check_in(
         clock.now(),
         manifest(),
@@ -34,9 +36,12 @@ fn happy_path_verifies_everything_and_yields_a_ready_package() {
     let mut clock = Clock::new();
     let mut trace = Trace::default();
     let first = start(&mut s, &clock, &ecus);
-    assert!(matches!(first, Step::Need(Need::UploadManifest { .. })));
+    assert!(matches!(
+        first,
+        SessionStep::Need(ServerRequest::UploadManifest { .. })
+    ));
     let step = drive(&mut s, &mut srv, &mut clock, first, &mut trace).expect("session");
-    let Step::Ready(ready) = step else {
+    let SessionStep::Ready(ready) = step else {
         panic!("not ready: {step:?}")
     };
     assert_eq!(ready.package.id().as_str(), "pkg-1");
@@ -99,12 +104,12 @@ fn unchanged_check_in_sends_only_the_manifest_hash() {
     let mut trace = Trace::default();
     let first = start(&mut s, &clock, &ecus);
     let step = drive(&mut s, &mut srv, &mut clock, first, &mut trace).expect("first check-in");
-    assert_eq!(step, Step::UpToDate);
+    assert_eq!(step, SessionStep::UpToDate);
     let m = manifest();
     assert_eq!(srv.manifest_uploads, vec![m.len()]);
     // Same manifest again: no upload, a small body.
     let second = start(&mut s, &clock, &ecus);
-    let Step::Need(Need::CheckIn { body }) = &second else {
+    let SessionStep::Need(ServerRequest::CheckIn { body }) = &second else {
         panic!("expected a bare check-in, got {second:?}")
     };
     assert!(body.len() <= 90, "check-in body is {} bytes", body.len());
@@ -115,7 +120,7 @@ fn unchanged_check_in_sends_only_the_manifest_hash() {
         body.len()
     );
     let step = drive(&mut s, &mut srv, &mut clock, second, &mut trace).expect("second");
-    assert_eq!(step, Step::UpToDate);
+    assert_eq!(step, SessionStep::UpToDate);
     assert_eq!(srv.manifest_uploads.len(), 1, "manifest not uploaded again");
     // A changed manifest (another ECU) is uploaded in full.
     let mut more = ecus;
@@ -125,7 +130,10 @@ fn unchanged_check_in_sends_only_the_manifest_hash() {
     let third = s
         .check_in(clock.now(), changed, more.iter().map(inventory).collect())
         .expect("third");
-    assert!(matches!(third, Step::Need(Need::UploadManifest { .. })));
+    assert!(matches!(
+        third,
+        SessionStep::Need(ServerRequest::UploadManifest { .. })
+    ));
 }
 
 #[test]
@@ -144,7 +152,8 @@ fn delta_when_the_agent_can_apply_one_full_otherwise() {
     let mut clock = Clock::new();
     let mut trace = Trace::default();
     let first = start(&mut s, &clock, &ecus);
-    let Step::Ready(ready) = drive(&mut s, &mut srv, &mut clock, first, &mut trace).expect("ok")
+    let SessionStep::Ready(ready) =
+        drive(&mut s, &mut srv, &mut clock, first, &mut trace).expect("ok")
     else {
         panic!("not ready")
     };
@@ -171,7 +180,8 @@ fn delta_when_the_agent_can_apply_one_full_otherwise() {
     let mut inv: Vec<_> = ecus.iter().map(inventory).collect();
     inv[0] = moved;
     let first = s2.check_in(clock.now(), manifest(), inv).expect("check-in");
-    let Step::Ready(r2) = drive(&mut s2, &mut srv, &mut clock, first, &mut trace).expect("ok")
+    let SessionStep::Ready(r2) =
+        drive(&mut s2, &mut srv, &mut clock, first, &mut trace).expect("ok")
     else {
         panic!("not ready")
     };
@@ -258,8 +268,8 @@ fn a12_a_stalled_response_is_abandoned_at_the_stall_deadline() {
     // nothing (the response stays open).
     loop {
         step = match step {
-            Step::Need(Need::Blob { .. }) => break,
-            Step::Need(n) => serve(&mut s, &mut srv, &mut clock, n).expect("serve"),
+            SessionStep::Need(ServerRequest::Blob { .. }) => break,
+            SessionStep::Need(n) => serve(&mut s, &mut srv, &mut clock, n).expect("serve"),
             other => panic!("{other:?}"),
         };
     }
@@ -268,8 +278,8 @@ fn a12_a_stalled_response_is_abandoned_at_the_stall_deadline() {
     let step = s
         .provide(clock.now(), Answer::BlobBytes(&blob[..100]))
         .expect("bytes");
-    assert_eq!(step, Step::Continue);
-    let Step::WaitUntil(t) = s.poll(clock.now()).expect("poll") else {
+    assert_eq!(step, SessionStep::Continue);
+    let SessionStep::WaitUntil(t) = s.poll(clock.now()).expect("poll") else {
         panic!("expected a deadline")
     };
     assert_eq!(
@@ -278,7 +288,7 @@ fn a12_a_stalled_response_is_abandoned_at_the_stall_deadline() {
         "stall deadline from the last byte"
     );
     clock.mono_ms = t - 1;
-    assert!(matches!(s.poll(clock.now()), Ok(Step::WaitUntil(_))));
+    assert!(matches!(s.poll(clock.now()), Ok(SessionStep::WaitUntil(_))));
     clock.mono_ms = t;
     let err = s.poll(clock.now()).expect_err("stalled");
     assert!(err.to_string().contains("stalled"), "{err}");
@@ -332,13 +342,13 @@ fn check_in_failures_back_off_and_give_up() {
     let mut now = clock.now();
     let err = loop {
         match step {
-            Step::Need(Need::UploadManifest { .. }) => {
+            SessionStep::Need(ServerRequest::UploadManifest { .. }) => {
                 match s.provide(now, Answer::Failed("offline")) {
                     Ok(next) => step = next,
                     Err(e) => break e,
                 }
             }
-            Step::WaitUntil(t) => {
+            SessionStep::WaitUntil(t) => {
                 waits.push(t - now.mono_ms);
                 now.mono_ms = t;
                 step = s.poll(now).expect("poll");
@@ -365,7 +375,7 @@ fn a_dropped_connection_resumes_with_range_and_refetches_no_byte() {
     let mut trace = Trace::default();
     let first = start(&mut s, &clock, &ecus);
     let step = drive(&mut s, &mut srv, &mut clock, first, &mut trace).expect("ok");
-    assert!(matches!(step, Step::Ready(_)), "{step:?}");
+    assert!(matches!(step, SessionStep::Ready(_)), "{step:?}");
     let blob = sha(&ecus[0].new_image);
     assert_eq!(srv.blob_requests, vec![(blob, 0), (blob, 23_456)]);
     assert_eq!(srv.blob_bytes_served, 64_000, "no byte served twice");
@@ -412,7 +422,7 @@ fn bytes_past_the_signed_length_are_refused_and_never_hashed() {
     // The 100 extra bytes end the attempt; the 3000 signed bytes were kept
     // and verify (the extra bytes were not hashed): no second request.
     let step = drive(&mut s, &mut srv, &mut clock, first, &mut trace).expect("ok");
-    assert!(matches!(step, Step::Ready(_)), "{step:?}");
+    assert!(matches!(step, SessionStep::Ready(_)), "{step:?}");
     assert_eq!(srv.blob_requests.len(), 1);
     assert_eq!(
         trace.waits.len(),
@@ -437,7 +447,7 @@ fn consent_is_asked_through_the_hmi_and_postpone_waits() {
     let mut clock = Clock::new();
     let mut trace = Trace::default();
     let first = start(&mut s, &clock, &ecus);
-    let Step::Need(Need::Consent(req)) =
+    let SessionStep::Need(ServerRequest::Consent(req)) =
         drive(&mut s, &mut srv, &mut clock, first, &mut trace).expect("consent")
     else {
         panic!("no consent request")
@@ -456,13 +466,14 @@ fn consent_is_asked_through_the_hmi_and_postpone_waits() {
         .expect("postponed");
     assert_eq!(
         step,
-        Step::Postponed {
+        SessionStep::Postponed {
             until_wall_ms: until
         }
     );
     assert_eq!(s.poll(clock.now()).expect("poll"), step);
     clock.mono_ms += 60_000;
-    let Step::Need(Need::Consent(again)) = s.poll(clock.now()).expect("asks again") else {
+    let SessionStep::Need(ServerRequest::Consent(again)) = s.poll(clock.now()).expect("asks again")
+    else {
         panic!("not asked again")
     };
     assert_ne!(again.request_id, req.request_id);
@@ -476,7 +487,7 @@ fn consent_is_asked_through_the_hmi_and_postpone_waits() {
         )
         .expect("granted");
     let step = drive(&mut s, &mut srv, &mut clock, step, &mut trace).expect("ok");
-    assert!(matches!(step, Step::Ready(_)));
+    assert!(matches!(step, SessionStep::Ready(_)));
 }
 
 #[test]
@@ -505,7 +516,8 @@ fn rules_block_on_network_and_a_stricter_domain_rule() {
     let mut clock = Clock::new();
     let mut trace = Trace::default();
     let first = start(&mut s, &clock, &ecus);
-    let Step::Blocked(why) = drive(&mut s, &mut srv, &mut clock, first, &mut trace).expect("ok")
+    let SessionStep::Blocked(why) =
+        drive(&mut s, &mut srv, &mut clock, first, &mut trace).expect("ok")
     else {
         panic!("not blocked")
     };
@@ -526,7 +538,7 @@ fn rules_block_on_network_and_a_stricter_domain_rule() {
     });
     let step = s.poll(clock.now()).expect("poll");
     let step = drive(&mut s, &mut srv, &mut clock, step, &mut trace).expect("ok");
-    assert!(matches!(step, Step::Ready(_)), "{step:?}");
+    assert!(matches!(step, SessionStep::Ready(_)), "{step:?}");
 }
 
 #[test]

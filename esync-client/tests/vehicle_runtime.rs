@@ -26,7 +26,7 @@ use esync_agent::testing::{dangerous_unsigned_metadata, DangerousUnverifiedMetad
 use esync_agent::AgentConfig;
 use esync_api::BlobId;
 use esync_client::broker::BrokerHandle;
-use esync_client::core::orchestrate::{Outcome, PackageReport, PackageVerdict, Phase};
+use esync_client::core::orchestrate::{ComponentPhase, Outcome, PackageReport, PackageVerdict};
 use esync_client::core::plan::{BlobHandle, ForwardedMetadata, ReadyComponent, ReadyPackage};
 use esync_client::core::session::policy::{Conditions, Policy, Rules};
 use esync_client::core::OrchestratorConfig;
@@ -371,14 +371,20 @@ impl Rig {
             Outcome::Installed => {
                 assert!(all_new, "{what}: reported installed, old image runs");
                 for c in &report.components {
-                    assert!(matches!(c.end, Phase::Confirmed { .. }), "{what}: {c:?}");
+                    assert!(
+                        matches!(c.end, ComponentPhase::Confirmed { .. }),
+                        "{what}: {c:?}"
+                    );
                 }
             }
             Outcome::Failed { .. } => {
                 assert!(all_old, "{what}: reported failed, new image runs");
                 for c in &report.components {
                     assert!(
-                        matches!(c.end, Phase::RolledBack { .. } | Phase::NotInstalled),
+                        matches!(
+                            c.end,
+                            ComponentPhase::RolledBack { .. } | ComponentPhase::NotInstalled
+                        ),
                         "{what}: {c:?}"
                     );
                 }

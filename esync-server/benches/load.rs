@@ -41,7 +41,7 @@ use esync_server::device::{device_router, serve_device, DeviceState};
 use esync_server::director::{Director, DirectorConfig};
 use esync_server::provision::Provisioner;
 use esync_server::repo::{ImageRepo, ImageRepoConfig};
-use esync_server::store::{Ecu, PgStore, SqliteStore, Store, Vehicle};
+use esync_server::store::{Ecu, PgStore, SqliteStore, Store, VehicleRecord};
 use esync_server::tls::DeviceTls;
 use esync_uptane::manifest::{EcuVersionReport, ReportedImage, VehicleManifest};
 use esync_uptane::{PrivateKey, UnixTime};
@@ -164,7 +164,7 @@ async fn import(store: &dyn Store, fleet: usize) {
                 primary: false,
                 public_key: e,
             });
-            vehicles.push(Vehicle {
+            vehicles.push(VehicleRecord {
                 vin: v,
                 model: "LB1".into(),
                 region: if i % 2 == 0 { "eu" } else { "us" }.into(),

@@ -67,7 +67,7 @@ use crate::packages::{create_package, load_package, PackageBuildError, PackageRe
 use crate::provision::{ProvisionError, Provisioner};
 use crate::repo::{ImageRepo, RepoError};
 use crate::store::{
-    AdminRole, Certificate, DbError, DeltaJob, Digest, Ecu, Image, Inserted, Store, Vehicle,
+    AdminRole, Certificate, DbError, DeltaJob, Digest, Ecu, Image, Inserted, Store, VehicleRecord,
 };
 use crate::tls::DeviceTls;
 
@@ -91,7 +91,7 @@ pub const MAX_TEXT: usize = 128;
 pub const MAX_PUBLIC_KEY: usize = 1024;
 
 /// Wall time in milliseconds since the Unix epoch (the device API's clock type).
-pub use crate::device::{system_clock, WallClock as Clock};
+pub use crate::device::{system_clock, NowMs as Clock};
 
 // ---------------------------------------------------------------- errors
 
@@ -556,7 +556,7 @@ pub struct InstalledView {
 }
 
 impl VehicleView {
-    fn of(v: Vehicle) -> Self {
+    fn of(v: VehicleRecord) -> Self {
         Self {
             vin: v.vin,
             model: v.model,
@@ -821,7 +821,7 @@ async fn register_vehicle(
     for h in &b.hardware_ids {
         HardwareId::new(h.clone()).map_err(|e| AdminError::bad(format!("hardware_ids: {e}")))?;
     }
-    let vehicle = Vehicle {
+    let vehicle = VehicleRecord {
         vin: v.as_str().to_owned(),
         model: b.model,
         region: b.region,

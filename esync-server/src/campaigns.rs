@@ -24,13 +24,45 @@
 //!   [`Store::assignments`] leave it out and campaigns do not offer it until
 //!   an operator clears the block ([`Store::clear_rollback_block`]) or a
 //!   campaign says `reoffer_rolled_back`.
+//!
+//! # Several nodes on one PostgreSQL
+//!
+//! The invariants and bounds that make two or more `esync-server serve`
+//! processes on one database one Server (tested with real processes and
+//! the fleet simulator in `esync-sim/tests/two_nodes.rs`):
+//!
+//! * **Offered once**: a member goes pending→offered only through
+//!   [`Store::claim_offer`]'s conditional update; whichever node a vehicle
+//!   checks in with (or fails over to), it is offered once per campaign.
+//! * **Counted once**: a result moves the offered member to its final
+//!   state by a conditional update, and [`evaluate`] runs in the same
+//!   transaction under the campaign's row lock, so every result is
+//!   evaluated once, in commit order, on whichever node it arrived. A node
+//!   killed after storing a report but before counting it loses nothing:
+//!   the vehicle's retry (same report id and body, any node) counts it.
+//! * **Pause and abort: immediate**. A check-in that starts after the pause
+//!   (or abort) committed, on any node, makes no offer: the claim re-reads
+//!   the campaign's state. An offer whose claim statement was already
+//!   running may still complete; its `offered_ms` precedes the end of the
+//!   pause request.
+//! * **Resume, start, approve: within [`OFFER_GATE_RECHECK_MS`]** (1 s) on
+//!   the other nodes. A node that last read "no campaign is offering"
+//!   ([`OfferGate`]) trusts it that long, so the first check-in at least
+//!   that long after the commit makes the offers; on the node that took the
+//!   action, at once. While some campaign offers, wave openings are read at
+//!   the next check-in.
+//! * **Crash**: every change is one transaction (claim, count and evaluate,
+//!   transitions, a manifest with its installed images), so a node killed
+//!   with SIGKILL leaves no half-made offer or result; its vehicles carry on
+//!   through another node.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use utoipa::ToSchema;
 
 use crate::store::{
-    CampaignRecord, CampaignState, DbError, MemberState, ResultCounted, Store, Vehicle, WaveCounts,
+    CampaignRecord, CampaignState, DbError, MemberState, ResultCounted, Store, VehicleRecord,
+    WaveCounts,
 };
 
 /// Most waves in a campaign.
@@ -259,7 +291,7 @@ impl CampaignSpec {
 
     /// Whether `v` (running `installed`: `(hardware id, version)`) matches
     /// the target (explicit VINs are checked by the caller).
-    pub fn matches(&self, v: &Vehicle, installed: &[(&str, &str)]) -> bool {
+    pub fn matches(&self, v: &VehicleRecord, installed: &[(&str, &str)]) -> bool {
         let t = &self.target;
         let any = |list: &[String], x: &str| list.is_empty() || list.iter().any(|s| s == x);
         any(&t.models, &v.model)

@@ -34,7 +34,7 @@ pub mod keys {
 /// Reading or checking the configuration failed.
 #[derive(Debug, Error)]
 #[non_exhaustive]
-pub enum ConfigError {
+pub enum ServerConfigError {
     /// The file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -140,9 +140,9 @@ impl ServerConfig {
     }
 
     /// Reads `path` and resolves relative paths against its directory.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path) -> Result<Self, ServerConfigError> {
         use std::io::Read as _;
-        let io = |source| ConfigError::Io {
+        let io = |source| ServerConfigError::Io {
             path: path.to_owned(),
             source,
         };
@@ -152,9 +152,9 @@ impl ServerConfig {
             .read_to_string(&mut text)
             .map_err(io)?;
         if text.len() as u64 > MAX_CONFIG_LEN {
-            return Err(ConfigError::TooLarge(path.to_owned()));
+            return Err(ServerConfigError::TooLarge(path.to_owned()));
         }
-        let mut c: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let mut c: Self = toml::from_str(&text).map_err(|source| ServerConfigError::Parse {
             path: path.to_owned(),
             source,
         })?;
@@ -172,13 +172,13 @@ impl ServerConfig {
     }
 
     /// Writes the configuration as TOML to `path` (refusing to overwrite).
-    pub fn write_new(&self, path: &Path) -> Result<(), ConfigError> {
+    pub fn write_new(&self, path: &Path) -> Result<(), ServerConfigError> {
         use std::io::Write as _;
-        let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid {
+        let text = toml::to_string_pretty(self).map_err(|e| ServerConfigError::Invalid {
             field: "config",
             reason: e.to_string(),
         })?;
-        let io = |source| ConfigError::Io {
+        let io = |source| ServerConfigError::Io {
             path: path.to_owned(),
             source,
         };
@@ -191,8 +191,8 @@ impl ServerConfig {
         f.sync_all().map_err(io)
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| ConfigError::Invalid {
+    fn check(&self) -> Result<(), ServerConfigError> {
+        let invalid = |field, reason: &str| ServerConfigError::Invalid {
             field,
             reason: reason.to_owned(),
         };
@@ -277,14 +277,14 @@ mod tests {
         std::fs::write(&path, &text).expect("write");
         assert!(matches!(
             ServerConfig::load(&path),
-            Err(ConfigError::Parse { .. })
+            Err(ServerConfigError::Parse { .. })
         ));
         let mut bad = c.clone();
         bad.database_url = "mysql://x".into();
         std::fs::write(&path, toml::to_string(&bad).expect("toml")).expect("write");
         assert!(matches!(
             ServerConfig::load(&path),
-            Err(ConfigError::Invalid { .. })
+            Err(ServerConfigError::Invalid { .. })
         ));
     }
 }

@@ -44,10 +44,10 @@ use crate::store::{Inserted, Store};
 use crate::tls::{device_peer, DeviceTls};
 
 /// Wall-clock source of the device API (milliseconds since the Unix epoch).
-pub type WallClock = Arc<dyn Fn() -> i64 + Send + Sync>;
+pub type NowMs = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// The system clock as a [`WallClock`].
-pub fn system_clock() -> WallClock {
+pub fn system_clock() -> NowMs {
     Arc::new(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -67,7 +67,7 @@ pub struct DeviceState {
     /// The Image repository.
     pub images: Arc<ImageRepo>,
     /// Wall clock.
-    pub clock: WallClock,
+    pub clock: NowMs,
     /// Counters (campaign offers and results).
     pub metrics: Metrics,
     /// VINs found registered. Vehicles are never deleted (a vehicle is
@@ -109,7 +109,7 @@ impl DeviceState {
     }
 
     /// The same state with another clock (tests).
-    pub fn with_clock(mut self, clock: WallClock) -> Self {
+    pub fn with_clock(mut self, clock: NowMs) -> Self {
         self.clock = clock;
         self
     }
@@ -144,9 +144,9 @@ pub struct DevicePeer(pub Result<Vin, String>);
 
 /// An error answer: an [`ApiError`] as a response.
 #[derive(Debug)]
-pub struct DeviceError(pub ApiError);
+pub struct ApiRejection(pub ApiError);
 
-impl DeviceError {
+impl ApiRejection {
     fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self(ApiError::new(code, message))
     }
@@ -157,7 +157,7 @@ impl DeviceError {
     }
 }
 
-impl IntoResponse for DeviceError {
+impl IntoResponse for ApiRejection {
     fn into_response(self) -> axum::response::Response {
         let mut r = (self.0.status(), self.0.to_json()).into_response();
         r.headers_mut().insert(
@@ -168,19 +168,19 @@ impl IntoResponse for DeviceError {
     }
 }
 
-impl From<DirectorError> for DeviceError {
+impl From<DirectorError> for ApiRejection {
     fn from(e: DirectorError) -> Self {
         Self::internal(e)
     }
 }
 
-impl From<RepoError> for DeviceError {
+impl From<RepoError> for ApiRejection {
     fn from(e: RepoError) -> Self {
         Self::internal(e)
     }
 }
 
-impl From<crate::store::DbError> for DeviceError {
+impl From<crate::store::DbError> for ApiRejection {
     fn from(e: crate::store::DbError) -> Self {
         Self::internal(e)
     }
@@ -188,10 +188,10 @@ impl From<crate::store::DbError> for DeviceError {
 
 /// The vehicle of the request: from the certificate, and registered.
 #[derive(Debug, Clone)]
-pub struct Vehicle(pub Vin);
+pub struct RegisteredVin(pub Vin);
 
-impl FromRequestParts<DeviceState> for Vehicle {
-    type Rejection = DeviceError;
+impl FromRequestParts<DeviceState> for RegisteredVin {
+    type Rejection = ApiRejection;
 
     async fn from_request_parts(
         parts: &mut Parts,
@@ -200,30 +200,30 @@ impl FromRequestParts<DeviceState> for Vehicle {
         let peer = parts
             .extensions
             .get::<DevicePeer>()
-            .ok_or_else(|| DeviceError::new(ErrorCode::Forbidden, "no client certificate"))?;
+            .ok_or_else(|| ApiRejection::new(ErrorCode::Forbidden, "no client certificate"))?;
         let vin = peer
             .0
             .clone()
-            .map_err(|e| DeviceError::new(ErrorCode::Forbidden, e))?;
+            .map_err(|e| ApiRejection::new(ErrorCode::Forbidden, e))?;
         if state.is_registered(&vin) {
-            return Ok(Vehicle(vin));
+            return Ok(RegisteredVin(vin));
         }
         if state.store.vehicle(vin.as_str()).await?.is_none() {
-            return Err(DeviceError::new(
+            return Err(ApiRejection::new(
                 ErrorCode::Forbidden,
                 format!("vehicle {vin} is not registered"),
             ));
         }
         state.remember_registered(vin.clone());
-        Ok(Vehicle(vin))
+        Ok(RegisteredVin(vin))
     }
 }
 
 fn json_response<T: serde::Serialize>(
     status: StatusCode,
     value: &T,
-) -> Result<axum::response::Response, DeviceError> {
-    let body = serde_json::to_vec(value).map_err(DeviceError::internal)?;
+) -> Result<axum::response::Response, ApiRejection> {
+    let body = serde_json::to_vec(value).map_err(ApiRejection::internal)?;
     Ok((
         status,
         [(
@@ -237,7 +237,7 @@ fn json_response<T: serde::Serialize>(
 
 /// Reads a JSON-typed request body of `route`, refusing it (413) past the
 /// route's cap before reading further, and (415) when it is not JSON.
-async fn read_body(route: Route, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, DeviceError> {
+async fn read_body(route: Route, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiRejection> {
     let cap = route.max_request_body();
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -245,13 +245,13 @@ async fn read_body(route: Route, headers: &HeaderMap, body: Body) -> Result<Vec<
         .unwrap_or("");
     let media = ct.split(';').next().unwrap_or("").trim();
     if !media.eq_ignore_ascii_case(esync_api::JSON) {
-        return Err(DeviceError::new(
+        return Err(ApiRejection::new(
             ErrorCode::UnsupportedMediaType,
             format!("{} takes {}", route.template(), esync_api::JSON),
         ));
     }
     let too_large = || {
-        DeviceError::new(
+        ApiRejection::new(
             ErrorCode::BodyTooLarge,
             format!("body over the {cap}-byte cap of {}", route.template()),
         )
@@ -276,7 +276,7 @@ async fn read_body(route: Route, headers: &HeaderMap, body: Body) -> Result<Vec<
                 }
                 src = s.source();
             }
-            Err(DeviceError::new(
+            Err(ApiRejection::new(
                 ErrorCode::MalformedBody,
                 format!("body unreadable: {e}"),
             ))
@@ -284,17 +284,17 @@ async fn read_body(route: Route, headers: &HeaderMap, body: Body) -> Result<Vec<
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DeviceError> {
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiRejection> {
     serde_json::from_slice(bytes)
-        .map_err(|e| DeviceError::new(ErrorCode::MalformedBody, e.to_string()))
+        .map_err(|e| ApiRejection::new(ErrorCode::MalformedBody, e.to_string()))
 }
 
 async fn check_in(
     State(st): State<DeviceState>,
-    Vehicle(vin): Vehicle,
+    RegisteredVin(vin): RegisteredVin,
     headers: HeaderMap,
     body: Body,
-) -> Result<axum::response::Response, DeviceError> {
+) -> Result<axum::response::Response, ApiRejection> {
     let bytes = read_body(Route::CheckIn, &headers, body).await?;
     let req: CheckInRequest = parse_json(&bytes)?;
     let now = st.now();
@@ -326,23 +326,23 @@ async fn check_in(
 
 async fn manifest(
     State(st): State<DeviceState>,
-    Vehicle(vin): Vehicle,
+    RegisteredVin(vin): RegisteredVin,
     headers: HeaderMap,
     body: Body,
-) -> Result<axum::response::Response, DeviceError> {
+) -> Result<axum::response::Response, ApiRejection> {
     let bytes = read_body(Route::Manifest, &headers, body).await?;
     match st.director.receive_manifest(&vin, &bytes, st.now()).await {
         Ok(a) => json_response(StatusCode::OK, &a),
         Err(ManifestError::Rejected(why)) => {
             tracing::warn!(%vin, %why, "vehicle manifest dropped");
-            Err(DeviceError::new(ErrorCode::ManifestRejected, why))
+            Err(ApiRejection::new(ErrorCode::ManifestRejected, why))
         }
         Err(ManifestError::Server(e)) => Err(e.into()),
     }
 }
 
-fn file_name(p: &str) -> Result<MetadataFileName, DeviceError> {
-    MetadataFileName::new(p).map_err(|e| DeviceError::new(ErrorCode::BadPath, e.to_string()))
+fn file_name(p: &str) -> Result<MetadataFileName, ApiRejection> {
+    MetadataFileName::new(p).map_err(|e| ApiRejection::new(ErrorCode::BadPath, e.to_string()))
 }
 
 fn metadata_response(body: Option<Vec<u8>>, cache: &'static str) -> axum::response::Response {
@@ -359,15 +359,15 @@ fn metadata_response(body: Option<Vec<u8>>, cache: &'static str) -> axum::respon
             b,
         )
             .into_response(),
-        None => DeviceError::new(ErrorCode::NotFound, "no such metadata file").into_response(),
+        None => ApiRejection::new(ErrorCode::NotFound, "no such metadata file").into_response(),
     }
 }
 
 async fn director_file(
     State(st): State<DeviceState>,
-    Vehicle(vin): Vehicle,
+    RegisteredVin(vin): RegisteredVin,
     Path(file): Path<String>,
-) -> Result<axum::response::Response, DeviceError> {
+) -> Result<axum::response::Response, ApiRejection> {
     let name = file_name(&file)?;
     let body = st.director.file(&vin, name.as_str(), st.now()).await?;
     Ok(metadata_response(body, esync_api::DIRECTOR_CACHE_CONTROL))
@@ -375,9 +375,9 @@ async fn director_file(
 
 async fn image_file(
     State(st): State<DeviceState>,
-    Vehicle(_): Vehicle,
+    RegisteredVin(_): RegisteredVin,
     Path(file): Path<String>,
-) -> Result<axum::response::Response, DeviceError> {
+) -> Result<axum::response::Response, ApiRejection> {
     let name = file_name(&file)?;
     let body = st.images.file(name.as_str()).await?;
     Ok(metadata_response(body, esync_api::IMAGE_CACHE_CONTROL))
@@ -385,23 +385,23 @@ async fn image_file(
 
 async fn blob(
     State(st): State<DeviceState>,
-    Vehicle(_): Vehicle,
+    RegisteredVin(_): RegisteredVin,
     Path(sha): Path<String>,
     headers: HeaderMap,
-) -> Result<axum::response::Response, DeviceError> {
-    let id =
-        BlobId::parse_hex(&sha).map_err(|e| DeviceError::new(ErrorCode::BadPath, e.to_string()))?;
-    let not_found = || DeviceError::new(ErrorCode::NotFound, format!("no blob {id}"));
+) -> Result<axum::response::Response, ApiRejection> {
+    let id = BlobId::parse_hex(&sha)
+        .map_err(|e| ApiRejection::new(ErrorCode::BadPath, e.to_string()))?;
+    let not_found = || ApiRejection::new(ErrorCode::NotFound, format!("no blob {id}"));
     let length = st
         .blobs
         .len(&id.0 .0)
         .await
-        .map_err(DeviceError::internal)?
+        .map_err(ApiRejection::internal)?
         .ok_or_else(not_found)?;
     let range = match serve_range(headers.get(header::RANGE), length) {
         Ok(r) => r,
         Err(RangeError::NotSatisfiable { length }) => {
-            let mut r = DeviceError::new(
+            let mut r = ApiRejection::new(
                 ErrorCode::RangeNotSatisfiable,
                 format!("blob {id} has {length} bytes"),
             )
@@ -421,7 +421,7 @@ async fn blob(
     let (reader, _) = match st.blobs.open_range(&id.0 .0, start, Some(end)).await {
         Ok(r) => r,
         Err(BlobError::NotFound(_)) => return Err(not_found()),
-        Err(e) => return Err(DeviceError::internal(e)),
+        Err(e) => return Err(ApiRejection::internal(e)),
     };
     let mut resp = Response::builder()
         .header(header::CONTENT_TYPE, esync_api::OCTET_STREAM)
@@ -431,24 +431,25 @@ async fn blob(
     resp = match range {
         Some((first, last)) => resp.status(StatusCode::PARTIAL_CONTENT).header(
             header::CONTENT_RANGE,
-            content_range(first, last, length).map_err(DeviceError::internal)?,
+            content_range(first, last, length).map_err(ApiRejection::internal)?,
         ),
         None => resp.status(StatusCode::OK),
     };
     // 64 KiB reads: TLS records of full size rather than 4 KiB ones.
     let stream = tokio_util::io::ReaderStream::with_capacity(reader, 64 * 1024);
     resp.body(Body::from_stream(stream))
-        .map_err(DeviceError::internal)
+        .map_err(ApiRejection::internal)
 }
 
 async fn report(
     State(st): State<DeviceState>,
-    Vehicle(vin): Vehicle,
+    RegisteredVin(vin): RegisteredVin,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<axum::response::Response, DeviceError> {
-    let id = ReportId::new(&id).map_err(|e| DeviceError::new(ErrorCode::BadPath, e.to_string()))?;
+) -> Result<axum::response::Response, ApiRejection> {
+    let id =
+        ReportId::new(&id).map_err(|e| ApiRejection::new(ErrorCode::BadPath, e.to_string()))?;
     let bytes = read_body(Route::Report, &headers, body).await?;
     let parsed: Report = parse_json(&bytes)?;
     let stored = |duplicate| ReportStored {
@@ -481,7 +482,7 @@ async fn report(
                     st.metrics.record_campaign_result(c.member.as_str());
                 }
             }
-            Ok::<(), DeviceError>(())
+            Ok::<(), ApiRejection>(())
         }
     };
     match st
@@ -499,7 +500,7 @@ async fn report(
                 count(false).await?;
                 json_response(StatusCode::OK, &stored(true))
             } else {
-                Err(DeviceError::new(
+                Err(ApiRejection::new(
                     ErrorCode::ReportConflict,
                     format!("report {id} was stored with another body"),
                 ))
@@ -508,12 +509,12 @@ async fn report(
     }
 }
 
-async fn not_found() -> DeviceError {
-    DeviceError::new(ErrorCode::NotFound, "no such route")
+async fn not_found() -> ApiRejection {
+    ApiRejection::new(ErrorCode::NotFound, "no such route")
 }
 
-async fn method_not_allowed() -> DeviceError {
-    DeviceError::new(
+async fn method_not_allowed() -> ApiRejection {
+    ApiRejection::new(
         ErrorCode::MethodNotAllowed,
         "method not allowed on this route",
     )

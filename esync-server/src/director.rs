@@ -48,7 +48,7 @@ use crate::deltas::format_name;
 use crate::meta::{self, MetaError, TOP_ROLES};
 use crate::packages::{load_package, PackageBuildError, DEFAULT_CHUNK_SIZE};
 use crate::store::{
-    DbError, DeltaState, Ecu, InstalledImage, ManifestRecord, MetadataRecord, RepoKind,
+    DbError, DeltaState, Ecu, EcuInstalledRecord, ManifestRecord, MetadataRecord, RepoKind,
     SigningKeyRecord, Store,
 };
 
@@ -738,10 +738,10 @@ impl Director {
             body: bytes.to_vec(),
             received_ms: now_ms,
         };
-        self.store.put_manifest(&record).await?;
         // What the vehicle runs now, queryable (campaign targeting): the
         // verified manifest is the Server's only record of it, so after a
-        // rollback on the vehicle it says the old version again.
+        // rollback on the vehicle it says the old version again. Stored
+        // with the manifest in one transaction.
         let mut installed = Vec::new();
         for (serial, sha) in reported_images(&record)? {
             let Some(ecu) = ecus.iter().find(|e| e.serial == serial.as_str()) else {
@@ -753,14 +753,14 @@ impl Director {
                 .await?
                 .map(|i| i.version)
                 .unwrap_or_default();
-            installed.push(InstalledImage {
+            installed.push(EcuInstalledRecord {
                 ecu_serial: ecu.serial.clone(),
                 hardware_id: ecu.hardware_id.clone(),
                 sha256: sha.0,
                 version,
             });
         }
-        self.store.put_installed(vin.as_str(), &installed).await?;
+        self.store.put_manifest(&record, &installed).await?;
         // Queue the deltas for what the vehicle now reports.
         self.plan(vin, now_ms).await?;
         Ok(ManifestAccepted {

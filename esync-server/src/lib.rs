@@ -16,17 +16,20 @@
 //! [`director`]: online keys, per-vehicle targets on demand, A15 manifest
 //! checks; both on [`meta`]) and the device API ([`device`]: axum over
 //! mutual TLS, the `esync_api` routes), the admin API ([`admin`]: bearer
-//! tokens with operator and viewer roles, OpenAPI from the handlers),
+//! tokens with operator and viewer roles, OpenAPI from the handlers; its
+//! HTTPS client [`admin_client`], used by the CLI and the fleet simulator),
 //! Prometheus [`metrics`], the TOML [`config`], [`campaigns`] (waves,
 //! thresholds, pause/abort/approval, maintenance windows, offers at
 //! check-in, rollback blocks; all state in the database) and the
-//! `esync-server` binary (`init`, `serve`, admin and campaign subcommands).
+//! `esync-server` binary (`init`, `serve` — both in [`node`], so a Server
+//! stood up in process runs the same code — admin and campaign subcommands).
 //! Not built yet: status history beyond campaigns, data ingestion, the
 //! dashboard.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admin_client;
 pub mod blob;
 pub mod campaigns;
 pub mod config;
@@ -36,6 +39,7 @@ pub mod director;
 pub mod error;
 pub mod meta;
 pub mod metrics;
+pub mod node;
 pub mod packages;
 pub mod provision;
 pub mod repo;

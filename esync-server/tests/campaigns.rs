@@ -26,7 +26,7 @@ use esync_proto::id::{
 };
 use esync_proto::message::InstalledImage;
 use esync_server::device::{device_router, DevicePeer, DeviceState};
-use esync_server::store::{Ecu, Image, PackageRecord, Vehicle};
+use esync_server::store::{Ecu, Image, PackageRecord, VehicleRecord};
 use esync_uptane::manifest::{EcuVersionReport, ReportedImage, VehicleManifest};
 use esync_uptane::{PrivateKey, UnixTime};
 
@@ -131,7 +131,7 @@ impl Fleet {
                 .state
                 .store
                 .upsert_vehicle(
-                    &Vehicle {
+                    &VehicleRecord {
                         vin: v.to_string(),
                         model: model.into(),
                         region: region.into(),

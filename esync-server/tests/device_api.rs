@@ -13,7 +13,7 @@ use esync_api::body::{
     ReportEvent,
 };
 use esync_api::{BlobId, ErrorCode, ReportId};
-use esync_client::core::session::{Session, SessionConfig, Step};
+use esync_client::core::session::{Session, SessionConfig, SessionStep};
 use esync_client::http::{DeviceHttp, DownloadLimits, HttpError, Repo};
 use esync_client::runtime::session::{drive, SessionHost};
 use esync_identity::{client_tls_config, FleetCa, IssuedIdentity, TrustAnchors, Validity};
@@ -34,7 +34,7 @@ use esync_server::director::{Director, DirectorConfig};
 use esync_server::provision::Provisioner;
 use esync_server::repo::{offline, ImageRepo, ImageRepoConfig};
 use esync_server::store::{
-    DeltaState, Ecu, Image, ManifestRecord, PackageRecord, SqliteStore, Store, Vehicle,
+    DeltaState, Ecu, Image, ManifestRecord, PackageRecord, SqliteStore, Store, VehicleRecord,
 };
 use esync_server::tls::DeviceTls;
 use esync_uptane::manifest::{EcuVersionReport, ReportedImage, VehicleManifest};
@@ -117,7 +117,7 @@ impl Fx {
         let ecu = PrivateKey::from_seed(&[seed + 1; 32]);
         self.store
             .upsert_vehicle(
-                &Vehicle {
+                &VehicleRecord {
                     vin: vin.to_string(),
                     model: "M".into(),
                     region: "eu".into(),
@@ -706,7 +706,12 @@ async fn blobs_are_served_with_range_and_reports_are_idempotent() {
     );
 }
 
-async fn run_session(f: &Fx, car: &Car, installed: &[u8], downloads: &std::path::Path) -> Step {
+async fn run_session(
+    f: &Fx,
+    car: &Car,
+    installed: &[u8],
+    downloads: &std::path::Path,
+) -> SessionStep {
     let http = f.http(&car.identity);
     let mut s = Session::open(
         MemoryStore::new(f.director_root.clone()),
@@ -742,7 +747,7 @@ async fn the_real_client_gets_its_assigned_package_then_the_delta_once_it_is_don
 
     // Nothing assigned: up to date, and no Director targets signed.
     let step = run_session(&f, &a, &old, dl.path()).await;
-    assert!(matches!(step, Step::UpToDate), "{step:?}");
+    assert!(matches!(step, SessionStep::UpToDate), "{step:?}");
     // ... and that check-in signed and wrote nothing.
     let d = esync_server::store::RepoKind::Director;
     for name in ["timestamp.json", "snapshot.json", "targets.json"] {
@@ -768,7 +773,7 @@ async fn the_real_client_gets_its_assigned_package_then_the_delta_once_it_is_don
         .expect("assign");
     // First session: the delta job is queued, the full image is directed.
     let step = run_session(&f, &a, &old, dl.path()).await;
-    let Step::Ready(ready) = step else {
+    let SessionStep::Ready(ready) = step else {
         panic!("not ready: {step:?}");
     };
     assert_eq!(ready.package.id().as_str(), "pkg-1");
@@ -795,7 +800,7 @@ async fn the_real_client_gets_its_assigned_package_then_the_delta_once_it_is_don
     );
     let dl2 = tempfile::tempdir().expect("dl");
     let step = run_session(&f, &a, &old, dl2.path()).await;
-    let Step::Ready(ready) = step else {
+    let SessionStep::Ready(ready) = step else {
         panic!("not ready: {step:?}");
     };
     match &ready.components[0].encoding {
@@ -851,7 +856,7 @@ async fn director_key_rotation_is_followed_by_the_client() {
     let dl = tempfile::tempdir().expect("dl");
     assert!(matches!(
         run_session(&f, &a, &old_image(), dl.path()).await,
-        Step::Ready(_)
+        SessionStep::Ready(_)
     ));
     // Rotate every role; the Client, pinned at root 1, follows the chain.
     let mut v = 1;
@@ -874,7 +879,7 @@ async fn director_key_rotation_is_followed_by_the_client() {
     }
     let dl2 = tempfile::tempdir().expect("dl");
     let step = run_session(&f, &a, &old_image(), dl2.path()).await;
-    assert!(matches!(step, Step::Ready(_)), "{step:?}");
+    assert!(matches!(step, SessionStep::Ready(_)), "{step:?}");
 }
 
 /// One raw HTTP/1.1 request over mutual TLS; returns (status, body).
@@ -1038,7 +1043,7 @@ async fn two_nodes_on_one_postgres_serve_one_truth() {
     let f2 = Fx { url: url2, ..f };
     let dl = tempfile::tempdir().expect("dl");
     let step = run_session(&f2, &a, &old_image(), dl.path()).await;
-    assert!(matches!(step, Step::Ready(_)), "{step:?}");
+    assert!(matches!(step, SessionStep::Ready(_)), "{step:?}");
     drop(f2);
     schema.drop_schema().await;
 }

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use esync_server::campaigns::{Approval, CampaignSpec, Target, WaveSpec};
 use esync_server::store::{
-    AdminRole, CampaignState, Certificate, DbError, DeltaState, Ecu, Image, Inserted,
-    InstalledImage, ManifestRecord, MemberState, MetadataRecord, PackageRecord, RepoKind,
-    SigningKeyRecord, Store, Vehicle,
+    AdminRole, CampaignState, Certificate, DbError, DeltaState, Ecu, EcuInstalledRecord, Image,
+    Inserted, ManifestRecord, MemberState, MetadataRecord, PackageRecord, RepoKind,
+    SigningKeyRecord, Store, VehicleRecord,
 };
 
-fn vehicle(vin: &str) -> Vehicle {
-    Vehicle {
+fn vehicle(vin: &str) -> VehicleRecord {
+    VehicleRecord {
         vin: vin.into(),
         model: "M1".into(),
         region: "eu".into(),
@@ -165,8 +165,8 @@ async fn suite(s: Arc<dyn Store>) {
         body: vec![hash, 1, 2],
         received_ms: at,
     };
-    s.put_manifest(&m(1, 10)).await.expect("m1");
-    s.put_manifest(&m(2, 11)).await.expect("m2");
+    s.put_manifest(&m(1, 10), &[]).await.expect("m1");
+    s.put_manifest(&m(2, 11), &[]).await.expect("m2");
     assert_eq!(s.manifest("VIN1").await.expect("get"), Some(m(2, 11)));
     assert_eq!(s.manifest("VIN2").await.expect("get"), None);
     assert_eq!(
@@ -694,22 +694,39 @@ async fn campaigns(s: Arc<dyn Store>) {
     let b = s.rollback_blocks(Some("CVIN7"), None, 10).await.expect("b");
     assert_eq!(b[0].outcome, "refused");
 
-    // Installed versions: replaced whole, read by VIN and by range.
-    let img = |serial: &str, v: &str| InstalledImage {
+    // Installed versions: stored with the manifest, replaced whole, read
+    // by VIN and by range.
+    let img = |serial: &str, v: &str| EcuInstalledRecord {
         ecu_serial: serial.into(),
         hardware_id: "hw-ecm".into(),
         sha256: [7; 32],
         version: v.into(),
     };
-    s.put_installed("CVIN1", &[img("e1", "1.0"), img("e2", "1.0")])
+    let man = |vin: &str, hash: u8| ManifestRecord {
+        vin: vin.into(),
+        hash: vec![hash; 32],
+        body: vec![hash],
+        received_ms: 70,
+    };
+    s.put_manifest(&man("CVIN1", 1), &[img("e1", "1.0"), img("e2", "1.0")])
         .await
         .expect("put");
-    s.put_installed("CVIN1", &[img("e1", "2.0")])
+    s.put_manifest(&man("CVIN1", 2), &[img("e1", "2.0")])
         .await
         .expect("put");
-    s.put_installed("CVIN2", &[img("e9", "1.0")])
+    s.put_manifest(&man("CVIN2", 1), &[img("e9", "1.0")])
         .await
         .expect("put");
+    // One transaction: when the installed images cannot be written (here
+    // an ECU twice), the manifest is not replaced either.
+    let r = s
+        .put_manifest(&man("CVIN1", 3), &[img("e1", "3.0"), img("e1", "3.0")])
+        .await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(
+        s.manifest("CVIN1").await.expect("get").map(|m| m.hash),
+        Some(vec![2; 32])
+    );
     assert_eq!(
         s.installed("CVIN1").await.expect("get"),
         vec![img("e1", "2.0")]
@@ -727,7 +744,7 @@ async fn campaigns(s: Arc<dyn Store>) {
 /// (here in the last batch) writes nothing.
 async fn fleet_import(s: Arc<dyn Store>) {
     let n = esync_server::store::IMPORT_BATCH * 2 + 7;
-    let fleet: Vec<Vehicle> = (0..n).map(|i| vehicle(&format!("FLEET{i:07}"))).collect();
+    let fleet: Vec<VehicleRecord> = (0..n).map(|i| vehicle(&format!("FLEET{i:07}"))).collect();
     let ecus: Vec<Ecu> = fleet
         .iter()
         .map(|v| Ecu {

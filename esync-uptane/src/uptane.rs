@@ -308,12 +308,23 @@ pub fn match_image(directed: &DirectorTarget, image: &TargetInfo) -> Result<()> 
 }
 
 /// Which repository a [`FullProgress::Need`] is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RepoKind {
     /// The per-vehicle Director repository.
     Director,
     /// The Image repository.
     Image,
+}
+
+impl RepoKind {
+    /// The repository's name: `"director"` or `"image"` (also the name
+    /// the Server stores).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Director => "director",
+            Self::Image => "image",
+        }
+    }
 }
 
 /// Where a full verification stands.

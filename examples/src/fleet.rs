@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use esync_client::core::orchestrate::Outcome;
-use esync_client::core::session::{Session, SessionConfig, Step};
+use esync_client::core::session::{Session, SessionConfig, SessionStep};
 use esync_client::runtime::session::{drive, SessionHost};
 use esync_client::runtime::vehicle::{api_report, report_id};
 use esync_client::runtime::{ConfigFile, StateDir};
@@ -60,6 +60,32 @@ pub struct FleetOptions {
     pub progress: bool,
     /// Most time for the whole campaign.
     pub timeout: Duration,
+}
+
+impl FleetOptions {
+    /// The full demo: 20 vehicles, 256 KiB first images, 170 s at most
+    /// for the campaign (the `demo` binary's defaults).
+    pub fn full() -> Self {
+        Self {
+            vehicles: 20,
+            image_size: 256 * 1024,
+            work_dir: None,
+            progress: true,
+            timeout: Duration::from_secs(170),
+        }
+    }
+
+    /// The short mode CI runs (`demo --short`): 4 vehicles (waves of 2 and
+    /// 2, the faulted vehicle in the first), 48 KiB first images, 60 s at
+    /// most for the campaign.
+    pub fn short() -> Self {
+        Self {
+            vehicles: 4,
+            image_size: 48 * 1024,
+            timeout: Duration::from_secs(60),
+            ..Self::full()
+        }
+    }
 }
 
 /// How one vehicle ended.
@@ -320,7 +346,19 @@ async fn follow_campaign(
     }
 }
 
+/// Checks the end of the run: every vehicle but the faulted one runs 2.0.0
+/// on every package component, the faulted one rolled the whole package
+/// back and runs 1.0.0 everywhere; every vehicle got the delta-capable
+/// components as deltas and downloaded less than the full images; the
+/// campaign completed and its record counts what the vehicles did.
 fn verify(s: &FleetSummary) -> Result<(), DemoError> {
+    let delta_components = HARDWARE[..PACKAGE_COMPONENTS]
+        .iter()
+        .filter(|h| h.3)
+        .count();
+    check(s.vehicles.iter().filter(|v| v.faulted).count() == 1, || {
+        "not exactly one faulted vehicle".into()
+    })?;
     for v in &s.vehicles {
         let want = if v.faulted { "1.0.0" } else { "2.0.0" };
         check(v.faulted == v.outcome.starts_with("rolled back"), || {
@@ -329,12 +367,34 @@ fn verify(s: &FleetSummary) -> Result<(), DemoError> {
         check(v.faulted != (v.outcome == "installed"), || {
             format!("{}: {}", v.vin, v.outcome)
         })?;
+        check(v.running.len() == PACKAGE_COMPONENTS, || {
+            format!(
+                "{}: {} running slots read, not {PACKAGE_COMPONENTS}",
+                v.vin,
+                v.running.len()
+            )
+        })?;
         for (dev, ver) in &v.running {
             check(ver == want, || {
                 format!("{} {dev} runs {ver}, not {want}", v.vin)
             })?;
         }
+        check(v.deltas == delta_components, || {
+            format!(
+                "{}: {} components sent as deltas, not {delta_components}",
+                v.vin, v.deltas
+            )
+        })?;
+        check(v.downloaded < v.full_size, || {
+            format!(
+                "{}: downloaded {} bytes, the full images are {}",
+                v.vin, v.downloaded, v.full_size
+            )
+        })?;
     }
+    check(s.campaign["state"] == "completed", || {
+        format!("campaign not completed: {}", s.campaign)
+    })?;
     let n = |k: &str| -> u64 {
         s.campaign["waves"]
             .as_array()
@@ -508,7 +568,7 @@ async fn run_vehicle(
             .await
             .map_err(|e| verr(&e))?;
         accepted = session.accepted_manifest();
-        if let Step::Ready(pkg) = step {
+        if let SessionStep::Ready(pkg) = step {
             for c in &pkg.components {
                 end.downloaded += c.artifact.length;
                 if let ImageEncoding::Delta { .. } = c.encoding {
@@ -586,4 +646,107 @@ pub fn print_summary(s: &FleetSummary) {
         s.campaign["state"],
         s.elapsed.as_secs_f64()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end(i: usize, faulted: bool) -> VehicleEnd {
+        let ver = if faulted { "1.0.0" } else { "2.0.0" };
+        VehicleEnd {
+            vin: vin_of(i),
+            agents: 3,
+            faulted,
+            outcome: if faulted {
+                "rolled back: self-test failed".into()
+            } else {
+                "installed".into()
+            },
+            running: HARDWARE[..PACKAGE_COMPONENTS]
+                .iter()
+                .map(|h| (h.0.to_owned(), ver.to_owned()))
+                .collect(),
+            downloaded: 1000,
+            full_size: 3000,
+            deltas: 2,
+        }
+    }
+
+    fn summary() -> FleetSummary {
+        FleetSummary {
+            vehicles: vec![end(0, false), end(1, true), end(2, false)],
+            campaign: json!({"state": "completed", "waves": [
+                {"succeeded": 1, "rolled_back": 1, "failed": 0},
+                {"succeeded": 1, "rolled_back": 0, "failed": 0}]}),
+            deltas_built: 3,
+            elapsed: Duration::from_secs(1),
+        }
+    }
+
+    type Spoil = Box<dyn Fn(&mut FleetSummary)>;
+
+    /// The end state the demo expects passes; each way a vehicle or the
+    /// Server's record can end otherwise fails the run.
+    #[test]
+    fn verify_refuses_every_unexpected_end() {
+        verify(&summary()).unwrap();
+        let bad: Vec<(&str, Spoil)> = vec![
+            (
+                "not offered",
+                Box::new(|s| s.vehicles[0].outcome = "not offered".into()),
+            ),
+            (
+                "faulted installed",
+                Box::new(|s| s.vehicles[1].outcome = "installed".into()),
+            ),
+            (
+                "healthy rolled back",
+                Box::new(|s| s.vehicles[2].outcome = "rolled back: x".into()),
+            ),
+            (
+                "old version running",
+                Box::new(|s| s.vehicles[0].running[1].1 = "1.0.0".into()),
+            ),
+            (
+                "faulted runs new",
+                Box::new(|s| s.vehicles[1].running[0].1 = "2.0.0".into()),
+            ),
+            (
+                "unknown bytes",
+                Box::new(|s| s.vehicles[2].running[2].1 = "unknown bytes".into()),
+            ),
+            (
+                "slot missing",
+                Box::new(|s| {
+                    s.vehicles[0].running.pop();
+                }),
+            ),
+            (
+                "full image instead of delta",
+                Box::new(|s| s.vehicles[0].deltas = 1),
+            ),
+            (
+                "no bytes saved",
+                Box::new(|s| s.vehicles[2].downloaded = 3000),
+            ),
+            (
+                "no fault injected",
+                Box::new(|s| s.vehicles[1] = end(1, false)),
+            ),
+            (
+                "campaign paused",
+                Box::new(|s| s.campaign["state"] = json!("paused")),
+            ),
+            (
+                "record disagrees",
+                Box::new(|s| s.campaign["waves"][1]["succeeded"] = json!(2)),
+            ),
+        ];
+        for (what, spoil) in bad {
+            let mut s = summary();
+            spoil(&mut s);
+            assert!(verify(&s).is_err(), "{what} passed verify");
+        }
+    }
 }

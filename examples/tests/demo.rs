@@ -1,6 +1,8 @@
 //! The demo on the real Server: the in-process esync-server's provisioning,
 //! delta and Director paths with the real Client session; one vehicle
-//! installing through its Agents; the fleet demo in its short mode.
+//! installing through its Agents. The fleet demo itself runs in CI as the
+//! binary's short mode (`demo --short`, a step of `.ci/run`), whose exit
+//! code carries the checks of `esync_examples::fleet::run_fleet`.
 #![allow(clippy::unwrap_used, reason = "test code")]
 
 /// The real Server in process ([`esync_examples::backend::Backend`]):
@@ -138,7 +140,7 @@ async fn real_server_provisions_builds_deltas_and_directs_a_package() {
     // full into the state directory, the package planned against the
     // ECM's inventory (it applies bsdiff+zstd patches), its blob
     // downloaded over mutual TLS and verified.
-    use esync_client::core::session::{Session, SessionConfig, Step};
+    use esync_client::core::session::{Session, SessionConfig, SessionStep};
     use esync_client::runtime::session::{drive, SessionHost};
     use esync_proto::message::{
         AgentState, Criticality, DeltaCapability, ImageEncoding, InventoryReport, PatchFormat,
@@ -183,7 +185,7 @@ async fn real_server_provisions_builds_deltas_and_directs_a_package() {
         .check_in(host.now(), manifest.clone(), vec![inventory])
         .unwrap();
     let ready = match drive(&mut session, &host, step, |_| None).await.unwrap() {
-        Step::Ready(r) => r,
+        SessionStep::Ready(r) => r,
         other => panic!("session: {other:?}"),
     };
     assert_eq!(ready.package.id().as_str(), "ecm-2");
@@ -216,7 +218,7 @@ async fn real_server_provisions_builds_deltas_and_directs_a_package() {
 async fn real_server_one_vehicle_installs_through_its_agents() {
     use esync_api::body::CheckInRequest;
     use esync_client::core::orchestrate::Outcome;
-    use esync_client::core::session::{Session, SessionConfig, Step};
+    use esync_client::core::session::{Session, SessionConfig, SessionStep};
     use esync_client::runtime::session::{drive, SessionHost};
     use esync_client::runtime::{ConfigFile, StateDir};
     use esync_examples::backend::Backend;
@@ -383,7 +385,7 @@ async fn real_server_one_vehicle_installs_through_its_agents() {
     };
     let step = session.check_in(host.now(), manifest, inventory).unwrap();
     let ready = match drive(&mut session, &host, step, |_| None).await.unwrap() {
-        Step::Ready(r) => r,
+        SessionStep::Ready(r) => r,
         other => panic!("session: {other:?}"),
     };
     let report = gw.install(*ready).await.unwrap();
@@ -400,36 +402,4 @@ async fn real_server_one_vehicle_installs_through_its_agents() {
         a.stop().await.unwrap();
     }
     broker.shutdown();
-}
-
-/// The fleet demo in its short mode: 4 vehicles on the real Server, a
-/// campaign in two waves; every vehicle but the faulted one installs,
-/// the faulted one rolls back on every component, and the Server's
-/// campaign record agrees (checked by `run_fleet` and again here).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fleet_demo_short_mode() {
-    use esync_examples::fleet::{run_fleet, FleetOptions, PACKAGE_COMPONENTS};
-    let s = run_fleet(FleetOptions {
-        vehicles: 4,
-        image_size: 48 * 1024,
-        work_dir: None,
-        progress: false,
-        timeout: std::time::Duration::from_secs(60),
-    })
-    .await
-    .unwrap();
-    esync_examples::fleet::print_summary(&s);
-    assert_eq!(s.vehicles.len(), 4);
-    assert_eq!(s.updated(), 3);
-    assert_eq!(s.rolled_back(), 1);
-    assert_eq!(s.campaign["state"], "completed", "{}", s.campaign);
-    for v in &s.vehicles {
-        assert_eq!(v.running.len(), PACKAGE_COMPONENTS);
-        let want = if v.faulted { "1.0.0" } else { "2.0.0" };
-        assert!(v.running.iter().all(|(_, ver)| ver == want), "{v:?}");
-        // ECM and camera by delta, the BCM (no patch support) in full.
-        assert_eq!(v.deltas, 2, "{v:?}");
-        assert!(v.downloaded < v.full_size, "{v:?}");
-    }
-    assert!(s.bytes_saved() > 0);
 }

@@ -29,8 +29,8 @@ use std::ffi::c_void;
 use ::esync_client::core::journal::MAX_JOURNAL_BYTES;
 use ::esync_client::core::plan::{BlobHandle, ReadyPackage};
 use ::esync_client::core::{
-    inventory::Inventory, Client, ClientError, Envelopes, Frame, Input, Need, Now,
-    OrchestratorConfig, Step,
+    inventory::Inventory, AgentFrame, Client, ClientError, ClientInput, ClientStep, Envelopes,
+    HostNeed, Now, OrchestratorConfig,
 };
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use esync_package::package::PackageId;
@@ -156,10 +156,10 @@ pub struct esync_client {
     env_verifier: Verifier,
     keys: BTreeMap<Participant, VerifyingKey>,
     signer: EnvelopeSigner,
-    frames: VecDeque<Frame>,
-    needs: VecDeque<Need>,
+    frames: VecDeque<AgentFrame>,
+    needs: VecDeque<HostNeed>,
     reports: VecDeque<Vec<u8>>,
-    current_frame: Option<Frame>,
+    current_frame: Option<AgentFrame>,
     current_report: Option<Vec<u8>>,
     last_error: String,
 }
@@ -195,7 +195,7 @@ impl esync_client {
             &mut Client,
             &mut CallbackJournal,
             &mut Envelopes<'_>,
-        ) -> Result<Step, ClientError>,
+        ) -> Result<ClientStep, ClientError>,
     ) -> Result<esync_client_step, esync_result> {
         let Some(c) = self.client.as_mut() else {
             return Err(esync_result::ESYNC_RESULT_HALTED);
@@ -217,15 +217,15 @@ impl esync_client {
         }
     }
 
-    fn finish(&mut self, step: Step) -> esync_client_step {
+    fn finish(&mut self, step: ClientStep) -> esync_client_step {
         let input = match &step.input {
-            Input::None => ESYNC_INPUT_NONE,
-            Input::Handled => ESYNC_INPUT_HANDLED,
-            Input::Refused(e) => {
+            ClientInput::None => ESYNC_INPUT_NONE,
+            ClientInput::Handled => ESYNC_INPUT_HANDLED,
+            ClientInput::Refused(e) => {
                 self.log(ESYNC_LOG_WARN, &format!("frame refused: {e}"));
                 ESYNC_INPUT_REFUSED
             }
-            Input::NotFromAgent(m) => {
+            ClientInput::NotFromAgent(m) => {
                 let from = m.header.sender.clone();
                 self.log(ESYNC_LOG_INFO, &format!("message from {from:?} dropped"));
                 ESYNC_INPUT_NOT_FROM_AGENT
@@ -302,7 +302,7 @@ unsafe fn build(
     cfg: &esync_client_config,
     callbacks: &esync_client_callbacks,
     now: Now,
-) -> Result<(Box<esync_client>, Step), Fail> {
+) -> Result<(Box<esync_client>, ClientStep), Fail> {
     if callbacks.journal_load.is_none() || callbacks.journal_store.is_none() {
         return Err((
             esync_result::ESYNC_RESULT_INVALID_CONFIG,
@@ -750,7 +750,7 @@ pub unsafe extern "C" fn esync_client_next_need(
         let Some(n) = c.needs.pop_front() else {
             return esync_result::ESYNC_RESULT_NO_FRAME;
         };
-        let Need::ReadBlob { blob, offset, len } = n else {
+        let HostNeed::ReadBlob { blob, offset, len } = n else {
             return c.fail((
                 esync_result::ESYNC_RESULT_INVALID_ARGUMENT,
                 "a need this version of the C ABI does not know".into(),

@@ -38,7 +38,7 @@ use esync_client::broker::{Broker, BrokerConfig};
 use esync_client::core::session::download::TransferLimits;
 use esync_client::core::session::policy::{Conditions, Policy};
 use esync_client::core::session::reports::ReportOutbox;
-use esync_client::core::session::{Answer, Session, SessionConfig, Step};
+use esync_client::core::session::{Answer, Session, SessionConfig, SessionStep};
 use esync_client::core::OrchestratorConfig;
 use esync_client::runtime::session::{drive, DriveError, SessionHost};
 use esync_client::runtime::vehicle::{
@@ -397,7 +397,7 @@ impl Vehicle {
                                 .provide(host.now(), Answer::Consent(&answer))
                                 .map_err(|e| fatal(e.to_string()))?;
                         }
-                        None => break Ok(Step::Postponed { until_wall_ms }),
+                        None => break Ok(SessionStep::Postponed { until_wall_ms }),
                     }
                 }
                 other => break other.map_err(|e| (true, e.to_string())),
@@ -405,7 +405,7 @@ impl Vehicle {
         };
         self.accepted = session.accepted_manifest();
         match end? {
-            Step::Ready(ready) => {
+            SessionStep::Ready(ready) => {
                 println!(
                     "package {}: verified and downloaded, installing",
                     ready.package.id()

@@ -3,8 +3,8 @@
 //! [`Client`] takes frame bytes from Agents (verified with the host's
 //! [`Verifier`](esync_proto::envelope::Verifier), as the Agent's endpoint does), presence and vehicle-state
 //! signals from the host, blob bytes the host read for it, and both clocks
-//! ([`Now`]); it returns frames to send ([`Step::frames`]), what it needs
-//! from the host ([`Step::needs`], in the manner of `esync_uptane::repo`'s
+//! ([`Now`]); it returns frames to send ([`ClientStep::frames`]), what it needs
+//! from the host ([`ClientStep::needs`], in the manner of `esync_uptane::repo`'s
 //! `Need`/`provide`), final package reports and its next deadline. It
 //! journals its campaign through the host's [`JournalStore`] (the same
 //! mechanism as the Agent's) before it sends anything that depends on the
@@ -83,7 +83,7 @@ impl Default for OrchestratorConfig {
 
 /// A frame for one Agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Frame {
+pub struct AgentFrame {
     /// The Agent.
     pub to: DevicePath,
     /// The framed, signed envelope.
@@ -93,7 +93,7 @@ pub struct Frame {
 /// What the Client needs from the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Need {
+pub enum HostNeed {
     /// `len` bytes of `blob` at `offset`: answer with
     /// [`Client::provide_blob`].
     ReadBlob {
@@ -109,7 +109,7 @@ pub enum Need {
 /// What became of an input frame.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
-pub enum Input {
+pub enum ClientInput {
     /// No frame.
     None,
     /// Verified and handled.
@@ -123,16 +123,16 @@ pub enum Input {
 
 /// What a call produced.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Step {
+pub struct ClientStep {
     /// Frames to send, in order.
-    pub frames: Vec<Frame>,
+    pub frames: Vec<AgentFrame>,
     /// Host work to do.
-    pub needs: Vec<Need>,
+    pub needs: Vec<HostNeed>,
     /// Final package reports (also kept in the journal until
     /// [`Client::report_delivered`]).
     pub reports: Vec<PackageReport>,
     /// What became of the input.
-    pub input: Input,
+    pub input: ClientInput,
     /// Call [`Client::poll`] at this monotonic time.
     pub deadline_ms: Option<u64>,
 }
@@ -181,7 +181,7 @@ impl Client {
         now: Now,
         journal: &mut dyn JournalStore,
         env: &mut Envelopes<'_>,
-    ) -> Result<(Client, Step), ClientError> {
+    ) -> Result<(Client, ClientStep), ClientError> {
         let state = match journal.load()? {
             Some(bytes) => journal::decode(&bytes)?,
             None => ClientJournal::default(),
@@ -198,7 +198,7 @@ impl Client {
         if let Some(campaign) = c.journal.campaign.clone() {
             c.run = Some(Run::recover(campaign, now, &mut out));
         }
-        let mut step = c.finish(out, Input::None, now, journal, env)?;
+        let mut step = c.finish(out, ClientInput::None, now, journal, env)?;
         step.reports = c.journal.outbox.clone();
         Ok((c, step))
     }
@@ -232,7 +232,7 @@ impl Client {
         now: Now,
         journal: &mut dyn JournalStore,
         env: &mut Envelopes<'_>,
-    ) -> Result<Step, ClientError> {
+    ) -> Result<ClientStep, ClientError> {
         if self.run.is_some() {
             return Err(ClientError::Busy);
         }
@@ -242,7 +242,7 @@ impl Client {
         let mut out = Out::default();
         run.start(now, &self.config, &mut out);
         self.run = Some(run);
-        self.finish(out, Input::None, now, journal, env)
+        self.finish(out, ClientInput::None, now, journal, env)
     }
 
     /// One frame from the broker.
@@ -252,13 +252,15 @@ impl Client {
         now: Now,
         journal: &mut dyn JournalStore,
         env: &mut Envelopes<'_>,
-    ) -> Result<Step, ClientError> {
+    ) -> Result<ClientStep, ClientError> {
         let msg = match env.verifier.open(frame, env.keys, now.wall_ms) {
             Ok(m) => m,
-            Err(e) => return self.finish(Out::default(), Input::Refused(e), now, journal, env),
+            Err(e) => {
+                return self.finish(Out::default(), ClientInput::Refused(e), now, journal, env)
+            }
         };
         let Participant::Device(device) = msg.header.sender.clone() else {
-            let input = Input::NotFromAgent(Box::new(msg));
+            let input = ClientInput::NotFromAgent(Box::new(msg));
             return self.finish(Out::default(), input, now, journal, env);
         };
         let device = &device;
@@ -284,7 +286,7 @@ impl Client {
         if let Some(run) = self.run.as_mut() {
             run.on_message(device, &msg.payload, now, &self.config, &mut out);
         }
-        self.finish(out, Input::Handled, now, journal, env)
+        self.finish(out, ClientInput::Handled, now, journal, env)
     }
 
     /// Asks `devices` for their inventory (answers update [`Self::inventory`]).
@@ -295,7 +297,7 @@ impl Client {
         now: Now,
         journal: &mut dyn JournalStore,
         env: &mut Envelopes<'_>,
-    ) -> Result<Step, ClientError> {
+    ) -> Result<ClientStep, ClientError> {
         let mut out = Out::default();
         for d in devices {
             out.messages.push((
@@ -303,7 +305,7 @@ impl Client {
                 Payload::InventoryQuery(esync_proto::message::InventoryQuery { nonce }),
             ));
         }
-        self.finish(out, Input::None, now, journal, env)
+        self.finish(out, ClientInput::None, now, journal, env)
     }
 
     /// Asks `devices` for a signed Uptane version report carrying `nonce`
@@ -315,7 +317,7 @@ impl Client {
         now: Now,
         journal: &mut dyn JournalStore,
         env: &mut Envelopes<'_>,
-    ) -> Result<Step, ClientError> {
+    ) -> Result<ClientStep, ClientError> {
         let mut out = Out::default();
         for d in devices {
             out.messages.push((
@@ -323,7 +325,7 @@ impl Client {
                 Payload::VersionReportRequest(esync_proto::message::VersionReportRequest { nonce }),
             ));
         }
-        self.finish(out, Input::None, now, journal, env)
+        self.finish(out, ClientInput::None, now, journal, env)
     }
 
     /// The broker reported an Agent's presence.
@@ -339,7 +341,7 @@ impl Client {
         now: Now,
         journal: &mut dyn JournalStore,
         env: &mut Envelopes<'_>,
-    ) -> Result<Step, ClientError> {
+    ) -> Result<ClientStep, ClientError> {
         self.signals = signals;
         if let Some(run) = self.run.as_mut() {
             run.signals = self.signals.clone();
@@ -347,7 +349,7 @@ impl Client {
         self.poll(now, journal, env)
     }
 
-    /// The host's answer to [`Need::ReadBlob`].
+    /// The host's answer to [`HostNeed::ReadBlob`].
     pub fn provide_blob(
         &mut self,
         blob: BlobHandle,
@@ -356,12 +358,12 @@ impl Client {
         now: Now,
         journal: &mut dyn JournalStore,
         env: &mut Envelopes<'_>,
-    ) -> Result<Step, ClientError> {
+    ) -> Result<ClientStep, ClientError> {
         let mut out = Out::default();
         if let Some(run) = self.run.as_mut() {
             run.on_blob(blob, offset, data, now, &self.config, &mut out);
         }
-        self.finish(out, Input::None, now, journal, env)
+        self.finish(out, ClientInput::None, now, journal, env)
     }
 
     /// Handles the deadlines due at `now`.
@@ -370,12 +372,12 @@ impl Client {
         now: Now,
         journal: &mut dyn JournalStore,
         env: &mut Envelopes<'_>,
-    ) -> Result<Step, ClientError> {
+    ) -> Result<ClientStep, ClientError> {
         let mut out = Out::default();
         if let Some(run) = self.run.as_mut() {
             run.poll(now, &self.config, &mut out);
         }
-        self.finish(out, Input::None, now, journal, env)
+        self.finish(out, ClientInput::None, now, journal, env)
     }
 
     /// The host delivered the report of `package`: it leaves the journal.
@@ -406,11 +408,11 @@ impl Client {
     fn finish(
         &mut self,
         out: Out,
-        input: Input,
+        input: ClientInput,
         now: Now,
         journal: &mut dyn JournalStore,
         env: &mut Envelopes<'_>,
-    ) -> Result<Step, ClientError> {
+    ) -> Result<ClientStep, ClientError> {
         let mut reports = Vec::new();
         let mut dirty = out.dirty;
         if let Some(report) = self.run.as_ref().and_then(|r| r.report()) {
@@ -434,9 +436,9 @@ impl Client {
                 payload,
                 now.wall_ms,
             )?;
-            frames.push(Frame { to, bytes });
+            frames.push(AgentFrame { to, bytes });
         }
-        Ok(Step {
+        Ok(ClientStep {
             frames,
             needs: out.needs,
             reports,

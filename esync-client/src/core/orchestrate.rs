@@ -38,11 +38,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::plan::{BlobHandle, ReadyPackage};
 use crate::core::transfer::Transfer;
-use crate::core::{Need, Now, OrchestratorConfig};
+use crate::core::{HostNeed, Now, OrchestratorConfig};
 
 /// Where one component stands (journaled).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Phase {
+pub enum ComponentPhase {
     /// Metadata and download offer sent; awaiting the decision.
     Offered,
     /// Chunks travelling.
@@ -74,11 +74,13 @@ pub enum Phase {
     NotInstalled,
 }
 
-impl Phase {
+impl ComponentPhase {
     fn is_final(&self) -> bool {
         matches!(
             self,
-            Phase::Confirmed { .. } | Phase::RolledBack { .. } | Phase::NotInstalled
+            ComponentPhase::Confirmed { .. }
+                | ComponentPhase::RolledBack { .. }
+                | ComponentPhase::NotInstalled
         )
     }
 
@@ -87,7 +89,10 @@ impl Phase {
     fn agent_holds(&self) -> bool {
         matches!(
             self,
-            Phase::Prepared | Phase::Installing | Phase::Installed | Phase::RollingBack
+            ComponentPhase::Prepared
+                | ComponentPhase::Installing
+                | ComponentPhase::Installed
+                | ComponentPhase::RollingBack
         )
     }
 }
@@ -106,7 +111,7 @@ pub struct ComponentState {
     /// The transfer id of its blob.
     pub transfer_id: TransferId,
     /// Where it stands.
-    pub phase: Phase,
+    pub phase: ComponentPhase,
     /// Install attempts made.
     pub attempts: u8,
     /// Why it failed, if it did (the package's cause).
@@ -163,7 +168,7 @@ pub struct ComponentReport {
     /// The version the package installs.
     pub target: SoftwareVersion,
     /// Where it ended (a final [`Phase`]).
-    pub end: Phase,
+    pub end: ComponentPhase,
     /// Install attempts made (0: never started).
     pub attempts: u8,
     /// Its own failure, if it failed.
@@ -200,7 +205,7 @@ pub(crate) struct Volatile {
 #[derive(Debug, Default)]
 pub(crate) struct Out {
     pub(crate) messages: Vec<(DevicePath, Payload)>,
-    pub(crate) needs: Vec<Need>,
+    pub(crate) needs: Vec<HostNeed>,
     /// The journaled state changed: persist before sending.
     pub(crate) dirty: bool,
 }
@@ -265,7 +270,7 @@ impl Run {
                     &c.device,
                     now.wall_ms,
                 ),
-                phase: Phase::Offered,
+                phase: ComponentPhase::Offered,
                 attempts: 0,
                 failure: None,
             })
@@ -396,7 +401,7 @@ impl Run {
         }
     }
 
-    fn set_phase(&mut self, i: usize, phase: Phase, out: &mut Out) {
+    fn set_phase(&mut self, i: usize, phase: ComponentPhase, out: &mut Out) {
         if self.c.components[i].phase != phase {
             self.c.components[i].phase = phase;
             self.vol[i].resends = 0;
@@ -424,19 +429,19 @@ impl Run {
             match &self.c.verdict {
                 PackageVerdict::Open => {}
                 PackageVerdict::Commit => {
-                    if !phase.is_final() && phase != Phase::Confirming {
-                        self.set_phase(i, Phase::Confirming, out);
+                    if !phase.is_final() && phase != ComponentPhase::Confirming {
+                        self.set_phase(i, ComponentPhase::Confirming, out);
                         self.vol[i].deadline = Some(now.mono_ms);
                     }
                 }
                 PackageVerdict::Abort { .. } => {
                     if phase.agent_holds() {
-                        self.set_phase(i, Phase::RollingBack, out);
+                        self.set_phase(i, ComponentPhase::RollingBack, out);
                         self.vol[i].deadline = Some(now.mono_ms);
                     } else if !phase.is_final() {
                         // Offered, transferring or preparing: the update was
                         // never in effect; stop its transfer.
-                        if phase == Phase::Transferring {
+                        if phase == ComponentPhase::Transferring {
                             let s = &self.c.components[i];
                             out.send(
                                 &s.device,
@@ -446,7 +451,7 @@ impl Run {
                                 },
                             );
                         }
-                        self.set_phase(i, Phase::NotInstalled, out);
+                        self.set_phase(i, ComponentPhase::NotInstalled, out);
                         self.vol[i].deadline = None;
                     }
                 }
@@ -472,9 +477,9 @@ impl Run {
         let s = self.c.components[i].clone();
         let next = now.mono_ms + cfg.answer_timeout_ms;
         match s.phase {
-            Phase::Offered => self.offer(i, now, cfg, out),
-            Phase::Transferring => self.transfer_start(i, now, cfg, out),
-            Phase::Preparing => {
+            ComponentPhase::Offered => self.offer(i, now, cfg, out),
+            ComponentPhase::Transferring => self.transfer_start(i, now, cfg, out),
+            ComponentPhase::Preparing => {
                 out.send(
                     &s.device,
                     Prepare {
@@ -484,7 +489,7 @@ impl Run {
                 );
                 self.vol[i].deadline = Some(next);
             }
-            Phase::Installing => {
+            ComponentPhase::Installing => {
                 out.send(
                     &s.device,
                     InstallStart {
@@ -495,7 +500,7 @@ impl Run {
                 );
                 self.vol[i].deadline = Some(now.mono_ms + cfg.install_timeout_ms);
             }
-            Phase::Confirming => {
+            ComponentPhase::Confirming => {
                 out.send(
                     &s.device,
                     Confirm {
@@ -504,7 +509,7 @@ impl Run {
                 );
                 self.vol[i].deadline = Some(next);
             }
-            Phase::RollingBack => {
+            ComponentPhase::RollingBack => {
                 out.send(
                     &s.device,
                     Rollback {
@@ -514,10 +519,10 @@ impl Run {
                 );
                 self.vol[i].deadline = Some(now.mono_ms + cfg.install_timeout_ms);
             }
-            Phase::Prepared | Phase::Installed => self.vol[i].deadline = None,
-            Phase::Confirmed { .. } | Phase::RolledBack { .. } | Phase::NotInstalled => {
-                self.vol[i].deadline = None
-            }
+            ComponentPhase::Prepared | ComponentPhase::Installed => self.vol[i].deadline = None,
+            ComponentPhase::Confirmed { .. }
+            | ComponentPhase::RolledBack { .. }
+            | ComponentPhase::NotInstalled => self.vol[i].deadline = None,
         }
     }
 
@@ -539,10 +544,12 @@ impl Run {
                 let wait = u64::from(d.retry_after_ms).clamp(10, cfg.answer_timeout_ms);
                 self.vol[i].deadline = Some(now.mono_ms + wait);
             }
-            (Payload::DownloadDecision(d), Phase::Offered) if d.update_id == s.update_id => {
+            (Payload::DownloadDecision(d), ComponentPhase::Offered)
+                if d.update_id == s.update_id =>
+            {
                 match &d.decision {
                     Decision::Consent => {
-                        self.set_phase(i, Phase::Transferring, out);
+                        self.set_phase(i, ComponentPhase::Transferring, out);
                         self.transfer_start(i, now, cfg, out);
                     }
                     Decision::Deny { reason } => {
@@ -559,7 +566,9 @@ impl Run {
                     }
                 }
             }
-            (Payload::TransferAck(a), Phase::Transferring) if a.transfer_id == s.transfer_id => {
+            (Payload::TransferAck(a), ComponentPhase::Transferring)
+                if a.transfer_id == s.transfer_id =>
+            {
                 let Some((plan, blob)) = self.plan(i) else {
                     return;
                 };
@@ -569,26 +578,30 @@ impl Run {
                 t.on_ack(a);
                 if t.complete() {
                     self.vol[i].transfer = None;
-                    self.set_phase(i, Phase::Preparing, out);
+                    self.set_phase(i, ComponentPhase::Preparing, out);
                     self.resend(i, now, cfg, out);
                 } else {
                     t.fill(cfg.window, &mut out.needs);
                     self.vol[i].deadline = Some(now.mono_ms + cfg.answer_timeout_ms);
                 }
             }
-            (Payload::PrepareResult(r), Phase::Preparing) if r.update_id == s.update_id => {
+            (Payload::PrepareResult(r), ComponentPhase::Preparing)
+                if r.update_id == s.update_id =>
+            {
                 match &r.outcome {
                     PrepareOutcome::Ready { .. } => {
-                        self.set_phase(i, Phase::Prepared, out);
+                        self.set_phase(i, ComponentPhase::Prepared, out);
                         self.vol[i].deadline = None;
                     }
                     PrepareOutcome::Failed(f) => self.fail(i, f.clone(), now, out),
                 }
             }
-            (Payload::InstallResult(r), Phase::Installing) if r.update_id == s.update_id => {
+            (Payload::InstallResult(r), ComponentPhase::Installing)
+                if r.update_id == s.update_id =>
+            {
                 match &r.outcome {
                     InstallOutcome::Installed { .. } => {
-                        self.set_phase(i, Phase::Installed, out);
+                        self.set_phase(i, ComponentPhase::Installed, out);
                         self.vol[i].deadline = None;
                     }
                     InstallOutcome::Failed { failure: f, .. } => {
@@ -619,17 +632,19 @@ impl Run {
                     }
                 }
             }
-            (Payload::Confirmed(c), Phase::Confirming) if c.update_id == s.update_id => {
+            (Payload::Confirmed(c), ComponentPhase::Confirming) if c.update_id == s.update_id => {
                 self.set_phase(
                     i,
-                    Phase::Confirmed {
+                    ComponentPhase::Confirmed {
                         version: c.version.clone(),
                     },
                     out,
                 );
                 self.vol[i].deadline = None;
             }
-            (Payload::InstallResult(r), Phase::Confirming) if r.update_id == s.update_id => {
+            (Payload::InstallResult(r), ComponentPhase::Confirming)
+                if r.update_id == s.update_id =>
+            {
                 // Committed without a trial (or after a restart): the
                 // Agent's report of a settled install.
                 if let InstallOutcome::Installed {
@@ -639,7 +654,7 @@ impl Run {
                 {
                     self.set_phase(
                         i,
-                        Phase::Confirmed {
+                        ComponentPhase::Confirmed {
                             version: version.clone(),
                         },
                         out,
@@ -647,12 +662,14 @@ impl Run {
                     self.vol[i].deadline = None;
                 }
             }
-            (Payload::RollbackResult(r), Phase::RollingBack) if r.update_id == s.update_id => {
+            (Payload::RollbackResult(r), ComponentPhase::RollingBack)
+                if r.update_id == s.update_id =>
+            {
                 match &r.outcome {
                     RollbackOutcome::RolledBack { version } => {
                         self.set_phase(
                             i,
-                            Phase::RolledBack {
+                            ComponentPhase::RolledBack {
                                 running: version.clone(),
                             },
                             out,
@@ -686,7 +703,7 @@ impl Run {
         out: &mut Out,
     ) {
         for i in 0..self.c.components.len() {
-            if self.c.components[i].phase != Phase::Transferring {
+            if self.c.components[i].phase != ComponentPhase::Transferring {
                 continue;
             }
             let s = self.c.components[i].clone();
@@ -720,7 +737,7 @@ impl Run {
         let all_prepared = self.c.components.iter().all(|c| {
             matches!(
                 c.phase,
-                Phase::Prepared | Phase::Installing | Phase::Installed
+                ComponentPhase::Prepared | ComponentPhase::Installing | ComponentPhase::Installed
             )
         });
         if !all_prepared {
@@ -730,7 +747,7 @@ impl Run {
             .c
             .components
             .iter()
-            .filter(|c| c.phase != Phase::Installed)
+            .filter(|c| c.phase != ComponentPhase::Installed)
             .map(|c| c.stage)
             .min();
         let Some(stage) = stage else {
@@ -741,7 +758,7 @@ impl Run {
         };
         for i in 0..self.c.components.len() {
             let s = &self.c.components[i];
-            if s.stage != stage || s.phase != Phase::Prepared {
+            if s.stage != stage || s.phase != ComponentPhase::Prepared {
                 continue;
             }
             let pre = self
@@ -772,7 +789,7 @@ impl Run {
             }
             self.vol[i].waiting_since = None;
             self.c.components[i].attempts += 1;
-            self.set_phase(i, Phase::Installing, out);
+            self.set_phase(i, ComponentPhase::Installing, out);
             self.resend(i, now, cfg, out);
         }
     }
@@ -787,14 +804,17 @@ impl Run {
                 continue;
             }
             let phase = self.c.components[i].phase.clone();
-            if phase == Phase::Prepared {
+            if phase == ComponentPhase::Prepared {
                 // Waiting for a precondition: re-evaluated below.
                 self.vol[i].deadline = None;
                 continue;
             }
             let bounded = matches!(
                 phase,
-                Phase::Offered | Phase::Transferring | Phase::Preparing | Phase::Installing
+                ComponentPhase::Offered
+                    | ComponentPhase::Transferring
+                    | ComponentPhase::Preparing
+                    | ComponentPhase::Installing
             );
             self.vol[i].resends += 1;
             if bounded && self.vol[i].resends > cfg.max_resends {

@@ -7,7 +7,7 @@
 //! [`ReadyPackage`]; the orchestrator ([`crate::core::Client`]) consumes it.
 //! The blobs themselves stay with the host: the orchestrator names a
 //! [`BlobHandle`] and a byte range and the host answers
-//! ([`crate::core::Need::ReadBlob`]).
+//! ([`crate::core::HostNeed::ReadBlob`]).
 
 use std::collections::BTreeSet;
 

@@ -1,6 +1,6 @@
 //! The sending side of one chunked transfer to an Agent: which chunks to
 //! send ([`esync_package::chunk::ChunkSender`]), at most a window of them in
-//! flight, each read from the host ([`Need::ReadBlob`]) and checked against
+//! flight, each read from the host ([`HostNeed::ReadBlob`]) and checked against
 //! its chunk hash before it is sent.
 
 use std::collections::BTreeSet;
@@ -10,7 +10,7 @@ use esync_proto::id::TransferId;
 use esync_proto::message::{TransferAck, TransferChunk};
 
 use crate::core::plan::BlobHandle;
-use crate::core::Need;
+use crate::core::HostNeed;
 
 /// One transfer in progress (volatile: after a restart it begins again at
 /// the Agent's first unverified chunk).
@@ -59,7 +59,7 @@ impl Transfer {
     }
 
     /// Asks the host for chunks until `window` are read or in flight.
-    pub fn fill(&mut self, window: u32, needs: &mut Vec<Need>) {
+    pub fn fill(&mut self, window: u32, needs: &mut Vec<HostNeed>) {
         while self.in_flight + (self.reading.len() as u32) < window {
             let Some(i) = self.sender.next_index() else {
                 break;
@@ -68,7 +68,7 @@ impl Transfer {
                 break;
             };
             if self.reading.insert(i) {
-                needs.push(Need::ReadBlob {
+                needs.push(HostNeed::ReadBlob {
                     blob: self.blob,
                     offset,
                     len: len as u32,

@@ -1,11 +1,11 @@
 //! Driving the Server-facing sans-I/O session (`core::session::Session`)
-//! over [`DeviceHttp`]: every [`Need`] becomes one HTTPS request and its
+//! over [`DeviceHttp`]: every [`ServerRequest`] becomes one HTTPS request and its
 //! answer goes back through `Session::provide`.
 //!
 //! Blob bytes are written to `DOWNLOADS/SHA256.partial` at the offset the
 //! session asks for (`range_start`), then handed to the session, which
 //! hashes, caps and times them (A12, A14). When the session says
-//! [`Step::Ready`] every blob is verified: each partial file is fsynced
+//! [`SessionStep::Ready`] every blob is verified: each partial file is fsynced
 //! and renamed to `DOWNLOADS/SHA256`, and the directory fsynced.
 
 use std::io::{Seek, SeekFrom, Write};
@@ -16,7 +16,7 @@ use esync_api::BlobId;
 use esync_proto::message::{ConsentRequest, ConsentResponse};
 use esync_uptane::TrustStore;
 
-use crate::core::session::{Answer, Need, Now, Session, SessionError, Step};
+use crate::core::session::{Answer, Now, ServerRequest, Session, SessionError, SessionStep};
 use crate::http::{DeviceHttp, HttpError, Repo};
 
 /// Errors of the session driver.
@@ -90,34 +90,34 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> DriveError + '_ {
 }
 
 /// Runs `session` from `step` until it reaches a step that is not a
-/// request or a wait: [`Step::UpToDate`], [`Step::Blocked`],
-/// [`Step::Postponed`], [`Step::Denied`] or [`Step::Ready`] (after the
+/// request or a wait: [`SessionStep::UpToDate`], [`SessionStep::Blocked`],
+/// [`SessionStep::Postponed`], [`SessionStep::Denied`] or [`SessionStep::Ready`] (after the
 /// blobs were moved to their final names). `consent` answers the HMI
 /// consent requests (`None`: no answer available, the drive stops with
 /// [`DriveError::NoConsent`]).
 pub async fn drive<SD: TrustStore, SI: TrustStore>(
     session: &mut Session<SD, SI>,
     host: &SessionHost<'_>,
-    mut step: Step,
+    mut step: SessionStep,
     mut consent: impl FnMut(&ConsentRequest) -> Option<ConsentResponse>,
-) -> Result<Step, DriveError> {
+) -> Result<SessionStep, DriveError> {
     loop {
         step = match step {
-            Step::WaitUntil(at) => {
+            SessionStep::WaitUntil(at) => {
                 let now = host.now().mono_ms;
                 if at > now {
                     tokio::time::sleep(Duration::from_millis(at - now)).await;
                 }
                 session.poll(host.now())?
             }
-            Step::Continue => session.poll(host.now())?,
-            Step::Need(need) => serve(session, host, need, &mut consent).await?,
-            Step::Ready(ready) => {
+            SessionStep::Continue => session.poll(host.now())?,
+            SessionStep::Need(need) => serve(session, host, need, &mut consent).await?,
+            SessionStep::Ready(ready) => {
                 for c in &ready.components {
                     let blob = BlobId(c.artifact.sha256);
                     finish_blob(host, &blob)?;
                 }
-                return Ok(Step::Ready(ready));
+                return Ok(SessionStep::Ready(ready));
             }
             terminal => return Ok(terminal),
         };
@@ -143,24 +143,24 @@ fn finish_blob(host: &SessionHost<'_>, blob: &BlobId) -> Result<(), DriveError> 
 async fn serve<SD: TrustStore, SI: TrustStore>(
     session: &mut Session<SD, SI>,
     host: &SessionHost<'_>,
-    need: Need,
+    need: ServerRequest,
     consent: &mut impl FnMut(&ConsentRequest) -> Option<ConsentResponse>,
-) -> Result<Step, DriveError> {
+) -> Result<SessionStep, DriveError> {
     let t = host.request_timeout;
     let failed = |session: &mut Session<SD, SI>, e: HttpError| {
         let why = e.to_string();
         session.provide(host.now(), Answer::Failed(&why))
     };
     let step = match need {
-        Need::CheckIn { body } => match host.http.check_in_raw(body, t).await {
+        ServerRequest::CheckIn { body } => match host.http.check_in_raw(body, t).await {
             Ok(r) => session.provide(host.now(), Answer::CheckIn(&r)),
             Err(e) => failed(session, e),
         },
-        Need::UploadManifest { body } => match host.http.upload_manifest(&body, t).await {
+        ServerRequest::UploadManifest { body } => match host.http.upload_manifest(&body, t).await {
             Ok(a) => session.provide(host.now(), Answer::ManifestAccepted(&a)),
             Err(e) => failed(session, e),
         },
-        Need::DirectorFile { name, max_len } => {
+        ServerRequest::DirectorFile { name, max_len } => {
             match host
                 .http
                 .metadata_file(Repo::Director, &name, max_len, t)
@@ -170,7 +170,7 @@ async fn serve<SD: TrustStore, SI: TrustStore>(
                 Err(e) => failed(session, e),
             }
         }
-        Need::ImageFile { name, max_len } => {
+        ServerRequest::ImageFile { name, max_len } => {
             match host
                 .http
                 .metadata_file(Repo::Image, &name, max_len, t)
@@ -180,17 +180,17 @@ async fn serve<SD: TrustStore, SI: TrustStore>(
                 Err(e) => failed(session, e),
             }
         }
-        Need::Consent(req) => match consent(&req) {
+        ServerRequest::Consent(req) => match consent(&req) {
             Some(answer) => session.provide(host.now(), Answer::Consent(&answer)),
             None => return Err(DriveError::NoConsent(Box::new(req))),
         },
-        Need::Blob {
+        ServerRequest::Blob {
             sha256,
             range_start,
             max_len: _,
             blob: _,
         } => return blob(session, host, BlobId(sha256), range_start).await,
-        Need::Report { .. } => return Err(DriveError::Unserved("report")),
+        ServerRequest::Report { .. } => return Err(DriveError::Unserved("report")),
     };
     Ok(step?)
 }
@@ -200,7 +200,7 @@ async fn blob<SD: TrustStore, SI: TrustStore>(
     host: &SessionHost<'_>,
     blob: BlobId,
     range_start: u64,
-) -> Result<Step, DriveError> {
+) -> Result<SessionStep, DriveError> {
     std::fs::create_dir_all(&host.downloads).map_err(io(&host.downloads))?;
     let part = host.partial(&blob);
     let mut file = std::fs::OpenOptions::new()
@@ -228,7 +228,7 @@ async fn blob<SD: TrustStore, SI: TrustStore>(
             Ok(Some(chunk)) => {
                 file.write_all(&chunk).map_err(io(&part))?;
                 match session.provide(host.now(), Answer::BlobBytes(&chunk))? {
-                    Step::Continue => {}
+                    SessionStep::Continue => {}
                     other => {
                         file.sync_data().map_err(io(&part))?;
                         return Ok(other);

@@ -4,7 +4,7 @@
 //! endpoint), the campaign journal on the host's
 //! [`JournalStore`](crate::core::JournalStore) (in production
 //! `esync_store::file::FileJournal`, the Agent's mechanism), blobs read from
-//! the download directory ([`crate::core::Need::ReadBlob`]: `DOWNLOADS/SHA256`,
+//! the download directory ([`crate::core::HostNeed::ReadBlob`]: `DOWNLOADS/SHA256`,
 //! as [`super::session`] leaves them), the monotonic clock for deadlines and
 //! the injected [`WallClock`] for envelope timestamps and consent.
 //!
@@ -41,16 +41,17 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::core::inventory::Inventory;
-use crate::core::orchestrate::{Outcome, PackageReport, Phase};
+use crate::core::orchestrate::{ComponentPhase, Outcome, PackageReport};
 use crate::core::plan::{BlobHandle, ReadyPackage};
 use crate::core::session::policy::{Blocked, Conditions, GateStep, InstallGate, Policy};
 use crate::core::session::reports::{OutboxError, ReportOutbox};
 use crate::core::{
-    Client, ClientError, Envelopes, Input, Need, Now, OrchestratorConfig, Sealer, Step,
+    Client, ClientError, ClientInput, ClientStep, Envelopes, HostNeed, Now, OrchestratorConfig,
+    Sealer,
 };
 use crate::http::DeviceHttp;
 
-/// Most bytes one [`Need::ReadBlob`] may ask for (the chunk bound of
+/// Most bytes one [`HostNeed::ReadBlob`] may ask for (the chunk bound of
 /// `esync_package::chunk`).
 const MAX_READ: u32 = 16 * 1024 * 1024;
 
@@ -158,7 +159,7 @@ pub struct VehicleRuntime {
     transport: Transport,
     origin: Instant,
     deadline: Option<u64>,
-    needs: VecDeque<Need>,
+    needs: VecDeque<HostNeed>,
     reports: Vec<PackageReport>,
     inbox: VecDeque<Verified>,
     present: BTreeSet<Participant>,
@@ -270,7 +271,7 @@ impl VehicleRuntime {
         self.inbox.drain(..).collect()
     }
 
-    async fn apply(&mut self, step: Step) {
+    async fn apply(&mut self, step: ClientStep) {
         self.deadline = step.deadline_ms;
         self.needs.extend(step.needs);
         for r in step.reports {
@@ -279,13 +280,13 @@ impl VehicleRuntime {
             }
         }
         match step.input {
-            Input::NotFromAgent(v) => {
+            ClientInput::NotFromAgent(v) => {
                 if self.inbox.len() >= 256 {
                     self.inbox.pop_front();
                 }
                 self.inbox.push_back(*v);
             }
-            Input::Refused(_) => self.stats.refused += 1,
+            ClientInput::Refused(_) => self.stats.refused += 1,
             _ => {}
         }
         for f in step.frames {
@@ -316,7 +317,7 @@ impl VehicleRuntime {
 
     async fn serve_needs(&mut self) -> Result<(), VehicleError> {
         while let Some(need) = self.needs.pop_front() {
-            let Need::ReadBlob { blob, offset, len } = need;
+            let HostNeed::ReadBlob { blob, offset, len } = need;
             let path = self.blob_file(blob)?;
             let data = read_at(&path, offset, len.min(MAX_READ))?;
             self.stats.blob_bytes_read += data.len() as u64;
@@ -741,11 +742,13 @@ pub fn api_report(report: &PackageReport, inventory: &Inventory, wall_ms: u64) -
     for c in &report.components {
         let agent = inventory.agent(&c.device)?.report.as_ref()?;
         let (outcome, running) = match &c.end {
-            Phase::Confirmed { version } => (ComponentOutcome::Installed, version.clone()),
-            Phase::RolledBack { running } if c.failure.is_some() => {
+            ComponentPhase::Confirmed { version } => (ComponentOutcome::Installed, version.clone()),
+            ComponentPhase::RolledBack { running } if c.failure.is_some() => {
                 (ComponentOutcome::Failed, running.clone())
             }
-            Phase::RolledBack { running } => (ComponentOutcome::RolledBack, running.clone()),
+            ComponentPhase::RolledBack { running } => {
+                (ComponentOutcome::RolledBack, running.clone())
+            }
             _ if c.failure.is_some() => (ComponentOutcome::Failed, agent.installed.version.clone()),
             _ => (
                 ComponentOutcome::NotStarted,

@@ -21,9 +21,9 @@ use esync_agent::policy::AlwaysConsent;
 use esync_agent::target::DirectedTarget;
 use esync_agent::testing::{dangerous_unsigned_metadata, DangerousUnverifiedMetadata};
 use esync_agent::{AgentConfig, Context, Now};
-use esync_client::core::orchestrate::{Outcome, PackageReport, Phase};
+use esync_client::core::orchestrate::{ComponentPhase, Outcome, PackageReport};
 use esync_client::core::plan::{BlobHandle, ForwardedMetadata, ReadyComponent, ReadyPackage};
-use esync_client::core::{Client, Envelopes, Need, OrchestratorConfig, Step};
+use esync_client::core::{Client, ClientStep, Envelopes, HostNeed, OrchestratorConfig};
 use esync_package::package::{
     Artifact, ArtifactRef, Component, ComponentPolicy, Package, PackageId, PackageSpec,
     TargetDescription,
@@ -96,7 +96,7 @@ pub struct Vehicle {
     pub wall: u64,
     queue: Vec<(u64, u64, Dest, Vec<u8>)>,
     order: u64,
-    needs: VecDeque<Need>,
+    needs: VecDeque<HostNeed>,
     pub blobs: BTreeMap<BlobHandle, Vec<u8>>,
     pub reports: Vec<PackageReport>,
     pub client_crashes: u32,
@@ -464,7 +464,7 @@ impl Vehicle {
         }
     }
 
-    fn client_out(&mut self, step: Step) {
+    fn client_out(&mut self, step: ClientStep) {
         self.client_deadline = step.deadline_ms;
         for f in step.frames {
             let i = self.nodes.iter().position(|n| n.device == f.to).unwrap();
@@ -490,7 +490,7 @@ impl Vehicle {
             Now,
             &mut FaultyStore<MemJournal>,
             &mut Envelopes<'_>,
-        ) -> Result<Step, esync_client::core::ClientError>,
+        ) -> Result<ClientStep, esync_client::core::ClientError>,
     ) {
         let now = self.now();
         let Some(c) = self.client.as_mut() else {
@@ -552,7 +552,7 @@ impl Vehicle {
 
     /// Does everything due now; false when nothing was.
     fn step_once(&mut self) -> bool {
-        if let Some(Need::ReadBlob { blob, offset, len }) = self.needs.pop_front() {
+        if let Some(HostNeed::ReadBlob { blob, offset, len }) = self.needs.pop_front() {
             let data = self.blobs[&blob][offset as usize..][..len as usize].to_vec();
             self.blob_bytes_read += u64::from(len);
             self.with_client(|c, now, j, env| c.provide_blob(blob, offset, &data, now, j, env));
@@ -675,7 +675,10 @@ impl Vehicle {
             Outcome::Installed => {
                 assert!(all_new, "{what}: reported installed, old image runs");
                 for c in &report.components {
-                    assert!(matches!(c.end, Phase::Confirmed { .. }), "{what}: {c:?}");
+                    assert!(
+                        matches!(c.end, ComponentPhase::Confirmed { .. }),
+                        "{what}: {c:?}"
+                    );
                 }
                 for n in &self.nodes {
                     assert!(!n.dev.inner().on_trial().unwrap(), "{what}: left on trial");
@@ -685,7 +688,10 @@ impl Vehicle {
                 assert!(all_old, "{what}: reported failed, new image runs");
                 for c in &report.components {
                     assert!(
-                        matches!(c.end, Phase::RolledBack { .. } | Phase::NotInstalled),
+                        matches!(
+                            c.end,
+                            ComponentPhase::RolledBack { .. } | ComponentPhase::NotInstalled
+                        ),
                         "{what}: {c:?}"
                     );
                 }

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use esync_api::body::{CheckInResponse, ManifestAccepted};
-use esync_client::core::session::{Answer, Need, Now, Session, SessionConfig, Step};
+use esync_client::core::session::{
+    Answer, Now, ServerRequest, Session, SessionConfig, SessionStep,
+};
 use esync_package::package::{
     Artifact, ArtifactRef, Component, ComponentPolicy, Delta, DownloadPolicy, Package, PackageId,
     PackageSpec, TargetDescription,
@@ -271,10 +273,10 @@ pub fn serve(
     s: &mut Session<MemoryStore, MemoryStore>,
     srv: &mut FakeServer,
     clock: &mut Clock,
-    need: Need,
-) -> Result<Step, esync_client::core::session::SessionError> {
+    need: ServerRequest,
+) -> Result<SessionStep, esync_client::core::session::SessionError> {
     match need {
-        Need::UploadManifest { body } => {
+        ServerRequest::UploadManifest { body } => {
             srv.manifest_uploads.push(body.len());
             let a = ManifestAccepted {
                 manifest_sha256: sha(&body),
@@ -282,7 +284,7 @@ pub fn serve(
             srv.accepted = Some(a.manifest_sha256);
             s.provide(clock.now(), Answer::ManifestAccepted(&a))
         }
-        Need::CheckIn { body } => {
+        ServerRequest::CheckIn { body } => {
             srv.checkin_bodies.push(body.len());
             let req: esync_api::body::CheckInRequest =
                 serde_json::from_slice(&body).expect("check-in body");
@@ -297,7 +299,7 @@ pub fn serve(
             };
             s.provide(clock.now(), Answer::CheckIn(&r))
         }
-        Need::DirectorFile { name, max_len } => {
+        ServerRequest::DirectorFile { name, max_len } => {
             srv.metadata_gets += 1;
             let mut f = srv.director.files().metadata.get(name.as_str()).cloned();
             if srv.faults.tamper_director_targets && name.as_str().ends_with("targets.json") {
@@ -310,13 +312,13 @@ pub fn serve(
             let f = f.filter(|b| b.len() as u64 <= max_len);
             s.provide(clock.now(), Answer::File(f.as_deref()))
         }
-        Need::ImageFile { name, max_len } => {
+        ServerRequest::ImageFile { name, max_len } => {
             srv.metadata_gets += 1;
             let f = srv.image.files().metadata.get(name.as_str()).cloned();
             let f = f.filter(|b| b.len() as u64 <= max_len);
             s.provide(clock.now(), Answer::File(f.as_deref()))
         }
-        Need::Blob {
+        ServerRequest::Blob {
             sha256,
             range_start,
             max_len,
@@ -352,7 +354,7 @@ pub fn serve(
                 srv.blob_bytes_served += p.len() as u64;
                 off += p.len() as u64;
                 match s.provide(clock.now(), Answer::BlobBytes(p))? {
-                    Step::Continue => {}
+                    SessionStep::Continue => {}
                     other => return Ok(other),
                 }
             }
@@ -367,17 +369,17 @@ pub fn drive(
     s: &mut Session<MemoryStore, MemoryStore>,
     srv: &mut FakeServer,
     clock: &mut Clock,
-    mut step: Step,
+    mut step: SessionStep,
     trace: &mut Trace,
-) -> Result<Step, esync_client::core::session::SessionError> {
+) -> Result<SessionStep, esync_client::core::session::SessionError> {
     for _ in 0..100_000 {
         step = match step {
-            Step::Need(n @ Need::Consent(_)) => return Ok(Step::Need(n)),
-            Step::Need(n) => {
+            SessionStep::Need(n @ ServerRequest::Consent(_)) => return Ok(SessionStep::Need(n)),
+            SessionStep::Need(n) => {
                 trace.needs += 1;
                 serve(s, srv, clock, n)?
             }
-            Step::WaitUntil(t) => {
+            SessionStep::WaitUntil(t) => {
                 if t > clock.mono_ms {
                     trace.waits.push(t - clock.mono_ms);
                     clock.mono_ms = t;

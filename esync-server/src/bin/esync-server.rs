@@ -9,41 +9,23 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
-use http::{Method, Request, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http::Method;
+use http_body_util::{BodyExt, StreamBody};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
-use tokio::sync::Mutex;
 
-use esync_identity::{FleetCa, IssuedIdentity, TrustAnchors, Validity};
-use esync_server::admin::{
-    admin_router, create_token, serve_tls, system_clock, AdminSettings, AdminState,
-};
-use esync_server::blob::BlobStore;
-use esync_server::config::{keys, open_store, ServerConfig};
-use esync_server::deltas::{DeltaOutcome, DeltaWorker};
-use esync_server::device::{device_router, serve_device, DeviceState};
-use esync_server::director::{Director, DirectorConfig};
-use esync_server::metrics::{metrics_router, Metrics};
-use esync_server::provision::Provisioner;
-use esync_server::repo::{ImageRepo, ImageRepoConfig};
-use esync_server::store::AdminRole;
-use esync_server::tls::{admin_tls_config, DeviceTls};
+use esync_server::admin_client::{enc, AdminBody, AdminClient};
+use esync_server::config::{keys, ServerConfig};
+use esync_server::node;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// Name of the configuration file in a Server directory.
-const CONFIG_FILE: &str = "server.toml";
-/// Largest admin API answer the CLI reads (bytes).
-const MAX_ANSWER: usize = 64 * 1024 * 1024;
 /// Upload chunk size.
 const UPLOAD_CHUNK: usize = 256 * 1024;
 
@@ -558,7 +540,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Init(a) => init(a).await,
         Command::Serve { config } => serve(&config).await,
         Command::Vehicles { conn, cmd } => {
-            let c = Client::new(&conn)?;
+            let c = connect(&conn)?;
             let v = match cmd {
                 VehiclesCmd::List { after, limit } => {
                     let mut q = Vec::new();
@@ -601,7 +583,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             print_json(&v)
         }
         Command::Certs { conn, cmd } => {
-            let c = Client::new(&conn)?;
+            let c = connect(&conn)?;
             match cmd {
                 CertsCmd::Issue {
                     vin,
@@ -654,7 +636,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Images { conn, cmd } => {
-            let c = Client::new(&conn)?;
+            let c = connect(&conn)?;
             match cmd {
                 ImagesCmd::Upload {
                     name,
@@ -662,9 +644,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     hardware_id,
                     file,
                 } => {
-                    let v = c
-                        .upload(&name, &version, &hardware_id, &file, conn.quiet)
-                        .await?;
+                    let v = upload(&c, &name, &version, &hardware_id, &file, conn.quiet).await?;
                     print_json(&v)
                 }
                 ImagesCmd::Get { sha256 } => print_json(
@@ -674,7 +654,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Packages { conn, cmd } => {
-            let c = Client::new(&conn)?;
+            let c = connect(&conn)?;
             match cmd {
                 PackagesCmd::Create { file } => {
                     let text = read_small(&file, 16 * 1024 * 1024)?;
@@ -693,7 +673,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             package,
             vins,
         } => {
-            let c = Client::new(&conn)?;
+            let c = connect(&conn)?;
             print_json(
                 &c.json(
                     Method::POST,
@@ -704,7 +684,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             )
         }
         Command::Campaign { conn, cmd } => {
-            let c = Client::new(&conn)?;
+            let c = connect(&conn)?;
             let spec = |path: &Path| -> Result<Value, Error> {
                 let text = read_small(path, 4 * 1024 * 1024)?;
                 Ok(serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?)
@@ -759,7 +739,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             print_json(&v)
         }
         Command::RollbackBlocks { conn, cmd } => {
-            let c = Client::new(&conn)?;
+            let c = connect(&conn)?;
             let v = match cmd {
                 BlocksCmd::List { vin, package } => {
                     let mut q = Vec::new();
@@ -780,7 +760,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             print_json(&v)
         }
         Command::Deltas { conn, cmd } => {
-            let c = Client::new(&conn)?;
+            let c = connect(&conn)?;
             match cmd {
                 DeltasCmd::Status {
                     from,
@@ -807,7 +787,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
         }
         Command::Keys { conn, cmd } => {
-            let c = Client::new(&conn)?;
+            let c = connect(&conn)?;
             let v = match cmd {
                 KeysCmd::Root => c.json(Method::GET, "/director/root", None).await?,
                 KeysCmd::Rotate { role } => {
@@ -822,7 +802,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             print_json(&v)
         }
         Command::Repo { conn, cmd } => {
-            let c = Client::new(&conn)?;
+            let c = connect(&conn)?;
             match cmd {
                 RepoCmd::Upload { files } => {
                     for f in files {
@@ -846,7 +826,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Offline { cmd } => offline_cmd(cmd),
         Command::Tokens { conn, cmd } => {
-            let c = Client::new(&conn)?;
+            let c = connect(&conn)?;
             match cmd {
                 TokensCmd::Create { name, role } => {
                     let v = c
@@ -893,69 +873,26 @@ fn now_unix() -> i64 {
 
 // ---------------------------------------------------------------- init
 
-fn write_secret(path: &Path, text: &str) -> Result<(), Error> {
-    use std::io::Write as _;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
-}
-
 async fn init(a: InitArgs) -> Result<(), Error> {
-    if a.dir.exists() && std::fs::read_dir(&a.dir)?.next().is_some() {
-        return Err(format!("{}: exists and is not empty", a.dir.display()).into());
-    }
-    std::fs::create_dir_all(&a.dir)?;
-    let mut config = ServerConfig::for_dir(a.device_listen, a.admin_listen, Some(a.metrics_listen));
-    config.server_names = a.server_names;
-    if let Some(url) = a.database_url {
-        config.database_url = url;
-    }
-    let config_path = a.dir.join(CONFIG_FILE);
-    config.write_new(&config_path)?;
-    // Resolved paths.
-    let config = ServerConfig::load(&config_path)?;
-    std::fs::create_dir_all(&config.key_dir)?;
-    std::fs::create_dir_all(&config.blob_dir)?;
-    let now = now_unix();
-    let ca = FleetCa::new("esync fleet CA", Validity::days_from(now - 60, a.ca_days))?;
-    let server = ca.issue_server(
-        &config.server_names,
-        Validity::days_from(now - 60, a.ca_days.min(825)),
-    )?;
-    std::fs::write(config.key_dir.join(keys::CA_CERT), ca.cert_pem())?;
-    write_secret(&config.key_dir.join(keys::CA_KEY), &ca.key_pem())?;
-    std::fs::write(config.key_dir.join(keys::SERVER_CERT), server.chain_pem())?;
-    write_secret(&config.key_dir.join(keys::SERVER_KEY), &server.key_pem())?;
-    let store = open_store(&config.database_url).await?;
-    let blobs = BlobStore::open(&config.blob_dir, config.max_blob_bytes).await?;
-    let director = Director::new(Arc::clone(&store), blobs, DirectorConfig::default());
-    let root_version = director.init(now.saturating_mul(1000)).await?;
-    eprintln!("Director keys created (root version {root_version})");
-    let token = create_token(
-        store.as_ref(),
-        "init-operator",
-        AdminRole::Operator,
-        now.saturating_mul(1000),
-    )
+    let done = node::init(&node::InitOptions {
+        dir: a.dir.clone(),
+        device_listen: a.device_listen,
+        admin_listen: a.admin_listen,
+        metrics_listen: Some(a.metrics_listen),
+        server_names: a.server_names,
+        database_url: a.database_url,
+        ca_days: a.ca_days,
+    })
     .await?;
+    eprintln!("Director keys created (root version {})", done.root_version);
     eprintln!(
         "initialised {} (config {}, CA {})",
         a.dir.display(),
-        config_path.display(),
-        config.key_dir.join(keys::CA_CERT).display()
+        done.config_path.display(),
+        done.ca_cert.display()
     );
     eprintln!("operator token (shown once, store it now):");
-    println!("{token}");
+    println!("{}", done.token);
     Ok(())
 }
 
@@ -970,162 +907,15 @@ async fn serve(config_path: &Path) -> Result<(), Error> {
         .with_writer(std::io::stderr)
         .init();
     let config = ServerConfig::load(config_path)?;
-    let store = open_store(&config.database_url).await?;
-    let blobs = BlobStore::open(&config.blob_dir, config.max_blob_bytes).await?;
-    let read = |name: &str| -> Result<String, Error> {
-        let p = config.key_dir.join(name);
-        Ok(std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?)
-    };
-    let ca = FleetCa::from_pem(&read(keys::CA_CERT)?, &read(keys::CA_KEY)?)?;
-    let anchors = TrustAnchors::from_ca_ders(&[ca.root_der()])?;
-    let identity = IssuedIdentity::from_pem(&read(keys::SERVER_CERT)?, &read(keys::SERVER_KEY)?)?;
-    let mut provisioner = Provisioner::new(ca)?;
-    let first_crl = provisioner.crl_der(now_unix() - 60, config.crl_validity_secs)?;
-    let device_tls = Arc::new(DeviceTls::new(identity.clone(), anchors, &[first_crl])?);
-    let metrics = Metrics::new();
-    let director = Arc::new(Director::new(
-        Arc::clone(&store),
-        blobs.clone(),
-        DirectorConfig::default(),
-    ));
-    // Idempotent: a directory made by `init` already has the Director's keys.
-    director.init(system_clock()()).await?;
-    let images = Arc::new(ImageRepo::new(
-        Arc::clone(&store),
-        ImageRepoConfig::default(),
-    ));
-    let state = AdminState {
-        store: Arc::clone(&store),
-        blobs: blobs.clone(),
-        director: Arc::clone(&director),
-        images: Arc::clone(&images),
-        provisioner: Arc::new(Mutex::new(provisioner)),
-        device_tls: Some(Arc::clone(&device_tls)),
-        metrics: metrics.clone(),
-        clock: system_clock(),
-        settings: AdminSettings {
-            cert_validity_days: config.cert_validity_days,
-            crl_validity_secs: config.crl_validity_secs,
-            ..AdminSettings::default()
-        },
-    };
-    // The persisted revocations into the first CRL the device listener uses.
-    state.refresh_crl().await?;
-
-    let mut tasks = tokio::task::JoinSet::new();
-
-    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
-    let admin_addr = admin_listener.local_addr()?;
-    let admin_tls = admin_tls_config(&identity)?;
-    let router = admin_router(state.clone());
-    tasks.spawn(async move {
-        serve_tls(admin_listener, admin_tls, router)
-            .await
-            .map_err(|e| format!("admin listener: {e}"))
-    });
-    println!("admin listening on https://{admin_addr}");
-
-    let device_listener = tokio::net::TcpListener::bind(config.device_listen).await?;
-    let device_addr = device_listener.local_addr()?;
-    let device = metrics.instrument(
-        device_router(
-            DeviceState::new(
-                Arc::clone(&store),
-                blobs.clone(),
-                Arc::clone(&director),
-                Arc::clone(&images),
-            )
-            .with_metrics(metrics.clone()),
-        ),
-        "device",
-    );
-    let dtls = Arc::clone(&device_tls);
-    tasks.spawn(async move {
-        serve_device(device_listener, dtls, device, std::future::pending())
-            .await
-            .map_err(|e| format!("device listener: {e}"))
-    });
-    println!("device listening on https://{device_addr}");
-
-    if let Some(addr) = config.metrics_listen {
-        let l = tokio::net::TcpListener::bind(addr).await?;
-        let addr = l.local_addr()?;
-        let r = metrics_router(metrics.clone());
-        tasks.spawn(async move {
-            axum::serve(l, r)
-                .await
-                .map_err(|e| format!("metrics listener: {e}"))
-        });
+    let mut running = node::Node::start(&config).await?;
+    println!("admin listening on https://{}", running.admin_addr);
+    println!("device listening on https://{}", running.device_addr);
+    if let Some(addr) = running.metrics_addr {
         println!("metrics listening on http://{addr}/metrics");
     }
-
-    for i in 0..config.delta_workers {
-        let worker = DeltaWorker::new(
-            Arc::clone(&store),
-            blobs.clone(),
-            format!("{}-{i}", std::process::id()),
-            config.delta_lease_secs.saturating_mul(1000),
-        );
-        let m = metrics.clone();
-        let clock = system_clock();
-        tasks.spawn(async move {
-            loop {
-                match worker.run_once(clock()).await {
-                    Ok(DeltaOutcome::Idle) => tokio::time::sleep(Duration::from_millis(500)).await,
-                    Ok(o) => {
-                        let outcome = match &o {
-                            DeltaOutcome::Done { elapsed, .. } => {
-                                m.observe_delta_generation(*elapsed);
-                                "done"
-                            }
-                            DeltaOutcome::Failed { .. } => "failed",
-                            _ => "lost",
-                        };
-                        m.record_delta(outcome);
-                        tracing::info!(worker = worker.name(), outcome = ?o, "delta job");
-                    }
-                    Err(e) => {
-                        m.record_delta("error");
-                        tracing::warn!(worker = worker.name(), error = %e, "delta worker");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        });
-    }
-
-    let repo = Arc::clone(&images);
-    tasks.spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            if let Err(e) = repo.refresh_timestamp(system_clock()()).await {
-                tracing::error!(error = %e, "Image repository timestamp refresh failed");
-            }
-        }
-    });
-
-    let crl_state = state.clone();
-    let every = Duration::from_secs(
-        u64::try_from(config.crl_validity_secs / 3)
-            .unwrap_or(60)
-            .max(20),
-    );
-    tasks.spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            if let Err(e) = crl_state.refresh_crl().await {
-                tracing::error!(error = %e, "CRL refresh failed");
-            }
-        }
-    });
-
-    tracing::info!(%admin_addr, "esync-server running");
+    tracing::info!(admin_addr = %running.admin_addr, "esync-server running");
     tokio::select! {
-        r = tasks.join_next() => match r {
-            Some(Ok(Err(e))) => Err(e.into()),
-            Some(Err(e)) => Err(format!("task: {e}").into()),
-            _ => Ok(()),
-        },
+        r = running.wait() => r,
         _ = tokio::signal::ctrl_c() => {
             tracing::info!("interrupted, stopping");
             Ok(())
@@ -1135,217 +925,105 @@ async fn serve(config_path: &Path) -> Result<(), Error> {
 
 // ---------------------------------------------------------------- client
 
-type Body = BoxBody<Bytes, std::io::Error>;
-
-struct Client {
-    base: String,
-    token: String,
-    http: hyper_util::client::legacy::Client<
-        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-        Body,
-    >,
+/// The admin API client of `conn`: the URL and CA from `--server` and
+/// `--ca`, or from the Server directory's configuration.
+fn connect(conn: &Conn) -> Result<AdminClient, Error> {
+    let config = conn.config.as_deref().map(ServerConfig::load).transpose()?;
+    let base = match (&conn.server, &config) {
+        (Some(s), _) => s.trim_end_matches('/').to_owned(),
+        (None, Some(c)) => {
+            let mut a = c.admin_listen;
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            format!("https://{a}")
+        }
+        (None, None) => return Err("give --server (or --config)".into()),
+    };
+    let ca_path = match (&conn.ca, &config) {
+        (Some(p), _) => p.clone(),
+        (None, Some(c)) => c.key_dir.join(keys::CA_CERT),
+        (None, None) => return Err("give --ca (or --config)".into()),
+    };
+    let token = conn
+        .token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .ok_or("give --token (or ESYNC_TOKEN)")?;
+    Ok(AdminClient::new(
+        &base,
+        &read_small(&ca_path, 1024 * 1024)?,
+        &token,
+    )?)
 }
 
-impl Client {
-    fn new(conn: &Conn) -> Result<Self, Error> {
-        let config = conn.config.as_deref().map(ServerConfig::load).transpose()?;
-        let base = match (&conn.server, &config) {
-            (Some(s), _) => s.trim_end_matches('/').to_owned(),
-            (None, Some(c)) => {
-                let mut a = c.admin_listen;
-                if a.ip().is_unspecified() {
-                    a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+/// Uploads an image file: hashed locally (pass 1), then streamed (pass 2),
+/// with progress bars unless `quiet`.
+async fn upload(
+    c: &AdminClient,
+    name: &str,
+    version: &str,
+    hardware_id: &str,
+    file: &Path,
+    quiet: bool,
+) -> Result<Value, Error> {
+    let len = tokio::fs::metadata(file).await?.len();
+    let bar = |msg: &'static str| {
+        if quiet {
+            return ProgressBar::hidden();
+        }
+        let b = ProgressBar::new(len);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{msg:9} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        ) {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b.set_message(msg);
+        b
+    };
+    // Pass 1: the digest the Server must find.
+    let hashing = bar("hashing");
+    let mut f = tokio::fs::File::open(file).await?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; UPLOAD_CHUNK];
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        hashing.inc(n as u64);
+    }
+    hashing.finish_and_clear();
+    let sha256 = hex::encode(h.finalize());
+    // Pass 2: stream it.
+    let uploading = bar("uploading");
+    let f = tokio::fs::File::open(file).await?;
+    let pb = uploading.clone();
+    let stream = futures::stream::unfold((f, vec![0u8; UPLOAD_CHUNK]), move |(mut f, mut buf)| {
+        let pb = pb.clone();
+        async move {
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    pb.inc(n as u64);
+                    let frame = hyper::body::Frame::data(Bytes::copy_from_slice(&buf[..n]));
+                    Some((Ok(frame), (f, buf)))
                 }
-                format!("https://{a}")
+                Err(e) => Some((Err(e), (f, buf))),
             }
-            (None, None) => return Err("give --server (or --config)".into()),
-        };
-        let ca_path = match (&conn.ca, &config) {
-            (Some(p), _) => p.clone(),
-            (None, Some(c)) => c.key_dir.join(keys::CA_CERT),
-            (None, None) => return Err("give --ca (or --config)".into()),
-        };
-        let anchors = TrustAnchors::from_pem(&read_small(&ca_path, 1024 * 1024)?)?;
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(anchors.root_cert_store())
-        .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_only()
-            .enable_http1()
-            .build();
-        let http =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(https);
-        Ok(Self {
-            base: format!("{base}{}", esync_server::admin::ADMIN_PREFIX),
-            token: conn
-                .token
-                .clone()
-                .filter(|t| !t.is_empty())
-                .ok_or("give --token (or ESYNC_TOKEN)")?,
-            http,
-        })
-    }
-
-    async fn send(&self, req: Request<Body>) -> Result<(StatusCode, Value), Error> {
-        let resp = self.http.request(req).await?;
-        let status = resp.status();
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?
-            .to_bytes();
-        let v = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body).map_err(|e| format!("answer is not JSON: {e}"))?
-        };
-        if !status.is_success() {
-            let code = v["code"].as_str().unwrap_or("?");
-            let msg = v["message"].as_str().unwrap_or("");
-            return Err(format!("{status} {code}: {msg}").into());
         }
-        Ok((status, v))
-    }
-
-    /// Sends `bytes` as they are (signed metadata must not be re-serialised).
-    async fn raw_json(&self, method: Method, path: &str, bytes: Vec<u8>) -> Result<Value, Error> {
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            )
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(
-                Full::new(Bytes::from(bytes))
-                    .map_err(|never| match never {})
-                    .boxed(),
-            )?;
-        Ok(self.send(req).await?.1)
-    }
-
-    async fn json(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            );
-        let body: Body = match body {
-            Some(v) => {
-                b = b.header(http::header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(serde_json::to_vec(&v)?))
-                    .map_err(|never| match never {})
-                    .boxed()
-            }
-            None => Full::new(Bytes::new())
-                .map_err(|never| match never {})
-                .boxed(),
-        };
-        Ok(self.send(b.body(body)?).await?.1)
-    }
-
-    async fn upload(
-        &self,
-        name: &str,
-        version: &str,
-        hardware_id: &str,
-        file: &Path,
-        quiet: bool,
-    ) -> Result<Value, Error> {
-        let len = tokio::fs::metadata(file).await?.len();
-        let bar = |msg: &'static str| {
-            if quiet {
-                return ProgressBar::hidden();
-            }
-            let b = ProgressBar::new(len);
-            if let Ok(style) = ProgressStyle::with_template(
-                "{msg:9} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-            ) {
-                b.set_style(style.progress_chars("=> "));
-            }
-            b.set_message(msg);
-            b
-        };
-        // Pass 1: the digest the Server must find.
-        let hashing = bar("hashing");
-        let mut f = tokio::fs::File::open(file).await?;
-        let mut h = Sha256::new();
-        let mut buf = vec![0u8; UPLOAD_CHUNK];
-        loop {
-            let n = f.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            hashing.inc(n as u64);
-        }
-        hashing.finish_and_clear();
-        let sha256 = hex::encode(h.finalize());
-        // Pass 2: stream it.
-        let uploading = bar("uploading");
-        let f = tokio::fs::File::open(file).await?;
-        let pb = uploading.clone();
-        let stream =
-            futures::stream::unfold((f, vec![0u8; UPLOAD_CHUNK]), move |(mut f, mut buf)| {
-                let pb = pb.clone();
-                async move {
-                    match f.read(&mut buf).await {
-                        Ok(0) => None,
-                        Ok(n) => {
-                            pb.inc(n as u64);
-                            let frame = hyper::body::Frame::data(Bytes::copy_from_slice(&buf[..n]));
-                            Some((Ok(frame), (f, buf)))
-                        }
-                        Err(e) => Some((Err(e), (f, buf))),
-                    }
-                }
-            });
-        let body: Body = BodyExt::boxed(StreamBody::new(stream));
-        let q = format!(
-            "name={}&version={}&hardware_id={}&sha256={sha256}&length={len}",
-            enc(name),
-            enc(version),
-            enc(hardware_id)
-        );
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(format!("{}/images?{q}", self.base))
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            )
-            .header(http::header::CONTENT_TYPE, "application/octet-stream")
-            .header(http::header::CONTENT_LENGTH, len)
-            .body(body)?;
-        let r = self.send(req).await;
-        uploading.finish_and_clear();
-        Ok(r?.1)
-    }
-}
-
-/// Percent-encodes a query value (everything but unreserved characters).
-fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    });
+    let body: AdminBody = BodyExt::boxed(StreamBody::new(stream));
+    let r = c
+        .upload_image(name, version, hardware_id, &sha256, len, body)
+        .await;
+    uploading.finish_and_clear();
+    Ok(r?)
 }
 
 async fn follow_deltas(
-    c: &Client,
+    c: &AdminClient,
     path: &str,
     timeout: Duration,
     quiet: bool,
@@ -1395,7 +1073,7 @@ async fn follow_deltas(
 /// its size) until it is completed, aborted, paused or waiting for
 /// approval; returns its last view.
 async fn watch_campaign(
-    c: &Client,
+    c: &AdminClient,
     path: &str,
     timeout: Duration,
     quiet: bool,
@@ -1469,7 +1147,7 @@ fn offline_cmd(cmd: OfflineCmd) -> Result<(), Error> {
     match cmd {
         OfflineCmd::Keygen { out } => {
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
-            write_secret(&out, &key.serialize_pem())?;
+            node::write_secret(&out, &key.serialize_pem())?;
             print_json(&serde_json::to_value(
                 offline::load_key(&out)?.public_key(),
             )?)

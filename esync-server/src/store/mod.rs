@@ -28,7 +28,7 @@ pub type Digest = [u8; 32];
 
 /// A vehicle.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Vehicle {
+pub struct VehicleRecord {
     /// Vehicle identification number (the key).
     pub vin: String,
     /// Model name.
@@ -190,25 +190,9 @@ pub struct DeltaJob {
     pub error: Option<String>,
 }
 
-/// Which Uptane repository a metadata file or signing key belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RepoKind {
-    /// The Director (online keys, per-vehicle targets).
-    Director,
-    /// The Image repository (offline root and targets keys).
-    Image,
-}
-
-impl RepoKind {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Director => "director",
-            Self::Image => "image",
-        }
-    }
-}
+/// Which Uptane repository a metadata file or signing key belongs to (the
+/// verifier's own type; [`RepoKind::as_str`] is the stored name).
+pub use esync_uptane::uptane::RepoKind;
 
 /// One signed metadata file of a repository, as served.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -534,7 +518,7 @@ pub struct RollbackBlock {
 
 /// What one ECU runs, from the vehicle's last verified manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InstalledImage {
+pub struct EcuInstalledRecord {
     /// ECU serial.
     pub ecu_serial: String,
     /// Its hardware id.
@@ -563,11 +547,15 @@ pub enum Inserted {
 pub trait Store: Send + Sync + std::fmt::Debug {
     // --- vehicles and ECUs
     /// Inserts or updates a vehicle (by VIN).
-    async fn upsert_vehicle(&self, v: &Vehicle, now_ms: i64) -> Result<(), DbError>;
+    async fn upsert_vehicle(&self, v: &VehicleRecord, now_ms: i64) -> Result<(), DbError>;
     /// A vehicle by VIN.
-    async fn vehicle(&self, vin: &str) -> Result<Option<Vehicle>, DbError>;
+    async fn vehicle(&self, vin: &str) -> Result<Option<VehicleRecord>, DbError>;
     /// All vehicles, by VIN, at most `limit` after `after` (exclusive).
-    async fn vehicles(&self, after: Option<&str>, limit: u32) -> Result<Vec<Vehicle>, DbError>;
+    async fn vehicles(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<VehicleRecord>, DbError>;
     /// Inserts or updates an ECU (by serial). The vehicle must exist; a
     /// second primary in one vehicle is a [`DbError::Conflict`].
     async fn upsert_ecu(&self, e: &Ecu) -> Result<(), DbError>;
@@ -617,8 +605,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn assignments(&self, vin: &str) -> Result<Vec<String>, DbError>;
 
     // --- manifests, nonces, Director versions
-    /// Stores the vehicle's last manifest (replaces the previous one).
-    async fn put_manifest(&self, m: &ManifestRecord) -> Result<(), DbError>;
+    /// Stores the vehicle's last verified manifest and what it says each
+    /// ECU runs (replacing both), in one transaction: a node that dies
+    /// midway leaves the previous pair, never a manifest whose installed
+    /// images are not recorded (a retry of the same manifest is a nonce
+    /// replay, and a check-in with its hash asks for nothing, so such a
+    /// half-write would never be repaired).
+    async fn put_manifest(
+        &self,
+        m: &ManifestRecord,
+        installed: &[EcuInstalledRecord],
+    ) -> Result<(), DbError>;
     /// The vehicle's last manifest.
     async fn manifest(&self, vin: &str) -> Result<Option<ManifestRecord>, DbError>;
     /// Marks a nonce used: `New` the first time, `Existing` on a replay.
@@ -833,16 +830,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         package_id: &str,
         now_ms: i64,
     ) -> Result<bool, DbError>;
-    /// Replaces what the vehicle runs (from its last verified manifest).
-    async fn put_installed(&self, vin: &str, images: &[InstalledImage]) -> Result<(), DbError>;
-    /// What vehicle `vin` runs, by ECU.
-    async fn installed(&self, vin: &str) -> Result<Vec<InstalledImage>, DbError>;
+    /// What vehicle `vin` runs, by ECU (from its last verified manifest,
+    /// [`Store::put_manifest`]).
+    async fn installed(&self, vin: &str) -> Result<Vec<EcuInstalledRecord>, DbError>;
     /// What the vehicles with `after < vin <= last` run, by VIN and ECU.
     async fn installed_range(
         &self,
         after: &str,
         last: &str,
-    ) -> Result<Vec<(String, InstalledImage)>, DbError>;
+    ) -> Result<Vec<(String, EcuInstalledRecord)>, DbError>;
 
     // --- admin tokens
     /// Stores an admin token by the SHA-256 of its secret (name unique).
@@ -868,7 +864,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// nothing is written. Returns the number of vehicles inserted.
     async fn import_fleet(
         &self,
-        vehicles: &[Vehicle],
+        vehicles: &[VehicleRecord],
         ecus: &[Ecu],
         now_ms: i64,
     ) -> Result<u64, DbError>;

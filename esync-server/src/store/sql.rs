@@ -159,10 +159,10 @@ pub(super) use claim_sql;
 macro_rules! store_impl {
     ($ty:ty, $row:ty, $db:ty, $claim:expr) => {
         impl $ty {
-            fn vehicle_row(r: &$row) -> Result<$crate::store::Vehicle, $crate::store::DbError> {
+            fn vehicle_row(r: &$row) -> Result<$crate::store::VehicleRecord, $crate::store::DbError> {
                 use sqlx::Row as _;
                 let hw: String = r.try_get("hardware_ids")?;
-                Ok($crate::store::Vehicle {
+                Ok($crate::store::VehicleRecord {
                     vin: r.try_get("vin")?,
                     model: r.try_get("model")?,
                     region: r.try_get("region")?,
@@ -344,7 +344,7 @@ macro_rules! store_impl {
         impl $crate::store::Store for $ty {
             async fn upsert_vehicle(
                 &self,
-                v: &$crate::store::Vehicle,
+                v: &$crate::store::VehicleRecord,
                 now_ms: i64,
             ) -> Result<(), $crate::store::DbError> {
                 let hw = serde_json::to_string(&v.hardware_ids).map_err(|e| {
@@ -373,7 +373,7 @@ macro_rules! store_impl {
             async fn vehicle(
                 &self,
                 vin: &str,
-            ) -> Result<Option<$crate::store::Vehicle>, $crate::store::DbError> {
+            ) -> Result<Option<$crate::store::VehicleRecord>, $crate::store::DbError> {
                 sqlx::query("SELECT * FROM vehicles WHERE vin = $1")
                     .bind(vin)
                     .fetch_optional(&self.pool)
@@ -387,7 +387,7 @@ macro_rules! store_impl {
                 &self,
                 after: Option<&str>,
                 limit: u32,
-            ) -> Result<Vec<$crate::store::Vehicle>, $crate::store::DbError> {
+            ) -> Result<Vec<$crate::store::VehicleRecord>, $crate::store::DbError> {
                 sqlx::query("SELECT * FROM vehicles WHERE vin > $1 ORDER BY vin LIMIT $2")
                     .bind(after.unwrap_or(""))
                     .bind(i64::from(limit))
@@ -662,7 +662,9 @@ macro_rules! store_impl {
             async fn put_manifest(
                 &self,
                 m: &$crate::store::ManifestRecord,
+                installed: &[$crate::store::EcuInstalledRecord],
             ) -> Result<(), $crate::store::DbError> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO vehicle_manifests (vin, hash, body, received_ms) \
                      VALUES ($1, $2, $3, $4) ON CONFLICT (vin) DO UPDATE SET \
@@ -672,9 +674,28 @@ macro_rules! store_impl {
                 .bind(&m.hash)
                 .bind(&m.body)
                 .bind(m.received_ms)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| $crate::store::sql::map_err(e, "manifest", &m.vin))?;
+                sqlx::query("DELETE FROM installed_images WHERE vin = $1")
+                    .bind(&m.vin)
+                    .execute(&mut *tx)
+                    .await?;
+                for i in installed {
+                    sqlx::query(
+                        "INSERT INTO installed_images (vin, ecu_serial, hardware_id, sha256, version) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&m.vin)
+                    .bind(&i.ecu_serial)
+                    .bind(&i.hardware_id)
+                    .bind(&i.sha256[..])
+                    .bind(&i.version)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::store::sql::map_err(e, "installed image", &i.ecu_serial))?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -1540,38 +1561,10 @@ macro_rules! store_impl {
                 Ok(true)
             }
 
-            async fn put_installed(
-                &self,
-                vin: &str,
-                images: &[$crate::store::InstalledImage],
-            ) -> Result<(), $crate::store::DbError> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query("DELETE FROM installed_images WHERE vin = $1")
-                    .bind(vin)
-                    .execute(&mut *tx)
-                    .await?;
-                for i in images {
-                    sqlx::query(
-                        "INSERT INTO installed_images (vin, ecu_serial, hardware_id, sha256, version) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(vin)
-                    .bind(&i.ecu_serial)
-                    .bind(&i.hardware_id)
-                    .bind(&i.sha256[..])
-                    .bind(&i.version)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| $crate::store::sql::map_err(e, "installed image", &i.ecu_serial))?;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
-
             async fn installed(
                 &self,
                 vin: &str,
-            ) -> Result<Vec<$crate::store::InstalledImage>, $crate::store::DbError> {
+            ) -> Result<Vec<$crate::store::EcuInstalledRecord>, $crate::store::DbError> {
                 let rows: Vec<(String, String, Vec<u8>, String)> = sqlx::query_as(
                     "SELECT ecu_serial, hardware_id, sha256, version FROM installed_images \
                      WHERE vin = $1 ORDER BY ecu_serial",
@@ -1581,7 +1574,7 @@ macro_rules! store_impl {
                 .await?;
                 rows.into_iter()
                     .map(|(ecu_serial, hardware_id, sha, version)| {
-                        Ok($crate::store::InstalledImage {
+                        Ok($crate::store::EcuInstalledRecord {
                             ecu_serial,
                             hardware_id,
                             sha256: $crate::store::sql::digest(sha, "installed_images.sha256")?,
@@ -1595,7 +1588,7 @@ macro_rules! store_impl {
                 &self,
                 after: &str,
                 last: &str,
-            ) -> Result<Vec<(String, $crate::store::InstalledImage)>, $crate::store::DbError> {
+            ) -> Result<Vec<(String, $crate::store::EcuInstalledRecord)>, $crate::store::DbError> {
                 let rows: Vec<(String, String, String, Vec<u8>, String)> = sqlx::query_as(
                     "SELECT vin, ecu_serial, hardware_id, sha256, version FROM installed_images \
                      WHERE vin > $1 AND vin <= $2 ORDER BY vin, ecu_serial",
@@ -1608,7 +1601,7 @@ macro_rules! store_impl {
                     .map(|(vin, ecu_serial, hardware_id, sha, version)| {
                         Ok((
                             vin,
-                            $crate::store::InstalledImage {
+                            $crate::store::EcuInstalledRecord {
                                 ecu_serial,
                                 hardware_id,
                                 sha256: $crate::store::sql::digest(sha, "installed_images.sha256")?,
@@ -1670,7 +1663,7 @@ macro_rules! store_impl {
 
             async fn import_fleet(
                 &self,
-                vehicles: &[$crate::store::Vehicle],
+                vehicles: &[$crate::store::VehicleRecord],
                 ecus: &[$crate::store::Ecu],
                 now_ms: i64,
             ) -> Result<u64, $crate::store::DbError> {

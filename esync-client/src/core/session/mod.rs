@@ -16,7 +16,7 @@
 //! 6. **Downloads** ([`download`]): resumable, capped, hashed, A12 and A14.
 //!
 //! Reports are sent through [`reports::ReportOutbox`], independent of a
-//! session. Nothing here does I/O: every request is a [`Need`] and every
+//! session. Nothing here does I/O: every request is a [`ServerRequest`] and every
 //! answer an [`Answer`]; time is [`Now`].
 
 pub mod download;
@@ -50,7 +50,7 @@ pub use super::Now;
 
 /// A request for the host to perform.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Need {
+pub enum ServerRequest {
     /// `POST /v1/manifest` with these bytes (the signed vehicle manifest).
     UploadManifest {
         /// Body.
@@ -99,7 +99,7 @@ pub enum Need {
     },
 }
 
-/// The host's answer to the last [`Need`].
+/// The host's answer to the last [`ServerRequest`].
 #[derive(Debug, Clone, Copy)]
 pub enum Answer<'a> {
     /// Check-in answer.
@@ -120,9 +120,9 @@ pub enum Answer<'a> {
 
 /// What the session wants now.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Step {
+pub enum SessionStep {
     /// Perform this request and answer it.
-    Need(Need),
+    Need(ServerRequest),
     /// Nothing to do before this monotonic time (or an answer).
     WaitUntil(u64),
     /// Keep streaming the running blob response. Any other step answering
@@ -286,7 +286,7 @@ pub struct Session<SD: TrustStore, SI: TrustStore> {
     conditions: policy::Conditions,
     state: State,
     /// A request to send again after a back-off.
-    retry: Option<(u64, Need)>,
+    retry: Option<(u64, ServerRequest)>,
     backoff: Backoff,
     forwarded: [BTreeMap<String, RoleBytes>; 2],
     consent_seq: u64,
@@ -366,7 +366,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
         _now: Now,
         manifest: Vec<u8>,
         inventory: Vec<InventoryReport>,
-    ) -> Result<Step> {
+    ) -> Result<SessionStep> {
         self.manifest_sha256 = sha256(&manifest);
         self.manifest = manifest;
         self.agents = inventory
@@ -393,38 +393,38 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
             self.send_check_in()
         } else {
             self.state = State::Uploading;
-            Ok(Step::Need(Need::UploadManifest {
+            Ok(SessionStep::Need(ServerRequest::UploadManifest {
                 body: self.manifest.clone(),
             }))
         }
     }
 
-    fn send_check_in(&mut self) -> Result<Step> {
+    fn send_check_in(&mut self) -> Result<SessionStep> {
         let body = serde_json::to_vec(&CheckInRequest {
             manifest_sha256: self.manifest_sha256,
         })
         .map_err(enc)?;
         self.state = State::CheckingIn;
-        Ok(Step::Need(Need::CheckIn { body }))
+        Ok(SessionStep::Need(ServerRequest::CheckIn { body }))
     }
 
-    fn metadata_need(&mut self, kind: RepoKind, need: esync_uptane::Need) -> Result<Step> {
+    fn metadata_need(&mut self, kind: RepoKind, need: esync_uptane::Need) -> Result<SessionStep> {
         let name = MetadataFileName::new(&need.path()).map_err(enc)?;
         let max_len = need.max_length();
         self.state = State::Verifying(kind, need);
-        Ok(Step::Need(match kind {
-            RepoKind::Director => Need::DirectorFile { name, max_len },
-            RepoKind::Image => Need::ImageFile { name, max_len },
+        Ok(SessionStep::Need(match kind {
+            RepoKind::Director => ServerRequest::DirectorFile { name, max_len },
+            RepoKind::Image => ServerRequest::ImageFile { name, max_len },
         }))
     }
 
-    fn verified(&mut self, now: Now, p: FullProgress) -> Result<Step> {
+    fn verified(&mut self, now: Now, p: FullProgress) -> Result<SessionStep> {
         match p {
             FullProgress::Need(kind, need) => self.metadata_need(kind, need),
             FullProgress::Done(targets) => {
                 if targets.is_empty() {
                     self.state = State::Done;
-                    return Ok(Step::UpToDate);
+                    return Ok(SessionStep::UpToDate);
                 }
                 let plan = self.plan(targets)?;
                 self.state = State::Gate(plan);
@@ -520,7 +520,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
         })
     }
 
-    fn gate(&mut self, now: Now, plan: Plan) -> Result<Step> {
+    fn gate(&mut self, now: Now, plan: Plan) -> Result<SessionStep> {
         let comps: Vec<&Component> = plan
             .items
             .iter()
@@ -536,7 +536,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
         match verdict {
             RuleVerdict::Blocked(why) => {
                 self.state = State::Gate(plan);
-                Ok(Step::Blocked(why))
+                Ok(SessionStep::Blocked(why))
             }
             RuleVerdict::Allowed => {
                 self.state = State::Downloading(plan, 0);
@@ -567,19 +567,19 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                     request_id,
                     deadline_wall_ms,
                 };
-                Ok(Step::Need(Need::Consent(req)))
+                Ok(SessionStep::Need(ServerRequest::Consent(req)))
             }
         }
     }
 
     /// What to do at `now` (deadlines, back-offs, postponements, rules).
-    pub fn poll(&mut self, now: Now) -> Result<Step> {
+    pub fn poll(&mut self, now: Now) -> Result<SessionStep> {
         if let Some((at, need)) = self.retry.take() {
             if now.mono_ms < at {
                 self.retry = Some((at, need));
-                return Ok(Step::WaitUntil(at));
+                return Ok(SessionStep::WaitUntil(at));
             }
-            return Ok(Step::Need(need));
+            return Ok(SessionStep::Need(need));
         }
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Gate(plan) => self.gate(now, plan),
@@ -596,14 +596,14 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                         plan,
                         until_wall_ms,
                     };
-                    return Ok(Step::Postponed { until_wall_ms });
+                    return Ok(SessionStep::Postponed { until_wall_ms });
                 }
                 self.state = State::Consent {
                     plan,
                     request_id,
                     deadline_wall_ms,
                 };
-                Ok(Step::Postponed {
+                Ok(SessionStep::Postponed {
                     until_wall_ms: deadline_wall_ms,
                 })
             }
@@ -616,14 +616,14 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                         plan,
                         until_wall_ms,
                     };
-                    return Ok(Step::Postponed { until_wall_ms });
+                    return Ok(SessionStep::Postponed { until_wall_ms });
                 }
                 self.gate(now, plan)
             }
             State::Downloading(mut plan, mut i) => loop {
                 let Some(item) = plan.items.get_mut(i) else {
                     self.state = State::Done;
-                    return Ok(Step::Ready(Box::new(self.ready(plan)?)));
+                    return Ok(SessionStep::Ready(Box::new(self.ready(plan)?)));
                 };
                 match item.download.poll(now.mono_ms) {
                     BlobStep::Done => i += 1,
@@ -633,7 +633,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                     } => {
                         let sha256 = item.download.sha256();
                         self.state = State::Downloading(plan, i);
-                        return Ok(Step::Need(Need::Blob {
+                        return Ok(SessionStep::Need(ServerRequest::Blob {
                             blob: BlobHandle(i as u64),
                             sha256,
                             range_start,
@@ -642,7 +642,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                     }
                     BlobStep::WaitUntil(t) => {
                         self.state = State::Downloading(plan, i);
-                        return Ok(Step::WaitUntil(t));
+                        return Ok(SessionStep::WaitUntil(t));
                     }
                     BlobStep::GaveUp { attempts, last } => {
                         return Err(SessionError::GaveUp {
@@ -702,12 +702,18 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
         }
     }
 
-    fn fail_request(&mut self, now: Now, what: &str, need: Need, why: &str) -> Result<Step> {
+    fn fail_request(
+        &mut self,
+        now: Now,
+        what: &str,
+        need: ServerRequest,
+        why: &str,
+    ) -> Result<SessionStep> {
         match self.backoff.fail() {
             Some(delay) => {
                 let at = now.mono_ms.saturating_add(delay);
                 self.retry = Some((at, need));
-                Ok(Step::WaitUntil(at))
+                Ok(SessionStep::WaitUntil(at))
             }
             None => Err(SessionError::GaveUp {
                 what: what.to_string(),
@@ -717,8 +723,8 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
         }
     }
 
-    /// Hands in the answer to the last [`Need`].
-    pub fn provide(&mut self, now: Now, answer: Answer<'_>) -> Result<Step> {
+    /// Hands in the answer to the last [`ServerRequest`].
+    pub fn provide(&mut self, now: Now, answer: Answer<'_>) -> Result<SessionStep> {
         let state = std::mem::replace(&mut self.state, State::Idle);
         match (state, answer) {
             (State::Uploading, Answer::ManifestAccepted(a)) => {
@@ -731,7 +737,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
             }
             (State::Uploading, Answer::Failed(why)) => {
                 self.state = State::Uploading;
-                let need = Need::UploadManifest {
+                let need = ServerRequest::UploadManifest {
                     body: self.manifest.clone(),
                 };
                 self.fail_request(now, "manifest upload", need, why)
@@ -741,12 +747,12 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                 match r {
                     CheckInResponse::UpToDate => {
                         self.state = State::Done;
-                        Ok(Step::UpToDate)
+                        Ok(SessionStep::UpToDate)
                     }
                     CheckInResponse::ManifestWanted => {
                         self.accepted = None;
                         self.state = State::Uploading;
-                        Ok(Step::Need(Need::UploadManifest {
+                        Ok(SessionStep::Need(ServerRequest::UploadManifest {
                             body: self.manifest.clone(),
                         }))
                     }
@@ -763,7 +769,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                     manifest_sha256: self.manifest_sha256,
                 })
                 .map_err(enc)?;
-                self.fail_request(now, "check-in", Need::CheckIn { body }, why)
+                self.fail_request(now, "check-in", ServerRequest::CheckIn { body }, why)
             }
             (State::Verifying(kind, need), Answer::File(f)) => {
                 self.backoff.succeed();
@@ -792,7 +798,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
             }
             (State::Verifying(kind, need), Answer::Failed(why)) => {
                 let step = self.metadata_need(kind, need)?;
-                let Step::Need(n) = step else {
+                let SessionStep::Need(n) = step else {
                     return Err(SessionError::Unexpected("metadata need"));
                 };
                 self.fail_request(now, "metadata", n, why)
@@ -823,14 +829,14 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                     }
                     ConsentOutcome::Denied(why) => {
                         self.state = State::Done;
-                        Ok(Step::Denied(why))
+                        Ok(SessionStep::Denied(why))
                     }
                     ConsentOutcome::PostponedUntil(until_wall_ms) => {
                         self.state = State::Postponed {
                             plan,
                             until_wall_ms,
                         };
-                        Ok(Step::Postponed { until_wall_ms })
+                        Ok(SessionStep::Postponed { until_wall_ms })
                     }
                 }
             }
@@ -847,7 +853,7 @@ impl<SD: TrustStore, SI: TrustStore> Session<SD, SI> {
                         let r = item.download.on_bytes(now.mono_ms, b);
                         self.state = State::Downloading(plan, i);
                         match r {
-                            Ok(_) => Ok(Step::Continue),
+                            Ok(_) => Ok(SessionStep::Continue),
                             Err(_) => self.poll(now),
                         }
                     }
