@@ -1884,7 +1884,7 @@ esync_result esync_session_poll(struct esync_session *session,
 
 #if defined(ESYNC_CLIENT)
 /*
- The outcome of the last terminal step, borrowed (valid until the next
+ The outcome of the last step when it was an end, borrowed (valid until the next
  call of any function on the handle): for `ESYNC_SESSION_READY` the
  `ReadyPackage` as JSON (what `esync_client_start` takes; its `blob`
  numbers are the ones of the blob requests), for `ESYNC_SESSION_DENIED`

@@ -254,11 +254,33 @@ impl esync_session {
         let step = match step {
             Ok(s) => s,
             Err(e) => {
-                self.pending = None;
+                // An answer that did not fit leaves the session (and its
+                // request) as it was; any other failure ends the session.
+                if !matches!(e, SessionError::Unexpected(_)) {
+                    self.pending = None;
+                }
                 return Err(self.fail(session_err(e)));
             }
         };
         let mut out = esync_session_step::default();
+        // The request described stays only while it may still be answered:
+        // a running blob response (`CONTINUE`), a consent request awaited
+        // (`POSTPONED` until its deadline).
+        let keep = match &step {
+            SessionStep::Continue => true,
+            SessionStep::Postponed { .. } => matches!(
+                self.pending,
+                Some(Pending {
+                    request: ServerRequest::Consent(_),
+                    ..
+                })
+            ),
+            _ => false,
+        };
+        if !keep {
+            self.pending = None;
+        }
+        self.outcome.clear();
         match step {
             SessionStep::Need(r) => {
                 out.kind = ESYNC_SESSION_REQUEST;
@@ -269,12 +291,8 @@ impl esync_session {
                 out.deadline_ms = t;
             }
             SessionStep::Continue => out.kind = ESYNC_SESSION_CONTINUE,
-            SessionStep::UpToDate => {
-                self.pending = None;
-                out.kind = ESYNC_SESSION_UP_TO_DATE;
-            }
+            SessionStep::UpToDate => out.kind = ESYNC_SESSION_UP_TO_DATE,
             SessionStep::Blocked(why) => {
-                self.pending = None;
                 out.kind = ESYNC_SESSION_BLOCKED;
                 self.outcome = format!("{why:?}").into_bytes();
             }
@@ -283,12 +301,10 @@ impl esync_session {
                 out.until_wall_ms = until_wall_ms;
             }
             SessionStep::Denied(why) => {
-                self.pending = None;
                 out.kind = ESYNC_SESSION_DENIED;
                 self.outcome = why.into_bytes();
             }
             SessionStep::Ready(p) => {
-                self.pending = None;
                 match serde_json::to_vec(&*p) {
                     Ok(json) => self.outcome = json,
                     Err(e) => {
@@ -859,6 +875,8 @@ pub unsafe extern "C" fn esync_session_consent(
             request_id: req.request_id,
             decision,
         };
+        // Answered: a postponement now is the user's, not a wait for them.
+        s.pending = None;
         let r = s
             .session
             .provide(Now { mono_ms, wall_ms }, Answer::Consent(&answer));
@@ -886,7 +904,7 @@ pub unsafe extern "C" fn esync_session_poll(
     })
 }
 
-/// The outcome of the last terminal step, borrowed (valid until the next
+/// The outcome of the last step when it was an end, borrowed (valid until the next
 /// call of any function on the handle): for `ESYNC_SESSION_READY` the
 /// `ReadyPackage` as JSON (what `esync_client_start` takes; its `blob`
 /// numbers are the ones of the blob requests), for `ESYNC_SESSION_DENIED`

@@ -11,7 +11,9 @@
 //!   are verified in full, the package assigned to the vehicle is
 //!   downloaded, the session ends Ready, and its `ReadyPackage` JSON is
 //!   accepted by `esync_client_start` (the Client sends its first command
-//!   to the Agent). A second session whose Director `targets.json` answer
+//!   to the Agent); the blob response is cut once mid-body (a transport
+//!   failure) and resumed with a Range request after the back-off. A
+//!   second session whose Director `targets.json` answer
 //!   is tampered with ends in `ESYNC_RESULT_VERIFICATION` and asks for no
 //!   blob.
 //! - `session_handle_follows_the_conventions`: `_free(NULL)`, NULL and bad
@@ -166,6 +168,11 @@ enum End {
 struct Seen {
     kinds: Vec<u32>,
     blobs: BTreeMap<u64, Vec<u8>>,
+    /// `range_start` of every blob request.
+    ranges: Vec<u64>,
+    /// Cut the first blob response after half its first chunk (a
+    /// transport failure), once.
+    cut_once: bool,
 }
 
 /// The host: performs each request with `http`, hands its answer back;
@@ -247,16 +254,22 @@ async fn run(
             ESYNC_REQUEST_BLOB => {
                 assert_eq!(method, "GET");
                 let blob: BlobId = path.strip_prefix("/v1/blobs/").unwrap().parse().unwrap();
+                seen.ranges.push(req.range_start);
                 let held = seen.blobs.entry(req.blob).or_default();
                 held.truncate(req.range_start as usize);
                 let mut stream = http.open_blob(&blob, req.range_start, t).await.unwrap();
                 let status = if req.range_start > 0 { 206 } else { 200 };
                 loop {
                     let chunk = stream.next_chunk().await.unwrap();
-                    let (bytes, end) = match &chunk {
+                    let (mut bytes, end) = match &chunk {
                         Some(c) => (&c[..], false),
                         None => (&[][..], true),
                     };
+                    let cut = seen.cut_once && bytes.len() > 1;
+                    if cut {
+                        seen.cut_once = false;
+                        bytes = &bytes[..bytes.len() / 2];
+                    }
                     seen.blobs
                         .get_mut(&req.blob)
                         .unwrap()
@@ -275,6 +288,24 @@ async fn run(
                     };
                     if rc != R::ESYNC_RESULT_OK {
                         return End::Failed(rc);
+                    }
+                    if cut && step.kind == ESYNC_SESSION_CONTINUE {
+                        let why = "connection reset";
+                        let rc = unsafe {
+                            esync_session_provide_failure(
+                                s,
+                                why.as_ptr(),
+                                why.len(),
+                                mono(),
+                                now_ms(),
+                                &mut step,
+                            )
+                        };
+                        if rc != R::ESYNC_RESULT_OK {
+                            return End::Failed(rc);
+                        }
+                        assert_eq!(step.kind, ESYNC_SESSION_WAIT, "a back-off first");
+                        break;
                     }
                     if end || step.kind != ESYNC_SESSION_CONTINUE {
                         break;
@@ -606,7 +637,10 @@ async fn session_checks_in_verifies_downloads_and_hands_the_package_to_the_clien
     );
     let first = check_in(s, &fx, started);
     assert_eq!(first.kind, ESYNC_SESSION_REQUEST);
-    let mut seen = Seen::default();
+    let mut seen = Seen {
+        cut_once: true,
+        ..Seen::default()
+    };
     let end = run(s, &fx.http, first, started, &|_, _| {}, &mut seen).await;
     assert!(
         matches!(end, End::Step(ESYNC_SESSION_READY)),
@@ -620,6 +654,14 @@ async fn session_checks_in_verifies_downloads_and_hands_the_package_to_the_clien
     assert!(seen.kinds.contains(&ESYNC_REQUEST_DIRECTOR_FILE));
     assert!(seen.kinds.contains(&ESYNC_REQUEST_IMAGE_FILE));
     assert_eq!(seen.kinds.last(), Some(&ESYNC_REQUEST_BLOB));
+    // The cut blob response was resumed where the session's bytes ended
+    // (a Range request), not started again.
+    assert_eq!(seen.ranges.first(), Some(&0));
+    assert!(
+        seen.ranges.len() >= 2 && seen.ranges[1] > 0,
+        "{:?}",
+        seen.ranges
+    );
     let (mut acc, mut has) = ([0u8; 32], false);
     assert_eq!(
         unsafe { esync_session_accepted_manifest(s, acc.as_mut_ptr(), &mut has) },
