@@ -8,14 +8,14 @@
 //!
 //! - `session_checks_in_verifies_downloads_and_hands_the_package_to_the_client`:
 //!   the manifest is uploaded at check-in, the Director and Image metadata
-//!   are verified in full, the package assigned to the vehicle is
-//!   downloaded, the session ends Ready, and its `ReadyPackage` JSON is
+//!   are verified in full, the user is asked (the component wants consent)
+//!   and consents, the package assigned to the vehicle is downloaded, the session ends Ready, and its `ReadyPackage` JSON is
 //!   accepted by `esync_client_start` (the Client sends its first command
 //!   to the Agent); the blob response is cut once mid-body (a transport
 //!   failure) and resumed with a Range request after the back-off. A
 //!   second session whose Director `targets.json` answer
 //!   is tampered with ends in `ESYNC_RESULT_VERIFICATION` and asks for no
-//!   blob.
+//!   blob; a third, whose user refuses, ends Denied with the reason.
 //! - `session_handle_follows_the_conventions`: `_free(NULL)`, NULL and bad
 //!   arguments, outputs untouched on failure, an answer with no request.
 #![cfg(feature = "client")]
@@ -38,7 +38,8 @@ use esync_ffi::client::*;
 use esync_ffi::esync_result as R;
 use esync_ffi::host::{
     esync_decision, esync_host_status, esync_trust_callbacks, esync_trust_loader,
-    esync_trust_loader_add_role, ESYNC_DECISION_CONSENT, ESYNC_HOST_OK, ESYNC_REASON_MAX,
+    esync_trust_loader_add_role, ESYNC_DECISION_CONSENT, ESYNC_DECISION_DENY, ESYNC_HOST_OK,
+    ESYNC_REASON_MAX,
 };
 use esync_ffi::session::*;
 use esync_proto::envelope::{EnvelopeSigner, ReceiverIdentity, Recipient, Verifier};
@@ -173,6 +174,10 @@ struct Seen {
     /// Cut the first blob response after half its first chunk (a
     /// transport failure), once.
     cut_once: bool,
+    /// Deny a consent request with this reason (else consent).
+    deny: Option<&'static str>,
+    /// The consent requests asked: title, size.
+    consents: Vec<(String, u64)>,
 }
 
 /// The host: performs each request with `http`, hands its answer back;
@@ -320,12 +325,20 @@ async fn run(
                 continue;
             }
             ESYNC_REQUEST_CONSENT => {
-                let d = esync_decision {
+                let c = &req.consent;
+                let title = unsafe { text(c.title, c.title_len) };
+                seen.consents.push((title, c.size_bytes));
+                let mut d = esync_decision {
                     kind: ESYNC_DECISION_CONSENT,
                     postpone_until_ms: 0,
                     reason: [0; ESYNC_REASON_MAX],
                     reason_len: 0,
                 };
+                if let Some(why) = seen.deny {
+                    d.kind = ESYNC_DECISION_DENY;
+                    d.reason[..why.len()].copy_from_slice(why.as_bytes());
+                    d.reason_len = why.len();
+                }
                 let rc = unsafe { esync_session_consent(s, &d, mono(), now_ms(), &mut step) };
                 if rc != R::ESYNC_RESULT_OK {
                     return End::Failed(rc);
@@ -389,7 +402,7 @@ async fn fixture() -> Fx {
         .await
         .unwrap();
     srv.create_package(&serde_json::json!({"id": "ecm-2", "components": [
-        {"device": ECM, "image": h2, "release_counter": 2}]}))
+        {"device": ECM, "image": h2, "release_counter": 2, "consent_required": true}]}))
         .await
         .unwrap();
     srv.sign_image_targets(&["ecm-2"]).await.unwrap();
@@ -654,6 +667,15 @@ async fn session_checks_in_verifies_downloads_and_hands_the_package_to_the_clien
     assert!(seen.kinds.contains(&ESYNC_REQUEST_DIRECTOR_FILE));
     assert!(seen.kinds.contains(&ESYNC_REQUEST_IMAGE_FILE));
     assert_eq!(seen.kinds.last(), Some(&ESYNC_REQUEST_BLOB));
+    // The user was asked before the download (the component wants
+    // consent) and consented.
+    assert_eq!(
+        seen.consents,
+        vec![("Update ecm-2".to_string(), fx.v2.len() as u64)]
+    );
+    let consent_at = seen.kinds.iter().position(|k| *k == ESYNC_REQUEST_CONSENT);
+    let blob_at = seen.kinds.iter().position(|k| *k == ESYNC_REQUEST_BLOB);
+    assert!(consent_at < blob_at, "{:?}", seen.kinds);
     // The cut blob response was resumed where the session's bytes ended
     // (a Range request), not started again.
     assert_eq!(seen.ranges.first(), Some(&0));
@@ -761,6 +783,42 @@ async fn session_checks_in_verifies_downloads_and_hands_the_package_to_the_clien
     );
     assert_eq!(step.kind, 99);
     assert!(last_error(s).contains("no request"), "{}", last_error(s));
+    unsafe { esync_session_free(s) };
+
+    // A third session whose user refuses: Denied with the reason, no blob.
+    let mut stores = Stores {
+        director: Box::default(),
+        image: Box::default(),
+        director_root: fx.stores.director_root.clone(),
+        image_root: fx.stores.image_root.clone(),
+    };
+    let mut config = stores.config();
+    config.accepted_manifest = acc.as_ptr();
+    config.accepted_manifest_len = acc.len();
+    let mut s = ptr::null_mut();
+    assert_eq!(
+        unsafe { esync_session_new(&config, &mut s) },
+        R::ESYNC_RESULT_OK
+    );
+    let first = check_in(s, &fx, started);
+    let mut seen = Seen {
+        deny: Some("not now, driving"),
+        ..Seen::default()
+    };
+    let end = run(s, &fx.http, first, started, &|_, _| {}, &mut seen).await;
+    assert!(
+        matches!(end, End::Step(ESYNC_SESSION_DENIED)),
+        "{end:?}: {}",
+        last_error(s)
+    );
+    assert_eq!(seen.consents.len(), 1);
+    assert!(!seen.kinds.contains(&ESYNC_REQUEST_BLOB));
+    let (mut p, mut n) = (ptr::null(), 0usize);
+    assert_eq!(
+        unsafe { esync_session_outcome(s, &mut p, &mut n) },
+        R::ESYNC_RESULT_OK
+    );
+    assert_eq!(unsafe { text(p, n) }, "not now, driving");
     unsafe { esync_session_free(s) };
 }
 
