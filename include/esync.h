@@ -1812,7 +1812,10 @@ esync_result esync_session_next_request(struct esync_session *session,
  blob body is passed in chunks as it arrives (`end = false`; the host
  writes each at the blob's running offset), then `end = true` (with the
  last chunk or none); while the step says `ESYNC_SESSION_CONTINUE` keep
- passing chunks, any other step means: drop the response. A metadata
+ passing chunks, any other step means: drop the response. A non-blob
+ answer with `end = false` is `ESYNC_RESULT_INVALID_ARGUMENT`, an answer
+ while no HTTP request waits `ESYNC_RESULT_SESSION` (nothing changes,
+ the step untouched). A metadata
  file that fails Uptane verification returns
  `ESYNC_RESULT_VERIFICATION` (nothing is downloaded; the message says
  why).

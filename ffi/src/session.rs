@@ -656,42 +656,51 @@ pub unsafe extern "C" fn esync_session_next_request(
     })
 }
 
-/// What an HTTP answer of `status` with `body` means for `request`.
+/// What an HTTP answer of `status` with `body` means for `request`: the
+/// session's answer, or the failure it is for the session (retried after a
+/// back-off); `Err` is the host's misuse (nothing handed in).
 fn answer_of<'a>(
     request: &ServerRequest,
     status: u16,
     body: &'a [u8],
     end: bool,
     parsed: &'a mut Parsed,
-) -> Result<Answer<'a>, String> {
+) -> Result<Result<Answer<'a>, String>, Fail> {
     let route = match request {
         ServerRequest::UploadManifest { .. } => Route::Manifest,
         ServerRequest::CheckIn { .. } => Route::CheckIn,
         ServerRequest::DirectorFile { .. } => Route::DirectorFile,
         ServerRequest::ImageFile { .. } => Route::ImageFile,
         ServerRequest::Blob { .. } => Route::Blob,
-        _ => return Err("no HTTP request is waiting for an answer".into()),
+        _ => return Err((
+            esync_result::ESYNC_RESULT_SESSION,
+            "no HTTP request is waiting for an answer (a consent request: esync_session_consent)"
+                .into(),
+        )),
     };
+    if route != Route::Blob && !end {
+        return Err((
+            esync_result::ESYNC_RESULT_INVALID_ARGUMENT,
+            "a check-in, manifest or metadata answer is passed whole (end = true)".into(),
+        ));
+    }
     let ok = route
         .success_statuses()
         .iter()
         .any(|s| s.as_u16() == status);
     let metadata = matches!(route, Route::DirectorFile | Route::ImageFile);
     if metadata && status == 404 {
-        return Ok(Answer::File(None));
+        return Ok(Ok(Answer::File(None)));
     }
     if !ok {
-        return Err(format!("HTTP {status}"));
+        return Ok(Err(format!("HTTP {status}")));
     }
     if route == Route::Blob {
-        return Ok(if end && body.is_empty() {
+        return Ok(Ok(if end && body.is_empty() {
             Answer::BlobEnd
         } else {
             Answer::BlobBytes(body)
-        });
-    }
-    if !end {
-        return Err("a metadata or JSON answer is passed whole (end = true)".into());
+        }));
     }
     let max = match request {
         ServerRequest::DirectorFile { max_len, .. } | ServerRequest::ImageFile { max_len, .. } => {
@@ -700,21 +709,22 @@ fn answer_of<'a>(
         _ => route.max_response_body().unwrap_or(0),
     };
     if body.len() as u64 > max {
-        return Err(format!("answer of {} bytes (at most {max})", body.len()));
+        return Ok(Err(format!(
+            "answer of {} bytes (at most {max})",
+            body.len()
+        )));
     }
-    match route {
-        Route::CheckIn => {
-            let r: CheckInResponse =
-                serde_json::from_slice(body).map_err(|e| format!("check-in answer: {e}"))?;
-            Ok(Answer::CheckIn(parsed.check_in.insert(r)))
-        }
-        Route::Manifest => {
-            let r: ManifestAccepted =
-                serde_json::from_slice(body).map_err(|e| format!("manifest answer: {e}"))?;
-            Ok(Answer::ManifestAccepted(parsed.manifest.insert(r)))
-        }
+    Ok(match route {
+        Route::CheckIn => match serde_json::from_slice::<CheckInResponse>(body) {
+            Ok(r) => Ok(Answer::CheckIn(parsed.check_in.insert(r))),
+            Err(e) => Err(format!("check-in answer: {e}")),
+        },
+        Route::Manifest => match serde_json::from_slice::<ManifestAccepted>(body) {
+            Ok(r) => Ok(Answer::ManifestAccepted(parsed.manifest.insert(r))),
+            Err(e) => Err(format!("manifest answer: {e}")),
+        },
         _ => Ok(Answer::File(Some(body))),
-    }
+    })
 }
 
 #[derive(Default)]
@@ -730,7 +740,10 @@ struct Parsed {
 /// blob body is passed in chunks as it arrives (`end = false`; the host
 /// writes each at the blob's running offset), then `end = true` (with the
 /// last chunk or none); while the step says `ESYNC_SESSION_CONTINUE` keep
-/// passing chunks, any other step means: drop the response. A metadata
+/// passing chunks, any other step means: drop the response. A non-blob
+/// answer with `end = false` is `ESYNC_RESULT_INVALID_ARGUMENT`, an answer
+/// while no HTTP request waits `ESYNC_RESULT_SESSION` (nothing changes,
+/// the step untouched). A metadata
 /// file that fails Uptane verification returns
 /// `ESYNC_RESULT_VERIFICATION` (nothing is downloaded; the message says
 /// why).
@@ -761,7 +774,11 @@ pub unsafe extern "C" fn esync_session_provide_answer(
         let request = p.request.clone();
         let now = Now { mono_ms, wall_ms };
         let mut parsed = Parsed::default();
-        let r = match answer_of(&request, status, b, end, &mut parsed) {
+        let answer = match answer_of(&request, status, b, end, &mut parsed) {
+            Ok(a) => a,
+            Err(f) => return Err(s.fail(f)),
+        };
+        let r = match answer {
             Ok(Answer::BlobBytes(chunk)) if end => {
                 match s.session.provide(now, Answer::BlobBytes(chunk)) {
                     Ok(SessionStep::Continue) => s.session.provide(now, Answer::BlobEnd),
@@ -769,9 +786,6 @@ pub unsafe extern "C" fn esync_session_provide_answer(
                 }
             }
             Ok(a) => s.session.provide(now, a),
-            Err(why) if why.starts_with("no HTTP") => {
-                return Err(s.fail((esync_result::ESYNC_RESULT_SESSION, why)))
-            }
             Err(why) => s.session.provide(now, Answer::Failed(&why)),
         };
         s.finish(r)

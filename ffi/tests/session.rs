@@ -650,6 +650,30 @@ async fn session_checks_in_verifies_downloads_and_hands_the_package_to_the_clien
     );
     let first = check_in(s, &fx, started);
     assert_eq!(first.kind, ESYNC_SESSION_REQUEST);
+    // A manifest answer passed in pieces is the host's misuse: refused,
+    // the step untouched, the request still waiting.
+    let mut step = esync_session_step {
+        kind: 99,
+        ..Default::default()
+    };
+    let half = b"{";
+    assert_eq!(
+        unsafe {
+            esync_session_provide_answer(s, 200, half.as_ptr(), 1, false, 1, now_ms(), &mut step)
+        },
+        R::ESYNC_RESULT_INVALID_ARGUMENT
+    );
+    assert_eq!(step.kind, 99);
+    let mut req: esync_session_request = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { esync_session_next_request(s, &mut req) },
+        R::ESYNC_RESULT_OK
+    );
+    assert_eq!(req.kind, ESYNC_REQUEST_UPLOAD_MANIFEST);
+    assert_eq!(
+        unsafe { std::slice::from_raw_parts(req.body, req.body_len) },
+        &fx.manifest[..]
+    );
     let mut seen = Seen {
         cut_once: true,
         ..Seen::default()
