@@ -56,6 +56,119 @@
  */
 #define ESYNC_MAX_ROLES 64
 
+#if defined(ESYNC_CLIENT)
+/*
+ Kind of a [`esync_session_step`]: perform the request of
+ [`esync_session_next_request`] and answer it.
+ */
+#define ESYNC_SESSION_REQUEST 1
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Nothing to do before `deadline_ms` (monotonic): then call
+ [`esync_session_poll`].
+ */
+#define ESYNC_SESSION_WAIT 2
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Keep passing the running blob response's chunks.
+ */
+#define ESYNC_SESSION_CONTINUE 3
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The end: the Server has nothing for this vehicle.
+ */
+#define ESYNC_SESSION_UP_TO_DATE 4
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Rules block the download now (network, battery, window): poll again
+ later. [`esync_session_outcome`] gives the reasons (text).
+ */
+#define ESYNC_SESSION_BLOCKED 5
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Postponed (by the user, or while a consent answer is awaited) until
+ `until_wall_ms`: poll again then.
+ */
+#define ESYNC_SESSION_POSTPONED 6
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The end: the user refused; [`esync_session_outcome`] gives the reason.
+ */
+#define ESYNC_SESSION_DENIED 7
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The end: every blob is verified; [`esync_session_outcome`] gives the
+ `ReadyPackage` JSON for `esync_client_start`.
+ */
+#define ESYNC_SESSION_READY 8
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Kind of a request: `POST /v1/manifest` (the signed vehicle manifest).
+ */
+#define ESYNC_REQUEST_UPLOAD_MANIFEST 1
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ `POST /v1/checkin` (the manifest hash).
+ */
+#define ESYNC_REQUEST_CHECK_IN 2
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ `GET /v1/director/{file}`.
+ */
+#define ESYNC_REQUEST_DIRECTOR_FILE 3
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ `GET /v1/image/{file}`.
+ */
+#define ESYNC_REQUEST_IMAGE_FILE 4
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ `GET /v1/blobs/{sha256}`, with `Range: bytes=range_start-` when
+ `range_start > 0`.
+ */
+#define ESYNC_REQUEST_BLOB 5
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Ask the user (HMI): the `consent` fields; answer with
+ [`esync_session_consent`].
+ */
+#define ESYNC_REQUEST_CONSENT 6
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Most bytes of a manifest or of the inventory JSON handed to
+ [`esync_session_check_in`].
+ */
+#define ESYNC_SESSION_MAX_INPUT (1 << 20)
+#endif
+
 /*
  What an entry point did. The numbers are stable: a value keeps its
  meaning in every later version, new values are only added.
@@ -121,6 +234,21 @@ enum esync_result
    The Client runs a campaign already.
    */
   ESYNC_RESULT_BUSY = 11,
+  /*
+   The session refused the Server's metadata (Uptane verification, a
+   withheld component, targets that do not form a package); nothing
+   was downloaded.
+   */
+  ESYNC_RESULT_VERIFICATION = 12,
+  /*
+   The session gave up on a request after its retries.
+   */
+  ESYNC_RESULT_GAVE_UP = 13,
+  /*
+   The session cannot take this call now (no request waiting, an answer
+   that does not fit it); start a new check-in after a failure.
+   */
+  ESYNC_RESULT_SESSION = 14,
 };
 #ifndef __cplusplus
 typedef uint32_t esync_result;
@@ -137,6 +265,13 @@ typedef struct esync_agent esync_agent;
  The Client handle (opaque to C).
  */
 typedef struct esync_client esync_client;
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The session handle (opaque to C).
+ */
+typedef struct esync_session esync_session;
 #endif
 
 /*
@@ -792,6 +927,209 @@ typedef struct esync_client_need {
 #endif
 
 /*
+ One Uptane trust store kept by the host, as its four callbacks (the
+ ones of `esync_agent_callbacks`, with their contract): the Client's
+ session (`esync_session_config`) has one for the Director repository
+ and one for the Image repository. The functions and `userdata` must
+ stay valid until the handle that copied them is freed.
+ */
+typedef struct esync_trust_callbacks {
+  /*
+   Passed first to every callback.
+   */
+  void *userdata;
+  /*
+   As `esync_agent_callbacks::trust_load` (through
+   [`esync_trust_loader_add_role`] and [`esync_trust_loader_set_time`]).
+   */
+  esync_host_status (*trust_load)(void*, struct esync_trust_loader*);
+  /*
+   As `esync_agent_callbacks::trust_store_role`.
+   */
+  esync_host_status (*trust_store_role)(void*, const uint8_t*, size_t, const uint8_t*, size_t);
+  /*
+   As `esync_agent_callbacks::trust_remove_role`.
+   */
+  esync_host_status (*trust_remove_role)(void*, const uint8_t*, size_t);
+  /*
+   As `esync_agent_callbacks::trust_store_time`.
+   */
+  esync_host_status (*trust_store_time)(void*, int64_t);
+} esync_trust_callbacks;
+
+#if defined(ESYNC_CLIENT)
+/*
+ The session's configuration (copied by [`esync_session_new`]).
+ */
+typedef struct esync_session_config {
+  /*
+   The vehicle's VIN (UTF-8, `vin_len` bytes).
+   */
+  const uint8_t *vin;
+  /*
+   Length of `vin`.
+   */
+  size_t vin_len;
+  /*
+   The pinned Director root (JSON), stored when the Director trust
+   store holds no root yet (may be NULL with length 0 otherwise).
+   */
+  const uint8_t *director_root;
+  /*
+   Length of `director_root`.
+   */
+  size_t director_root_len;
+  /*
+   The pinned Image repository root, as `director_root`.
+   */
+  const uint8_t *image_root;
+  /*
+   Length of `image_root`.
+   */
+  size_t image_root_len;
+  /*
+   The Director repository's trust store.
+   */
+  struct esync_trust_callbacks director;
+  /*
+   The Image repository's trust store.
+   */
+  struct esync_trust_callbacks image;
+  /*
+   The SHA-256 of the manifest the Server last accepted (32 bytes;
+   persisted by the host from [`esync_session_accepted_manifest`]), or
+   NULL: the first check-in uploads the manifest.
+   */
+  const uint8_t *accepted_manifest;
+  /*
+   Length of `accepted_manifest` (32, or 0 with NULL).
+   */
+  size_t accepted_manifest_len;
+  /*
+   Log lines (UTF-8, `len` bytes, not NUL-terminated). May be NULL.
+   */
+  void (*log)(void*, esync_log_level, const uint8_t*, size_t);
+  /*
+   Passed first to `log`.
+   */
+  void *log_userdata;
+} esync_session_config;
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ What a session call produced.
+ */
+typedef struct esync_session_step {
+  /*
+   `ESYNC_SESSION_*`.
+   */
+  uint32_t kind;
+  /*
+   For `ESYNC_SESSION_WAIT`: call [`esync_session_poll`] at this
+   monotonic time.
+   */
+  uint64_t deadline_ms;
+  /*
+   For `ESYNC_SESSION_POSTPONED`: wall time (ms since the Unix epoch)
+   to poll again at.
+   */
+  uint64_t until_wall_ms;
+} esync_session_step;
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ A consent request for the user (`ESYNC_REQUEST_CONSENT`). Text is
+ UTF-8, borrowed as the request is.
+ */
+typedef struct esync_consent_request {
+  /*
+   The request's id.
+   */
+  uint8_t request_id[16];
+  /*
+   Title, `title_len` bytes.
+   */
+  const uint8_t *title;
+  /*
+   Length of `title`.
+   */
+  size_t title_len;
+  /*
+   Description, `description_len` bytes.
+   */
+  const uint8_t *description;
+  /*
+   Length of `description`.
+   */
+  size_t description_len;
+  /*
+   Bytes that will be downloaded.
+   */
+  uint64_t size_bytes;
+  /*
+   Wall time (ms) after which no answer means: postponed.
+   */
+  uint64_t deadline_ms;
+} esync_consent_request;
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The request to perform now. Every pointer is borrowed from the handle,
+ valid until the next call of any function on it.
+ */
+typedef struct esync_session_request {
+  /*
+   `ESYNC_REQUEST_*`.
+   */
+  uint32_t kind;
+  /*
+   HTTP method (`GET`, `POST`), `method_len` bytes; empty for consent.
+   */
+  const uint8_t *method;
+  /*
+   Length of `method`.
+   */
+  size_t method_len;
+  /*
+   Path on the Server's device API, `path_len` bytes; empty for consent.
+   */
+  const uint8_t *path;
+  /*
+   Length of `path`.
+   */
+  size_t path_len;
+  /*
+   Request body (`application/json` when not empty), `body_len` bytes.
+   */
+  const uint8_t *body;
+  /*
+   Length of `body`.
+   */
+  size_t body_len;
+  /*
+   Most bytes of the answer body to read; a longer body is a failure.
+   */
+  uint64_t max_len;
+  /*
+   For a blob: the session's blob number (`blob` in the `ReadyPackage`).
+   */
+  uint64_t blob;
+  /*
+   For a blob: the first byte to fetch (0: no `Range`, the host drops
+   what it held of this blob).
+   */
+  uint64_t range_start;
+  /*
+   For `ESYNC_REQUEST_CONSENT`.
+   */
+  struct esync_consent_request consent;
+} esync_session_request;
+#endif
+
+/*
  Uptane partial verification: Director targets only, against the
  Director root pinned at provisioning (`director_root`), with the
  trusted state kept through the trust-store callbacks.
@@ -1395,6 +1733,204 @@ esync_result esync_trust_loader_set_time(struct esync_trust_loader *loader, int6
  `len == 0`); `written` must be valid for a write.
  */
 esync_result esync_result_message(uint32_t result, uint8_t *buf, size_t len, size_t *written);
+
+#if defined(ESYNC_CLIENT)
+/*
+ Creates a session from `config` (copied): both trust stores are loaded
+ (an empty one gets the configured pinned root). On success writes the
+ handle to `*out`. Start it with [`esync_session_check_in`].
+
+ Ownership: `*out` is the caller's, freed with [`esync_session_free`];
+ the trust callbacks' `userdata` and functions (and `log`) must stay
+ valid until then. Threading: any thread.
+
+ # Safety
+
+ Every pointer of `config` valid as its fields describe; `out` writable.
+ */
+esync_result esync_session_new(const struct esync_session_config *config,
+                               struct esync_session **out);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Frees a session; `NULL` is accepted. Borrowed outputs become invalid.
+
+ # Safety
+
+ `session` must be `NULL` or a handle from [`esync_session_new`] not
+ freed before, used by no other thread.
+ */
+void esync_session_free(struct esync_session *session);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Starts a check-in (again, after any earlier end or failure) with the
+ signed vehicle manifest (`manifest`, the Uptane vehicle manifest's
+ bytes) and the Agents' inventory (`inventory_json`: a JSON array of the
+ Agents' `InventoryReport` messages, esync-proto's serde form); each at
+ most `ESYNC_SESSION_MAX_INPUT` bytes, copied. The manifest is uploaded
+ only when the Server has not accepted it yet.
+
+ # Safety
+
+ `session` a live handle; both buffers valid for their lengths; `step`
+ writable.
+ */
+esync_result esync_session_check_in(struct esync_session *session,
+                                    const uint8_t *manifest,
+                                    size_t manifest_len,
+                                    const uint8_t *inventory_json,
+                                    size_t inventory_len,
+                                    uint64_t mono_ms,
+                                    uint64_t wall_ms,
+                                    struct esync_session_step *step);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Describes the request to perform now into `*request` (borrowed pointers,
+ valid until the next call of any function on the handle).
+ `ESYNC_RESULT_NO_FRAME` when none is waiting (nothing written). The same
+ request is described until it is answered.
+
+ # Safety
+
+ `session` a live handle; `request` writable.
+ */
+esync_result esync_session_next_request(struct esync_session *session,
+                                        struct esync_session_request *request);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Hands in the answer to the request [`esync_session_next_request`]
+ described: its HTTP `status` and `body` (copied). A check-in, manifest
+ or metadata answer is passed whole (`end = true`; a metadata 404 is
+ "not found", any status that is not the route's success a failure). A
+ blob body is passed in chunks as it arrives (`end = false`; the host
+ writes each at the blob's running offset), then `end = true` (with the
+ last chunk or none); while the step says `ESYNC_SESSION_CONTINUE` keep
+ passing chunks, any other step means: drop the response. A non-blob
+ answer with `end = false` is `ESYNC_RESULT_INVALID_ARGUMENT`, an answer
+ while no HTTP request waits `ESYNC_RESULT_SESSION` (nothing changes,
+ the step untouched). A metadata
+ file that fails Uptane verification returns
+ `ESYNC_RESULT_VERIFICATION` (nothing is downloaded; the message says
+ why).
+
+ # Safety
+
+ `session` a live handle; `body` valid for `len` bytes; `step` writable.
+ */
+esync_result esync_session_provide_answer(struct esync_session *session,
+                                          uint16_t status,
+                                          const uint8_t *body,
+                                          size_t len,
+                                          bool end,
+                                          uint64_t mono_ms,
+                                          uint64_t wall_ms,
+                                          struct esync_session_step *step);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The request described last failed in transport (connection, TLS,
+ timeout): `reason` (UTF-8, copied) is kept for the message if the
+ session gives up. It is retried after a back-off (`ESYNC_SESSION_WAIT`).
+
+ # Safety
+
+ `session` a live handle; `reason` valid for `len` bytes; `step` writable.
+ */
+esync_result esync_session_provide_failure(struct esync_session *session,
+                                           const uint8_t *reason,
+                                           size_t len,
+                                           uint64_t mono_ms,
+                                           uint64_t wall_ms,
+                                           struct esync_session_step *step);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The user's answer to the consent request described last
+ (`ESYNC_REQUEST_CONSENT`): the Agent's `esync_decision` (consent, deny
+ with a reason, or postpone until a wall time).
+
+ # Safety
+
+ `session` a live handle; `decision` readable; `step` writable.
+ */
+esync_result esync_session_consent(struct esync_session *session,
+                                   const struct esync_decision *decision,
+                                   uint64_t mono_ms,
+                                   uint64_t wall_ms,
+                                   struct esync_session_step *step);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Deadlines, back-offs, postponements and rules at `mono_ms`/`wall_ms`
+ (call it at `step.deadline_ms`, after `ESYNC_SESSION_CONTINUE` steps
+ are done, or when a blocked or postponed session may go on).
+
+ # Safety
+
+ `session` a live handle; `step` writable.
+ */
+esync_result esync_session_poll(struct esync_session *session,
+                                uint64_t mono_ms,
+                                uint64_t wall_ms,
+                                struct esync_session_step *step);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ The outcome of the last step when it was an end, borrowed (valid until the next
+ call of any function on the handle): for `ESYNC_SESSION_READY` the
+ `ReadyPackage` as JSON (what `esync_client_start` takes; its `blob`
+ numbers are the ones of the blob requests), for `ESYNC_SESSION_DENIED`
+ the reason, for `ESYNC_SESSION_BLOCKED` the blocking rules (text).
+ `ESYNC_RESULT_NO_FRAME` when there is none.
+
+ # Safety
+
+ `session` a live handle; `out` and `len` writable.
+ */
+esync_result esync_session_outcome(struct esync_session *session, const uint8_t **out, size_t *len);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Writes the SHA-256 of the manifest the Server last accepted into `out`
+ (32 bytes) and sets `*has` (false: none yet, `out` untouched); the host
+ persists it for the next session's `accepted_manifest`.
+
+ # Safety
+
+ `session` a live handle; `out` valid for 32 bytes; `has` writable.
+ */
+esync_result esync_session_accepted_manifest(struct esync_session *session,
+                                             uint8_t *out,
+                                             bool *has);
+#endif
+
+#if defined(ESYNC_CLIENT)
+/*
+ Writes the detail of the handle's last failure into `buf` (UTF-8, not
+ NUL-terminated, truncated at a character boundary), its length into
+ `*written`.
+
+ # Safety
+
+ `session` a live handle; `buf` valid for `len` bytes; `written` writable.
+ */
+esync_result esync_session_last_error(struct esync_session *session,
+                                      uint8_t *buf,
+                                      size_t len,
+                                      size_t *written);
+#endif
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -476,7 +476,7 @@ unsafe fn build(
             format!("uptane trust store: {e}"),
         )
     };
-    let mut trust = CallbackTrust(cbs);
+    let mut trust = CallbackTrust::agent(cbs);
     if trust.load().map_err(|e| trust_failed(&e))?.root.is_empty() {
         if root.is_empty() {
             return Err((

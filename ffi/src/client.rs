@@ -15,9 +15,11 @@
 //! takes final package reports ([`esync_client_next_report`],
 //! [`esync_client_report_delivered`]).
 //!
-//! Not exposed here: the Server-facing session (`core::session`: check-in,
-//! full Uptane verification, downloads); the package handed to
-//! [`esync_client_start`] is the session's output, a `ReadyPackage` as JSON.
+//! The Server-facing session (`core::session`: check-in, full Uptane
+//! verification, downloads) is the `esync_session` handle
+//! ([`crate::session`]); the package handed to [`esync_client_start`] is its
+//! output ([`crate::session::esync_session_outcome`]), a `ReadyPackage` as
+//! JSON.
 //!
 //! Threading: a handle is used by one thread at a time (it may move between
 //! threads); the callbacks run on the calling thread, synchronously, and

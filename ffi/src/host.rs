@@ -551,12 +551,9 @@ impl Callbacks {
             backups,
             restore_backup,
             journal_load,
-            journal_store,
-            trust_load,
-            trust_store_role,
-            trust_remove_role,
-            trust_store_time
+            journal_store
         );
+        m.extend(esync_trust_callbacks::of_agent(c).missing());
         m
     }
 
@@ -966,8 +963,73 @@ impl JournalStore for CallbackJournal {
     }
 }
 
+/// One Uptane trust store kept by the host, as its four callbacks (the
+/// ones of `esync_agent_callbacks`, with their contract): the Client's
+/// session (`esync_session_config`) has one for the Director repository
+/// and one for the Image repository. The functions and `userdata` must
+/// stay valid until the handle that copied them is freed.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct esync_trust_callbacks {
+    /// Passed first to every callback.
+    pub userdata: *mut c_void,
+    /// As `esync_agent_callbacks::trust_load` (through
+    /// [`esync_trust_loader_add_role`] and [`esync_trust_loader_set_time`]).
+    pub trust_load:
+        Option<unsafe extern "C" fn(*mut c_void, *mut esync_trust_loader) -> esync_host_status>,
+    /// As `esync_agent_callbacks::trust_store_role`.
+    pub trust_store_role: Option<
+        unsafe extern "C" fn(*mut c_void, *const u8, usize, *const u8, usize) -> esync_host_status,
+    >,
+    /// As `esync_agent_callbacks::trust_remove_role`.
+    pub trust_remove_role:
+        Option<unsafe extern "C" fn(*mut c_void, *const u8, usize) -> esync_host_status>,
+    /// As `esync_agent_callbacks::trust_store_time`.
+    pub trust_store_time: Option<unsafe extern "C" fn(*mut c_void, i64) -> esync_host_status>,
+}
+
+impl esync_trust_callbacks {
+    /// The trust callbacks of an Agent's callbacks.
+    pub(crate) fn of_agent(c: &esync_agent_callbacks) -> esync_trust_callbacks {
+        esync_trust_callbacks {
+            userdata: c.userdata,
+            trust_load: c.trust_load,
+            trust_store_role: c.trust_store_role,
+            trust_remove_role: c.trust_remove_role,
+            trust_store_time: c.trust_store_time,
+        }
+    }
+
+    /// The names of the callbacks that are NULL (all four are required).
+    pub(crate) fn missing(&self) -> Vec<&'static str> {
+        let mut m = Vec::new();
+        if self.trust_load.is_none() {
+            m.push("trust_load");
+        }
+        if self.trust_store_role.is_none() {
+            m.push("trust_store_role");
+        }
+        if self.trust_remove_role.is_none() {
+            m.push("trust_remove_role");
+        }
+        if self.trust_store_time.is_none() {
+            m.push("trust_store_time");
+        }
+        m
+    }
+}
+
 /// The host's Uptane trust store, through its callbacks.
-pub(crate) struct CallbackTrust(pub(crate) Callbacks);
+pub(crate) struct CallbackTrust(pub(crate) esync_trust_callbacks);
+
+impl CallbackTrust {
+    /// The Agent's trust store: the trust callbacks of its
+    /// `esync_agent_callbacks`.
+    pub(crate) fn agent(c: Callbacks) -> CallbackTrust {
+        // SAFETY: `raw` points at the handle's own copy of the callbacks.
+        CallbackTrust(esync_trust_callbacks::of_agent(unsafe { &*c.raw }))
+    }
+}
 
 fn trust_err(op: &str, s: esync_host_status, write: bool) -> Result<(), TrustStoreError> {
     if s == ESYNC_HOST_OK {
@@ -993,7 +1055,7 @@ fn trust_err(op: &str, s: esync_host_status, write: bool) -> Result<(), TrustSto
 
 impl TrustStore for CallbackTrust {
     fn load(&mut self) -> Result<StoredState, TrustStoreError> {
-        let Some(f) = cb!(self.0, trust_load) else {
+        let Some(f) = self.0.trust_load else {
             return trust_err("load", ESYNC_HOST_FAILED, false).map(|()| StoredState::default());
         };
         let mut loader = esync_trust_loader {
@@ -1001,7 +1063,7 @@ impl TrustStore for CallbackTrust {
             error: None,
         };
         // SAFETY: host callback; `loader` is valid during the call.
-        let s = unsafe { f(self.0.ud, &mut loader) };
+        let s = unsafe { f(self.0.userdata, &mut loader) };
         trust_err("load", s, false)?;
         if let Some(reason) = loader.error {
             return Err(TrustStoreError::Corrupt {
@@ -1013,13 +1075,13 @@ impl TrustStore for CallbackTrust {
     }
 
     fn store_role(&mut self, role: &str, bytes: &[u8]) -> Result<(), TrustStoreError> {
-        let Some(f) = cb!(self.0, trust_store_role) else {
+        let Some(f) = self.0.trust_store_role else {
             return trust_err("store_role", ESYNC_HOST_FAILED, true);
         };
         // SAFETY: host callback; both slices valid during the call.
         let s = unsafe {
             f(
-                self.0.ud,
+                self.0.userdata,
                 role.as_ptr(),
                 role.len(),
                 bytes.as_ptr(),
@@ -1030,23 +1092,23 @@ impl TrustStore for CallbackTrust {
     }
 
     fn remove_role(&mut self, role: &str) -> Result<(), TrustStoreError> {
-        let Some(f) = cb!(self.0, trust_remove_role) else {
+        let Some(f) = self.0.trust_remove_role else {
             return trust_err("remove_role", ESYNC_HOST_FAILED, true);
         };
         // SAFETY: host callback; `role` valid during the call.
         trust_err(
             "remove_role",
-            unsafe { f(self.0.ud, role.as_ptr(), role.len()) },
+            unsafe { f(self.0.userdata, role.as_ptr(), role.len()) },
             true,
         )
     }
 
     fn store_time(&mut self, now: UnixTime) -> Result<(), TrustStoreError> {
-        let Some(f) = cb!(self.0, trust_store_time) else {
+        let Some(f) = self.0.trust_store_time else {
             return trust_err("store_time", ESYNC_HOST_FAILED, true);
         };
         // SAFETY: host callback.
-        trust_err("store_time", unsafe { f(self.0.ud, now.0) }, true)
+        trust_err("store_time", unsafe { f(self.0.userdata, now.0) }, true)
     }
 }
 

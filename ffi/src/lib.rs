@@ -15,9 +15,11 @@
 //! Director root) and patch application (esync-package's applier) built in
 //! and chosen by configuration; the **Client** ([`client`], feature
 //! `client`): an `esync_client` handle over the Client's orchestration
-//! core; the **JNI wrapper** (`java`, feature `jni`): `io.esync.Client` and
-//! `io.esync.Agent` over the same handles. Not built yet: the Client's
-//! Server-facing session (`esync_client::core::session`) over the ABI.
+//! core; the Client's **Server-facing session** ([`session`], feature
+//! `client`): an `esync_session` handle over
+//! `esync_client::core::session::Session` for a host that does its own
+//! HTTPS; the **JNI wrapper** (`java`, feature `jni`): `io.esync.Client` and
+//! `io.esync.Agent` over the Agent and Client handles.
 
 // The workspace denies `unsafe_code`. A C ABI cannot be written without it:
 // every entry point dereferences pointers the caller passes and calls the
@@ -37,6 +39,8 @@ pub mod host;
 #[cfg(feature = "jni")]
 pub mod java;
 pub mod result;
+#[cfg(feature = "client")]
+pub mod session;
 
 pub use result::esync_result;
 

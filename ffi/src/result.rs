@@ -39,6 +39,15 @@ pub enum esync_result {
     ESYNC_RESULT_REFUSED = 10,
     /// The Client runs a campaign already.
     ESYNC_RESULT_BUSY = 11,
+    /// The session refused the Server's metadata (Uptane verification, a
+    /// withheld component, targets that do not form a package); nothing
+    /// was downloaded.
+    ESYNC_RESULT_VERIFICATION = 12,
+    /// The session gave up on a request after its retries.
+    ESYNC_RESULT_GAVE_UP = 13,
+    /// The session cannot take this call now (no request waiting, an answer
+    /// that does not fit it); start a new check-in after a failure.
+    ESYNC_RESULT_SESSION = 14,
 }
 
 impl esync_result {
@@ -60,6 +69,11 @@ impl esync_result {
             ESYNC_RESULT_PANIC => "internal error (a panic was caught); the handle is halted",
             ESYNC_RESULT_REFUSED => "the package is refused; nothing was sent",
             ESYNC_RESULT_BUSY => "a campaign is running already",
+            ESYNC_RESULT_VERIFICATION => {
+                "the Server's metadata failed verification; nothing was downloaded"
+            }
+            ESYNC_RESULT_GAVE_UP => "a request failed too often; the session gave up",
+            ESYNC_RESULT_SESSION => "the session cannot take this call now",
         }
     }
 
@@ -79,6 +93,9 @@ impl esync_result {
             9 => ESYNC_RESULT_PANIC,
             10 => ESYNC_RESULT_REFUSED,
             11 => ESYNC_RESULT_BUSY,
+            12 => ESYNC_RESULT_VERIFICATION,
+            13 => ESYNC_RESULT_GAVE_UP,
+            14 => ESYNC_RESULT_SESSION,
             _ => return None,
         })
     }

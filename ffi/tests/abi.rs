@@ -428,6 +428,9 @@ fn results_have_stable_numbers_and_messages() {
         (esync_result::ESYNC_RESULT_PANIC, 9),
         (esync_result::ESYNC_RESULT_REFUSED, 10),
         (esync_result::ESYNC_RESULT_BUSY, 11),
+        (esync_result::ESYNC_RESULT_VERIFICATION, 12),
+        (esync_result::ESYNC_RESULT_GAVE_UP, 13),
+        (esync_result::ESYNC_RESULT_SESSION, 14),
     ];
     let mut seen = std::collections::BTreeSet::new();
     for (r, n) in expected {
@@ -436,7 +439,7 @@ fn results_have_stable_numbers_and_messages() {
         assert_eq!(m, r.message());
         assert!(seen.insert(m), "messages are distinct");
     }
-    assert_eq!(message(12), "unknown result");
+    assert_eq!(message(15), "unknown result");
     assert_eq!(message(u32::MAX), "unknown result");
     // Truncated to the buffer; NULL `written` refused.
     let mut b = [0u8; 4];
