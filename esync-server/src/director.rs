@@ -639,10 +639,23 @@ impl Director {
         {
             return Ok(c.clone());
         }
-        let (job, _) = self
+        // Read first: every check-in of an offered vehicle plans, and the
+        // job is queued once per pair, so the write (a turn at SQLite's
+        // single write lock) is only for a pair not seen yet.
+        let name = format_name(format);
+        let job = match self
             .store
-            .enqueue_delta(&from.0, &c.image.sha256.0, format_name(format), now_ms)
-            .await?;
+            .delta_job(&from.0, &c.image.sha256.0, name)
+            .await?
+        {
+            Some(job) => job,
+            None => {
+                self.store
+                    .enqueue_delta(&from.0, &c.image.sha256.0, name, now_ms)
+                    .await?
+                    .0
+            }
+        };
         let (DeltaState::Done, Some(result)) = (job.state, job.result_sha256) else {
             return Ok(c.clone());
         };
