@@ -20,7 +20,7 @@
 //!   signed description, so the Client may fetch it instead of the image.
 //!   Targets, snapshot and timestamp are re-signed only when the targets
 //!   changed, a role's keys changed or the timestamp is past half its
-//!   lifetime; versions come from [`Store::next_director_version`].
+//!   lifetime; versions come from [`Store::next_director_versions`].
 //! * **Manifests** (A15): the primary's signature against the registered
 //!   primary ECU key, every ECU report against its ECU's key, every ECU
 //!   known to the vehicle, every report's nonce new
@@ -478,6 +478,24 @@ impl Director {
         if ts_current {
             return Ok(stored_ts.map_or(0, |r| r.version));
         }
+        // The versions this publish needs, allocated in one transaction:
+        // targets (unless current), snapshot (unless current), timestamp.
+        let mut roles = Vec::with_capacity(3);
+        if !targets_current {
+            roles.push("targets");
+        }
+        if !snapshot_current {
+            roles.push("snapshot");
+        }
+        roles.push("timestamp");
+        let versions = self.store.next_director_versions(scope, &roles).await?;
+        let version_of = |role: &str| {
+            roles
+                .iter()
+                .position(|r| *r == role)
+                .and_then(|i| versions.get(i).copied())
+                .ok_or_else(|| DirectorError::Corrupt(format!("no {role} version allocated")))
+        };
         let mut files = Vec::new();
         let (snap_version, snap_bytes) = if snapshot_current {
             let s = stored_snapshot.ok_or(DirectorError::Corrupt("snapshot vanished".into()))?;
@@ -486,7 +504,7 @@ impl Director {
             let targets_version = if targets_current {
                 stored_targets.map_or(0, |r| r.version)
             } else {
-                let v = self.store.next_director_version(scope, "targets").await?;
+                let v = version_of("targets")?;
                 let t = Targets {
                     type_: "targets".into(),
                     spec_version: SPEC_VERSION.into(),
@@ -500,7 +518,7 @@ impl Director {
                 files.push(("targets.json".into(), v, bytes));
                 v
             };
-            let v = self.store.next_director_version(scope, "snapshot").await?;
+            let v = version_of("snapshot")?;
             let s = meta::snapshot(
                 v,
                 now.plus_seconds(self.config.targets_lifetime_s),
@@ -511,7 +529,7 @@ impl Director {
             files.push(("snapshot.json".into(), v, bytes.clone()));
             (v, bytes)
         };
-        let v = self.store.next_director_version(scope, "timestamp").await?;
+        let v = version_of("timestamp")?;
         let ts = meta::timestamp(
             v,
             now.plus_seconds(self.config.timestamp_lifetime_s),
@@ -523,24 +541,24 @@ impl Director {
             v,
             meta::sign(&ts, &timestamp_keys)?,
         ));
-        // Versioned files first, timestamp last: a client that sees the new
-        // timestamp finds everything it names.
-        let mut timestamp_written = false;
-        for (name, version, body) in files {
-            let is_ts = name == "timestamp.json";
-            let written = self
-                .store
-                .put_metadata(&MetadataRecord {
-                    repo: RepoKind::Director,
-                    scope: scope.to_owned(),
-                    name,
-                    version,
-                    body,
-                    created_ms: now_ms,
-                })
-                .await?;
-            timestamp_written |= is_ts && written;
-        }
+        // Versioned files first, timestamp last, in one transaction: a
+        // client that sees the new timestamp finds everything it names.
+        let records: Vec<MetadataRecord> = files
+            .into_iter()
+            .map(|(name, version, body)| MetadataRecord {
+                repo: RepoKind::Director,
+                scope: scope.to_owned(),
+                name,
+                version,
+                body,
+                created_ms: now_ms,
+            })
+            .collect();
+        let written = self.store.put_metadata_all(&records).await?;
+        let timestamp_written = records
+            .iter()
+            .zip(&written)
+            .any(|(r, w)| *w && r.name == "timestamp.json");
         if timestamp_written {
             return Ok(v);
         }
@@ -621,10 +639,23 @@ impl Director {
         {
             return Ok(c.clone());
         }
-        let (job, _) = self
+        // Read first: every check-in of an offered vehicle plans, and the
+        // job is queued once per pair, so the write (a turn at SQLite's
+        // single write lock) is only for a pair not seen yet.
+        let name = format_name(format);
+        let job = match self
             .store
-            .enqueue_delta(&from.0, &c.image.sha256.0, format_name(format), now_ms)
-            .await?;
+            .delta_job(&from.0, &c.image.sha256.0, name)
+            .await?
+        {
+            Some(job) => job,
+            None => {
+                self.store
+                    .enqueue_delta(&from.0, &c.image.sha256.0, name, now_ms)
+                    .await?
+                    .0
+            }
+        };
         let (DeltaState::Done, Some(result)) = (job.state, job.result_sha256) else {
             return Ok(c.clone());
         };

@@ -1095,14 +1095,14 @@ async fn a_timestamp_left_behind_by_a_race_is_re_signed_before_it_is_served() {
     let vin = vin_a();
     let sv = f
         .store
-        .next_director_version(vin.as_str(), "snapshot")
+        .next_director_versions(vin.as_str(), &["snapshot"])
         .await
-        .expect("v");
+        .expect("v")[0];
     let tv = f
         .store
-        .next_director_version(vin.as_str(), "timestamp")
+        .next_director_versions(vin.as_str(), &["timestamp"])
         .await
-        .expect("v");
+        .expect("v")[0];
     let snap2 = esync_server::meta::sign(
         &esync_server::meta::snapshot(sv, exp, 1),
         &[key("snapshot").await],

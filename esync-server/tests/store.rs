@@ -190,24 +190,37 @@ async fn suite(s: Arc<dyn Store>) {
     // Director versions count per (vehicle, role).
     assert_eq!(s.director_version("VIN1", "targets").await.expect("v"), 0);
     assert_eq!(
-        s.next_director_version("VIN1", "targets").await.expect("v"),
+        s.next_director_versions("VIN1", &["targets"])
+            .await
+            .expect("v")[0],
         1
     );
     assert_eq!(
-        s.next_director_version("VIN1", "targets").await.expect("v"),
+        s.next_director_versions("VIN1", &["targets"])
+            .await
+            .expect("v")[0],
         2
     );
     assert_eq!(
-        s.next_director_version("VIN1", "snapshot")
+        s.next_director_versions("VIN1", &["snapshot"])
             .await
-            .expect("v"),
+            .expect("v")[0],
         1
     );
     assert_eq!(
-        s.next_director_version("VIN2", "targets").await.expect("v"),
+        s.next_director_versions("VIN2", &["targets"])
+            .await
+            .expect("v")[0],
         1
     );
     assert_eq!(s.director_version("VIN1", "targets").await.expect("v"), 2);
+    // Several roles in one transaction, in the order asked.
+    assert_eq!(
+        s.next_director_versions("VIN1", &["snapshot", "timestamp", "targets"])
+            .await
+            .expect("v"),
+        vec![2, 1, 3]
+    );
 
     // Delta jobs: once per (from, to, format); claim, finish, lease.
     let (j, ins) = s
@@ -347,6 +360,23 @@ async fn repositories(s: Arc<dyn Store>) {
         .put_metadata(&file(d, "VIN1", "targets.json", 3, b"v3"))
         .await
         .expect("put"));
+    // Several files in one transaction, each under the version rule.
+    assert_eq!(
+        s.put_metadata_all(&[
+            file(d, "VIN1", "targets.json", 3, b"v3'"),
+            file(d, "VIN1", "snapshot.json", 1, b"s1"),
+        ])
+        .await
+        .expect("put all"),
+        vec![false, true]
+    );
+    assert_eq!(
+        s.metadata(d, "VIN1", "snapshot.json")
+            .await
+            .expect("get")
+            .map(|m| m.body),
+        Some(b"s1".to_vec())
+    );
     let got = s
         .metadata(d, "VIN1", "targets.json")
         .await
@@ -440,7 +470,11 @@ async fn concurrent_versions(s: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             for _ in 0..10 {
-                got.push(s.next_director_version("VINC", "targets").await.expect("v"));
+                got.push(
+                    s.next_director_versions("VINC", &["targets"])
+                        .await
+                        .expect("v")[0],
+                );
             }
             got
         }));

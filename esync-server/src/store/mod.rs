@@ -623,8 +623,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Forgets nonces seen before `before_ms`; returns how many.
     async fn prune_nonces(&self, before_ms: i64) -> Result<u64, DbError>;
     /// Atomically increments and returns the Director metadata version of
-    /// `role` for `vin` (1 the first time).
-    async fn next_director_version(&self, vin: &str, role: &str) -> Result<u64, DbError>;
+    /// each of `roles` for `vin` (1 the first time), in `roles`' order, in
+    /// one transaction (one commit for all of them).
+    async fn next_director_versions(&self, vin: &str, roles: &[&str]) -> Result<Vec<u64>, DbError>;
     /// The current Director metadata version (0 if none).
     async fn director_version(&self, vin: &str, role: &str) -> Result<u64, DbError>;
 
@@ -687,6 +688,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// and a version at least as high is stored: `true` if written. Versions
     /// of a file never go backwards, whichever node writes.
     async fn put_metadata(&self, m: &MetadataRecord) -> Result<bool, DbError>;
+    /// [`Store::put_metadata`] of each of `files`, in order, in one
+    /// transaction (one commit): whether each was written.
+    async fn put_metadata_all(&self, files: &[MetadataRecord]) -> Result<Vec<bool>, DbError>;
     /// A metadata file.
     async fn metadata(
         &self,

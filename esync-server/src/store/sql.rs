@@ -745,21 +745,27 @@ macro_rules! store_impl {
                 Ok(r.rows_affected())
             }
 
-            async fn next_director_version(
+            async fn next_director_versions(
                 &self,
                 vin: &str,
-                role: &str,
-            ) -> Result<u64, $crate::store::DbError> {
-                let v: i64 = sqlx::query_scalar(
-                    "INSERT INTO director_versions (vin, role, version) VALUES ($1, $2, 1) \
-                     ON CONFLICT (vin, role) DO UPDATE SET version = director_versions.version + 1 \
-                     RETURNING version",
-                )
-                .bind(vin)
-                .bind(role)
-                .fetch_one(&self.pool)
-                .await?;
-                $crate::store::sql::to_u64(v, "director_versions.version")
+                roles: &[&str],
+            ) -> Result<Vec<u64>, $crate::store::DbError> {
+                let mut tx = self.pool.begin().await?;
+                let mut out = Vec::with_capacity(roles.len());
+                for role in roles {
+                    let v: i64 = sqlx::query_scalar(
+                        "INSERT INTO director_versions (vin, role, version) VALUES ($1, $2, 1) \
+                         ON CONFLICT (vin, role) DO UPDATE SET version = director_versions.version + 1 \
+                         RETURNING version",
+                    )
+                    .bind(vin)
+                    .bind(role)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    out.push($crate::store::sql::to_u64(v, "director_versions.version")?);
+                }
+                tx.commit().await?;
+                Ok(out)
             }
 
             async fn director_version(
@@ -942,6 +948,28 @@ macro_rules! store_impl {
                     .execute(&self.pool)
                     .await?;
                 Ok(r.rows_affected() > 0)
+            }
+
+            async fn put_metadata_all(
+                &self,
+                files: &[$crate::store::MetadataRecord],
+            ) -> Result<Vec<bool>, $crate::store::DbError> {
+                let mut tx = self.pool.begin().await?;
+                let mut out = Vec::with_capacity(files.len());
+                for m in files {
+                    let r = sqlx::query($crate::store::sql::PUT_METADATA)
+                        .bind(m.repo.as_str())
+                        .bind(&m.scope)
+                        .bind(&m.name)
+                        .bind($crate::store::sql::to_i64(m.version, "metadata version")?)
+                        .bind(&m.body)
+                        .bind(m.created_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    out.push(r.rows_affected() > 0);
+                }
+                tx.commit().await?;
+                Ok(out)
             }
 
             async fn metadata(
