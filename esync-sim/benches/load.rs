@@ -58,7 +58,7 @@ use esync_server::provision::Provisioner;
 use esync_server::store::{Ecu, Store, VehicleRecord};
 use esync_sim::rehearsal::{LocalServer, Operator};
 use esync_sim::{provision_with, EcuType, Fleet, FleetConfig, FleetHandle, FleetSpec, SimVehicle};
-use esync_sim::{Snapshot, Window};
+use esync_sim::{FleetSnapshot, Window};
 use nginx::{Nginx, NginxTls};
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
@@ -455,7 +455,7 @@ fn warm_up(fleet: &FleetHandle, uploads: u64, check_ins: u64, what: &str) {
 
 /// Measures `secs` seconds of `fleet`: the check-in window and the
 /// counters before and after.
-fn measure(fleet: &FleetHandle, secs: u64) -> (Window, Snapshot, Snapshot) {
+fn measure(fleet: &FleetHandle, secs: u64) -> (Window, FleetSnapshot, FleetSnapshot) {
     let before = fleet.snapshot();
     let mark = fleet.mark();
     std::thread::sleep(Duration::from_secs(secs));
@@ -599,7 +599,7 @@ fn main() {
                 "{}",
                 line(&format!("esync-server ({name}), campaign"), &w, ceiling)
             );
-            let d = |f: fn(&Snapshot) -> u64| f(&after) - f(&before);
+            let d = |f: fn(&FleetSnapshot) -> u64| f(&after) - f(&before);
             let offers: u64 =
                 after.offers.values().sum::<u64>() - before.offers.values().sum::<u64>();
             println!(

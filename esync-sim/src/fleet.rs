@@ -14,7 +14,7 @@ use tokio::sync::{watch, OnceCell};
 use tokio::task::JoinSet;
 
 use crate::provision::SimVehicle;
-use crate::stats::{Counters, Mark, Snapshot, Window};
+use crate::stats::{Counters, FleetSnapshot, Mark, Window};
 use crate::vehicle::{SimTask, VehicleReport};
 use crate::SimError;
 
@@ -186,7 +186,7 @@ pub struct FleetHandle {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FleetReport {
     /// The counters at the end.
-    pub totals: Snapshot,
+    pub totals: FleetSnapshot,
     /// Every vehicle, by VIN order.
     pub vehicles: Vec<VehicleReport>,
 }
@@ -238,7 +238,7 @@ impl FleetReport {
 
 impl FleetHandle {
     /// The live counters.
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> FleetSnapshot {
         self.counters
             .snapshot(self.started.elapsed(), self.tasks.len().min(self.vehicles))
     }

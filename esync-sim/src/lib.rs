@@ -72,11 +72,11 @@ pub mod vehicle;
 pub use fleet::{Fleet, FleetConfig, FleetHandle, FleetReport};
 pub use provision::{provision, provision_with, Provisioned, SimVehicle};
 pub use spec::{EcuPlan, EcuType, FleetSpec};
-pub use stats::{ErrorKind, Mark, Snapshot, Window};
+pub use stats::{ErrorKind, FleetSnapshot, Mark, Window};
 pub use vehicle::{fails, EcuState, VehicleReport};
 
 /// Errors of the simulator's setup (a running vehicle counts its errors
-/// instead, [`Snapshot::errors`]).
+/// instead, [`FleetSnapshot::errors`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SimError {

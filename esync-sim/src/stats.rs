@@ -275,14 +275,14 @@ impl Counters {
         }
     }
 
-    pub fn snapshot(&self, elapsed: Duration, running: usize) -> Snapshot {
+    pub fn snapshot(&self, elapsed: Duration, running: usize) -> FleetSnapshot {
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let errors: BTreeMap<ErrorKind, u64> = ErrorKind::ALL
             .iter()
             .map(|k| (*k, l(&self.errors[*k as usize])))
             .filter(|(_, n)| *n > 0)
             .collect();
-        Snapshot {
+        FleetSnapshot {
             elapsed_s: elapsed.as_secs_f64(),
             vehicles_running: running,
             check_ins: l(&self.check_ins),
@@ -311,7 +311,7 @@ impl Counters {
 
 /// The fleet's counters at one moment ([`crate::FleetHandle::snapshot`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Snapshot {
+pub struct FleetSnapshot {
     /// Seconds since the fleet started.
     pub elapsed_s: f64,
     /// Vehicle tasks still running.
@@ -350,7 +350,7 @@ pub struct Snapshot {
     pub latency_max_ms: f64,
 }
 
-impl Snapshot {
+impl FleetSnapshot {
     /// Check-ins per second over the whole run.
     pub fn check_ins_per_s(&self) -> f64 {
         if self.elapsed_s > 0.0 {
