@@ -170,9 +170,49 @@ impl ApiError {
     }
 }
 
+/// An error and its chain of sources as one line (`outer: inner: root`):
+/// how the API's HTTP clients (the Client's device client, the Server's
+/// admin client) report a transport failure, whose useful part is often
+/// only in a source (the TLS or connection error under hyper's).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_chain_names_every_source_in_order() {
+        #[derive(Debug)]
+        struct Layer(&'static str, Option<Box<Layer>>);
+        impl std::fmt::Display for Layer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Layer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|l| l as _)
+            }
+        }
+        let e = Layer(
+            "request failed",
+            Some(Box::new(Layer(
+                "tls",
+                Some(Box::new(Layer("refused", None))),
+            ))),
+        );
+        assert_eq!(error_chain(&e), "request failed: tls: refused");
+        assert_eq!(error_chain(&Layer("alone", None)), "alone");
+    }
 
     #[test]
     fn codes_serialise_as_their_names_and_round_trip() {

@@ -32,7 +32,7 @@ mod openapi;
 pub mod range;
 mod route;
 
-pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use error::{error_chain, ApiError, ErrorBody, ErrorCode};
 pub use names::{BlobId, MetadataFileName, NameError, ReportId};
 pub use openapi::openapi;
 pub use route::{match_route, Route, RouteMatch, API_PREFIX};

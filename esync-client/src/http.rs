@@ -247,7 +247,7 @@ impl DeviceHttp {
                 what,
                 after: timeout,
             }),
-            Ok(Err(e)) => Err(HttpError::Transport(error_chain(&e))),
+            Ok(Err(e)) => Err(HttpError::Transport(esync_api::error_chain(&e))),
             Ok(Ok(resp)) => Ok(resp),
         }
     }
@@ -494,7 +494,7 @@ impl DeviceHttp {
                     Ok(None) => break,
                     Ok(Some(Err(e))) => {
                         file.sync_data().map_err(io_err)?;
-                        return Err(HttpError::Transport(error_chain(&e)));
+                        return Err(HttpError::Transport(esync_api::error_chain(&e)));
                     }
                     Ok(Some(Ok(f))) => f,
                 };
@@ -571,7 +571,7 @@ impl BlobStream {
                     })
                 }
                 Ok(None) => return Ok(None),
-                Ok(Some(Err(e))) => return Err(HttpError::Transport(error_chain(&e))),
+                Ok(Some(Err(e))) => return Err(HttpError::Transport(esync_api::error_chain(&e))),
                 Ok(Some(Ok(f))) => {
                     if let Ok(data) = f.into_data() {
                         return Ok(Some(data));
@@ -651,17 +651,6 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, HttpError> {
     })
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// Reads at most `cap` bytes of `body`, refusing longer bodies without
 /// reading past the cap, by `deadline`.
 async fn read_capped(
@@ -680,7 +669,7 @@ async fn read_capped(
                 })
             }
             Ok(None) => return Ok(out),
-            Ok(Some(Err(e))) => return Err(HttpError::Transport(error_chain(&e))),
+            Ok(Some(Err(e))) => return Err(HttpError::Transport(esync_api::error_chain(&e))),
             Ok(Some(Ok(f))) => f,
         };
         if let Ok(data) = frame.into_data() {

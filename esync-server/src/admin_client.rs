@@ -158,7 +158,7 @@ impl AdminClient {
             .http
             .request(req)
             .await
-            .map_err(|e| AdminClientError::Transport(error_chain(&e)))?;
+            .map_err(|e| AdminClientError::Transport(esync_api::error_chain(&e)))?;
         let status = resp.status();
         let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
@@ -290,17 +290,6 @@ pub fn enc(s: &str) -> String {
         }
     }
     out
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
